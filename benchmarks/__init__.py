@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks ...`; each prints a table and writes JSON (never timed assertions in tests)."""

@@ -1,0 +1,176 @@
+"""The `voice-device` command line: argument parsing and dispatch only; each command's work lives in its layer.
+
+Exit codes: 0 success, 1 a runtime failure a person must fix (message on stderr), 2 bad configuration or
+usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from device import __version__
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+DEFAULT_CONFIG = "/etc/voice-device/config.yaml"
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help: str):
+    def register(fn: Handler) -> Handler:
+        setup = getattr(fn, "setup", lambda p: None)
+        _COMMANDS[name] = (setup, fn)
+        fn.help = help  # type: ignore[attr-defined]
+        return fn
+
+    return register
+
+
+def arguments(setup: Callable[[argparse.ArgumentParser], None]):
+    def attach(fn: Handler) -> Handler:
+        fn.setup = setup  # type: ignore[attr-defined]
+        return fn
+
+    return attach
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `90s`, `10m`, `6h`, `1d` → timedelta."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return timedelta(seconds=float(t[:-1]) * units[t[-1]])
+        return timedelta(seconds=float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 10m, 6h)") from None
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
+
+
+def load_or_exit(path: str):
+    """Load the config or print the one-line error and exit 2 (no traceback)."""
+    from device.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"voice-device: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+@command("check", "validate a configuration and print it resolved, secrets masked")
+@arguments(_config_arg)
+def cmd_check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from device.config.display import to_dict
+
+    config = load_or_exit(args.config)
+    print(f"# {config.source}: valid", file=sys.stderr)
+    print(yaml.safe_dump(to_dict(config, mask=True), sort_keys=False, default_flow_style=False), end="")
+    return EXIT_OK
+
+
+def _devices_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+@command("devices", "list audio inputs and outputs as PortAudio sees them")
+@arguments(_devices_args)
+def cmd_devices(args: argparse.Namespace) -> int:
+    from device.audio.devices import list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps([d.as_json() for d in devices], indent=2))
+        return EXIT_OK
+    if not devices:
+        print("no audio devices found (no sound card, or PulseAudio not running)", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{'idx':>3}  {'in':>2} {'out':>3}  {'rate':>6}  name")
+    for d in devices:
+        marks = ("  [default input]" if d.is_default_input else "") + (
+            "  [default output]" if d.is_default_output else ""
+        )
+        print(
+            f"{d.index:>3}  {d.max_input_channels:>2} {d.max_output_channels:>3}  "
+            f"{int(d.default_sample_rate):>6}  {d.name}{marks}"
+        )
+    return EXIT_OK
+
+
+def _token_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--room", required=True)
+    p.add_argument("--identity", required=True)
+    p.add_argument("--name")
+    p.add_argument("--agent", help="agent name to dispatch through room_config")
+    p.add_argument("--ttl", type=parse_duration, default=timedelta(minutes=10), help="lifetime, e.g. 10m, 6h")
+    p.add_argument("--api-key", help="default: $LIVEKIT_API_KEY")
+    p.add_argument("--api-secret", help="default: $LIVEKIT_API_SECRET")
+
+
+@command("token", "development helper: mint a participant token (the secret belongs on a token server)")
+@arguments(_token_args)
+def cmd_token(args: argparse.Namespace) -> int:
+    import os
+
+    from device.session.mint import mint_token
+
+    key = args.api_key or os.environ.get("LIVEKIT_API_KEY")
+    secret = args.api_secret or os.environ.get("LIVEKIT_API_SECRET")
+    if not key or not secret:
+        print("voice-device: token needs --api-key and --api-secret (or LIVEKIT_API_KEY / LIVEKIT_API_SECRET)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # short development keys such as livekit-server --dev's "secret"
+        print(mint_token(key, secret, room=args.room, identity=args.identity, name=args.name,
+                         agent_name=args.agent, ttl=args.ttl))
+    return EXIT_OK
+
+
+@command("version", "print the version")
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"voice-device {__version__}")
+    return EXIT_OK
+
+
+# Commands of later layers go above this line, each importing its layer inside the handler (start-up stays fast).
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice-device", description="LiveKit voice-agent device daemon")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output (repeatable)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (setup, fn) in _COMMANDS.items():
+        p = sub.add_parser(name, help=fn.help, description=fn.help)  # type: ignore[attr-defined]
+        setup(p)
+        p.set_defaults(handler=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from device.log import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("info", args.verbose - args.quiet)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

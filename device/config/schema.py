@@ -1,0 +1,181 @@
+"""The configuration schema: one frozen dataclass per subsystem, every key documented where it is declared.
+
+A field's `metadata` carries what the loader checks (`choices`, `min`, `max`, `kind`) and whether the value
+is a secret (masked by `voice-device check`, never logged). `config/reference.yaml` is the commented copy of
+this file for people; `tests/test_config.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+SAMPLE_RATES = (16000, 24000, 48000)
+MODES = ("push_to_talk", "always_on", "toggle")
+TOKEN_SOURCES = ("endpoint", "sandbox", "literal", "local")
+LED_KINDS = ("none", "led", "pwmled", "rgbled", "apa102")
+GESTURE_ACTIONS = (
+    "start_turn",
+    "end_turn",
+    "cancel_turn",
+    "start_session",
+    "end_session",
+    "toggle_session",
+    "toggle_mute",
+    "none",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def opt(default: Any, doc: str, **checks: Any) -> Any:
+    """A dataclass field with its documentation and the loader's checks in metadata."""
+    meta = {"doc": doc, **checks}
+    if isinstance(default, (dict, list)):
+        frozen = MappingProxyType(dict(default)) if isinstance(default, dict) else tuple(default)
+        return field(default_factory=lambda: frozen, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class EarconsConfig:
+    listening: str | None = opt(None, "WAV played when the device starts listening (a press, a session start)")
+    stopped: str | None = opt(None, "WAV played when the user's turn or the session ends")
+    error: str | None = opt(None, "WAV played when the session fails")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    input_device: str = opt("default", "input device: a substring of its PortAudio name ('default' = system default)")
+    output_device: str = opt("default", "output device: a substring of its PortAudio name")
+    input_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
+    output_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
+    sample_rate: int = opt(48000, "pipeline sample rate in Hz (mono int16)", choices=SAMPLE_RATES)
+    block_ms: int = opt(20, "PortAudio callback block length in ms (a multiple of 10)", choices=(10, 20, 30, 40))
+    ring_seconds: float = opt(10.0, "seconds of microphone audio the ring always holds", min=1.0, max=120.0)
+    preroll_ms: int = opt(500, "audio kept from BEFORE a press or session start, in ms", min=0, max=5000)
+    echo_cancellation: bool = opt(True, "run the echo canceller fed with what the speaker plays")
+    noise_suppression: bool = opt(True, "run noise suppression on the mic")
+    high_pass_filter: bool = opt(True, "remove DC and rumble from the mic")
+    auto_gain_control: bool = opt(False, "automatic gain control on the mic")
+    volume: float = opt(0.8, "playback volume, 0.0 to 1.0 (software)", min=0.0, max=1.0)
+    jitter_ms: int = opt(60, "playback jitter buffer target in ms", min=20, max=1000)
+    reopen_backoff_max_s: float = opt(10.0, "longest wait between attempts to reopen a lost device", min=0.1)
+    earcons: EarconsConfig = section(EarconsConfig, "optional sounds")
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    pin: int = opt(17, "BCM GPIO number", min=0, max=53)
+    pull_up: bool = opt(True, "use the internal pull-up (button wired to ground)")
+    bounce_ms: int = opt(30, "debounce window in ms (implemented by voice-device, not the pin driver)", min=0, max=500)
+    hold_s: float = opt(1.0, "a press held this long is a long press", min=0.1, max=10.0)
+    double_press_s: float = opt(0.0, "second press within this window is a double press (0 = off)", min=0.0, max=2.0)
+
+
+@dataclass(frozen=True)
+class LedsConfig:
+    kind: str = opt("none", "LED hardware", choices=LED_KINDS)
+    pins: tuple[int, ...] = opt([], "BCM pins: one for led/pwmled, three (r, g, b) for rgbled")
+    active_high: bool = opt(True, "LED lit when the pin is high")
+    count: int = opt(12, "number of pixels on an apa102 ring", min=1, max=256)
+    brightness: float = opt(0.5, "maximum brightness, 0.0 to 1.0", min=0.0, max=1.0)
+    spi_port: int = opt(0, "SPI port of an apa102 ring", min=0, max=1)
+    spi_device: int = opt(0, "SPI chip select of an apa102 ring", min=0, max=1)
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    button: ButtonConfig | None = opt(None, "the main button (absent = no button)")
+    mute_button: ButtonConfig | None = opt(None, "optional second button that toggles mute")
+    volume_up_button: ButtonConfig | None = opt(None, "optional volume-up button")
+    volume_down_button: ButtonConfig | None = opt(None, "optional volume-down button")
+    gestures: dict[str, str] = opt(
+        {},
+        "override the profile's gesture map: press/release/long_press/double_press → action",
+        keys=("press", "release", "long_press", "double_press"),
+        choices=GESTURE_ACTIONS,
+    )
+    leds: LedsConfig = section(LedsConfig, "status LEDs")
+
+
+@dataclass(frozen=True)
+class LiveKitConfig:
+    token_source: str = opt("endpoint", "where tokens come from", choices=TOKEN_SOURCES)
+    url: str | None = opt(None, "LiveKit server URL (ws:// or wss://) for literal/local sources", kind="ws_url")
+    endpoint: str | None = opt(None, "token endpoint URL (https://, or http:// to localhost)", kind="http_url")
+    endpoint_headers: dict[str, str] = opt({}, "extra HTTP headers for the token endpoint", secret=True)
+    sandbox_id: str | None = opt(None, "LiveKit Cloud sandbox token server id", secret=True)
+    token: str | None = opt(None, "a literal participant token (literal source)", secret=True)
+    api_key: str | None = opt(None, "API key for the local (development) source (an identifier, not secret)")
+    api_secret: str | None = opt(None, "API secret for the local source: belongs on a token server", secret=True)
+    room: str | None = opt(None, "fixed room name (default: a fresh room per session)")
+    room_prefix: str = opt("voice-device-", "prefix of the fresh room created per session")
+    identity: str | None = opt(None, "participant identity (default: a stable id of this device)")
+    name: str | None = opt(None, "participant display name")
+    metadata: str | None = opt(None, "participant metadata string")
+    attributes: dict[str, str] = opt({}, "participant attributes")
+    agent_name: str | None = opt(None, "agent to dispatch through room_config (absent = none dispatched)")
+    agent_metadata: str | None = opt(None, "metadata passed to the dispatched agent")
+    token_ttl_s: int = opt(3600, "lifetime of locally minted tokens", min=60, max=86400)
+    http_timeout_s: float = opt(10.0, "token endpoint HTTP timeout", min=0.5, max=120.0)
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    base_s: float = opt(1.0, "first retry delay (full-jitter exponential)", min=0.05, max=60.0)
+    cap_s: float = opt(30.0, "longest retry delay", min=0.1, max=3600.0)
+    attempts: int = opt(5, "attempts before giving up (0 = retry forever)", min=0)
+
+
+@dataclass(frozen=True)
+class TurnsConfig:
+    use_rpc: bool = opt(True, "use the agent's push-to-talk RPCs when it offers them")
+    start_method: str = opt("start_turn", "RPC called on press")
+    end_method: str = opt("end_turn", "RPC called on release")
+    cancel_method: str = opt("cancel_turn", "RPC called on cancel")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    mode: str = opt("push_to_talk", "how sessions start and end (the profile)", choices=MODES)
+    connect_timeout_s: float = opt(10.0, "deadline for token + room connect", min=1.0, max=120.0)
+    agent_connect_timeout_s: float = opt(20.0, "an agent must join and initialise within this", min=1.0, max=300.0)
+    idle_timeout_s: float = opt(30.0, "agent listening and no speech this long ends the session (0 = never)", min=0.0)
+    max_session_s: float = opt(600.0, "longest session (0 = unlimited)", min=0.0)
+    preconnect: bool = opt(True, "send audio captured before the agent joined (pre-connect protocol)")
+    preconnect_max_s: float = opt(10.0, "longest pre-connect buffer; older audio is dropped", min=0.5, max=30.0)
+    resend_after_reconnect_s: float = opt(
+        5.0, "speech captured while reconnecting that is re-sent after a full rejoin", min=0.0, max=30.0
+    )
+    speech_threshold_dbfs: float = opt(-45.0, "energy gate for 'the user is speaking'", min=-90.0, max=0.0)
+    backoff: BackoffConfig = section(BackoffConfig, "reconnect backoff")
+    turns: TurnsConfig = section(TurnsConfig, "push-to-talk turns")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    control_socket: str = opt("/run/voice-device/control.sock", "local control socket (unix stream)")
+    control_socket_mode: int = opt(0o660, "permission bits of the control socket (octal)", min=0, max=0o777, octal=True)
+    watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
+    status_file: str | None = opt(None, "also write the current state as JSON to this file")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = opt("info", "log level", choices=LOG_LEVELS)
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = section(AudioConfig, "microphone and speaker")
+    controls: ControlsConfig = section(ControlsConfig, "button and LEDs")
+    livekit: LiveKitConfig = section(LiveKitConfig, "server, tokens and agent dispatch")
+    session: SessionConfig = section(SessionConfig, "session supervisor")
+    daemon: DaemonConfig = section(DaemonConfig, "daemon, systemd and control socket")
+    logging: LoggingConfig = section(LoggingConfig, "logging")
+    source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
