@@ -1,0 +1,221 @@
+"""The vocabulary shared by every layer above audio: the states a user sees, why a session failed, the events
+that drive the device state machine and the effects it asks for.
+
+Events come from the button (gestures), the control socket (commands), the session supervisor (network and
+agent) and timers; all are plain frozen dataclasses so the transition function stays pure and testable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DeviceState(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    PRECONNECT_BUFFERING = "pre-connect-buffering"  # capturing; the agent is not there yet
+    INITIALIZING = "initializing"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    MUTED = "muted"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+
+
+class FailureReason(StrEnum):
+    """Why a session failed; `message` is the sentence a user reads (status, log, `voice-device status`)."""
+
+    UNREACHABLE = "unreachable"
+    TOKEN_ENDPOINT = "token-endpoint"
+    AUTH = "auth"
+    SERVER_SHUTDOWN = "server-shutdown"
+    PARTICIPANT_REMOVED = "participant-removed"
+    DUPLICATE_IDENTITY = "duplicate-identity"
+    CONNECTION_LOST = "connection-lost"
+    AGENT_DID_NOT_JOIN = "agent-did-not-join"
+    AGENT_NOT_INITIALIZED = "agent-not-initialized"
+    AGENT_LEFT = "agent-left"
+    MIC_UNAVAILABLE = "mic-unavailable"
+    SPEAKER_UNAVAILABLE = "speaker-unavailable"
+    INTERNAL = "internal"
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    FailureReason.UNREACHABLE: "The LiveKit server or token endpoint could not be reached; check the network and URLs.",
+    FailureReason.TOKEN_ENDPOINT: "The token endpoint answered with an error; check livekit.endpoint and its logs.",
+    FailureReason.AUTH: "The server refused the token (401/403); check the API key/secret or the token server.",
+    FailureReason.SERVER_SHUTDOWN: "The LiveKit server shut down.",
+    FailureReason.PARTICIPANT_REMOVED: "This device was removed from the room.",
+    FailureReason.DUPLICATE_IDENTITY: "Another participant joined with this device's identity.",
+    FailureReason.CONNECTION_LOST: "The connection to the LiveKit server was lost and could not be resumed.",
+    # The three agent reasons are the official SDKs' sentences, word for word.
+    FailureReason.AGENT_DID_NOT_JOIN: "Agent did not join the room.",
+    FailureReason.AGENT_NOT_INITIALIZED: "Agent joined the room but did not complete initializing.",
+    FailureReason.AGENT_LEFT: "Agent left the room unexpectedly.",
+    FailureReason.MIC_UNAVAILABLE: "The microphone is unavailable; check audio.input_device (`voice-device devices`).",
+    FailureReason.SPEAKER_UNAVAILABLE: "The speaker is unavailable; check audio.output_device.",
+    FailureReason.INTERNAL: "An internal error ended the session; see the log.",
+}
+
+
+# ---- events: inputs of the device state machine -------------------------------------------------------------
+
+
+class Event:
+    """Base of every event (for type hints and `match`)."""
+
+
+# Button gestures, already debounced and recognised (see controls.gestures). `button` names which one.
+@dataclass(frozen=True)
+class Pressed(Event):
+    button: str = "main"
+
+
+@dataclass(frozen=True)
+class Released(Event):
+    button: str = "main"
+
+
+@dataclass(frozen=True)
+class LongPressed(Event):
+    button: str = "main"
+
+
+@dataclass(frozen=True)
+class DoublePressed(Event):
+    button: str = "main"
+
+
+# Commands from the control socket or the agent's RPCs.
+@dataclass(frozen=True)
+class StartRequested(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class EndRequested(Event):
+    reason: str = "requested"
+
+
+@dataclass(frozen=True)
+class MuteRequested(Event):
+    muted: bool
+
+
+# From the session supervisor.
+@dataclass(frozen=True)
+class SessionConnecting(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class SessionBuffering(Event):
+    """Room joined and mic published; audio is being buffered for an agent that is not there yet."""
+
+
+@dataclass(frozen=True)
+class AgentStateChanged(Event):
+    state: str  # lk.agent.state: initializing | listening | thinking | speaking (| idle)
+
+
+@dataclass(frozen=True)
+class SessionReconnecting(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class SessionReconnected(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class SessionFailed(Event):
+    reason: FailureReason
+    detail: str = ""
+    retry_in_s: float | None = None  # the supervisor will retry after this delay; None = it gave up
+
+
+@dataclass(frozen=True)
+class SessionEnded(Event):
+    reason: str = ""  # "idle-timeout", "max-length", "requested", "agent-ended", ...
+
+
+# From audio.
+@dataclass(frozen=True)
+class MicLost(Event):
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class MicRestored(Event):
+    pass
+
+
+# Timers: the state machine arms them through an effect and receives them back as this event.
+@dataclass(frozen=True)
+class TimerFired(Event):
+    name: str
+
+
+# ---- effects: what the state machine asks the shell to do ---------------------------------------------------
+
+
+class Effect:
+    """Base of every effect."""
+
+
+@dataclass(frozen=True)
+class StartSession(Effect):
+    pass
+
+
+@dataclass(frozen=True)
+class EndSession(Effect):
+    reason: str = "requested"
+
+
+@dataclass(frozen=True)
+class StartTurn(Effect):
+    """Push-to-talk: the user's turn begins (mark the pre-roll; call the agent's start_turn RPC)."""
+
+
+@dataclass(frozen=True)
+class EndTurn(Effect):
+    pass
+
+
+@dataclass(frozen=True)
+class CancelTurn(Effect):
+    pass
+
+
+@dataclass(frozen=True)
+class SetMuted(Effect):
+    muted: bool
+
+
+@dataclass(frozen=True)
+class ChangeVolume(Effect):
+    delta: float
+
+
+@dataclass(frozen=True)
+class PlayEarcon(Effect):
+    name: str  # listening | stopped | error
+
+
+@dataclass(frozen=True)
+class ArmTimer(Effect):
+    name: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class CancelTimer(Effect):
+    name: str
