@@ -1,0 +1,1 @@
+"""Tests of the daemon layer: notify, watchdog, signals, control socket, systemd unit and installer."""
