@@ -1,0 +1,399 @@
+"""AudioEngine: the audio layer's one public object — opens the devices, keeps them open, hands out audio.
+
+It wires the pieces (capture callback → raw ring → pump → processed ring → readers; player → output
+callback → played ring → echo canceller) and supervises the devices: a device that is missing at start, stops
+delivering, or errors is closed, reported once (log line + `MicLost`), and reopened with capped exponential
+backoff until it is back (`MicRestored`). `start()` never raises because a device is missing.
+
+Threads: PortAudio runs both callbacks on its own threads; everything else, including `on_event`, runs on the
+asyncio loop that called `start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from device.audio.capture import Capture
+from device.audio.devices import DeviceInfo, DeviceNotFound, list_devices, open_pyaudio, pick_device, quiet_stderr
+from device.audio.earcons import load_earcons
+from device.audio.player import Player
+from device.audio.processing import FrameProcessor
+from device.audio.pump import Pump
+from device.audio.reader import FrameReader
+from device.config.schema import AudioConfig
+from device.controls.events import Event, MicLost, MicRestored
+
+log = logging.getLogger("device.audio.engine")
+
+HEALTH_PERIOD_S = 0.25
+FIRST_RETRY_S = 0.25
+RAW_RING_S = 1.0  # the pump runs every block; a second of slack covers a stalled loop
+
+
+class AudioEngine:
+    def __init__(
+        self,
+        config: AudioConfig,
+        on_event: Callable[[Event], None] | None = None,
+        *,
+        device_rate: int | None = None,
+    ) -> None:
+        """`device_rate` forces the rate the devices are opened at (tests of the resampling path)."""
+        if config.block_ms % 10:
+            raise ValueError("audio.block_ms must be a multiple of 10")
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self._on_event = on_event
+        self._device_rate = device_rate
+        self.processor = FrameProcessor(
+            self.sample_rate,
+            echo_cancellation=config.echo_cancellation,
+            noise_suppression=config.noise_suppression,
+            high_pass_filter=config.high_pass_filter,
+            auto_gain_control=config.auto_gain_control,
+            max_frames=max(2, config.block_ms // 10),
+        )
+        self.player = Player(self.sample_rate, config.jitter_ms, config.volume)
+        self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
+        self._earcons = load_earcons(config.earcons)
+        self._pa: Any = None
+        self._capture: Capture | None = None
+        self._waker: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.mic_open = False
+        self._mic_reported_lost = False
+        self._speaker_reported_lost = False
+        self._opened_at = 0.0
+        self._retired = {"input_overflows": 0, "callbacks": 0, "short_blocks": 0, "raw_overruns": 0}
+        self.input_reopens = 0
+        self.output_reopens = 0
+        self.input_device: DeviceInfo | None = None
+        self.output_device: DeviceInfo | None = None
+        self.stream_delay_ms = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the devices. A device that is missing is logged, reported and retried in the background."""
+        from device.audio.wake import Waker
+
+        loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._waker = Waker(loop, self._pump.run)
+        self._pa = await asyncio.to_thread(open_pyaudio)
+        self._open_input()
+        self._open_output()
+        self._task = loop.create_task(self._supervise(), name="audio-devices")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_input()
+        self._close_output()
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
+        if self._pa is not None:
+            self._pa.terminate()
+            self._pa = None
+        self._pump.poke()
+
+    # ---- what consumers use ---------------------------------------------------------------------------------
+
+    def now_index(self) -> int:
+        """Index (in processed pipeline samples) of the next sample to come out of the pump."""
+        return self._pump.ring.total
+
+    def oldest_index(self) -> int:
+        return self._pump.ring.oldest()
+
+    def mark(self, preroll_ms: int) -> int:
+        """`now_index()` minus `preroll_ms`, clamped to the oldest sample still kept (on a 10 ms boundary)."""
+        frame = self._pump.frame
+        back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
+        return max(self.oldest_index(), self.now_index() - back)
+
+    def reader(self, start_index: int) -> FrameReader:
+        return FrameReader(self._pump, start_index)
+
+    def capture_time(self, index: int) -> float:
+        """Estimated `time.monotonic()` at which processed sample `index` reached the ADC."""
+        return self._pump.capture_time(index)
+
+    def play_earcon(self, name: str) -> None:
+        """Play a configured cue ("listening" | "stopped" | "error"); nothing if it is not configured."""
+        sound = self._earcons.get(name)
+        if sound is None:
+            return
+        samples, rate = sound
+        self.player.push_samples(samples, rate)
+        self.player.end()
+
+    def speech_level_dbfs(self) -> float:
+        """Level of the latest processed mic block (dBFS, -100 for silence), for an energy gate."""
+        return self._pump.level_dbfs if self.mic_open else -100.0
+
+    @property
+    def last_capture_monotonic(self) -> float:
+        return self._capture.last_capture_monotonic if self._capture is not None else 0.0
+
+    def stats(self) -> dict[str, int | float]:
+        cap = self._capture
+        live = {
+            "input_overflows": cap.input_overflows if cap else 0,
+            "callbacks": cap.callbacks if cap else 0,
+            "short_blocks": cap.short_blocks if cap else 0,
+            "raw_overruns": cap.ring.overruns if cap else 0,
+        }
+        totals = {k: self._retired[k] + live[k] for k in live}
+        ring = self._pump.ring
+        return {
+            "overruns": totals["raw_overruns"] + ring.overruns + self.player.overruns,
+            "reader_lost_samples": ring.overrun_samples,
+            "input_overflows": totals["input_overflows"],
+            "underruns": self.player.underruns,
+            "underrun_samples": self.player.underrun_samples,
+            "lost_samples": self._pump.lost_samples,
+            "frames_captured": self._pump.frames_captured,
+            "callbacks": totals["callbacks"],
+            "short_blocks": totals["short_blocks"],
+            "samples_played": self.player.samples_played,
+            "input_reopens": self.input_reopens,
+            "output_reopens": self.output_reopens,
+            "mic_open": int(self.mic_open),
+            "stream_delay_ms": self.stream_delay_ms,
+        }
+
+    # ---- device supervision -------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Keep both streams open: check health every 250 ms, reopen what failed with capped backoff."""
+        in_delay = out_delay = FIRST_RETRY_S
+        next_in = next_out = 0.0
+        while not self._stopping:
+            await asyncio.sleep(HEALTH_PERIOD_S)
+            now = time.monotonic()
+            self._check_health(now)
+            if self._capture is None and now >= next_in:
+                if in_delay > FIRST_RETRY_S or self.player.stream is None:
+                    # PortAudio lists devices once per initialisation: re-initialise to see a replugged device.
+                    await self._reinit_portaudio()
+                if self._open_input():
+                    self.input_reopens += 1
+                    in_delay = FIRST_RETRY_S
+                else:
+                    next_in = time.monotonic() + in_delay
+                    in_delay = min(self.config.reopen_backoff_max_s, in_delay * 2)
+            if self.player.stream is None and now >= next_out:
+                if self._open_output():
+                    self.output_reopens += 1
+                    out_delay = FIRST_RETRY_S
+                else:
+                    next_out = time.monotonic() + out_delay
+                    out_delay = min(self.config.reopen_backoff_max_s, out_delay * 2)
+
+    def _check_health(self, now: float) -> None:
+        stall_s = max(1.0, 10 * self.config.block_ms / 1000)
+        cap = self._capture
+        if cap is not None:
+            last = max(cap.last_capture_monotonic, self._opened_at)
+            reason = None
+            if not _active(cap.stream):
+                reason = "the stream stopped (device gone or PortAudio error)"
+            elif now - last > stall_s:
+                reason = f"no audio for {now - last:.1f} s"
+            if reason:
+                log.warning("audio input lost device=%r reason=%s; reopening with backoff", _name(self.input_device),
+                            reason)
+                self._close_input()
+                self._report_mic_lost(f"input device stopped: {reason}")
+        stream = self.player.stream
+        if stream is not None:
+            last = max(self.player.last_callback_monotonic, self._out_opened_at)
+            if not _active(stream) or now - last > stall_s:
+                log.warning("audio output lost device=%r; reopening with backoff", _name(self.output_device))
+                self._close_output()
+
+    async def _reinit_portaudio(self) -> None:
+        self._close_output()
+        if self._pa is not None:
+            self._pa.terminate()
+        self._pa = await asyncio.to_thread(open_pyaudio)
+
+    def _device_rate_for(self, dev: DeviceInfo, direction: str) -> int:
+        if self._device_rate:
+            return self._device_rate
+        import pyaudio
+
+        kwargs = (
+            {"input_device": dev.index, "input_channels": 1, "input_format": pyaudio.paInt16}
+            if direction == "input"
+            else {"output_device": dev.index, "output_channels": 1, "output_format": pyaudio.paInt16}
+        )
+        for rate in (self.sample_rate, int(dev.default_sample_rate), 48000, 44100, 16000):
+            if rate % 100:
+                continue
+            try:
+                with quiet_stderr():
+                    if self._pa.is_format_supported(rate, **kwargs):
+                        return rate
+            except ValueError:
+                continue
+        return self.sample_rate
+
+    def _open_input(self) -> bool:
+        import pyaudio
+
+        try:
+            devices = list_devices(self._pa)
+            dev = pick_device(devices, self.config.input_device, self.config.input_index, "input")
+        except DeviceNotFound as e:
+            self._report_mic_lost(str(e), first_line=f"audio input unavailable: {e}")
+            return False
+        rate = self._device_rate_for(dev, "input")
+        block = rate * self.config.block_ms // 1000
+        capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake)
+        try:
+            with quiet_stderr():
+                stream = self._pa.open(
+                    format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=dev.index,
+                    frames_per_buffer=block, stream_callback=capture.callback, start=False,
+                )
+        except (OSError, ValueError) as e:
+            listed = "; ".join(f"{d.index}: {d.name}" for d in devices if d.max_input_channels > 0)
+            self._report_mic_lost(
+                f"cannot open {dev.name!r}: {e}",
+                first_line=f"audio input {dev.name!r} could not be opened ({e}); input devices present: {listed}. "
+                "Retrying with backoff; check audio.input_device.",
+            )
+            return False
+        capture.stream = stream
+        self._pump.attach(capture)
+        self._capture = capture
+        self._opened_at = time.monotonic()
+        stream.start_stream()
+        self.input_device = dev
+        self.mic_open = True
+        log.info("audio input open device=%r rate=%d block_ms=%d pipeline_rate=%d", dev.name, rate,
+                 self.config.block_ms, self.sample_rate)
+        if self._mic_reported_lost:
+            self._mic_reported_lost = False
+            log.info("audio input restored device=%r", dev.name)
+            self._emit(MicRestored())
+        self._update_delay()
+        return True
+
+    def _open_output(self) -> bool:
+        import pyaudio
+
+        try:
+            devices = list_devices(self._pa)
+            dev = pick_device(devices, self.config.output_device, self.config.output_index, "output")
+            rate = self._device_rate_for(dev, "output")
+            block = rate * self.config.block_ms // 1000
+            self.player.attach(rate, block)
+            with quiet_stderr():
+                stream = self._pa.open(
+                    format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=dev.index,
+                    frames_per_buffer=block, stream_callback=self.player.callback, start=False,
+                )
+        except (DeviceNotFound, OSError, ValueError) as e:
+            if not self._speaker_reported_lost:
+                self._speaker_reported_lost = True
+                log.error("audio output unavailable: %s; retrying with backoff", e)
+            return False
+        self.player.stream = stream
+        self._out_opened_at = time.monotonic()
+        stream.start_stream()
+        self.output_device = dev
+        if self._speaker_reported_lost:
+            self._speaker_reported_lost = False
+            log.info("audio output restored device=%r", dev.name)
+        log.info("audio output open device=%r rate=%d block_ms=%d", dev.name, rate, self.config.block_ms)
+        self._update_delay()
+        return True
+
+    _out_opened_at = 0.0
+
+    def _update_delay(self) -> None:
+        """Echo path delay hint for the APM: input + output latency as PortAudio reports them, plus a block."""
+        cap, out = self._capture, self.player.stream
+        if cap is None or out is None:
+            return
+        try:
+            latency = cap.stream.get_input_latency() + out.get_output_latency()
+        except OSError:
+            return
+        self.stream_delay_ms = round(latency * 1000) + self.config.block_ms
+        self.processor.set_stream_delay_ms(self.stream_delay_ms)
+
+    def _close_input(self) -> None:
+        cap = self._capture
+        if cap is None:
+            return
+        self._capture = None
+        self.mic_open = False
+        self._pump.run()  # deliver what was captured before the loss
+        self._pump.detach()
+        _close_stream(cap.stream)
+        self._retired["input_overflows"] += cap.input_overflows
+        self._retired["callbacks"] += cap.callbacks
+        self._retired["short_blocks"] += cap.short_blocks
+        self._retired["raw_overruns"] += cap.ring.overruns
+
+    def _close_output(self) -> None:
+        stream = self.player.stream
+        if stream is None:
+            return
+        self.player.stream = None
+        _close_stream(stream)
+
+    def _report_mic_lost(self, detail: str, first_line: str | None = None) -> None:
+        self.mic_open = False
+        if self._mic_reported_lost:
+            log.debug("audio input still unavailable detail=%s", detail)
+            return
+        self._mic_reported_lost = True
+        if first_line:
+            log.error("%s", first_line)
+        self._emit(MicLost(detail=detail))
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:  # a consumer's bug must not stop device supervision
+            log.exception("audio on_event handler failed event=%s", type(event).__name__)
+
+
+def _active(stream: Any) -> bool:
+    try:
+        return bool(stream.is_active())
+    except OSError:
+        return False
+
+
+def _close_stream(stream: Any) -> None:
+    try:
+        with quiet_stderr():
+            stream.stop_stream()
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        stream.close()
+
+
+def _name(dev: DeviceInfo | None) -> str:
+    return dev.name if dev is not None else "?"

@@ -1,0 +1,167 @@
+"""The pump: raw device audio → (resample) → whole 10 ms frames through the APM → the processed ring.
+
+Runs on the asyncio loop thread, once per wake-up of the capture callback (one per PortAudio block), so the
+loop wakes `1000 / block_ms` times a second and makes one APM call per block, not one per 10 ms. Before the
+microphone block it feeds the echo canceller everything the speaker played since the last run (the far end
+must reach the APM before the near end that contains its echo).
+
+Indices: the processed ring counts pipeline samples since the engine started; a device reopen continues the
+count (a gap in time is not a gap in indices). `capture_time(i)` maps a processed index back to the ADC time
+of the raw sample it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from device.audio.processing import FrameProcessor
+from device.audio.ring import Overrun, Ring
+
+if TYPE_CHECKING:
+    from device.audio.capture import Capture
+    from device.audio.player import Player
+
+log = logging.getLogger("device.audio.pump")
+
+LEVEL_FLOOR_DBFS = -100.0
+
+
+class Pump:
+    def __init__(self, rate: int, ring_seconds: float, processor: FrameProcessor, player: Player | None) -> None:
+        self.rate = rate
+        self.frame = rate // 100
+        # Whole frames only, so every index the ring hands out sits on a 10 ms boundary.
+        self.ring = Ring(max(1, int(ring_seconds * 100)) * self.frame)
+        self.processor = processor
+        self.player = player
+        self._capture: Capture | None = None
+        self._raw_pos = 0
+        self._resampler = None
+        self._pending = np.zeros(0, dtype=np.int16)  # resampled samples short of a whole 10 ms frame
+        self._work = np.zeros(self.frame * 8, dtype=np.int16)
+        self._far_pos = 0
+        self._far_work = np.zeros(0, dtype=np.int16)
+        self._new_data = asyncio.Event()
+        self.level_dbfs = LEVEL_FLOOR_DBFS
+        self.lost_samples = 0  # raw samples overwritten before the pump read them
+        self.frames_captured = 0  # 10 ms frames through the pipeline
+        self.anchor_index = 0  # processed index whose raw sample's ADC time is anchor_time
+        self.anchor_time = 0.0
+
+    # ---- attaching a (re)opened device ---------------------------------------------------------------------
+
+    def attach(self, capture: Capture) -> None:
+        """Start reading a freshly opened input; a resampler bridges a device rate other than the pipeline's."""
+        self._capture = capture
+        self._raw_pos = capture.ring.total
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._resampler = None
+        if capture.rate != self.rate:
+            from livekit import rtc
+
+            self._resampler = rtc.AudioResampler(capture.rate, self.rate, num_channels=1)
+        raw_batch = capture.block * 2
+        if self._work.shape[0] < raw_batch:
+            self._work = np.zeros(raw_batch, dtype=np.int16)
+
+    def detach(self) -> None:
+        self._capture = None
+        self._resampler = None
+
+    # ---- one run per wake-up --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._feed_far_end()
+        cap = self._capture
+        if cap is None:
+            return
+        ring = cap.ring
+        if self._raw_pos < ring.oldest():
+            self.lost_samples += ring.oldest() - self._raw_pos
+            self._raw_pos = ring.oldest()
+        produced = 0
+        while True:
+            avail = ring.total - self._raw_pos
+            if avail < cap.block:
+                break
+            n = min(avail - avail % cap.block, self._work.shape[0] - self._work.shape[0] % cap.block)
+            buf = self._work[:n]
+            try:
+                ring.read(self._raw_pos, buf)
+            except Overrun as e:
+                self.lost_samples += e.lost
+                self._raw_pos = e.oldest + (-e.oldest) % cap.block
+                continue
+            self._raw_pos += n
+            produced += self._process(buf, self._raw_pos - 1, cap)
+        if produced:
+            self.poke()
+
+    def _process(self, raw: np.ndarray, last_raw_index: int, cap: Capture) -> int:
+        if self._resampler is None:
+            block = raw
+        else:
+            out = self._resampler.push(bytearray(raw.tobytes()))
+            parts = [self._pending] + [np.frombuffer(f.data, dtype=np.int16) for f in out]
+            joined = np.concatenate(parts)
+            whole = joined.shape[0] - joined.shape[0] % self.frame
+            block, self._pending = joined[:whole].copy(), joined[whole:].copy()
+            if whole == 0:
+                return 0
+        self.processor.process(block)
+        self.ring.write(block)
+        self.frames_captured += block.shape[0] // self.frame
+        self.anchor_index = self.ring.total - 1
+        self.anchor_time = cap.adc_time(last_raw_index)
+        self._measure(block)
+        return block.shape[0]
+
+    def _measure(self, block: np.ndarray) -> None:
+        x = block.astype(np.float32)
+        rms = math.sqrt(float(np.dot(x, x)) / max(1, x.shape[0]))
+        self.level_dbfs = 20.0 * math.log10(rms / 32768.0) if rms > 0 else LEVEL_FLOOR_DBFS
+
+    def _feed_far_end(self) -> None:
+        """Everything played since the last run goes to the APM's reverse stream, in whole 10 ms frames."""
+        player = self.player
+        if player is None or not self.processor.echo_cancellation:
+            return
+        played = player.played
+        frame = player.rate // 100
+        if played is None or frame == 0:
+            return
+        if self._far_pos < played.oldest() or self._far_pos > played.total:
+            self._far_pos = played.oldest() - played.oldest() % frame
+        avail = played.total - self._far_pos
+        n = avail - avail % frame
+        if n <= 0:
+            return
+        if self._far_work.shape[0] < n:
+            self._far_work = np.zeros(n, dtype=np.int16)
+        buf = self._far_work[:n]
+        try:
+            played.read(self._far_pos, buf)
+        except Overrun as e:
+            self._far_pos = e.oldest + (-e.oldest) % frame
+            return
+        self._far_pos += n
+        self.processor.process_reverse(buf, player.rate)
+
+    # ---- for readers ----------------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Wake every reader waiting for data (new samples, or a reader was closed)."""
+        self._new_data.set()
+        self._new_data = asyncio.Event()
+
+    async def wait_new(self) -> None:
+        await self._new_data.wait()
+
+    def capture_time(self, index: int) -> float:
+        """Monotonic ADC time of processed sample `index` (estimate through the latest anchor)."""
+        return self.anchor_time - (self.anchor_index - index) / self.rate

@@ -1,0 +1,63 @@
+"""FrameReader: one consumer's cursor over the processed ring — history first, then live, never a silent gap.
+
+A reader starts at any index the ring still holds (a mark `preroll_ms` before a press), delivers everything
+from there as fast as it is asked, then follows the pump. Each chunk is a whole number of 10 ms frames and
+starts where the previous one ended; if the consumer falls so far behind that the ring overwrote its next
+samples, the chunk jumps forward, the jump shows in `first_index`, and `dropped` counts the samples lost.
+Chunks batch every frame available at a wake-up (up to `max_chunk_ms`), so a consumer costs one await per
+PortAudio block, not one per 10 ms.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from device.audio.ring import Overrun
+
+if TYPE_CHECKING:
+    from device.audio.pump import Pump
+
+
+class FrameReader:
+    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200) -> None:
+        self._pump = pump
+        self._frame = pump.frame
+        start_index = max(pump.ring.oldest(), min(int(start_index), pump.ring.total))  # what is still kept
+        self.position = start_index - start_index % self._frame  # next index to deliver
+        self.dropped = 0  # samples overwritten before this reader got them
+        self._max = max(1, max_chunk_ms // 10) * self._frame
+        self.closed = False
+
+    def __aiter__(self) -> FrameReader:
+        return self
+
+    async def __anext__(self) -> tuple[int, np.ndarray]:
+        ring = self._pump.ring
+        while not self.closed:
+            avail = ring.total - self.position
+            if avail >= self._frame:
+                n = min(avail - avail % self._frame, self._max)
+                out = np.empty(n, dtype=np.int16)
+                try:
+                    got = ring.read(self.position, out)
+                except Overrun as e:
+                    resume = e.oldest + (-e.oldest) % self._frame
+                    self.dropped += resume - self.position
+                    self.position = resume
+                    continue
+                first = self.position
+                self.position += got
+                return first, out[:got]
+            await self._pump.wait_new()
+        raise StopAsyncIteration
+
+    def available(self) -> int:
+        """Samples ready to be read without waiting."""
+        return max(0, self._pump.ring.total - self.position)
+
+    def close(self) -> None:
+        """Stop iterating: a pending `__anext__` ends at the next wake-up of the pump."""
+        self.closed = True
+        self._pump.poke()
