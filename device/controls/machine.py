@@ -1,0 +1,433 @@
+"""The device state machine: one pure transition function from (snapshot, event, now) to (snapshot, effects).
+
+What a snapshot holds — four facts that vary independently, never a flag that repeats the state:
+
+- `link`: where the session is, as the supervisor reports it — `Down`, `Connecting`, `Up(agent)`,
+  `Reconnecting(agent)` or `Failed(reason, …)`. "Session up" is `link` not being `Down`/`Failed`.
+- `muted`: the user's mute choice. It outlives sessions (a smart speaker muted before a reconnect stays muted),
+  so it cannot be a state of the link; it is shown as `muted` while nothing more urgent (a failure) is shown.
+- `mic_problem`: the audio layer lost the microphone (MicLost … MicRestored); shown as failed(mic-unavailable).
+- `turn_open`: push-to-talk only — the user is holding the button and their turn has been started. It decides
+  whether a release must end a turn (a release after a long press that already ended the session must not).
+
+The state a user sees (`Snapshot.state`) is derived, in the order of the official SDKs (components-js
+`useAgent`): failed; muted; connecting; pre-connect-buffering while joined and no agent state yet; else the
+agent's `lk.agent.state`. `alerting` is the age of a failure quantised by our own timer: the LEDs fast-blink
+while it is true and dim afterwards.
+
+The table `TABLE` is keyed by (link kind, event type) and written as a grid, one row per event type; the action
+table `ACTIONS` does the same for what a button gesture means in the configured profile. Every cell names a
+handler or `ignore` on purpose; `tests/controls/test_machine.py` proves both grids are total.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from device.config.schema import GESTURE_ACTIONS, MODES
+from device.controls.events import (
+    AgentStateChanged,
+    ArmTimer,
+    CancelTimer,
+    CancelTurn,
+    ChangeVolume,
+    DeviceState,
+    DoublePressed,
+    Effect,
+    EndRequested,
+    EndSession,
+    EndTurn,
+    Event,
+    FailureReason,
+    LongPressed,
+    MicLost,
+    MicRestored,
+    MuteRequested,
+    PlayEarcon,
+    Pressed,
+    Released,
+    SessionBuffering,
+    SessionConnecting,
+    SessionEnded,
+    SessionFailed,
+    SessionReconnected,
+    SessionReconnecting,
+    SetMuted,
+    StartRequested,
+    StartSession,
+    StartTurn,
+    TimerFired,
+)
+
+log = logging.getLogger("device.controls.machine")
+
+FAILED_ALERT_TIMER = "failed-alert"
+FAILED_ALERT_S = 5.0  # the fast blink lasts this long, then the LED dims (the failure is still shown)
+VOLUME_STEP = 0.1
+
+# lk.agent.state → what we show. "idle" is declared by the protocol but not set by AgentSession; components-js
+# counts it as pending, like initializing.
+AGENT_STATES: Mapping[str, DeviceState] = MappingProxyType({
+    "initializing": DeviceState.INITIALIZING,
+    "idle": DeviceState.INITIALIZING,
+    "listening": DeviceState.LISTENING,
+    "thinking": DeviceState.THINKING,
+    "speaking": DeviceState.SPEAKING,
+})
+
+
+# ---- the link: where the session is -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Down:
+    """No session, and none being attempted."""
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """A session was asked for; token fetch and room join are under way."""
+
+
+@dataclass(frozen=True)
+class Up:
+    """Joined with the mic published; `agent` is the agent's last state (None = not there yet: buffering)."""
+
+    agent: DeviceState | None = None
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """The connection dropped and the SDK is resuming; `agent` is remembered for when it comes back."""
+
+    agent: DeviceState | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The supervisor reported a failure. `retry_in_s` set: it will try again by itself."""
+
+    reason: FailureReason
+    detail: str = ""
+    retry_in_s: float | None = None
+    since: float = 0.0
+
+
+Link = Down | Connecting | Up | Reconnecting | Failed
+LINKS: tuple[type, ...] = (Down, Connecting, Up, Reconnecting, Failed)
+
+
+# ---- the profile: what each gesture means -----------------------------------------------------------------
+
+GESTURES = ("press", "release", "long_press", "double_press")
+_GESTURE_OF: Mapping[type, str] = MappingProxyType(
+    {Pressed: "press", Released: "release", LongPressed: "long_press", DoublePressed: "double_press"}
+)
+
+PROFILE_GESTURES: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    # kiosk: hold to talk; a press while the agent speaks is a barge-in; a long press ends the session.
+    "push_to_talk": MappingProxyType(
+        {"press": "start_turn", "release": "end_turn", "long_press": "end_session", "double_press": "none"}
+    ),
+    # smart speaker: the session is kept up by the daemon and supervisor; the button is a mute switch.
+    "always_on": MappingProxyType(
+        {"press": "toggle_mute", "release": "none", "long_press": "none", "double_press": "none"}
+    ),
+    # appliance: press to start, press again to end.
+    "toggle": MappingProxyType(
+        {"press": "toggle_session", "release": "none", "long_press": "none", "double_press": "none"}
+    ),
+})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The configured mode and its gesture map (the mode's defaults overridden by `controls.gestures`)."""
+
+    mode: str
+    gestures: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def for_mode(cls, mode: str, overrides: Mapping[str, str] | None = None) -> Profile:
+        if mode not in PROFILE_GESTURES:
+            raise ValueError(f"unknown session.mode {mode!r}; expected one of {', '.join(MODES)}")
+        merged = dict(PROFILE_GESTURES[mode])
+        for gesture, action in (overrides or {}).items():
+            if gesture not in GESTURES or action not in GESTURE_ACTIONS:
+                raise ValueError(f"controls.gestures: {gesture!r} → {action!r} is not a known gesture and action")
+            merged[gesture] = action
+        return cls(mode, tuple(sorted(merged.items())))
+
+    def action_for(self, gesture: str) -> str:
+        return dict(self.gestures).get(gesture, "none")
+
+
+# ---- the snapshot ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    profile: Profile
+    link: Link = field(default_factory=Down)
+    muted: bool = False
+    mic_problem: str | None = None  # detail of MicLost while the mic is gone
+    turn_open: bool = False
+    alerting: bool = False  # a shown failure is younger than FAILED_ALERT_S
+
+    @property
+    def state(self) -> DeviceState:
+        """The one state a user sees (LEDs, status, logs)."""
+        if self.mic_problem is not None or isinstance(self.link, Failed):
+            return DeviceState.FAILED
+        if self.muted:
+            return DeviceState.MUTED
+        match self.link:
+            case Down():
+                return DeviceState.IDLE
+            case Connecting():
+                return DeviceState.CONNECTING
+            case Up(agent=None):
+                return DeviceState.PRECONNECT_BUFFERING
+            case Up(agent=agent):
+                return agent
+            case Reconnecting():
+                return DeviceState.RECONNECTING
+        raise AssertionError(self.link)  # pragma: no cover - Link is closed
+
+    @property
+    def reason(self) -> FailureReason | None:
+        """Why the state is failed (a session failure outranks a lost mic: it needs the user's attention more)."""
+        if isinstance(self.link, Failed):
+            return self.link.reason
+        if self.mic_problem is not None:
+            return FailureReason.MIC_UNAVAILABLE
+        return None
+
+    @property
+    def detail(self) -> str:
+        if isinstance(self.link, Failed):
+            return self.link.detail
+        return self.mic_problem or ""
+
+    @property
+    def session_up(self) -> bool:
+        return isinstance(self.link, Connecting | Up | Reconnecting)
+
+
+def initial(mode: str, gestures: Mapping[str, str] | None = None) -> Snapshot:
+    """The snapshot at boot: no session, unmuted. The always_on daemon then sends StartRequested."""
+    return Snapshot(profile=Profile.for_mode(mode, gestures))
+
+
+# ---- handlers: (snapshot, event, now) → (snapshot, effects) ----------------------------------------------
+
+Result = tuple[Snapshot, list[Effect]]
+Handler = Callable[[Snapshot, Event, float], Result]
+
+
+def ignore(snap: Snapshot, event: Event, now: float) -> Result:
+    """Deliberately nothing: the event means nothing in this state (often a stale report after we ended)."""
+    return snap, []
+
+
+def begin_session(snap: Snapshot, event: Event, now: float) -> Result:
+    # Show connecting at once (the press must feel instant); the supervisor confirms with SessionConnecting.
+    return replace(snap, link=Connecting()), [StartSession(), PlayEarcon("listening")]
+
+
+def begin_session_and_turn(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, link=Connecting(), turn_open=True), [StartSession(), StartTurn(), PlayEarcon("listening")]
+
+
+def begin_turn(snap: Snapshot, event: Event, now: float) -> Result:
+    """Start (or, while the agent speaks, barge in with) the user's turn."""
+    if snap.turn_open:
+        return snap, []
+    return replace(snap, turn_open=True), [StartTurn(), PlayEarcon("listening")]
+
+
+def end_turn(snap: Snapshot, event: Event, now: float) -> Result:
+    if not snap.turn_open:
+        return snap, []
+    return replace(snap, turn_open=False), [EndTurn(), PlayEarcon("stopped")]
+
+
+def cancel_turn(snap: Snapshot, event: Event, now: float) -> Result:
+    if not snap.turn_open:
+        return snap, []
+    return replace(snap, turn_open=False), [CancelTurn(), PlayEarcon("stopped")]
+
+
+def end_session(snap: Snapshot, event: Event, now: float) -> Result:
+    """We end it ourselves: idle at once; the supervisor's later SessionEnded is then ignored."""
+    reason = event.reason if isinstance(event, EndRequested) else "button"
+    return replace(snap, link=Down(), turn_open=False), [EndSession(reason), PlayEarcon("stopped")]
+
+
+def toggle_mute(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, muted=not snap.muted), [SetMuted(not snap.muted)]
+
+
+def set_mute(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, MuteRequested)
+    if event.muted == snap.muted:
+        return snap, []
+    return replace(snap, muted=event.muted), [SetMuted(event.muted)]
+
+
+def connecting(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, link=Connecting()), []
+
+
+def buffering(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, link=Up(agent=None)), []
+
+
+def agent_state(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, AgentStateChanged)
+    shown = AGENT_STATES.get(event.state)
+    if shown is None:
+        log.debug("agent state ignored state=%s", event.state)
+        return snap, []
+    return replace(snap, link=Up(agent=shown)), []
+
+
+def remember_agent(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, AgentStateChanged) and isinstance(snap.link, Reconnecting)
+    shown = AGENT_STATES.get(event.state)
+    return (snap, []) if shown is None else (replace(snap, link=Reconnecting(agent=shown)), [])
+
+
+def reconnecting(snap: Snapshot, event: Event, now: float) -> Result:
+    agent = snap.link.agent if isinstance(snap.link, Up | Reconnecting) else None
+    return replace(snap, link=Reconnecting(agent=agent)), []
+
+
+def reconnected(snap: Snapshot, event: Event, now: float) -> Result:
+    agent = snap.link.agent if isinstance(snap.link, Reconnecting) else None
+    return replace(snap, link=Up(agent=agent)), []
+
+
+def failed(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, SessionFailed)
+    link = Failed(event.reason, event.detail, event.retry_in_s, since=now)
+    return replace(snap, link=link, turn_open=False), []
+
+
+def ended(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, link=Down(), turn_open=False), [PlayEarcon("stopped")]
+
+
+def mic_lost(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, MicLost)
+    return replace(snap, mic_problem=event.detail or "lost"), []
+
+
+def mic_restored(snap: Snapshot, event: Event, now: float) -> Result:
+    return replace(snap, mic_problem=None), []
+
+
+def timer(snap: Snapshot, event: Event, now: float) -> Result:
+    assert isinstance(event, TimerFired)
+    if event.name == FAILED_ALERT_TIMER:
+        return replace(snap, alerting=False), []
+    return snap, []  # a timer we no longer care about (cancelled too late): harmless
+
+
+def gesture(snap: Snapshot, event: Event, now: float) -> Result:
+    """A button gesture: the main button means what the profile says; the extra buttons have fixed jobs."""
+    assert isinstance(event, Pressed | Released | LongPressed | DoublePressed)
+    match event.button, event:
+        case "main", _:
+            action = snap.profile.action_for(_GESTURE_OF[type(event)])
+            return ACTIONS[(type(snap.link), action)](snap, event, now)
+        case "mute", Pressed():
+            return toggle_mute(snap, event, now)
+        case "volume_up", Pressed():
+            return snap, [ChangeVolume(+VOLUME_STEP)]
+        case "volume_down", Pressed():
+            return snap, [ChangeVolume(-VOLUME_STEP)]
+    return snap, []
+
+
+# ---- the tables --------------------------------------------------------------------------------------------
+
+_ = ignore
+
+
+def _grid(rows: list[tuple[object, ...]]) -> dict[tuple[type, object], Handler]:
+    table: dict[tuple[type, object], Handler] = {}
+    for key, *cells in rows:
+        assert len(cells) == len(LINKS), key
+        for link, handler in zip(LINKS, cells, strict=True):
+            table[(link, key)] = handler  # type: ignore[assignment]
+    return table
+
+
+# What a gesture's action does, per link.
+ACTIONS: dict[tuple[type, object], Handler] = _grid([
+    # action            Down                     Connecting     Up             Reconnecting   Failed
+    ("start_turn",      begin_session_and_turn,  begin_turn,    begin_turn,    begin_turn,    begin_session_and_turn),
+    ("end_turn",        end_turn,                end_turn,      end_turn,      end_turn,      end_turn),
+    ("cancel_turn",     cancel_turn,             cancel_turn,   cancel_turn,   cancel_turn,   cancel_turn),
+    ("start_session",   begin_session,           _,             _,             _,             begin_session),
+    ("end_session",     _,                       end_session,   end_session,   end_session,   end_session),
+    ("toggle_session",  begin_session,           end_session,   end_session,   end_session,   begin_session),
+    ("toggle_mute",     toggle_mute,             toggle_mute,   toggle_mute,   toggle_mute,   toggle_mute),
+    ("none",            _,                       _,             _,             _,             _),
+])  # fmt: skip
+
+# The device table: every event type, per link. A press in Failed retries (start actions → StartSession).
+# Down ignores supervisor reports other than a new attempt: they are stale after we ended the session ourselves.
+# Failed ignores SessionEnded so a failure stays on show until the user or a retry moves on.
+TABLE: dict[tuple[type, object], Handler] = _grid([
+    # event               Down           Connecting     Up             Reconnecting    Failed
+    (Pressed,             gesture,       gesture,       gesture,       gesture,        gesture),
+    (Released,            gesture,       gesture,       gesture,       gesture,        gesture),
+    (LongPressed,         gesture,       gesture,       gesture,       gesture,        gesture),
+    (DoublePressed,       gesture,       gesture,       gesture,       gesture,        gesture),
+    (StartRequested,      begin_session, _,             _,             _,              begin_session),
+    (EndRequested,        _,             end_session,   end_session,   end_session,    end_session),
+    (MuteRequested,       set_mute,      set_mute,      set_mute,      set_mute,       set_mute),
+    (SessionConnecting,   connecting,    _,             connecting,    connecting,     connecting),
+    (SessionBuffering,    _,             buffering,     buffering,     buffering,      buffering),
+    (AgentStateChanged,   _,             agent_state,   agent_state,   remember_agent, _),
+    (SessionReconnecting, _,             reconnecting,  reconnecting,  _,              reconnecting),
+    (SessionReconnected,  _,             _,             _,             reconnected,    reconnected),
+    (SessionFailed,       _,             failed,        failed,        failed,         failed),
+    (SessionEnded,        _,             ended,         ended,         ended,          _),
+    (MicLost,             mic_lost,      mic_lost,      mic_lost,      mic_lost,       mic_lost),
+    (MicRestored,         mic_restored,  mic_restored,  mic_restored,  mic_restored,   mic_restored),
+    (TimerFired,          timer,         timer,         timer,         timer,          timer),
+])  # fmt: skip
+
+EVENT_TYPES: tuple[type, ...] = tuple(dict.fromkeys(key for _link, key in TABLE))
+
+
+def transition(snap: Snapshot, event: Event, now: float) -> Result:
+    """Apply one event. Pure: the same inputs give the same outputs; `now` is the caller's (fake) clock.
+
+    After the table's handler, entering the failed display plays the error earcon and arms the alert timer;
+    leaving it cancels the timer.
+    """
+    handler = TABLE.get((type(snap.link), type(event)))
+    if handler is None:
+        raise TypeError(f"not an event of the device state machine: {event!r}")
+    new, effects = handler(snap, event, now)
+    return _on_failure_change(snap, new, effects)
+
+
+def _on_failure_change(old: Snapshot, new: Snapshot, effects: list[Effect]) -> Result:
+    was, is_failed = old.state is DeviceState.FAILED, new.state is DeviceState.FAILED
+    # A new failure report (not the same one still on show) restarts the alert.
+    fresh = is_failed and (not was or (isinstance(new.link, Failed) and new.link != old.link))
+    if fresh:
+        rearm = [CancelTimer(FAILED_ALERT_TIMER)] if was else []
+        alert = [PlayEarcon("error"), ArmTimer(FAILED_ALERT_TIMER, FAILED_ALERT_S)]
+        return replace(new, alerting=True), [*effects, *rearm, *alert]
+    if was and not is_failed:
+        return replace(new, alerting=False), [*effects, CancelTimer(FAILED_ALERT_TIMER)]
+    return new, effects
