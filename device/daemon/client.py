@@ -1,0 +1,136 @@
+"""The client side of the control socket, for `voice-device status` and `voice-device ctl`.
+
+Plain blocking sockets: a command-line tool needs no event loop. Every failure a user can meet becomes a
+`ClientError` whose message is the sentence to print (daemon not running, no permission, no answer).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+REPLY_TIMEOUT_S = 15.0
+
+
+class ClientError(Exception):
+    """A failure to talk to the daemon; the message is one sentence saying what to do."""
+
+
+class ControlClient:
+    def __init__(self, path: str, timeout_s: float = REPLY_TIMEOUT_S):
+        self.path = path
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def __enter__(self) -> ControlClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise ClientError(f"no daemon at {self.path}: is voice-device running? (systemctl status voice-device)") \
+                from None
+        except PermissionError:
+            sock.close()
+            raise ClientError(f"permission denied on {self.path}: join the voice-device group "
+                              "(sudo usermod -aG voice-device $USER, then log in again) or use sudo") from None
+        except OSError as e:
+            sock.close()
+            raise ClientError(f"cannot connect to {self.path}: {e.strerror or e}") from None
+        self._sock = sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def read(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The next message; `timeout_s=None` uses the client's reply timeout, 0 waits for ever."""
+        assert self._sock is not None, "connect() first"
+        self._sock.settimeout(None if timeout_s == 0 else (timeout_s or self.timeout_s))
+        while b"\n" not in self._buffer:
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise ClientError(f"the daemon at {self.path} did not answer within {self.timeout_s:g} s; "
+                                  "see its log (journalctl -u voice-device)") from None
+            except OSError as e:
+                raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
+            if not chunk:
+                raise ClientError("the daemon closed the connection (it may be stopping)")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise ClientError("the daemon sent something that is not JSON; is this a voice-device socket?") from None
+        if not isinstance(message, dict):
+            raise ClientError("the daemon sent something unexpected; is this a voice-device socket?")
+        return message
+
+    def snapshot(self) -> dict[str, Any]:
+        message = self.read()
+        if message.get("type") != "snapshot":
+            raise ClientError(str(message.get("message") or "the daemon did not send its status"))
+        return message
+
+    def command(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one command and return its reply (`ok` or `error`), skipping state messages on the way."""
+        assert self._sock is not None, "connect() first"
+        self._sock.settimeout(self.timeout_s)
+        try:
+            self._sock.sendall(json.dumps(dict(cmd)).encode() + b"\n")
+        except OSError as e:
+            raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            message = self.read(timeout_s=max(0.001, deadline - time.monotonic()))
+            if message.get("type") in ("ok", "error"):
+                return message
+
+    def follow(self) -> Iterator[dict[str, Any]]:
+        """Every message after the snapshot, for ever (until the daemon closes the connection)."""
+        while True:
+            yield self.read(timeout_s=0)
+
+
+def format_snapshot(snap: Mapping[str, Any]) -> str:
+    lines = [f"state: {snap.get('state')}"]
+    if snap.get("reason"):
+        lines.append(f"reason: {snap['reason']}")
+    metrics = snap.get("metrics") or {}
+    if metrics:
+        lines.append("metrics:")
+        lines.extend(_format_metrics(metrics, indent=2))
+    return "\n".join(lines)
+
+
+def _format_metrics(metrics: Mapping[str, Any], indent: int) -> list[str]:
+    out = []
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            out.append(f"{' ' * indent}{key}:" + ("" if value else " {}"))
+            out.extend(_format_metrics(value, indent + 2))
+        else:
+            out.append(f"{' ' * indent}{key}: {value}")
+    return out
+
+
+def format_state(message: Mapping[str, Any]) -> str:
+    t = message.get("t")
+    when = datetime.fromtimestamp(t).strftime("%Y-%m-%dT%H:%M:%S") if isinstance(t, (int, float)) else "-"
+    reason = f" ({message['reason']})" if message.get("reason") else ""
+    return f"{when} {message.get('state')}{reason}"

@@ -1,0 +1,325 @@
+"""The local control socket: a unix stream socket speaking newline-delimited JSON, one object per line.
+
+On connect the server sends `{"type":"snapshot","state":...,"reason":...,"metrics":{...}}`, then one
+`{"type":"state","state":...,"reason":...,"t":<unix time>}` per change. A client sends commands, one object a
+line: `{"cmd":"start"}`, `end`, `mute`, `unmute`, `{"cmd":"say","text":...}`, and (simulate mode only)
+`press` / `release`; each is answered `{"type":"ok"}` or `{"type":"error","message":...}`.
+
+The socket is local but its peers are not trusted to be well-behaved: garbage, invalid UTF-8, non-object JSON
+and unknown commands get an error reply; a line over `MAX_LINE` bytes gets one and the connection is closed.
+Every client has a bounded outgoing queue drained by its own writer task, so a client that stops reading is
+dropped when its queue fills instead of growing memory or blocking the loop. The server validates commands
+and hands the clean ones to a `CommandHandler`; what they do is the app's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("device.daemon.control")
+
+MAX_LINE = 64 * 1024
+QUEUE_SIZE = 256
+MAX_CLIENTS = 32
+COMMAND_TIMEOUT_S = 10.0
+MAX_SAY_CHARS = 4096
+COMMANDS = ("start", "end", "mute", "unmute", "say")
+SIMULATE_COMMANDS = ("press", "release")
+
+
+class ControlError(Exception):
+    """A command the daemon cannot carry out now; its message is the one sentence the client shows."""
+
+
+class ControlSocketInUse(RuntimeError):
+    """Another process already answers on the control socket (a second daemon)."""
+
+
+class CommandHandler(Protocol):
+    async def handle(self, cmd: dict[str, Any]) -> None:
+        """Carry out a validated command (`{"cmd": "say", "text": "hi"}`); raise ControlError to refuse it."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str
+    reason: str | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    # default=str: a metric of an unexpected type (a Path, an enum) must not break the status of the daemon.
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
+
+
+def validate(msg: Any, simulate: bool) -> dict[str, Any]:
+    """A decoded line → the command dict the handler receives, or ControlError saying what is wrong."""
+    if not isinstance(msg, dict):
+        raise ControlError('expected a JSON object such as {"cmd": "start"}')
+    cmd = msg.get("cmd")
+    if not isinstance(cmd, str):
+        raise ControlError('missing "cmd": expected {"cmd": "start"} (or end, mute, unmute, say)')
+    if cmd in SIMULATE_COMMANDS:
+        if not simulate:
+            raise ControlError(f"{cmd} is only accepted when the daemon runs with --simulate")
+        return {"cmd": cmd}
+    if cmd not in COMMANDS:
+        known = ", ".join(COMMANDS + (SIMULATE_COMMANDS if simulate else ()))
+        raise ControlError(f"unknown command {cmd[:40]!r}; expected one of {known}")
+    if cmd == "say":
+        text = msg.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ControlError('say needs a non-empty "text" string')
+        if len(text) > MAX_SAY_CHARS:
+            raise ControlError(f"say text is longer than {MAX_SAY_CHARS} characters")
+        return {"cmd": "say", "text": text}
+    return {"cmd": cmd}
+
+
+class _Client:
+    """One connection: its bounded outgoing queue and the tasks serving it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, queue_size: int):
+        self.reader = reader
+        self.writer = writer
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(queue_size)
+        self.closed = False
+        self.writer_task: asyncio.Task[None] | None = None
+
+    def send(self, message: Mapping[str, Any]) -> bool:
+        """Queue a message; False (and the client closed) when its queue is full: it stopped reading."""
+        if self.closed:
+            return False
+        try:
+            self.queue.put_nowait(encode(message))
+        except asyncio.QueueFull:
+            self.close()
+            return False
+        return True
+
+    def finish(self) -> None:
+        """Close after what is queued has been written (end of input)."""
+        if not self.closed:
+            try:
+                self.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.writer.transport.abort()  # no flush: a stuck peer must not keep this connection alive
+
+
+class ControlServer:
+    """Serves the control protocol on a unix socket; `publish_state` fans state changes out to every client."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        handler: CommandHandler,
+        snapshot: Callable[[], Snapshot],
+        *,
+        mode: int = 0o660,
+        simulate: bool = False,
+        queue_size: int = QUEUE_SIZE,
+        max_clients: int = MAX_CLIENTS,
+        command_timeout_s: float = COMMAND_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.path = Path(path)
+        self.handler = handler
+        self.snapshot = snapshot
+        self.mode = mode
+        self.simulate = simulate
+        self.queue_size = queue_size
+        self.max_clients = max_clients
+        self.command_timeout_s = command_timeout_s
+        self.clock = clock
+        self.dropped_clients = 0
+        self._clients: set[_Client] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: tuple[int, int] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one), set its mode, and start accepting."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(str(self.path))
+            # Before listen(): nobody can connect while the socket still has the umask's permissions.
+            os.chmod(self.path, self.mode)
+            st = os.stat(self.path)
+            self._inode = (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_LINE)
+        except BaseException:
+            sock.close()
+            raise
+        log.info("control socket listening path=%s mode=%o simulate=%s", self.path, self.mode, self.simulate)
+
+    def _remove_stale(self) -> None:
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlSocketInUse(f"{self.path} exists and is not a socket; remove it or set daemon.control_socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            log.info("control socket stale path=%s: replacing it", self.path)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            return
+        except OSError:
+            pass  # e.g. a timeout: something is there but not answering; treat it as alive
+        finally:
+            probe.close()
+        raise ControlSocketInUse(
+            f"another voice-device is already running on {self.path}; stop it first (systemctl stop voice-device)"
+        )
+
+    def publish_state(self, state: str, reason: str | None = None) -> None:
+        """Tell every client about a state change; never blocks. Clients that stopped reading are dropped."""
+        message = {"type": "state", "state": str(state), "reason": reason, "t": self.clock()}
+        for client in list(self._clients):
+            if not client.send(message):
+                self._drop(client, "queue full")
+
+    def _drop(self, client: _Client, why: str) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            self.dropped_clients += 1
+            log.warning("control client dropped reason=%s", why)
+        client.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for client in list(self._clients):
+            client.close()
+        self._clients.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        self._unlink_own_socket()
+
+    def _unlink_own_socket(self) -> None:
+        # Only our own socket: a second daemon that replaced it after we were declared stale keeps its own.
+        try:
+            st = os.lstat(self.path)
+            if self._inode == (st.st_dev, st.st_ino):
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        client = _Client(reader, writer, self.queue_size)
+        try:
+            if len(self._clients) >= self.max_clients:
+                log.warning("control client refused reason=too-many-clients max=%d", self.max_clients)
+                writer.write(encode({"type": "error", "message": "too many control clients; try again later"}))
+                writer.close()
+                return
+            # Snapshot and registration with no await between: no state change is lost or duplicated.
+            s = self.snapshot()
+            client.send({"type": "snapshot", "state": str(s.state), "reason": s.reason, "metrics": dict(s.metrics)})
+            self._clients.add(client)
+            client.writer_task = asyncio.create_task(self._write_loop(client))
+            await self._read_loop(client)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            client.close()
+            raise
+        except Exception:
+            log.exception("control client failed")
+        finally:
+            if client.writer_task is not None and not client.closed:
+                client.finish()
+                # The writer flushes the replies still queued; bounded so a peer that stopped reading cannot stall us.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(client.writer_task), timeout=5.0)
+            self._clients.discard(client)
+            client.close()
+            if client.writer_task is not None:
+                client.writer_task.cancel()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _write_loop(self, client: _Client) -> None:
+        try:
+            while True:
+                data = await client.queue.get()
+                if data is None:
+                    break
+                client.writer.write(data)
+                await client.writer.drain()
+            client.writer.close()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            client.closed = True
+
+    async def _read_loop(self, client: _Client) -> None:
+        while not client.closed:
+            try:
+                raw = await client.reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as e:
+                raw = e.partial  # EOF: the last line may lack its newline
+                if raw.strip():
+                    await self._answer(client, raw)
+                return
+            except asyncio.LimitOverrunError:
+                client.send({"type": "error", "message": f"line longer than {MAX_LINE} bytes; closing"})
+                return
+            if raw.strip():
+                await self._answer(client, raw)
+
+    async def _answer(self, client: _Client, raw: bytes) -> None:
+        try:
+            try:
+                msg = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ControlError("a line must be UTF-8 JSON") from None
+            except json.JSONDecodeError as e:
+                raise ControlError(f"invalid JSON: {e.msg} at column {e.colno}") from None
+            except (ValueError, RecursionError):  # e.g. an integer of 5,000 digits, or 60,000 nested brackets
+                raise ControlError("invalid JSON: a value is too large or nested too deeply") from None
+            cmd = validate(msg, self.simulate)
+            log.info("control command cmd=%s", cmd["cmd"])
+            await asyncio.wait_for(self.handler.handle(cmd), timeout=self.command_timeout_s)
+        except ControlError as e:
+            client.send({"type": "error", "message": str(e)})
+        except TimeoutError:
+            log.warning("control command timed out timeout_s=%.1f", self.command_timeout_s)
+            client.send({"type": "error", "message": "the daemon did not finish the command in time; see its log"})
+        except Exception:
+            log.exception("control command failed")
+            client.send({"type": "error", "message": "internal error carrying out the command; see the daemon log"})
+        else:
+            client.send({"type": "ok"})
