@@ -144,6 +144,88 @@ def cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _control_socket_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="the daemon's control socket (default: daemon.control_socket of the config)")
+    where.add_argument("--config", "-c", help=f"read daemon.control_socket from this YAML (default {DEFAULT_CONFIG} "
+                       "when readable, else /run/voice-device/control.sock)")
+
+
+def control_socket_path(args: argparse.Namespace) -> str:
+    """--socket, else the config's daemon.control_socket, else the default one."""
+    import os
+
+    from device.config import ConfigError, DaemonConfig, load_config
+
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        return load_or_exit(args.config).daemon.control_socket
+    if os.access(DEFAULT_CONFIG, os.R_OK):  # readable by root and the voice-device group only
+        try:
+            return load_config(DEFAULT_CONFIG).daemon.control_socket
+        except ConfigError:
+            pass
+    return DaemonConfig().control_socket
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing each state change")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON messages, one per line")
+    _control_socket_args(p)
+
+
+@command("status", "show the running daemon's state and metrics (--follow for live changes)")
+@arguments(_status_args)
+def cmd_status(args: argparse.Namespace) -> int:
+    from device.daemon.client import ClientError, ControlClient, format_snapshot, format_state
+
+    try:
+        with ControlClient(control_socket_path(args)) as client:
+            snapshot = client.snapshot()
+            print(json.dumps(snapshot) if args.json else format_snapshot(snapshot), flush=True)
+            if args.follow:
+                for message in client.follow():
+                    if message.get("type") == "state":
+                        print(json.dumps(message) if args.json else format_state(message), flush=True)
+    except ClientError as e:
+        print(f"voice-device: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _ctl_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("start", "end", "mute", "unmute", "press", "release", "say"),
+                   help="press/release work only when the daemon runs with --simulate")
+    p.add_argument("text", nargs="*", help="what the agent should say (say only)")
+    _control_socket_args(p)
+
+
+@command("ctl", "drive the running daemon: start, end, mute, unmute, say TEXT (press, release with --simulate)")
+@arguments(_ctl_args)
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from device.daemon.client import ClientError, ControlClient
+
+    if args.action == "say" and not args.text:
+        print("voice-device: ctl say needs the text to say, e.g. voice-device ctl say Hello there", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.action != "say" and args.text:
+        print(f"voice-device: ctl {args.action} takes no text", file=sys.stderr)
+        return EXIT_CONFIG
+    cmd = {"cmd": args.action, **({"text": " ".join(args.text)} if args.action == "say" else {})}
+    try:
+        with ControlClient(control_socket_path(args)) as client:
+            client.snapshot()
+            reply = client.command(cmd)
+    except ClientError as e:
+        print(f"voice-device: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    if reply.get("type") != "ok":
+        print(f"voice-device: {reply.get('message') or 'the daemon refused the command'}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 # Commands of later layers go above this line, each importing its layer inside the handler (start-up stays fast).
 
 
