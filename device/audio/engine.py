@@ -57,7 +57,7 @@ class AudioEngine:
             noise_suppression=config.noise_suppression,
             high_pass_filter=config.high_pass_filter,
             auto_gain_control=config.auto_gain_control,
-            max_frames=max(2, config.block_ms // 10),
+            frames_per_call=config.block_ms // 10,  # one SDK call per PortAudio block
         )
         self.player = Player(self.sample_rate, config.jitter_ms, config.volume)
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)

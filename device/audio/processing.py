@@ -3,10 +3,11 @@
 The SDK aborts the whole process (a native panic, not an exception) on a frame that is not a multiple of
 10 ms, and it sizes the frame from the length of the frame's buffer, not from `samples_per_channel`. So the
 APM only ever sees `rtc.AudioFrame`s built here, once, over preallocated buffers of exactly k × 10 ms
-(k = 1..max_frames); `process()` refuses any block that is not a whole number of 10 ms frames with a
-ValueError before anything reaches the SDK. The SDK splits a k × 10 ms frame into 10 ms chunks itself
-(checked: identical output to k single calls), so one FFI call covers one PortAudio block (CPU: the
-per-call cost dominates the DSP).
+(k = `frames_per_call`, fixed per processor); `process()` refuses any block that is not a whole number of
+such calls with a ValueError before anything reaches the SDK. The SDK splits a k × 10 ms frame into 10 ms
+chunks itself (checked: identical output to k single calls), so one FFI call covers one PortAudio block
+(CPU: the per-call cost dominates the DSP). The call size must never change: a call of another size gives
+different output (measured: the SDK reconfigures its stream and loses state), so k is fixed at construction.
 """
 
 from __future__ import annotations
@@ -19,22 +20,18 @@ class FrameSizeError(ValueError):
 
 
 class _FrameSet:
-    """Preallocated AudioFrames of 1..max_frames × 10 ms over one buffer, for one sample rate."""
+    """One preallocated AudioFrame of exactly k × 10 ms at one sample rate: the only shape the SDK sees."""
 
-    def __init__(self, rate: int, max_frames: int) -> None:
+    def __init__(self, rate: int, frames_per_call: int) -> None:
         from livekit import rtc
 
         if rate % 100:
             raise ValueError(f"sample rate {rate} has no whole 10 ms frame")
         self.rate = rate
-        self.frame = rate // 100
-        self.max_frames = max_frames
-        self._bytes = bytearray(max_frames * self.frame * 2)
+        self.call = frames_per_call * (rate // 100)  # samples per SDK call
+        self._bytes = bytearray(self.call * 2)
         self.samples = np.frombuffer(self._bytes, dtype=np.int16)
-        whole = memoryview(self._bytes)
-        self.frames = [
-            rtc.AudioFrame(whole[: k * self.frame * 2], rate, 1, k * self.frame) for k in range(1, max_frames + 1)
-        ]
+        self.audio_frame = rtc.AudioFrame(self._bytes, rate, 1, self.call)
 
 
 class FrameProcessor:
@@ -48,17 +45,18 @@ class FrameProcessor:
         noise_suppression: bool,
         high_pass_filter: bool,
         auto_gain_control: bool,
-        max_frames: int = 4,
+        frames_per_call: int = 2,
     ) -> None:
         if rate % 100:
             raise ValueError(f"sample rate {rate} has no whole 10 ms frame")
         self.rate = rate
         self.frame = rate // 100
+        self.frames_per_call = frames_per_call
+        self.call = frames_per_call * self.frame  # process() takes multiples of this many samples
         self.echo_cancellation = echo_cancellation
         self._apm = None
         self._near: _FrameSet | None = None
         self._far: _FrameSet | None = None
-        self._max_frames = max_frames
         if echo_cancellation or noise_suppression or high_pass_filter or auto_gain_control:
             from livekit import rtc
 
@@ -68,7 +66,7 @@ class FrameProcessor:
                 high_pass_filter=high_pass_filter,
                 auto_gain_control=auto_gain_control,
             )
-            self._near = _FrameSet(rate, max_frames)
+            self._near = _FrameSet(rate, frames_per_call)
 
     @property
     def active(self) -> bool:
@@ -78,17 +76,18 @@ class FrameProcessor:
         """Run the near-end (microphone) stream over `block` in place."""
         near = self._near
         if near is None:
-            _check(block, self.frame)
+            _check(block, self.call)
             return
         self._run(near, block, reverse=False)
 
     def process_reverse(self, block: np.ndarray, rate: int) -> None:
-        """Feed the far end (what the speaker actually played, at `rate`) to the echo canceller."""
+        """Feed the far end (what the speaker actually played, at `rate`) to the echo canceller; `block` is a
+        whole number of `frames_per_call` × 10 ms at `rate`."""
         if self._apm is None or not self.echo_cancellation:
             return
         far = self._far
         if far is None or far.rate != rate:
-            far = self._far = _FrameSet(rate, self._max_frames)
+            far = self._far = _FrameSet(rate, self.frames_per_call)
         self._run(far, block, reverse=True)
 
     def set_stream_delay_ms(self, delay_ms: int) -> None:
@@ -96,24 +95,20 @@ class FrameProcessor:
             self._apm.set_stream_delay_ms(max(0, int(delay_ms)))
 
     def _run(self, fs: _FrameSet, block: np.ndarray, *, reverse: bool) -> None:
-        frames = _check(block, fs.frame)
+        calls = _check(block, fs.call)
         call = self._apm.process_reverse_stream if reverse else self._apm.process_stream  # type: ignore[union-attr]
-        off = 0
-        while frames:
-            k = min(frames, fs.max_frames)
-            n = k * fs.frame
-            fs.samples[:n] = block[off : off + n]
-            call(fs.frames[k - 1])
+        n = fs.call
+        for i in range(calls):
+            fs.samples[:] = block[i * n : (i + 1) * n]
+            call(fs.audio_frame)
             if not reverse:
-                block[off : off + n] = fs.samples[:n]
-            off += n
-            frames -= k
+                block[i * n : (i + 1) * n] = fs.samples
 
 
-def _check(block: np.ndarray, frame: int) -> int:
+def _check(block: np.ndarray, call: int) -> int:
     if block.dtype != np.int16 or block.ndim != 1:
         raise FrameSizeError(f"the APM takes int16 mono, got {block.dtype} with shape {block.shape}")
     n = block.shape[0]
-    if n == 0 or n % frame:
-        raise FrameSizeError(f"the APM takes whole 10 ms frames ({frame} samples), got {n}")
-    return n // frame
+    if n == 0 or n % call:
+        raise FrameSizeError(f"the APM takes whole {call}-sample calls (a multiple of 10 ms), got {n}")
+    return n // call

@@ -109,7 +109,7 @@ class Pump:
             out = self._resampler.push(bytearray(raw.tobytes()))
             parts = [self._pending] + [np.frombuffer(f.data, dtype=np.int16) for f in out]
             joined = np.concatenate(parts)
-            whole = joined.shape[0] - joined.shape[0] % self.frame
+            whole = joined.shape[0] - joined.shape[0] % self.processor.call
             block, self._pending = joined[:whole].copy(), joined[whole:].copy()
             if whole == 0:
                 return 0
@@ -127,16 +127,16 @@ class Pump:
         self.level_dbfs = 20.0 * math.log10(rms / 32768.0) if rms > 0 else LEVEL_FLOOR_DBFS
 
     def _feed_far_end(self) -> None:
-        """Everything played since the last run goes to the APM's reverse stream, in whole 10 ms frames."""
+        """Everything played since the last run goes to the APM's reverse stream, in whole APM calls."""
         player = self.player
         if player is None or not self.processor.echo_cancellation:
             return
         played = player.played
-        frame = player.rate // 100
-        if played is None or frame == 0:
+        frame = self.processor.frames_per_call * (player.rate // 100)  # the APM's fixed call size at that rate
+        if frame == 0:
             return
         if self._far_pos < played.oldest() or self._far_pos > played.total:
-            self._far_pos = played.oldest() - played.oldest() % frame
+            self._far_pos = played.oldest() + (-played.oldest()) % frame
         avail = played.total - self._far_pos
         n = avail - avail % frame
         if n <= 0:
