@@ -1,0 +1,50 @@
+"""Recognising the agent among the room's participants, the way LiveKit's Swift and components-js SDKs do.
+
+The agent is kind AGENT (compared by enum NAME: the FFI numbering differs from the protocol's), and not an
+avatar worker (which is also kind AGENT but carries `lk.publish_on_behalf`). Its state is the attribute
+`lk.agent.state`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+AGENT_STATE_ATTR = "lk.agent.state"
+PUBLISH_ON_BEHALF_ATTR = "lk.publish_on_behalf"
+READY_STATES = frozenset({"listening", "thinking", "speaking"})  # components-js isConnected
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return str(enum.Name(value))
+    except (ValueError, TypeError):
+        return ""
+
+
+def is_agent(participant: Any) -> bool:
+    from livekit import rtc
+
+    if _enum_name(rtc.ParticipantKind, participant.kind) != "PARTICIPANT_KIND_AGENT":
+        return False
+    return not participant.attributes.get(PUBLISH_ON_BEHALF_ATTR)
+
+
+def is_active(participant: Any) -> bool:
+    from livekit import rtc
+
+    return _enum_name(rtc.ParticipantState, participant.state) == "PARTICIPANT_STATE_ACTIVE"
+
+
+def speaks_for(participant: Any, agent_identity: str | None) -> bool:
+    """True for the agent itself and for an avatar publishing on its behalf (its audio is the agent's voice)."""
+    if agent_identity is None:
+        return False
+    if participant.identity == agent_identity:
+        return True
+    return participant.attributes.get(PUBLISH_ON_BEHALF_ATTR) == agent_identity
+
+
+def disconnect_reason_name(value: int) -> str:
+    from livekit import rtc
+
+    return _enum_name(rtc.DisconnectReason, value) or "UNKNOWN_REASON"

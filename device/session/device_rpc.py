@@ -1,0 +1,48 @@
+"""RPC methods the agent may call on the device (beyond the official SDKs): `device.set_volume`
+(payload `{"volume": 0..1}`), `device.end_session`, `device.get_status`. Handlers never await the session's
+own teardown: `room.disconnect()` drains running RPC handlers, so ending from inside one would deadlock."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("device.session.device_rpc")
+
+SET_VOLUME, END_SESSION, GET_STATUS = "device.set_volume", "device.end_session", "device.get_status"
+INVALID_ARGUMENT = 2001  # codes 1001-1999 are the SDK's own
+
+
+def register(
+    local_participant: Any,
+    *,
+    set_volume: Callable[[float], float],
+    request_end: Callable[[str], None],
+    get_status: Callable[[], dict[str, Any]],
+) -> None:
+    from livekit import rtc
+
+    def on_set_volume(data: rtc.RpcInvocationData) -> str:
+        try:
+            volume = json.loads(data.payload or "{}")["volume"]
+            if isinstance(volume, bool) or not isinstance(volume, (int, float)) or not 0.0 <= volume <= 1.0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise rtc.RpcError(INVALID_ARGUMENT, 'payload must be {"volume": <number 0..1>}') from None
+        applied = set_volume(float(volume))
+        log.info("agent set volume caller=%s volume=%.2f", data.caller_identity, applied)
+        return json.dumps({"volume": applied})
+
+    def on_end_session(data: rtc.RpcInvocationData) -> str:
+        log.info("agent ended the session caller=%s", data.caller_identity)
+        request_end("agent-ended")
+        return json.dumps({"ok": True})
+
+    def on_get_status(data: rtc.RpcInvocationData) -> str:
+        return json.dumps(get_status(), default=str)
+
+    local_participant.register_rpc_method(SET_VOLUME, on_set_volume)
+    local_participant.register_rpc_method(END_SESSION, on_end_session)
+    local_participant.register_rpc_method(GET_STATUS, on_get_status)

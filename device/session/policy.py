@@ -1,0 +1,388 @@
+"""The session policy: a pure state machine (ESP32 `engine.c` style). Inputs in, actions out, no I/O.
+
+Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers are
+actions (`Arm`/`Cancel`) and come back as `TimerFired` inputs; the shell arms them on its injectable clock.
+
+| timer        | armed when                                   | fires →                                          |
+|--------------|----------------------------------------------|--------------------------------------------------|
+| agent        | connected and an agent is dispatched         | did-not-join / not-initialized failure           |
+| agent-gone   | the agent left (grace, or after a rejoin)    | agent-left failure (or ended if it left cleanly) |
+| idle         | agent listening, no turn held (ptt / toggle) | end "idle-timeout" (user speech re-arms it)       |
+| max          | session start (ptt / toggle)                 | end "max-length"                                 |
+| retry        | a failure with budget left                   | connect again                                    |
+| preconnect   | connected, no agent yet                      | drop the pre-connect buffer                      |
+
+The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
+BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from device.config.schema import SessionConfig
+from device.controls.events import (
+    AgentStateChanged,
+    Event,
+    FailureReason,
+    SessionBuffering,
+    SessionConnecting,
+    SessionEnded,
+    SessionFailed,
+    SessionReconnected,
+    SessionReconnecting,
+)
+from device.session.agent import READY_STATES
+from device.session.backoff import Backoff
+from device.session.classify import RETRYABLE, classify_disconnect
+
+AGENT_LEFT_GRACE_S = 2.0
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    WAITING = "waiting"
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------------
+
+
+class Input:
+    """Base of the policy's inputs."""
+
+
+@dataclass(frozen=True)
+class Start(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class Stop(Input):
+    reason: str = "requested"
+
+
+@dataclass(frozen=True)
+class ConnectSucceeded(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class ConnectFailed(Input):
+    reason: FailureReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AgentJoined(Input):
+    identity: str
+
+
+@dataclass(frozen=True)
+class AgentState(Input):
+    state: str
+
+
+@dataclass(frozen=True)
+class AgentLeft(Input):
+    deliberate: bool = False  # the agent disconnected itself (CLIENT_INITIATED)
+
+
+@dataclass(frozen=True)
+class Disconnected(Input):
+    reason_name: str
+
+
+@dataclass(frozen=True)
+class Reconnecting(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class Reconnected(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class TimerFired(Input):
+    name: str
+
+
+@dataclass(frozen=True)
+class UserSpeech(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class TurnBegan(Input):
+    pass
+
+
+@dataclass(frozen=True)
+class TurnFinished(Input):
+    pass
+
+
+# ---- actions --------------------------------------------------------------------------------------------------
+
+
+class Action:
+    """Base of what the policy asks the shell to do."""
+
+
+@dataclass(frozen=True)
+class Emit(Action):
+    event: Event
+
+
+@dataclass(frozen=True)
+class Connect(Action):
+    fresh_token: bool  # bypass the token cache
+    new_room: bool  # a new request (fresh room): agents do not rejoin a room that existed before
+
+
+@dataclass(frozen=True)
+class Teardown(Action):
+    reason: str
+
+
+@dataclass(frozen=True)
+class Arm(Action):
+    name: str
+    delay_s: float
+
+
+@dataclass(frozen=True)
+class Cancel(Action):
+    name: str
+
+
+@dataclass(frozen=True)
+class DropBuffer(Action):
+    reason: str
+
+
+_SESSION_TIMERS = ("agent", "agent-gone", "idle", "preconnect")
+
+
+class Policy:
+    def __init__(self, cfg: SessionConfig, *, dispatched: bool, rng: random.Random | None = None):
+        self.cfg = cfg
+        self.dispatched = dispatched
+        self.always_on = cfg.mode == "always_on"
+        self.idle_applies = cfg.mode in ("push_to_talk", "toggle") and cfg.idle_timeout_s > 0
+        self.max_applies = cfg.mode != "always_on" and cfg.max_session_s > 0
+        attempts = 0 if self.always_on else cfg.backoff.attempts  # the smart speaker never gives up
+        self.backoff = Backoff(cfg.backoff.base_s, cfg.backoff.cap_s, attempts, rng)
+        self.phase = Phase.IDLE
+        self.agent_present = False
+        self.agent_ever = False
+        self.agent_state: str | None = None
+        self.agent_left_deliberately = False
+        self.auth_retried = False
+        self.turn_held = False
+        self.idle_armed = False
+        self._next_connect = Connect(fresh_token=True, new_room=True)
+
+    # -- the transition function ------------------------------------------------------------------------------
+
+    def handle(self, event: Input) -> list[Action]:
+        match event:
+            case Start():
+                return self._start()
+            case Stop(reason):
+                return [] if self.phase is Phase.IDLE else self._end(reason)
+            case ConnectSucceeded():
+                return self._connected()
+            case ConnectFailed(reason, detail):
+                return self._connect_failed(reason, detail)
+            case AgentJoined():
+                return self._agent_joined()
+            case AgentState(state):
+                return self._agent_state(state)
+            case AgentLeft(deliberate):
+                return self._agent_left(deliberate)
+            case Reconnecting():
+                return self._reconnecting()
+            case Reconnected():
+                return self._reconnected()
+            case Disconnected(name):
+                return self._disconnected(name)
+            case TimerFired(name):
+                return self._timer(name)
+            case UserSpeech():
+                return self._rearm_idle() if self.idle_armed else []
+            case TurnBegan():
+                self.turn_held = True
+                return self._update_idle()
+            case TurnFinished():
+                self.turn_held = False
+                return self._update_idle()
+        return []
+
+    # -- handlers ---------------------------------------------------------------------------------------------
+
+    def _start(self) -> list[Action]:
+        if self.phase is not Phase.IDLE:
+            return []  # a double start is ignored
+        self.backoff.reset()
+        self.auth_retried = False
+        self._forget_agent()
+        self.phase = Phase.CONNECTING
+        actions: list[Action] = [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True)]
+        if self.max_applies:
+            actions.append(Arm("max", self.cfg.max_session_s))
+        return actions
+
+    def _connected(self) -> list[Action]:
+        if self.phase is not Phase.CONNECTING:
+            return []
+        self.phase = Phase.CONNECTED
+        self.auth_retried = False
+        actions: list[Action] = [Emit(SessionBuffering())]
+        if self.dispatched:
+            actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
+        if self.cfg.preconnect:
+            actions.append(Arm("preconnect", self.cfg.agent_connect_timeout_s))
+        return actions
+
+    def _connect_failed(self, reason: FailureReason, detail: str) -> list[Action]:
+        if self.phase is not Phase.CONNECTING:
+            return []
+        if reason is FailureReason.AUTH and not self.auth_retried:
+            # the token may simply be stale (a Pi without RTC, a rotated key): one fresh token, then give up
+            self.auth_retried = True
+            return [Connect(fresh_token=True, new_room=False)]
+        return self._fail(reason, detail, new_room=False)
+
+    def _agent_joined(self) -> list[Action]:
+        self.agent_present = True
+        self.agent_ever = True
+        self.agent_left_deliberately = False
+        return [Cancel("agent-gone"), Cancel("preconnect")]
+
+    def _agent_state(self, state: str) -> list[Action]:
+        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING) or state == self.agent_state:
+            return []
+        self.agent_state = state
+        actions: list[Action] = [Emit(AgentStateChanged(state))]
+        if state in READY_STATES:
+            actions.append(Cancel("agent"))
+            self.backoff.reset()  # a working session refills the retry budget
+        return actions + self._update_idle()
+
+    def _agent_left(self, deliberate: bool) -> list[Action]:
+        self.agent_present = False
+        self.agent_state = None
+        self.agent_left_deliberately = deliberate
+        actions = self._cancel_idle()
+        if self.phase is Phase.CONNECTED:
+            actions.append(Arm("agent-gone", AGENT_LEFT_GRACE_S))
+        return actions
+
+    def _reconnecting(self) -> list[Action]:
+        if self.phase is not Phase.CONNECTED:
+            return []
+        self.phase = Phase.RECONNECTING
+        return [Emit(SessionReconnecting()), Cancel("agent-gone"), Cancel("agent"), *self._cancel_idle()]
+
+    def _reconnected(self) -> list[Action]:
+        if self.phase is not Phase.RECONNECTING:
+            return []
+        self.phase = Phase.CONNECTED
+        actions: list[Action] = [Emit(SessionReconnected())]
+        if not self.agent_present and self.agent_ever:
+            # a full restart reported the agent gone; it must come back
+            actions.append(Arm("agent-gone", self.cfg.agent_connect_timeout_s))
+        elif self.dispatched and self.agent_state not in READY_STATES:
+            actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
+        if self.agent_state is not None:
+            actions.append(Emit(AgentStateChanged(self.agent_state)))
+        return actions + self._update_idle()
+
+    def _disconnected(self, reason_name: str) -> list[Action]:
+        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING):
+            return []
+        ended, failure = classify_disconnect(reason_name)
+        if ended is not None:
+            return self._end(ended)
+        assert failure is not None
+        return self._fail(failure, f"disconnected: {reason_name}", new_room=True)
+
+    def _timer(self, name: str) -> list[Action]:
+        if name == "retry" and self.phase is Phase.WAITING:
+            self.phase = Phase.CONNECTING
+            return [Emit(SessionConnecting()), self._next_connect]
+        if name == "max" and self.phase is not Phase.IDLE:
+            return self._end("max-length")
+        if self.phase is not Phase.CONNECTED:
+            return []
+        if name == "agent" and self.agent_state not in READY_STATES:
+            reason = FailureReason.AGENT_NOT_INITIALIZED if self.agent_present else FailureReason.AGENT_DID_NOT_JOIN
+            return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
+        if name == "agent-gone" and not self.agent_present:
+            if self.agent_left_deliberately:
+                return self._end("agent-ended")
+            return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
+        if name == "idle" and self.idle_armed:
+            return self._end("idle-timeout")
+        if name == "preconnect" and not self.agent_present:
+            return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
+        return []
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _update_idle(self) -> list[Action]:
+        want = (
+            self.idle_applies
+            and self.phase is Phase.CONNECTED
+            and self.agent_state == "listening"
+            and not self.turn_held
+        )
+        if want and not self.idle_armed:
+            return self._rearm_idle()
+        if not want and self.idle_armed:
+            return self._cancel_idle()
+        return []
+
+    def _rearm_idle(self) -> list[Action]:
+        self.idle_armed = True
+        return [Arm("idle", self.cfg.idle_timeout_s)]
+
+    def _cancel_idle(self) -> list[Action]:
+        if not self.idle_armed:
+            return []
+        self.idle_armed = False
+        return [Cancel("idle")]
+
+    def _forget_agent(self) -> None:
+        self.agent_present = self.agent_ever = self.agent_left_deliberately = False
+        self.agent_state = None
+        self.idle_armed = False
+
+    def _fail(self, reason: FailureReason, detail: str, *, new_room: bool) -> list[Action]:
+        actions: list[Action] = [Teardown(f"failed: {reason}"), *(Cancel(t) for t in _SESSION_TIMERS)]
+        self._forget_agent()
+        retry = self.always_on or reason in RETRYABLE
+        delay = self.backoff.next_delay() if retry else None
+        if delay is None:
+            self.phase = Phase.IDLE
+            return [*actions, Cancel("max"), Emit(SessionFailed(reason, detail, None))]
+        self.phase = Phase.WAITING
+        self._next_connect = Connect(fresh_token=reason is FailureReason.AUTH or new_room, new_room=new_room)
+        return [*actions, Arm("retry", delay), Emit(SessionFailed(reason, detail, delay))]
+
+    def _end(self, reason: str) -> list[Action]:
+        actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
+        self._forget_agent()
+        if self.always_on and reason not in ("requested", "shutdown"):
+            # the smart speaker keeps a session up: the agent closing the room starts a new one
+            self.phase = Phase.WAITING
+            self._next_connect = Connect(fresh_token=True, new_room=True)
+            return [*actions, Emit(SessionEnded(reason)), Arm("retry", self.cfg.backoff.base_s)]
+        self.phase = Phase.IDLE
+        return [*actions, Cancel("max"), Emit(SessionEnded(reason))]

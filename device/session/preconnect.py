@@ -1,0 +1,462 @@
+"""The uplink: one reader of the mic ring, routed chunk by chunk to a buffer, the pre-connect stream, or live.
+
+From the session's mark, every chunk the reader yields goes to exactly one place, decided under one lock:
+
+    BUFFER  — no agent yet: kept in a bounded buffer (oldest audio dropped past the cap)
+    STREAM  — LiveKit's pre-connect protocol: a byte stream on `lk.agent.pre-connect-audio-buffer` to the agent,
+              attributes sampleRate / channels / trackId (= the mic publication SID), raw int16 LE PCM. Opened
+              when the SID exists AND an active agent is present; appended to until the agent subscribes to the
+              mic (`local_track_subscribed`) or 2.5 s pass (the agent drops a stream not finished within 3 s)
+    LIVE    — the AudioSource behind the published mic track, batched (one FFI call per ~40 ms, not per 10 ms)
+    DISCARD — pre-connect disabled and not yet published, or muted
+
+Because one task routes every chunk and control changes take the same lock, the stream's last sample and the
+live track's first are adjacent ring indices: no gap, no overlap (`streams` and `live_starts` prove it). After a
+full reconnect (new SID) the audio captured while disconnected, bounded by `resend_s`, is sent again the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from device.session.clock import Clock, Timer
+from device.session.ports import AudioReader
+
+log = logging.getLogger("device.session.preconnect")
+
+TOPIC = "lk.agent.pre-connect-audio-buffer"
+STREAM_NAME = "pre-connect-audio"
+STREAM_BUDGET_S = 2.5  # livekit-agents cancels a pre-connect stream not complete 3 s after it opened
+STREAM_WRITE_MS = 100  # append to the stream in ~100 ms pieces while waiting for the subscription
+WRITE_PIECE_S = 0.5  # the buffered backlog goes out in pieces of at most this
+LIVE_BATCH_MS = 40  # per-call FFI cost dominates capture_frame: batch 10 ms chunks
+
+
+class Route(StrEnum):
+    DISCARD = "discard"
+    BUFFER = "buffer"
+    STREAM = "stream"
+    LIVE = "live"
+
+
+@dataclass
+class StreamRecord:
+    """One pre-connect stream as sent: which SID, to whom, and the exact ring range of its samples."""
+
+    track_id: str
+    agent: str
+    first: int | None = None  # ring index of the first sample sent
+    samples: int = 0
+    bytes: int = 0
+    closed: str = ""  # why it closed: "subscribed", "deadline", "agent-left", "reconnecting", "detached", "error"
+
+    @property
+    def end(self) -> int | None:
+        return None if self.first is None else self.first + self.samples
+
+
+class ChunkBuffer:
+    """Chunks kept while no agent is there, at most `max_samples` (the oldest audio goes first)."""
+
+    def __init__(self, max_samples: int):
+        self.max_samples = max_samples
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()
+        self.samples = 0
+
+    def append(self, first: int, samples: np.ndarray) -> int:
+        """Keep a chunk; returns how many old samples were dropped to stay under the cap."""
+        self._chunks.append((first, samples))
+        self.samples += len(samples)
+        dropped = 0
+        while self.samples > self.max_samples and self._chunks:
+            head_first, head = self._chunks[0]
+            excess = self.samples - self.max_samples
+            if len(head) <= excess:
+                self._chunks.popleft()
+                self.samples -= len(head)
+                dropped += len(head)
+            else:
+                self._chunks[0] = (head_first + excess, head[excess:])
+                self.samples -= excess
+                dropped += excess
+        return dropped
+
+    def take(self) -> list[tuple[int, np.ndarray]]:
+        chunks = list(self._chunks)
+        self.clear()
+        return chunks
+
+    def clear(self) -> int:
+        dropped = self.samples
+        self._chunks.clear()
+        self.samples = 0
+        return dropped
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of int16 samples in dB relative to full scale (-inf-safe: silence is -120)."""
+    if len(samples) == 0:
+        return -120.0
+    x = samples.astype(np.float32)
+    power = float(np.dot(x, x)) / len(x)
+    return -120.0 if power <= 0 else 10.0 * float(np.log10(power / (32768.0 * 32768.0)))
+
+
+class Uplink:
+    """Routes the session's mic audio (see the module docstring). Control methods are synchronous (called from
+    room callbacks) and schedule one reconcile task; `run()` is the pump."""
+
+    def __init__(
+        self,
+        reader: AudioReader,
+        *,
+        sample_rate: int,
+        clock: Clock,
+        preconnect: bool,
+        max_buffer_s: float,
+        resend_s: float,
+        speech_threshold_dbfs: float,
+        on_speech: Any = None,
+    ):
+        self.reader = reader
+        self.rate = sample_rate
+        self.clock = clock
+        self.preconnect = preconnect
+        self.max_buffer_s = max_buffer_s
+        self.resend_s = resend_s
+        self.threshold = speech_threshold_dbfs
+        self.on_speech = on_speech
+        self.route = Route.BUFFER if preconnect else Route.DISCARD
+        self.buffer = ChunkBuffer(int(max_buffer_s * sample_rate))
+        self.muted = False
+        # what the room side told us
+        self._lp: Any = None
+        self._source: Any = None
+        self.sid: str | None = None
+        self.agent: str | None = None
+        self.subscribed = False
+        self._reconnecting = False
+        self._republished = False
+        self._after_reconnect = False
+        # the open stream
+        self._writer_agent: str | None = None
+        self._writer: Any = None
+        self._deadline: Timer | None = None
+        self._expired = False
+        self._pend_stream: list[np.ndarray] = []
+        self._pend_stream_n = 0
+        self._pend_live: list[np.ndarray] = []
+        self._pend_live_first = 0
+        self._pend_live_n = 0
+        # evidence (status, tests)
+        self.streams: list[StreamRecord] = []
+        self.live_starts: list[int] = []  # ring index of the first live sample after each switch to LIVE
+        self.live_samples = 0
+        self._live_start_pending = False
+        self.bytes_sent = 0
+        self.dropped_samples = 0
+        self.drop_reason = ""
+        self.discarded_samples = 0
+        self.gaps = 0
+        self._next_index: int | None = None
+        self._last_speech: int | None = None
+        # machinery
+        self._lock = asyncio.Lock()
+        self._kick_task: asyncio.Task[None] | None = None
+        self._kick_again = False
+        self._closed = False
+
+    # -- control (synchronous: called from room callbacks on the loop) ----------------------------------------
+
+    def attach(self, local_participant: Any, source: Any, sid: str) -> None:
+        """A connect attempt published the mic: route to the stream once an agent is there (or live at once)."""
+        self._lp, self._source, self.sid = local_participant, source, sid
+        self.subscribed = False
+        self._reconnecting = self._republished = self._after_reconnect = False
+        if not self.preconnect:
+            self._set_route(Route.LIVE)
+        self._kick()
+
+    def set_agent(self, identity: str | None) -> None:
+        """The active agent (None when it left)."""
+        self.agent = identity
+        self._kick()
+
+    def track_subscribed(self, sid: str) -> None:
+        if sid == self.sid:
+            self.subscribed = True
+            self._kick()
+
+    def reconnecting(self) -> None:
+        self._reconnecting = True
+        self._republished = False
+        self._kick()
+
+    def republished(self, new_sid: str) -> None:
+        """A full restart re-issued the mic's SID: the agent needs a new buffer naming it."""
+        self.sid = new_sid
+        self.subscribed = False
+        self._republished = True
+        self._kick()
+
+    def reconnected(self) -> None:
+        self._reconnecting = False
+        self._kick()
+
+    def drop_buffer(self, reason: str) -> None:
+        if self.route is Route.BUFFER:
+            dropped = self.buffer.clear()
+            self.dropped_samples += dropped
+            self.drop_reason = reason
+            log.info("pre-connect buffer dropped reason=%r samples=%d", reason, dropped)
+
+    def set_muted(self, muted: bool) -> None:
+        self.muted = muted
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The pump: every chunk the reader yields is routed exactly once."""
+        try:
+            async for first, samples in self.reader:
+                if self._closed:
+                    break
+                self._observe(first, samples)
+                async with self._lock:
+                    await self._route_chunk(first, samples)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("uplink stopped: the mic reader failed")
+
+    async def detach(self, *, keep_buffering: bool) -> None:
+        """The attempt is being torn down: close the pre-connect writer FIRST (before the source and the room)."""
+        async with self._lock:
+            if self.route is Route.STREAM:
+                await self._close_stream("detached", go_live=False)
+            self._pend_live.clear()
+            self._pend_live_n = 0
+            self._lp = self._source = self.sid = None
+            self.agent = None
+            self.subscribed = False
+            if keep_buffering and self.preconnect:
+                # a retry follows: keep what the user says meanwhile (bounded) for the next agent
+                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
+                self._set_route(Route.BUFFER)
+            else:
+                self._set_route(Route.DISCARD)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._kick_task is not None:
+            self._kick_task.cancel()
+            await asyncio.gather(self._kick_task, return_exceptions=True)
+        await self.detach(keep_buffering=False)
+        self.reader.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "route": str(self.route),
+            "buffered_ms": int(self.buffer.samples * 1000 / self.rate),
+            "bytes_sent": self.bytes_sent,
+            "streams": len(self.streams),
+            "last_stream_closed": self.streams[-1].closed if self.streams else "",
+            "dropped_ms": int(self.dropped_samples * 1000 / self.rate),
+            "drop_reason": self.drop_reason,
+        }
+
+    # -- the pump's side --------------------------------------------------------------------------------------
+
+    def _observe(self, first: int, samples: np.ndarray) -> None:
+        if self._next_index is not None and first != self._next_index:
+            self.gaps += 1
+            log.warning("mic reader gap expected=%d got=%d", self._next_index, first)
+        self._next_index = first + len(samples)
+        if self.muted or self.on_speech is None:
+            return
+        # at most two reports a second, counted in samples so tests need no wall clock
+        due = self._last_speech is None or first - self._last_speech >= self.rate // 2
+        if due and level_dbfs(samples) > self.threshold:
+            self._last_speech = first
+            self.on_speech()
+
+    async def _route_chunk(self, first: int, samples: np.ndarray) -> None:
+        if self.muted or self.route is Route.DISCARD:
+            self.discarded_samples += len(samples)
+        elif self.route is Route.BUFFER:
+            self.dropped_samples += self.buffer.append(first, samples)
+        elif self.route is Route.STREAM:
+            self._stream_append(first, samples)
+            if self._pend_stream_n >= self.rate * STREAM_WRITE_MS // 1000:
+                await self._stream_flush()
+        else:
+            if not self._pend_live:
+                self._pend_live_first = first
+            self._pend_live.append(samples)
+            self._pend_live_n += len(samples)
+            if self._pend_live_n >= self.rate * LIVE_BATCH_MS // 1000:
+                await self._live_flush()
+
+    # -- routes -----------------------------------------------------------------------------------------------
+
+    def _set_route(self, route: Route) -> None:
+        if route is not self.route:
+            log.debug("uplink route %s -> %s", self.route, route)
+            self.route = route
+            self._live_start_pending = route is Route.LIVE
+
+    def _kick(self) -> None:
+        """Re-evaluate the route soon, in one task at a time (control calls come from sync callbacks)."""
+        if self._closed:
+            return
+        if self._kick_task is not None and not self._kick_task.done():
+            self._kick_again = True
+            return
+        self._kick_task = asyncio.get_running_loop().create_task(self._reconcile_loop())
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            self._kick_again = False
+            async with self._lock:
+                await self._reconcile()
+            if not self._kick_again:
+                return
+
+    async def _reconcile(self) -> None:
+        if self._lp is None:
+            return
+        if self._reconnecting and self.route in (Route.LIVE, Route.STREAM):
+            # the connection is down: keep what the user says (bounded) for a re-send after a full restart
+            if self.route is Route.STREAM:
+                await self._close_stream("reconnecting", go_live=False)
+            self._pend_live.clear()
+            self._pend_live_n = 0
+            self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
+            self._set_route(Route.BUFFER)
+            self._after_reconnect = True
+        if not self._reconnecting and self._after_reconnect and not self._republished and self.subscribed:
+            # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
+            self._after_reconnect = False
+            self.dropped_samples += self.buffer.clear()
+            self.drop_reason = "resumed: the live track continued"
+            self._set_route(Route.LIVE)
+        if self._republished and self.route is Route.LIVE:
+            # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
+            self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
+            self._set_route(Route.BUFFER)
+        if self._reconnecting:
+            return
+        if self.route is Route.BUFFER and self.sid and self.agent and self.preconnect:
+            await self._open_stream()
+        if self.route is Route.STREAM:
+            if self.agent is None or self._writer_agent != self.agent:
+                await self._close_stream("agent-left", go_live=False)
+                self.buffer = ChunkBuffer(int(self.max_buffer_s * self.rate))
+                self._set_route(Route.BUFFER)
+            elif self.subscribed or self._expired:
+                await self._close_stream("subscribed" if self.subscribed else "deadline", go_live=True)
+
+    async def _open_stream(self) -> None:
+        assert self.sid is not None and self.agent is not None
+        chunks = self.buffer.take()
+        attributes = {"sampleRate": str(self.rate), "channels": "1", "trackId": self.sid}
+        record = StreamRecord(track_id=self.sid, agent=self.agent)
+        try:
+            self._writer = await self._lp.stream_bytes(
+                STREAM_NAME,
+                mime_type="application/octet-stream",
+                attributes=attributes,
+                destination_identities=[self.agent],
+                topic=TOPIC,
+            )
+        except Exception as e:
+            log.warning("pre-connect stream could not open error=%s: going live without it", e)
+            self.dropped_samples += sum(len(c) for _, c in chunks)
+            self.drop_reason = f"stream failed to open: {e}"
+            self._set_route(Route.LIVE)
+            return
+        self._writer_agent = self.agent
+        self.streams.append(record)
+        self._expired = False
+        self._after_reconnect = self._republished = False
+        self._deadline = self.clock.call_later(STREAM_BUDGET_S, self._stream_expired)
+        self._set_route(Route.STREAM)
+        log.info("pre-connect stream open agent=%s track=%s buffered_ms=%d", self.agent, self.sid,
+                 sum(len(c) for _, c in chunks) * 1000 // self.rate)
+        piece = int(WRITE_PIECE_S * self.rate)
+        for first, samples in chunks:
+            self._stream_append(first, samples)
+            if self._pend_stream_n >= piece:
+                await self._stream_flush()
+        await self._stream_flush()
+
+    def _stream_expired(self) -> None:
+        self._expired = True
+        self._kick()
+
+    def _stream_append(self, first: int, samples: np.ndarray) -> None:
+        record = self.streams[-1]
+        if record.first is None:
+            record.first = first
+        self._pend_stream.append(samples)
+        self._pend_stream_n += len(samples)
+
+    async def _stream_flush(self) -> None:
+        if not self._pend_stream_n or self._writer is None:
+            return
+        data = np.concatenate(self._pend_stream).astype("<i2", copy=False).tobytes()
+        record = self.streams[-1]
+        record.samples += self._pend_stream_n
+        self._pend_stream.clear()
+        self._pend_stream_n = 0
+        try:
+            await self._writer.write(data)
+        except Exception as e:
+            log.warning("pre-connect stream write failed error=%s", e)
+            record.closed = "error"
+            return
+        record.bytes += len(data)
+        self.bytes_sent += len(data)
+
+    async def _close_stream(self, why: str, *, go_live: bool) -> None:
+        await self._stream_flush()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        writer, self._writer = self._writer, None
+        record = self.streams[-1]
+        record.closed = record.closed or why
+        if writer is not None:
+            try:
+                await writer.aclose()
+            except Exception as e:
+                log.warning("pre-connect stream close failed error=%s", e)
+        log.info("pre-connect stream closed reason=%s track=%s samples=%d bytes=%d", why, record.track_id,
+                 record.samples, record.bytes)
+        self._set_route(Route.LIVE if go_live else Route.BUFFER)
+
+    async def _live_flush(self) -> None:
+        from livekit import rtc
+
+        if not self._pend_live_n or self._source is None:
+            return
+        n = self._pend_live_n
+        data = np.concatenate(self._pend_live).astype("<i2", copy=False).tobytes()
+        first = self._pend_live_first
+        self._pend_live.clear()
+        self._pend_live_n = 0
+        if self._live_start_pending:
+            self._live_start_pending = False
+            self.live_starts.append(first)
+        self.live_samples += n
+        try:
+            await self._source.capture_frame(rtc.AudioFrame(data, self.rate, 1, n))
+        except Exception as e:
+            log.warning("mic capture failed error=%s", e)

@@ -1,0 +1,646 @@
+"""The session supervisor: the async shell around the pure `Policy`, the only code that drives a LiveKit Room.
+
+One worker task reads one inbox: public calls (start, end, turns), room callbacks (tagged with the connect
+attempt that produced them; stale ones are dropped) and timers (armed on the injectable clock) all become
+policy inputs there, and the policy's actions are carried out in order. Connect attempts run in their own
+tasks so an `end()` during a connect or a reconnect is handled at once.
+
+Teardown order matters (livekit-facts): close the pre-connect writer, `aclose()` the AudioSource, then
+disconnect — an unclosed source while the SDK is reconnecting can abort the process natively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from device.config.schema import Config
+from device.controls.events import (
+    Event,
+    FailureReason,
+    SessionEnded,
+    SessionFailed,
+    SessionReconnecting,
+)
+from device.session import device_rpc
+from device.session.agent import (
+    AGENT_STATE_ATTR,
+    READY_STATES,
+    disconnect_reason_name,
+    is_active,
+    is_agent,
+    speaks_for,
+)
+from device.session.classify import classify_connect_error
+from device.session.clock import Clock, LoopClock, Timer, within
+from device.session.media import Media, RtcMedia
+from device.session.policy import (
+    AgentJoined,
+    AgentLeft,
+    AgentState,
+    Arm,
+    Cancel,
+    Connect,
+    ConnectFailed,
+    ConnectSucceeded,
+    Disconnected,
+    DropBuffer,
+    Emit,
+    Input,
+    Phase,
+    Policy,
+    Reconnected,
+    Reconnecting,
+    Start,
+    Stop,
+    Teardown,
+    TimerFired,
+    TurnBegan,
+    TurnFinished,
+    UserSpeech,
+)
+from device.session.ports import AudioPort
+from device.session.preconnect import Uplink
+from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
+from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
+from device.session.turns import Turns
+
+log = logging.getLogger("device.session.supervisor")
+
+DISCONNECT_TIMEOUT_S = 5.0
+
+
+class SessionError(Exception):
+    """A call the session cannot serve right now; `str()` says what to do."""
+
+
+@dataclass
+class Attempt:
+    """One token fetch + Room.connect + publish, and everything it owns."""
+
+    id: int
+    request: TokenRequest
+    fresh: bool
+    room: Any = None
+    source: Any = None
+    track: Any = None
+    publication: Any = None
+    task: asyncio.Task[None] | None = None
+    in_room_connect: bool = False
+    abandoned: bool = False
+    disposed: bool = False
+    playback: dict[str, tuple[asyncio.Task[None], Any]] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        audio: AudioPort,
+        emit: Callable[[Event], None],
+        *,
+        room_factory: Callable[[], Any] | None = None,
+        token_source: TokenSource | None = None,
+        clock: Clock | None = None,
+        media: Media | None = None,
+        rng: Any = None,
+        wall: Callable[[], float] = time.time,
+    ):
+        self._cfg = config
+        self._lk = config.livekit
+        self._sc = config.session
+        self._audio = audio
+        self._emit_cb = emit
+        self._room_factory = room_factory or _rtc_room
+        self._tokens = TokenCache(token_source or make_token_source(config.livekit), wall=wall)
+        self._clock = clock or LoopClock()
+        self._media = media or RtcMedia()
+        self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
+        self._turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
+        self._transcripts = Transcripts()
+        self._identity: str | None = None
+        self._request: TokenRequest | None = None
+        self._attempt: Attempt | None = None
+        self._attempt_seq = 0
+        self._old_attempts: set[asyncio.Task[None]] = set()
+        self._uplink: Uplink | None = None
+        self._uplink_task: asyncio.Task[None] | None = None
+        self._agent: str | None = None
+        self._muted = False
+        self._press_t: float | None = None
+        self._timers: dict[str, Timer] = {}
+        self._timer_gen: Counter[str] = Counter()
+        self._inbox: asyncio.Queue[tuple[int | None, Any, asyncio.Future[None] | None]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.metrics: dict[str, Any] = {
+            "sessions": 0,
+            "reconnects": 0,
+            "failures": Counter(),
+            "preconnect_bytes_sent": 0,
+            "press_to_listening_ms": None,
+        }
+        self.last_failure: SessionFailed | None = None
+
+    # ---- public API ------------------------------------------------------------------------------------------
+
+    async def start(self, mark: int) -> None:
+        """Start a session whose audio begins at ring index `mark` (already includes the pre-roll)."""
+        if self._closed:
+            raise SessionError("the session supervisor is closed")
+        await self._submit(functools.partial(self._begin, mark))
+
+    async def end(self, reason: str = "requested") -> None:
+        await self._submit(Stop(reason))
+
+    async def start_turn(self, mark: int | None = None) -> None:
+        """A press in push-to-talk: start a session if none runs, then the agent's start_turn (barge-in while it
+        speaks)."""
+        if self._policy.phase is Phase.IDLE:
+            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms))
+        await self._submit(functools.partial(self._turn, "start"))
+
+    async def end_turn(self) -> None:
+        await self._submit(functools.partial(self._turn, "end"))
+
+    async def cancel_turn(self) -> None:
+        await self._submit(functools.partial(self._turn, "cancel"))
+
+    async def set_muted(self, muted: bool) -> None:
+        await self._submit(functools.partial(self._set_muted, muted))
+
+    async def send_text(self, text: str) -> None:
+        """Send typed text to the agent on `lk.chat`."""
+        att = self._attempt
+        if att is None or att.publication is None or self._policy.phase not in (Phase.CONNECTED,):
+            raise SessionError("no session is connected; start one first (press the button or `voice-device start`)")
+        await att.room.local_participant.send_text(text, topic=CHAT_TOPIC)
+        log.info("text sent topic=%s chars=%d", CHAT_TOPIC, len(text))
+
+    def status(self) -> dict[str, Any]:
+        att = self._attempt
+        uplink = self._uplink.snapshot() if self._uplink else None
+        sent = self.metrics["preconnect_bytes_sent"] + (self._uplink.bytes_sent if self._uplink else 0)
+        return {
+            "phase": str(self._policy.phase),
+            "room": att.request.room_name if att else None,
+            "identity": att.request.participant_identity if att else None,
+            "agent": {"identity": self._agent, "state": self._policy.agent_state},
+            "muted": self._muted,
+            "turns": {"rpc": self._turns.active, "fallback": self._turns.enabled and not self._turns.supported},
+            "transcripts": [{"speaker": t.speaker, "text": t.text} for t in self._transcripts.last],
+            "preconnect": uplink,
+            "last_failure": (
+                {"reason": str(self.last_failure.reason), "message": self.last_failure.reason.message,
+                 "detail": self.last_failure.detail, "retry_in_s": self.last_failure.retry_in_s}
+                if self.last_failure else None
+            ),
+            "metrics": {
+                "sessions": self.metrics["sessions"],
+                "reconnects": self.metrics["reconnects"],
+                "failures": dict(self.metrics["failures"]),
+                "preconnect_bytes_sent": sent,
+                "press_to_listening_ms": self.metrics["press_to_listening_ms"],
+            },
+        }
+
+    async def wait_quiet(self) -> None:
+        """Return once the inbox is empty and no connect attempt is running (tests, orderly shutdown)."""
+        while True:
+            await self._inbox.join()
+            running = [t for t in self._attempt_tasks() if not t.done()]
+            if not running and self._inbox.empty():
+                return
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        if self._worker is not None:
+            await self.end("shutdown")
+            await self.wait_quiet()
+        self._closed = True
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        await self._transcripts.aclose()
+
+    # ---- the worker ------------------------------------------------------------------------------------------
+
+    async def _submit(self, item: Any) -> None:
+        self._ensure_worker()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait((None, item, done))
+        await done
+
+    def _post(self, attempt_id: int | None, item: Any) -> None:
+        if not self._closed:
+            self._inbox.put_nowait((attempt_id, item, None))
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        while True:
+            attempt_id, item, done = await self._inbox.get()
+            try:
+                if attempt_id is None or (self._attempt is not None and self._attempt.id == attempt_id):
+                    await self._process(item)
+            except Exception:
+                log.exception("session worker error item=%r", item)
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
+                self._inbox.task_done()
+
+    async def _process(self, item: Any) -> None:
+        if isinstance(item, Input):
+            inputs = [item]
+        else:
+            result = item()
+            if inspect.isawaitable(result):
+                result = await result
+            inputs = result or []
+        for inp in inputs:
+            await self._feed(inp)
+        if self._policy.phase is Phase.IDLE and self._uplink is not None:
+            await self._close_session()
+
+    async def _feed(self, inp: Input) -> None:
+        for action in self._policy.handle(inp):
+            await self._do(action)
+
+    async def _do(self, action: Any) -> None:
+        match action:
+            case Emit(event):
+                self._publish(event)
+            case Connect(fresh, new_room):
+                self._connect(fresh=fresh, new_room=new_room)
+            case Teardown(reason):
+                await self._teardown(reason)
+            case Arm(name, delay):
+                self._arm_timer(name, delay)
+            case Cancel(name):
+                self._cancel_timer(name)
+            case DropBuffer(reason):
+                if self._uplink is not None:
+                    self._uplink.drop_buffer(reason)
+
+    # ---- session and attempts --------------------------------------------------------------------------------
+
+    def _begin(self, mark: int) -> list[Input]:
+        if self._policy.phase is not Phase.IDLE:
+            log.info("start ignored: a session is already %s", self._policy.phase)
+            return []
+        self.metrics["sessions"] += 1
+        self._press_t = self._clock.now()
+        self._uplink = Uplink(
+            self._audio.reader(mark),
+            sample_rate=self._audio.sample_rate,
+            clock=self._clock,
+            preconnect=self._sc.preconnect,
+            max_buffer_s=self._sc.preconnect_max_s,
+            resend_s=self._sc.resend_after_reconnect_s,
+            speech_threshold_dbfs=self._sc.speech_threshold_dbfs,
+            on_speech=lambda: self._post(None, UserSpeech()),
+        )
+        self._uplink.set_muted(self._muted)
+        self._uplink_task = asyncio.get_running_loop().create_task(self._uplink.run())
+        self._turns.reset()
+        return [Start()]
+
+    async def _close_session(self) -> None:
+        uplink, task = self._uplink, self._uplink_task
+        self._uplink = self._uplink_task = None
+        if uplink is not None:
+            await uplink.aclose()
+            self.metrics["preconnect_bytes_sent"] += uplink.bytes_sent
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._turns.reset()
+        self._request = None
+
+    def _connect(self, *, fresh: bool, new_room: bool) -> None:
+        if self._identity is None:
+            self._identity = build_request(self._lk).participant_identity
+        if new_room or self._request is None:
+            self._request = build_request(self._lk, identity=self._identity)
+        self._attempt_seq += 1
+        att = Attempt(id=self._attempt_seq, request=self._request, fresh=fresh)
+        self._attempt = att
+        log.info("session connecting room=%s identity=%s attempt=%d fresh_token=%s", att.request.room_name,
+                 att.request.participant_identity, att.id, fresh)
+        att.task = asyncio.get_running_loop().create_task(self._run_attempt(att))
+
+    async def _run_attempt(self, att: Attempt) -> None:
+        deadline = self._sc.connect_timeout_s
+        try:
+            await within(self._clock, self._connect_room(att), deadline)
+        except TokenError as e:
+            self._post(att.id, ConnectFailed(e.reason, str(e)))
+        except TimeoutError:
+            phase = "room connect" if att.in_room_connect else "token fetch"
+            self._post(att.id, ConnectFailed(
+                FailureReason.UNREACHABLE,
+                f"no answer within {deadline:g} s ({phase}); check livekit.url / livekit.endpoint and the network",
+            ))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            from livekit import rtc
+
+            if isinstance(e, rtc.ConnectError):
+                self._post(att.id, ConnectFailed(classify_connect_error(e.message), e.message))
+            else:
+                log.exception("connect attempt failed attempt=%d", att.id)
+                self._post(att.id, ConnectFailed(FailureReason.INTERNAL, f"{type(e).__name__}: {e}"))
+        finally:
+            if att.abandoned:
+                await self._dispose(att)
+
+    async def _connect_room(self, att: Attempt) -> None:
+        from livekit import rtc
+
+        creds = await self._tokens.get(att.request, fresh=att.fresh)
+        if att.abandoned:
+            return
+        room = self._room_factory()
+        att.room = room
+        self._wire(room, att)
+        room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcripts.handler)
+        options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=max(1.0, self._sc.connect_timeout_s / 2))
+        att.in_room_connect = True
+        await room.connect(creds.server_url, creds.participant_token, options)
+        att.in_room_connect = False
+        if att.abandoned:
+            return
+        lp = room.local_participant
+        device_rpc.register(lp, set_volume=self._set_volume, request_end=self._request_end,
+                            get_status=self.status)
+        att.source = self._media.audio_source(self._audio.sample_rate)
+        att.track = self._media.mic_track(att.source)
+        # The flag makes the agent wait (up to 3 s) for a buffer: set it only when the uplink will send one.
+        options_pub = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE,
+                                              preconnect_buffer=self._sc.preconnect)
+        att.publication = await lp.publish_track(att.track, options_pub)
+        if self._muted:
+            att.track.mute()
+        self._post(att.id, functools.partial(self._on_connected, att))
+
+    def _on_connected(self, att: Attempt) -> list[Input]:
+        log.info("session connected room=%s track=%s", att.request.room_name, att.publication.sid)
+        if self._uplink is not None:
+            self._uplink.attach(att.room.local_participant, att.source, att.publication.sid)
+        inputs: list[Input] = [ConnectSucceeded()]
+        # an agent already in the room fires no participant_active: look at who is here
+        for p in list(att.room.remote_participants.values()):
+            inputs += self._consider(p)
+        for p in list(att.room.remote_participants.values()):
+            for pub in list(p.track_publications.values()):
+                if pub.track is not None:
+                    self._maybe_play(att, pub.track, p)
+        return inputs
+
+    async def _teardown(self, reason: str) -> None:
+        att, self._attempt = self._attempt, None
+        self._agent = None
+        keep = self._policy.phase is Phase.WAITING
+        if self._uplink is not None:
+            await self._uplink.detach(keep_buffering=keep)  # closes the pre-connect writer first
+        if att is None:
+            return
+        att.abandoned = True
+        if att.task is not None and not att.task.done():
+            if att.in_room_connect:
+                # let the native connect finish (bounded by the deadline); the task disconnects after it
+                self._old_attempts.add(att.task)
+                att.task.add_done_callback(self._old_attempts.discard)
+                return
+            att.task.cancel()
+            await asyncio.gather(att.task, return_exceptions=True)
+        await self._dispose(att)
+        log.info("session torn down room=%s reason=%s", att.request.room_name, reason)
+
+    async def _dispose(self, att: Attempt) -> None:
+        if att.disposed:
+            return
+        att.disposed = True
+        for task, stream in list(att.playback.values()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            try:
+                await stream.aclose()
+            except Exception as e:
+                log.debug("audio stream close failed error=%s", e)
+        att.playback.clear()
+        source, att.source = att.source, None
+        if source is not None:
+            try:
+                await source.aclose()
+            except Exception as e:
+                log.debug("audio source close failed error=%s", e)
+        if att.room is not None:
+            try:
+                await within(self._clock, att.room.disconnect(), DISCONNECT_TIMEOUT_S)
+            except Exception as e:
+                log.warning("disconnect failed room=%s error=%s", att.request.room_name, e)
+
+    def _attempt_tasks(self) -> list[asyncio.Task[None]]:
+        tasks = list(self._old_attempts)
+        if self._attempt is not None and self._attempt.task is not None:
+            tasks.append(self._attempt.task)
+        return tasks
+
+    # ---- room events (registered before connect; each runs in the worker, tagged with its attempt) ----------
+
+    def _wire(self, room: Any, att: Attempt) -> None:
+        post = functools.partial(self._post, att.id)
+        p = functools.partial
+        room.on("participant_connected", lambda participant: post(p(self._consider, participant)))
+        room.on("participant_active", lambda participant: post(p(self._consider, participant)))
+        room.on("participant_attributes_changed",
+                lambda changed, participant: post(p(self._attributes_changed, dict(changed), participant)))
+        room.on("participant_disconnected", lambda participant: post(p(self._participant_left, participant)))
+        room.on("track_subscribed", lambda track, pub, participant: post(p(self._maybe_play, att, track, participant)))
+        room.on("local_track_subscribed", lambda track: post(p(self._local_subscribed, track)))
+        room.on("local_track_republished", lambda pub, previous_sid: post(p(self._republished, att, pub, previous_sid)))
+        room.on("reconnecting", lambda: post(self._reconnecting))
+        room.on("reconnected", lambda: post(self._reconnected))
+        room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
+
+    def _consider(self, participant: Any) -> list[Input]:
+        if not is_agent(participant):
+            return []
+        inputs: list[Input] = []
+        if self._agent is None:
+            self._agent = participant.identity
+            self._turns.reset()
+            log.info("agent joined identity=%s name=%s", participant.identity,
+                     participant.attributes.get("lk.agent.name", ""))
+            inputs.append(AgentJoined(participant.identity))
+        elif self._agent != participant.identity:
+            return []  # one agent per session: the first one wins
+        if is_active(participant) and self._uplink is not None:
+            self._uplink.set_agent(participant.identity)
+        state = participant.attributes.get(AGENT_STATE_ATTR)
+        if state:
+            inputs += self._agent_state(state)
+        return inputs
+
+    def _attributes_changed(self, changed: dict[str, str], participant: Any) -> list[Input]:
+        if self._agent is None:
+            return self._consider(participant)
+        if participant.identity == self._agent and AGENT_STATE_ATTR in changed:
+            return self._agent_state(changed[AGENT_STATE_ATTR])
+        return []
+
+    def _agent_state(self, state: str) -> list[Input]:
+        if state == "listening" and self._press_t is not None:
+            self.metrics["press_to_listening_ms"] = round((self._clock.now() - self._press_t) * 1000)
+            self._press_t = None
+        if state in READY_STATES:
+            self._post(None, self._flush_turns)  # after the policy has seen the state
+        return [AgentState(state)]
+
+    def _participant_left(self, participant: Any) -> list[Input]:
+        if participant.identity != self._agent:
+            return []
+        reason = disconnect_reason_name(participant.disconnect_reason)
+        log.info("agent left identity=%s reason=%s", participant.identity, reason)
+        self._agent = None
+        if self._uplink is not None:
+            self._uplink.set_agent(None)
+        return [AgentLeft(deliberate=reason == "CLIENT_INITIATED")]
+
+    def _maybe_play(self, att: Attempt, track: Any, participant: Any) -> None:
+        from livekit import rtc
+
+        if rtc.TrackKind.Name(track.kind) != "KIND_AUDIO" or not speaks_for(participant, self._agent):
+            return
+        if track.sid in att.playback:
+            return
+        stream = self._media.audio_stream(track, self._audio.sample_rate)
+        task = asyncio.get_running_loop().create_task(self._play(stream))
+        att.playback[track.sid] = (task, stream)
+        log.info("playing agent audio participant=%s track=%s", participant.identity, track.sid)
+
+    async def _play(self, stream: Any) -> None:
+        async for event in stream:
+            self._audio.player.push(event.frame)
+
+    def _local_subscribed(self, track: Any) -> None:
+        if self._uplink is not None:
+            self._uplink.track_subscribed(track.sid)
+
+    def _republished(self, att: Attempt, publication: Any, previous_sid: str) -> None:
+        log.info("mic republished previous=%s track=%s", previous_sid, publication.sid)
+        att.publication = publication
+        if self._uplink is not None:
+            self._uplink.republished(publication.sid)
+
+    def _reconnecting(self) -> list[Input]:
+        if self._uplink is not None:
+            self._uplink.reconnecting()
+        return [Reconnecting()]
+
+    def _reconnected(self) -> list[Input]:
+        if self._uplink is not None:
+            self._uplink.reconnected()
+        return [Reconnected()]
+
+    def _disconnected(self, reason: int) -> list[Input]:
+        return [Disconnected(disconnect_reason_name(reason))]
+
+    # ---- turns, mute, agent-driven control -------------------------------------------------------------------
+
+    def _turn(self, which: str) -> list[Input]:
+        if which == "start":
+            if self._policy.phase is not Phase.IDLE:
+                self._press_t = self._press_t or self._clock.now()
+            if self._policy.agent_state == "speaking":
+                self._audio.player.flush()  # barge-in: stop playing at once; start_turn interrupts the agent
+                log.info("barge-in agent=%s", self._agent)
+        self._turns.queue(which)
+        self._flush_turns()
+        return [TurnBegan()] if which == "start" else [TurnFinished()]
+
+    def _flush_turns(self) -> None:
+        att = self._attempt
+        if (not self._turns.pending or att is None or att.publication is None or self._agent is None
+                or self._policy.agent_state not in READY_STATES):
+            return
+        if self._turn_task is None or self._turn_task.done():
+            lp, agent = att.room.local_participant, self._agent
+            self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(lp, agent))
+
+    def _set_muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self._uplink is not None:
+            self._uplink.set_muted(muted)
+        att = self._attempt
+        if att is not None and att.track is not None:
+            att.track.mute() if muted else att.track.unmute()
+        log.info("mic muted=%s", muted)
+
+    def _set_volume(self, volume: float) -> float:
+        self._audio.player.volume = volume
+        return volume
+
+    def _request_end(self, reason: str) -> None:
+        self._post(None, Stop(reason))
+
+    # ---- timers and events out -------------------------------------------------------------------------------
+
+    def _arm_timer(self, name: str, delay: float) -> None:
+        self._cancel_timer(name)
+        gen = self._timer_gen[name]
+        self._timers[name] = self._clock.call_later(
+            delay, lambda: self._post(None, functools.partial(self._timer_fired, name, gen))
+        )
+
+    def _cancel_timer(self, name: str) -> None:
+        self._timer_gen[name] += 1  # a fire already queued is now stale
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _timer_fired(self, name: str, gen: int) -> list[Input]:
+        if self._timer_gen[name] != gen:
+            return []
+        self._timers.pop(name, None)
+        return [TimerFired(name)]
+
+    def _publish(self, event: Event) -> None:
+        if isinstance(event, SessionFailed):
+            self.metrics["failures"][str(event.reason)] += 1
+            self.last_failure = event
+            retry = f"{event.retry_in_s:.1f}" if event.retry_in_s is not None else "never"
+            log.warning("session failed reason=%s retry_in_s=%s detail=%s message=%r", event.reason, retry,
+                        event.detail, event.reason.message)
+        elif isinstance(event, SessionEnded):
+            log.info("session ended reason=%s", event.reason)
+        elif isinstance(event, SessionReconnecting):
+            self.metrics["reconnects"] += 1
+            log.info("session reconnecting")
+        try:
+            self._emit_cb(event)
+        except Exception:
+            log.exception("event consumer failed event=%r", event)
+
+
+def _rtc_room() -> Any:
+    from livekit import rtc
+
+    return rtc.Room()
