@@ -1,0 +1,150 @@
+"""scripts/install.sh into a temporary root: a real venv and files under the prefix; users, groups, apt and
+systemctl printed, not run. Twice (idempotent), then --uninstall (the config stays)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "install.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("python3") is None, reason="needs python3 for the venv")
+
+
+def build_wheel(dest: Path) -> Path:
+    """A minimal, valid wheel of the checkout, built without network or a build backend."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    dist = f"voice_device-{version}.dist-info"
+    files = {str(p.relative_to(ROOT)): p.read_bytes() for p in sorted((ROOT / "device").rglob("*.py"))}
+    files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: voice-device\nVersion: {version}\n".encode()
+    files[f"{dist}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist}/entry_points.txt"] = b"[console_scripts]\nvoice-device = device.cli:main\n"
+    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+              f"{len(data)}" for name, data in files.items()]
+    files[f"{dist}/RECORD"] = ("\n".join([*record, f"{dist}/RECORD,,"]) + "\n").encode()
+    wheel = dest / f"voice_device-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return wheel
+
+
+def install(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
+
+
+def tree(root: Path) -> dict[str, tuple[int, str, int]]:
+    """Every file under root: mode, content hash and modification time (a rewrite changes it)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+        out[str(p.relative_to(root))] = (st.st_mode, digest, st.st_mtime_ns if p.is_file() else 0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    prefix = tmp_path_factory.mktemp("root")
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
+    r = install("--prefix", str(prefix), "--profile", "kiosk", "--wheel", str(wheel), "--offline")
+    assert r.returncode == 0, r.stderr
+    return prefix, wheel, r
+
+
+def test_install_creates_a_working_venv(installed) -> None:
+    prefix, _, _ = installed
+    exe = prefix / "opt/voice-device/venv/bin/voice-device"
+    r = subprocess.run([str(exe), "version"], capture_output=True, text=True, timeout=60, cwd=prefix,
+                       env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert r.returncode == 0 and r.stdout.startswith("voice-device "), r.stderr
+
+
+def test_install_writes_the_profile_config_private_to_the_service_group(installed) -> None:
+    prefix, _, r = installed
+    config = prefix / "etc/voice-device/config.yaml"
+    assert config.read_text() == (ROOT / "config/kiosk.yaml").read_text()
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert "would run: chown root:voice-device " + str(config) in r.stderr
+    env = prefix / "etc/voice-device/env"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600 and "VOICE_DEVICE_CREDENTIAL" in env.read_text()
+
+
+def test_install_puts_the_unit_in_place_and_only_prints_system_changes(installed) -> None:
+    prefix, _, r = installed
+    assert (prefix / "etc/systemd/system/voice-device.service").read_text() == \
+        (ROOT / "systemd/voice-device.service").read_text()
+    assert "would run: systemctl enable voice-device.service" in r.stderr
+    if subprocess.run(["getent", "passwd", "voice-device"], capture_output=True).returncode != 0:
+        assert "would run: useradd --system --gid voice-device --groups audio,gpio,spi" in r.stderr
+    assert "running:" not in r.stderr  # nothing outside the prefix was touched
+
+
+def test_a_second_install_changes_nothing(installed) -> None:
+    prefix, wheel, _ = installed
+    before = tree(prefix)
+    r = install("--prefix", str(prefix), "--wheel", str(wheel), "--offline")  # no --profile: the config exists
+    assert r.returncode == 0, r.stderr
+    assert "is up to date" in r.stderr and "keeping the existing" in r.stderr
+    assert tree(prefix) == before
+
+
+def test_an_existing_config_is_kept_even_with_another_profile(installed) -> None:
+    prefix, wheel, _ = installed
+    config = prefix / "etc/voice-device/config.yaml"
+    config.write_text(config.read_text() + "# edited by the owner\n")
+    r = install("--prefix", str(prefix), "--profile", "appliance", "--wheel", str(wheel), "--offline")
+    assert r.returncode == 0, r.stderr
+    assert config.read_text().endswith("# edited by the owner\n")
+    assert config.read_text().startswith((ROOT / "config/kiosk.yaml").read_text())
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    r = install("--prefix", str(tmp_path), "--profile", "kiosk", "--dry-run", "--offline")
+    assert r.returncode == 0, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert "would run: python3 -m venv" in r.stderr
+
+
+def test_a_fresh_install_without_a_profile_says_which_to_choose(tmp_path: Path) -> None:
+    r = install("--prefix", str(tmp_path), "--dry-run", "--offline")
+    assert r.returncode == 2
+    assert "choose a profile with --profile kiosk|smart-speaker|appliance" in r.stderr
+
+
+def test_a_32_bit_system_is_refused_with_the_reason(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "uname").write_text("#!/bin/sh\necho armv7l\n")
+    (fake / "uname").chmod(0o755)
+    r = install("--prefix", str(tmp_path / "root"), "--profile", "kiosk",
+                env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert r.returncode == 1
+    assert "32-bit system (armv7l)" in r.stderr and "64-bit" in r.stderr
+    assert not (tmp_path / "root" / "opt").exists()
+
+
+def test_uninstall_removes_what_it_added_and_keeps_the_config(installed, tmp_path: Path) -> None:
+    prefix, _, _ = installed
+    # Work on a copy: the module's other tests share the installed prefix.
+    copy = tmp_path / "root"
+    shutil.copytree(prefix, copy, symlinks=True)
+    r = install("--prefix", str(copy), "--uninstall")
+    assert r.returncode == 0, r.stderr
+    assert not (copy / "opt/voice-device").exists()
+    assert not (copy / "etc/systemd/system/voice-device.service").exists()
+    assert (copy / "etc/voice-device/config.yaml").exists() and (copy / "etc/voice-device/env").exists()
+    assert "would run: systemctl disable --now voice-device.service" in r.stderr
+    again = install("--prefix", str(copy), "--uninstall")
+    assert again.returncode == 0, again.stderr
