@@ -226,6 +226,32 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audio_test_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to record (default 5)")
+    p.add_argument("--loopback", action="store_true", help="play a chirp and report the round-trip latency in ms")
+
+
+@command("audio-test", "record with a live level meter and play it back, or measure the round trip (--loopback)")
+@arguments(_audio_test_args)
+def cmd_audio_test(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from device.audio.audio_test import loopback, record_and_play
+    from device.config.schema import AudioConfig
+
+    if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
+        audio = AudioConfig()  # no installed config yet: the defaults (system default devices)
+    else:
+        audio = load_or_exit(args.config).audio
+    if not 0 < args.seconds <= 600:
+        print("voice-device: --seconds must be between 0 and 600", file=sys.stderr)
+        return EXIT_CONFIG
+    run = loopback(audio) if args.loopback else record_and_play(audio, args.seconds)
+    return asyncio.run(run)
+
+
 # Commands of later layers go above this line, each importing its layer inside the handler (start-up stays fast).
 
 

@@ -104,7 +104,7 @@ async def test_a_start_older_than_the_ring_begins_at_the_oldest_sample_kept():
 
 
 async def test_closing_a_reader_ends_its_iteration():
-    cap, pump = rig()
+    _, pump = rig()
     reader = FrameReader(pump, pump.ring.total)
     pending = asyncio.ensure_future(reader.__anext__())
     await asyncio.sleep(0.01)

@@ -1,0 +1,140 @@
+"""`voice-device audio-test`: check the mic and speaker by ear and by eye, or measure the round trip.
+
+Default: a live level meter while recording N seconds (processed audio, as the agent would hear it), then the
+recording is played back. `--loopback`: a chirp is played and found again in the mic signal by
+cross-correlation; the delay between the chirp leaving the player and arriving in the capture is the
+round-trip latency (output buffer + jitter buffer + speaker-to-mic path + input buffer), measured with the
+echo canceller, noise suppression and AGC off (they would remove or reshape the chirp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import replace
+from typing import TextIO
+
+import numpy as np
+
+from device.audio.engine import AudioEngine
+from device.config.schema import AudioConfig
+
+METER_WIDTH = 40
+FLOOR_DB = -60.0
+
+
+def meter_line(dbfs: float, width: int = METER_WIDTH) -> str:
+    """`[#########...............]  -23.4 dBFS` for a level between -60 and 0 dBFS."""
+    filled = round(width * (min(0.0, max(FLOOR_DB, dbfs)) - FLOOR_DB) / -FLOOR_DB)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {max(dbfs, -99.9):6.1f} dBFS"
+
+
+def chirp(rate: int, seconds: float = 0.25, f0: float = 500.0, f1: float = 4000.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t * t / (2 * seconds))
+    fade = np.minimum(1.0, np.minimum(t, seconds - t) / 0.01)  # 10 ms ramps: no clicks
+    return (0.5 * 32767 * np.sin(phase) * fade).astype(np.int16)
+
+
+def find_delay(recorded: np.ndarray, probe: np.ndarray) -> tuple[int, float]:
+    """Offset of `probe` in `recorded` and the peak's normalised correlation (0..1)."""
+    r = recorded.astype(np.float64)
+    p = probe.astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(r.shape[0] + p.shape[0])))
+    corr = np.fft.irfft(np.fft.rfft(r, n) * np.conj(np.fft.rfft(p, n)), n)[: r.shape[0]]
+    lag = int(np.argmax(corr))
+    window = r[lag : lag + p.shape[0]]
+    norm = float(np.sqrt(np.dot(p, p) * np.dot(window, window))) or 1.0
+    return lag, float(corr[lag] / norm)
+
+
+async def _collect(engine: AudioEngine, start: int, samples: int, out: TextIO | None) -> np.ndarray:
+    reader = engine.reader(start)
+    chunks: list[np.ndarray] = []
+    got = 0
+    try:
+        async with asyncio.timeout(samples / engine.sample_rate + 5):
+            async for _, chunk in reader:
+                chunks.append(chunk)
+                got += chunk.shape[0]
+                if out is not None:
+                    out.write("\r" + meter_line(engine.speech_level_dbfs()))
+                    out.flush()
+                if got >= samples:
+                    break
+    finally:
+        reader.close()
+    return np.concatenate(chunks)[:samples] if chunks else np.zeros(0, dtype=np.int16)
+
+
+async def _wait_played(engine: AudioEngine, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while engine.player.buffered_samples() > 0:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)  # the device's own buffer
+
+
+async def record_and_play(config: AudioConfig, seconds: float, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    engine = AudioEngine(config)
+    await engine.start()
+    try:
+        if not await _wait_mic(engine):
+            return 1
+        out.write(f"recording {seconds:g} s from {engine.input_device.name!r}: speak now\n")  # type: ignore[union-attr]
+        audio = await _collect(engine, engine.now_index(), int(seconds * engine.sample_rate), out)
+        peak = int(np.abs(audio.astype(np.int32)).max()) if audio.shape[0] else 0
+        seconds_got = audio.shape[0] / engine.sample_rate
+        out.write(f"\nrecorded {seconds_got:.1f} s, peak {_dbfs(peak):.1f} dBFS; playing it back\n")
+        engine.player.push_samples(audio, engine.sample_rate)
+        engine.player.end()
+        await _wait_played(engine, seconds + 5)
+        _print_stats(engine, out)
+        return 0
+    finally:
+        await engine.stop()
+
+
+async def loopback(config: AudioConfig, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    # The echo canceller exists to remove exactly this chirp from the mic: measure the raw path.
+    engine = AudioEngine(
+        replace(config, echo_cancellation=False, noise_suppression=False, auto_gain_control=False)
+    )
+    await engine.start()
+    try:
+        if not await _wait_mic(engine):
+            return 1
+        await asyncio.sleep(0.3)  # let both streams settle
+        probe = chirp(engine.sample_rate)
+        start = engine.now_index()
+        engine.player.push_samples(probe, engine.sample_rate)
+        engine.player.end()
+        recorded = await _collect(engine, start, int(1.0 * engine.sample_rate) + probe.shape[0], None)
+        lag, score = find_delay(recorded, probe)
+        if score < 0.3:
+            out.write(f"the chirp was not heard back (correlation {score:.2f}): is the speaker near the mic "
+                      "and the volume up?\n")
+            return 1
+        out.write(f"round-trip latency {1000 * lag / engine.sample_rate:.1f} ms (correlation {score:.2f})\n")
+        _print_stats(engine, out)
+        return 0
+    finally:
+        await engine.stop()
+
+
+async def _wait_mic(engine: AudioEngine) -> bool:
+    if engine.mic_open:
+        return True
+    print("voice-device: no microphone could be opened; see the error above and `voice-device devices`",
+          file=sys.stderr)
+    return False
+
+
+def _print_stats(engine: AudioEngine, out: TextIO) -> None:
+    s = engine.stats()
+    out.write(f"overflows={s['input_overflows']} underruns={s['underruns']} lost_samples={s['lost_samples']}\n")
+
+
+def _dbfs(peak: int) -> float:
+    return 20 * np.log10(peak / 32768) if peak > 0 else -100.0
