@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ class ControlClient:
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
         self._buffer = b""
+        self._skipped: deque[dict[str, Any]] = deque()  # messages `command` read past while awaiting its reply
 
     def __enter__(self) -> ControlClient:
         self.connect()
@@ -59,6 +61,11 @@ class ControlClient:
 
     def read(self, timeout_s: float | None = None) -> dict[str, Any]:
         """The next message; `timeout_s=None` uses the client's reply timeout, 0 waits for ever."""
+        if self._skipped:
+            return self._skipped.popleft()
+        return self._receive(timeout_s)
+
+    def _receive(self, timeout_s: float | None) -> dict[str, Any]:
         assert self._sock is not None, "connect() first"
         self._sock.settimeout(None if timeout_s == 0 else (timeout_s or self.timeout_s))
         while b"\n" not in self._buffer:
@@ -88,7 +95,8 @@ class ControlClient:
         return message
 
     def command(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one command and return its reply (`ok` or `error`), skipping state messages on the way."""
+        """Send one command and return its reply (`ok` or `error`); state messages that arrive first (the
+        command's own effect often does) are kept for the next `read`."""
         assert self._sock is not None, "connect() first"
         self._sock.settimeout(self.timeout_s)
         try:
@@ -97,9 +105,10 @@ class ControlClient:
             raise ClientError(f"lost the connection to the daemon: {e.strerror or e}") from None
         deadline = time.monotonic() + self.timeout_s
         while True:
-            message = self.read(timeout_s=max(0.001, deadline - time.monotonic()))
+            message = self._receive(timeout_s=max(0.001, deadline - time.monotonic()))
             if message.get("type") in ("ok", "error"):
                 return message
+            self._skipped.append(message)
 
     def follow(self) -> Iterator[dict[str, Any]]:
         """Every message after the snapshot, for ever (until the daemon closes the connection)."""
