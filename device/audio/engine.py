@@ -32,6 +32,7 @@ from device.controls.events import Event, MicLost, MicRestored
 log = logging.getLogger("device.audio.engine")
 
 HEALTH_PERIOD_S = 0.25
+OUTPUT_IDLE_CLOSE_S = 5.0  # an output stream with nothing to play is closed after this long (CPU)
 FIRST_RETRY_S = 0.25
 RAW_RING_S = 1.0  # the pump runs every block; a second of slack covers a stalled loop
 
@@ -60,6 +61,10 @@ class AudioEngine:
             frames_per_call=config.block_ms // 10,  # one SDK call per PortAudio block
         )
         self.player = Player(self.sample_rate, config.jitter_ms, config.volume)
+        self.player.on_demand = self._output_wanted
+        self.output_idle_close_s = OUTPUT_IDLE_CLOSE_S
+        self._next_out = 0.0
+        self._out_delay = FIRST_RETRY_S
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
         self._earcons = load_earcons(config.earcons)
         self._pa: Any = None
@@ -89,7 +94,9 @@ class AudioEngine:
         self._waker = Waker(loop, self._pump.run)
         self._pa = await asyncio.to_thread(open_pyaudio)
         self._open_input()
-        self._open_output()
+        self._check_output_exists()
+        if self.player.buffered_samples():
+            self._output_wanted()
         self._task = loop.create_task(self._supervise(), name="audio-devices")
 
     async def stop(self) -> None:
@@ -178,9 +185,10 @@ class AudioEngine:
     # ---- device supervision -------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Keep both streams open: check health every 250 ms, reopen what failed with capped backoff."""
-        in_delay = out_delay = FIRST_RETRY_S
-        next_in = next_out = 0.0
+        """Keep the input open and the output open while it has work: check health every 250 ms, reopen what
+        failed with capped backoff, close an idle output."""
+        in_delay = FIRST_RETRY_S
+        next_in = 0.0
         while not self._stopping:
             await asyncio.sleep(HEALTH_PERIOD_S)
             now = time.monotonic()
@@ -195,13 +203,39 @@ class AudioEngine:
                 else:
                     next_in = time.monotonic() + in_delay
                     in_delay = min(self.config.reopen_backoff_max_s, in_delay * 2)
-            if self.player.stream is None and now >= next_out:
-                if self._open_output():
-                    self.output_reopens += 1
-                    out_delay = FIRST_RETRY_S
-                else:
-                    next_out = time.monotonic() + out_delay
-                    out_delay = min(self.config.reopen_backoff_max_s, out_delay * 2)
+            if self.player.stream is None:
+                if self.player.buffered_samples() and now >= self._next_out:
+                    self._output_wanted()
+            elif (
+                not self.player.buffered_samples()
+                and self.player.idle_blocks * self.player.block / self.player.rate >= self.output_idle_close_s
+            ):
+                log.debug("audio output idle; closing it until there is something to play")
+                self._close_output()
+
+    def _output_wanted(self) -> None:
+        """Audio is waiting to be played and no output stream is open: open one (unless backing off)."""
+        if self.player.stream is not None or self._pa is None or self._stopping:
+            return
+        if time.monotonic() < self._next_out:
+            return
+        if self._open_output():
+            self._out_delay = FIRST_RETRY_S
+        else:
+            self._next_out = time.monotonic() + self._out_delay
+            self._out_delay = min(self.config.reopen_backoff_max_s, self._out_delay * 2)
+
+    def _check_output_exists(self) -> None:
+        """At start: say once if the configured speaker does not exist (it is opened only to play), and size
+        the player for the device's rate now, so audio pushed before the first open is not dropped."""
+        try:
+            dev = pick_device(list_devices(self._pa), self.config.output_device, self.config.output_index, "output")
+        except DeviceNotFound as e:
+            self._speaker_reported_lost = True
+            log.error("audio output unavailable: %s", e)
+            return
+        rate = self._device_rate_for(dev, "output")
+        self.player.attach(rate, rate * self.config.block_ms // 1000)
 
     def _check_health(self, now: float) -> None:
         stall_s = max(1.0, 10 * self.config.block_ms / 1000)
@@ -224,6 +258,7 @@ class AudioEngine:
             if not _active(stream) or now - last > stall_s:
                 log.warning("audio output lost device=%r; reopening with backoff", _name(self.output_device))
                 self._close_output()
+                self.output_reopens += 1
 
     async def _reinit_portaudio(self) -> None:
         self._close_output()

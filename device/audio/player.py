@@ -7,6 +7,10 @@ coming), plays silence and counts an underrun when the buffer runs dry mid-strea
 actually hands to the device — silence included — into the `played` ring, which the pump feeds to the echo
 canceller's reverse stream. `flush()` drops everything not yet played (barge-in).
 
+The output stream exists only while there is something to play: `on_demand` asks the engine to open it at
+the first push, and the engine closes it after a few seconds of idle callbacks (`idle_blocks`). An always-open
+output stream costs as much CPU as the whole capture path (measured: 2.5 % of a core at 20 ms blocks).
+
 Volume is applied when audio is pushed: a change reaches the speaker after what is already buffered
 (normally the jitter target).
 """
@@ -14,6 +18,7 @@ Volume is applied when audio is pushed: a change reaches the speaker after what 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,8 @@ class Player:
         self.overruns = 0  # audio pushed so far ahead that it overwrote unplayed audio
         self.samples_played = 0  # non-silent-by-intent samples handed to the device
         self.stream: Any = None
+        self.on_demand: Callable[[], None] | None = None  # called when audio is pushed and no stream is open
+        self.idle_blocks = 0  # consecutive callbacks with nothing to play (the engine closes an idle stream)
         self.last_callback_monotonic = 0.0
         self._resamplers: dict[int, Any] = {}
         self._configure(rate, block=rate // 50)
@@ -93,6 +100,8 @@ class Player:
         if samples.shape[0]:
             self._ring.write(samples)
             self._end_at = -1
+            if self.stream is None and self.on_demand is not None:
+                self.on_demand()
 
     def end(self) -> None:
         """Nothing more follows for now: play out the tail without waiting for the jitter target, and do not
@@ -140,6 +149,7 @@ class Player:
             else:
                 self._waited += frame_count
         n = 0
+        self.idle_blocks = 0 if (self._playing or avail > 0) else self.idle_blocks + 1
         if self._playing:
             try:
                 n = ring.read(self._pos, out)

@@ -224,3 +224,23 @@ async def test_a_configured_earcon_is_played_through_the_speaker(make_engine, tm
     sounding = np.nonzero(np.abs(x) > 1000)[0]
     assert sounding.shape[0] > 0.2 * 48000
     assert abs(peak_hz(x[sounding[0] : sounding[0] + 9600], 48000) - 660) <= 10
+
+
+async def test_the_speaker_stream_closes_when_idle_and_reopens_for_the_next_sound(make_engine):
+    engine = make_engine()
+    engine.output_idle_close_s = 0.3
+    await engine.start()
+    assert engine.player.stream is None  # nothing to play yet: no output stream, no CPU spent on it
+    engine.player.push_samples(tone(500, 0.2, 48000), 48000)
+    engine.player.end()
+    assert engine.player.stream is not None
+    async with asyncio.timeout(3):
+        while engine.player.stream is not None:
+            await asyncio.sleep(0.05)
+    start = engine.now_index()
+    engine.player.push_samples(tone(700, 0.4, 48000), 48000)
+    engine.player.end()
+    x = await record(engine, start, 0.7)
+    sounding = np.nonzero(np.abs(x) > 1000)[0]
+    assert sounding.shape[0] > 0.25 * 48000
+    assert abs(peak_hz(x[sounding[0] : sounding[0] + 9600], 48000) - 700) <= 10
