@@ -67,7 +67,7 @@ class Client:
         self.agent_loud_frames = 0
         self.agent_peak_rms = 0.0
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.pending_streams: list[asyncio.Task[Any]] = []
+        self.rpc_done = False
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -97,6 +97,9 @@ class Client:
         def _attrs(changed: dict[str, str], p: Any) -> None:
             if "lk.agent.state" in changed:
                 emit("agent_state", identity=p.identity, state=changed["lk.agent.state"])
+                if changed["lk.agent.state"] == "listening" and self.args.rpc and not self.rpc_done:
+                    self.rpc_done = True
+                    self.spawn(self.call_rpcs(p.identity))
             self.consider_agent(p)
 
         @room.on("local_track_subscribed")
@@ -106,8 +109,10 @@ class Client:
 
         @room.on("local_track_republished")
         def _republished(publication: Any, previous_sid: str) -> None:
+            # A full rejoin: the old buffer named a SID that no longer exists. Buffer again for the new one.
             emit("local_track_republished", sid=publication.sid, previous_sid=previous_sid)
             self.mic_sid = publication.sid
+            self.restart_buffering()
 
         @room.on("track_subscribed")
         def _track(track: Any, publication: Any, p: Any) -> None:
@@ -140,6 +145,24 @@ class Client:
             self.spawn(read())
 
         room.register_text_stream_handler("lk.transcription", _text)
+
+    def restart_buffering(self) -> None:
+        if not self.args.preconnect:
+            return
+        self.buffering, self.writer, self.buffered_samples = True, None, 0
+        self.buffer = bytearray()
+        self.subscribed.clear()
+        self.maybe_open_stream()
+
+    async def call_rpcs(self, identity: str) -> None:
+        for method in self.args.rpc.split(","):
+            try:
+                payload = await self.room.local_participant.perform_rpc(
+                    destination_identity=identity, method=method, payload="", response_timeout=5.0)
+                emit("rpc_result", method=method, payload=payload, error=None)
+            except self.rtc.RpcError as e:
+                emit("rpc_result", method=method, payload=None, error=e.code)
+            await asyncio.sleep(0.5)
 
     def consider_agent(self, p: Any) -> None:
         rtc = self.rtc
@@ -256,6 +279,7 @@ class Client:
         if self.buffering and self.writer not in (None, "opening"):
             await self.writer.aclose()
             emit("preconnect_closed", samples=self.buffered_samples, reason="source_ended")
+        await asyncio.sleep(self.args.linger)
 
 
 def main() -> int:
@@ -264,8 +288,10 @@ def main() -> int:
     p.add_argument("--token", required=True)
     p.add_argument("--seconds", type=float, default=6.0, help="how long the test signal plays")
     p.add_argument("--connect-only", action="store_true")
+    p.add_argument("--linger", type=float, default=0.0, help="stay connected this long after the signal ends")
     p.add_argument("--no-preconnect", dest="preconnect", action="store_false")
     p.add_argument("--connect-timeout", type=float, default=10.0)
+    p.add_argument("--rpc", default="", help="comma-separated RPC methods to call on the agent once it listens")
     p.add_argument("--debug", action="store_true", help="the SDK's debug log on stderr")
     args = p.parse_args()
     if args.debug:
