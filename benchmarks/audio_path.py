@@ -5,9 +5,14 @@ own `rtc.MediaDevices().open_input()` on the same virtual mic, in the same run.
 
 Each side runs in its own child process (so neither pays for the other's threads), one after the other:
 - ours: AudioEngine with echo cancellation, noise suppression, high-pass and AGC on (like the peer); a consumer
-  reads chunks and hands each to an `rtc.AudioSource` with one `capture_frame`, as the session does. The
-  latency of a chunk is the time it reaches the consumer minus PortAudio's ADC time of its last sample
-  (`_first` variants: of its first sample, which adds the chunk's own length).
+  reads chunks and hands each to an `rtc.AudioSource` with one `capture_frame`, as the session does.
+  `capture_to_consumer_ms`: for every 10 ms frame, the time its chunk reaches the consumer minus PortAudio's
+  input ADC time of the frame's first sample (`inputBufferAdcTime` of its block + its offset in the block).
+  `callback_to_consumer_ms`: the time a chunk reaches the consumer minus the time the PortAudio callback that
+  completed it ran — the part our code adds, whatever PortAudio's clock says.
+  `frame_complete_to_consumer_ms`: for every 10 ms frame, callback → consumer plus how long before that
+  callback the frame's last sample must already have been captured (its distance from the block's end): a
+  physical lower bound of "the frame exists → a consumer has it", which grows with the block size.
 - peer: `rtc.MediaDevices().open_input(enable_aec=True, noise_suppression=True, high_pass_filter=True,
   auto_gain_control=True)` (sounddevice + APM + AudioSource), needs `sounddevice` (benchmark-only dependency).
 CPU is `time.process_time()` (all threads of the child) over the measured window, divided by audio seconds.
@@ -49,15 +54,21 @@ async def measure_ours(seconds: float, block_ms: int) -> dict:
     source = rtc.AudioSource(engine.sample_rate, 1)
     await asyncio.sleep(WARMUP_S)
     reader = engine.reader(engine.now_index())
-    last_ms: list[float] = []
-    first_ms: list[float] = []
+    frame_ms: list[float] = []
+    callback_ms: list[float] = []
+    complete_ms: list[float] = []
+    frame = engine.sample_rate // 100
     samples = 0
     cpu0, t0 = time.process_time(), time.monotonic()
     async for first, chunk in reader:
         now = time.monotonic()
         n = chunk.shape[0]
-        last_ms.append(1000 * (now - engine.capture_time(first + n - 1)))
-        first_ms.append(1000 * (now - engine.capture_time(first)))
+        frame_ms.extend(1000 * (now - engine.capture_time(i)) for i in range(first, first + n, frame))
+        since_callback = now - engine.last_capture_monotonic
+        callback_ms.append(1000 * since_callback)
+        end = first + n
+        complete_ms.extend(1000 * (since_callback + (end - (i + frame)) / engine.sample_rate)
+                           for i in range(first, end, frame))
         await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), engine.sample_rate, 1, n))
         samples += n
         if now - t0 >= seconds:
@@ -70,12 +81,15 @@ async def measure_ours(seconds: float, block_ms: int) -> dict:
     await engine.stop()
     audio_s = samples / engine.sample_rate
     return {
-        "capture_to_consumer_ms_p50": float(np.percentile(last_ms, 50)),
-        "capture_to_consumer_ms_p99": float(np.percentile(last_ms, 99)),
-        "capture_to_consumer_first_sample_ms_p50": float(np.percentile(first_ms, 50)),
-        "capture_to_consumer_first_sample_ms_p99": float(np.percentile(first_ms, 99)),
-        "chunks": len(last_ms),
-        "samples_per_chunk_mean": samples / max(1, len(last_ms)),
+        "capture_to_consumer_ms_p50": float(np.percentile(frame_ms, 50)),
+        "capture_to_consumer_ms_p99": float(np.percentile(frame_ms, 99)),
+        "capture_to_consumer_ms_max": float(np.max(frame_ms)),
+        "callback_to_consumer_ms_p50": float(np.percentile(callback_ms, 50)),
+        "callback_to_consumer_ms_p99": float(np.percentile(callback_ms, 99)),
+        "frame_complete_to_consumer_ms_p50": float(np.percentile(complete_ms, 50)),
+        "frame_complete_to_consumer_ms_p99": float(np.percentile(complete_ms, 99)),
+        "chunks": len(callback_ms),
+        "samples_per_chunk_mean": samples / max(1, len(callback_ms)),
         "lost_samples": int(stats["lost_samples"]) + reader.dropped,
         "input_overflows": int(stats["input_overflows"]),
         "cpu_s": cpu,
@@ -166,10 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows = [
         ("block size", f"{args.block_ms} ms"),
-        ("capture → consumer p50 (last sample)", f"{result['capture_to_consumer_ms_p50']:.1f} ms"),
-        ("capture → consumer p99 (last sample)", f"{result['capture_to_consumer_ms_p99']:.1f} ms"),
-        ("capture → consumer p50 (first sample)", f"{result['capture_to_consumer_first_sample_ms_p50']:.1f} ms"),
-        ("capture → consumer p99 (first sample)", f"{result['capture_to_consumer_first_sample_ms_p99']:.1f} ms"),
+        ("capture (PortAudio ADC time) → consumer p50", f"{result['capture_to_consumer_ms_p50']:.1f} ms"),
+        ("capture (PortAudio ADC time) → consumer p99", f"{result['capture_to_consumer_ms_p99']:.1f} ms"),
+        ("capture (PortAudio ADC time) → consumer max", f"{result['capture_to_consumer_ms_max']:.1f} ms"),
+        ("PortAudio callback → consumer p50", f"{result['callback_to_consumer_ms_p50']:.2f} ms"),
+        ("PortAudio callback → consumer p99", f"{result['callback_to_consumer_ms_p99']:.2f} ms"),
+        ("frame complete → consumer p50 (lower bound)", f"{result['frame_complete_to_consumer_ms_p50']:.1f} ms"),
+        ("frame complete → consumer p99 (lower bound)", f"{result['frame_complete_to_consumer_ms_p99']:.1f} ms"),
         ("lost samples", f"{result['lost_samples']}"),
         ("input overflows", f"{result['input_overflows']}"),
         ("CPU s per audio s, ours", f"{result['cpu_s_per_audio_s']:.4f}"),

@@ -91,6 +91,7 @@ class AudioEngine:
 
         loop = asyncio.get_running_loop()
         self._stopping = False
+        self._pump.closed = False
         self._waker = Waker(loop, self._pump.run)
         self._pa = await asyncio.to_thread(open_pyaudio)
         self._open_input()
@@ -114,6 +115,7 @@ class AudioEngine:
         if self._pa is not None:
             self._pa.terminate()
             self._pa = None
+        self._pump.closed = True
         self._pump.poke()
 
     # ---- what consumers use ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Volume is applied when audio is pushed: a change reaches the speaker after what 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -130,8 +131,6 @@ class Player:
 
     def callback(self, in_data: bytes | None, frame_count: int, time_info: dict, status: int) -> tuple:
         """PortAudio's output callback: one block from the jitter buffer, or silence."""
-        import time
-
         self.last_callback_monotonic = time.monotonic()
         out = self._out
         if frame_count != out.shape[0]:  # PortAudio honours the fixed block size; be safe anyway

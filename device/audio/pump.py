@@ -47,6 +47,7 @@ class Pump:
         self._far_pos = 0
         self._far_work = np.zeros(0, dtype=np.int16)
         self._new_data = asyncio.Event()
+        self.closed = False  # the engine stopped: readers end once they have everything
         self.level_dbfs = LEVEL_FLOOR_DBFS
         self.lost_samples = 0  # raw samples overwritten before the pump read them
         self.frames_captured = 0  # 10 ms frames through the pipeline

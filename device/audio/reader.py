@@ -4,6 +4,7 @@ A reader starts at any index the ring still holds (a mark `preroll_ms` before a 
 from there as fast as it is asked, then follows the pump. Each chunk is a whole number of 10 ms frames and
 starts where the previous one ended; if the consumer falls so far behind that the ring overwrote its next
 samples, the chunk jumps forward, the jump shows in `first_index`, and `dropped` counts the samples lost.
+When the engine stops, iteration ends after the last sample captured.
 Chunks batch every frame available at a wake-up (up to `max_chunk_ms`), so a consumer costs one await per
 PortAudio block, not one per 10 ms.
 """
@@ -50,6 +51,8 @@ class FrameReader:
                 first = self.position
                 self.position += got
                 return first, out[:got]
+            if self._pump.closed:
+                break
             await self._pump.wait_new()
         raise StopAsyncIteration
 

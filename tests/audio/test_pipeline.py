@@ -113,6 +113,19 @@ async def test_closing_a_reader_ends_its_iteration():
         await asyncio.wait_for(pending, 2)
 
 
+async def test_readers_end_after_the_last_sample_when_the_engine_stops():
+    cap, pump = rig()
+    feed(cap, pump, 0, 2)
+    reader = FrameReader(pump, 0)
+    pending = asyncio.ensure_future(collect(reader, 3 * BLOCK))  # more than there will ever be
+    await asyncio.sleep(0.01)
+    pump.closed = True
+    pump.poke()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 2)
+    assert reader.position == 2 * BLOCK  # it got everything captured before the stop
+
+
 def test_raw_samples_the_pump_never_read_are_counted_as_lost():
     cap, pump = rig()
     for k in range(25):  # 25 blocks into a 10-block raw ring without the pump running
