@@ -213,19 +213,16 @@ class Supervisor:
         }
 
     async def wait_quiet(self) -> None:
-        """Return once the inbox is empty and no connect attempt is running (tests, orderly shutdown)."""
-        while True:
-            await self._inbox.join()
-            running = [t for t in self._attempt_tasks() if not t.done()]
-            if not running and self._inbox.empty():
-                return
-            await asyncio.gather(*running, return_exceptions=True)
+        """Return once everything posted so far has been handled (connect attempts may still be running)."""
+        await self._inbox.join()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         if self._worker is not None:
             await self.end("shutdown")
+            # abandoned connects finish on their own deadline, then disconnect: wait for that before exit
+            await asyncio.gather(*self._attempt_tasks(), return_exceptions=True)
             await self.wait_quiet()
         self._closed = True
         for name in list(self._timers):
@@ -486,7 +483,7 @@ class Supervisor:
         inputs: list[Input] = []
         if self._agent is None:
             self._agent = participant.identity
-            self._turns.reset()
+            self._turns.new_agent()
             log.info("agent joined identity=%s name=%s", participant.identity,
                      participant.attributes.get("lk.agent.name", ""))
             inputs.append(AgentJoined(participant.identity))

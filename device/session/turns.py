@@ -37,8 +37,12 @@ class Turns:
             self.pending.append(which)
 
     def reset(self) -> None:
-        """A new agent: pending calls were for the old one; its support is unknown again."""
+        """A new session: nothing pending, support unknown."""
         self.pending.clear()
+        self.supported = True
+
+    def new_agent(self) -> None:
+        """A (new) agent joined: its support is unknown; a press made before it came still goes to it."""
         self.supported = True
 
     async def flush(self, local_participant: Any, agent: str) -> None:

@@ -1,0 +1,678 @@
+"""The supervisor against a fake Room at the livekit.rtc API: lifecycle, agent tracking, pre-connect audio and
+its seam with the live track, reconnects, failures, turns, text and agent-driven device control."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from device.config.schema import BackoffConfig
+from device.controls.events import (
+    AgentStateChanged,
+    FailureReason,
+    SessionBuffering,
+    SessionConnecting,
+    SessionEnded,
+    SessionFailed,
+    SessionReconnected,
+    SessionReconnecting,
+)
+from device.session.preconnect import TOPIC
+from device.session.supervisor import SessionError
+from tests.session.conftest import make_config
+from tests.session.fakes import (
+    ACTIVE,
+    AGENT,
+    FakePublication,
+    FakeRemoteParticipant,
+    FakeTextReader,
+    FakeTokens,
+    pattern,
+)
+
+RATE = 16000
+
+
+def ms(n: int) -> int:
+    return RATE * n // 1000
+
+
+# ---- lifecycle and agent state ----------------------------------------------------------------------------------
+
+
+async def test_join_then_initializing_then_listening_drives_the_device_state(make_rig):
+    rig = make_rig()
+    await rig.start()
+    assert [type(e) for e in rig.events] == [SessionConnecting, SessionBuffering]
+    opts = rig.room.local_participant.publish_options[0]
+    assert opts.source == rtc.TrackSource.SOURCE_MICROPHONE and opts.preconnect_buffer
+    assert isinstance(rig.room.options, rtc.RoomOptions) and rig.room.options.connect_timeout
+
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    rig.room.set_agent_state(agent, "listening")
+    await rig.settle()
+
+    assert [e.state for e in rig.of(AgentStateChanged)] == ["initializing", "listening"]
+    assert rig.sup.status()["agent"] == {"identity": "agent-1", "state": "listening"}
+
+
+async def test_agent_already_in_the_room_at_connect_is_recognised_without_an_event(make_rig):
+    present = FakeRemoteParticipant("agent-7", kind=AGENT, state=ACTIVE, attributes={"lk.agent.state": "listening"})
+    rig = make_rig(present=[present])
+    rig.audio.speak(300)
+    await rig.start(preroll_ms=300)
+    assert [e.state for e in rig.of(AgentStateChanged)] == ["listening"]
+    writer = rig.room.local_participant.writers[0]
+    assert writer.destination_identities == ["agent-7"]
+
+
+async def test_avatar_publishing_on_behalf_of_the_agent_is_not_taken_for_the_agent_but_its_audio_plays(make_rig):
+    rig = make_rig()
+    await rig.start()
+    avatar = rig.room.agent_joins("avatar-1", attributes={"lk.publish_on_behalf": "agent-1"})
+    await rig.settle()
+    assert rig.sup.status()["agent"]["identity"] is None
+    rig.room.agent_joins("agent-1", state="listening")
+    await rig.settle()
+    assert rig.sup.status()["agent"]["identity"] == "agent-1"
+
+    rig.room.publish_agent_audio(avatar)
+    await rig.settle()
+    frame = rtc.AudioFrame(np.zeros(160, np.int16).tobytes(), RATE, 1, 160)
+    rig.media.streams[0].queue.put_nowait(frame)
+    await rig.settle()
+    assert rig.audio.player.frames == [frame]
+
+
+async def test_a_second_start_while_a_session_runs_is_ignored(make_rig):
+    rig = make_rig()
+    await rig.start()
+    await rig.start()
+    assert len(rig.rooms.made) == 1
+    assert rig.sup.status()["metrics"]["sessions"] == 1
+
+
+async def test_each_session_gets_a_fresh_room_and_a_fresh_token(make_rig):
+    rig = make_rig()
+    await rig.start()
+    await rig.sup.end()
+    await rig.settle()
+    await rig.start()
+    first, second = rig.tokens.requests
+    assert first.room_name != second.room_name
+    assert first.room_name.startswith("voice-device-") and first.participant_identity == "device-test"
+    assert first.agent_name == "test-agent"
+
+
+# ---- pre-connect audio ------------------------------------------------------------------------------------------
+
+
+async def test_preconnect_stream_carries_speech_from_the_mark_and_live_continues_at_the_very_next_sample(make_rig):
+    rig = make_rig()
+    rig.audio.speak(300)  # before the press: 200 ms of it is pre-roll
+    mark = await rig.start(preroll_ms=200)
+    rig.audio.speak(400)  # while connecting, before any agent
+    await rig.settle()
+    assert rig.room.local_participant.writers == []  # no agent yet: nothing is sent
+
+    rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    writer = rig.room.local_participant.writers[0]
+    assert writer.topic == TOPIC
+    assert writer.mime_type == "application/octet-stream"
+    assert writer.destination_identities == ["agent-1"]
+    assert writer.attributes == {"sampleRate": "16000", "channels": "1", "trackId": rig.room.mic.sid}
+    assert rig.room.mic.sid.startswith("TR_")
+
+    rig.audio.speak(260)  # the agent has not subscribed yet: the stream keeps growing
+    await rig.settle()
+    assert not writer.closed
+
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    assert writer.closed
+    rig.audio.speak(400)
+    await rig.settle()
+
+    sent = writer.samples()
+    live = rig.media.sources[0].samples()
+    # the stream holds exactly the ring from the mark on; the live track starts at the next index
+    np.testing.assert_array_equal(sent, pattern(mark, len(sent)))
+    np.testing.assert_array_equal(live, pattern(mark + len(sent), len(live)))
+    uplink = rig.sup._uplink
+    assert uplink.streams[0].first == mark and uplink.live_starts == [uplink.streams[0].end]
+    assert len(sent) + len(live) == rig.audio.produced - mark  # nothing lost, nothing twice
+    assert uplink.gaps == 0
+    assert rig.sup.status()["metrics"]["preconnect_bytes_sent"] == 2 * len(sent)
+
+
+async def test_live_audio_is_batched_into_few_capture_calls(make_rig):
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    rig.audio.speak(400)  # twenty 20 ms chunks
+    await rig.settle()
+    frames = rig.media.sources[0].frames
+    assert sum(f.samples_per_channel for f in frames) == ms(400)
+    assert len(frames) <= 10
+
+
+async def test_stream_is_closed_after_two_and_a_half_seconds_even_without_a_subscription(make_rig):
+    rig = make_rig()
+    mark = await rig.start()
+    rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    writer = rig.room.local_participant.writers[0]
+    for _ in range(24):
+        rig.audio.speak(100)
+        await rig.run_for(0.1)
+    assert not writer.closed
+    await rig.run_for(0.2)
+    assert writer.closed  # before the agent's 3 s limit
+    rig.audio.speak(100)
+    await rig.settle()
+    sent, live = writer.samples(), rig.media.sources[0].samples()
+    assert rig.sup._uplink.streams[0].closed == "deadline"
+    np.testing.assert_array_equal(np.concatenate([sent, live]), pattern(mark, len(sent) + len(live)))
+
+
+async def test_preconnect_disabled_publishes_without_the_flag_and_sends_no_buffer(make_rig):
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    assert not rig.room.local_participant.publish_options[0].preconnect_buffer
+    assert rig.room.local_participant.writers == []
+
+
+async def test_buffer_is_capped_at_preconnect_max_s_keeping_the_newest_audio(make_rig):
+    rig = make_rig(preconnect_max_s=0.5)
+    await rig.start()
+    rig.audio.speak(900)
+    await rig.settle()
+    rig.room.agent_joins()
+    await rig.settle()
+    sent = rig.room.local_participant.writers[0].samples()
+    assert len(sent) == ms(500)
+    np.testing.assert_array_equal(sent, pattern(ms(400), ms(500)))
+
+
+async def test_without_an_agent_before_the_timeout_the_buffer_is_dropped_and_status_says_why(make_rig):
+    rig = make_rig(config=make_config(agent_name=None, agent_connect_timeout_s=5.0))
+    await rig.start()
+    rig.audio.speak(300)
+    await rig.run_for(5.1)
+    pre = rig.sup.status()["preconnect"]
+    assert pre["drop_reason"] == "no agent joined within 5 s" and pre["dropped_ms"] == 300
+    rig.audio.speak(100)
+    await rig.settle()
+    rig.room.agent_joins()  # a late agent gets only what was said after the drop
+    await rig.settle()
+    assert len(rig.room.local_participant.writers[0].samples()) == ms(100)
+
+
+async def test_agent_never_joins_fails_with_the_sdk_sentence_and_tears_down(make_rig):
+    rig = make_rig(agent_connect_timeout_s=20.0)
+    await rig.start()
+    await rig.run_for(19.9)
+    assert not rig.of(SessionFailed)
+    await rig.run_for(0.2)
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason is FailureReason.AGENT_DID_NOT_JOIN and failed.retry_in_s is None
+    assert failed.reason.message == "Agent did not join the room."
+    assert rig.media.sources[0].closed and not rig.room.connected
+    assert rig.sup.status()["phase"] == "idle"
+
+
+async def test_agent_that_joins_but_never_initializes_fails_with_the_second_sentence(make_rig):
+    rig = make_rig(agent_connect_timeout_s=10.0)
+    await rig.start()
+    rig.room.agent_joins(state="initializing")
+    await rig.run_for(10.1)
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason.message == "Agent joined the room but did not complete initializing."
+
+
+async def test_agent_leaving_unexpectedly_fails_the_session(make_rig):
+    rig = make_rig()
+    await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.participant_leaves(agent)
+    await rig.run_for(2.1)
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason.message == "Agent left the room unexpectedly."
+
+
+async def test_agent_leaving_on_purpose_ends_the_session_normally(make_rig):
+    rig = make_rig()
+    await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.participant_leaves(agent, rtc.DisconnectReason.CLIENT_INITIATED)
+    await rig.run_for(2.1)
+    assert not rig.of(SessionFailed)
+    assert rig.of(SessionEnded)[-1].reason == "agent-ended"
+
+
+# ---- reconnects -------------------------------------------------------------------------------------------------
+
+
+async def _live_session(rig):
+    mark = await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    rig.audio.speak(200)
+    await rig.settle()
+    return mark, agent
+
+
+async def test_full_reconnect_resends_speech_captured_while_disconnected_with_the_new_sid(make_rig):
+    rig = make_rig(resend_after_reconnect_s=5.0)
+    await _live_session(rig)
+    old_sid = rig.room.mic.sid
+    source = rig.media.sources[0]
+    live_before = len(source.samples())
+
+    # rust-sdks order: participants reported gone, then reconnecting ... republish, participants back, reconnected
+    agent = rig.room.remote_participants["agent-1"]
+    rig.room.participant_leaves(agent)
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    gap_start = rig.audio.produced
+    rig.audio.speak(300)  # said while the connection was down
+    await rig.settle()
+    old = rig.room.mic
+    lp = rig.room.local_participant
+    del lp.track_publications[old.sid]
+    new = FakePublication(old.track, old.source)
+    lp.track_publications[new.sid] = new
+    rig.room.remote_participants[agent.identity] = agent
+    rig.room.emit("participant_connected", agent)
+    rig.room.emit("local_track_republished", new, old.sid)
+    rig.room.emit("reconnected")
+    await rig.settle()
+
+    kinds = [type(e) for e in rig.events if isinstance(e, (SessionReconnecting, SessionReconnected))]
+    assert kinds == [SessionReconnecting, SessionReconnected]
+    assert not rig.of(SessionFailed)
+    writer = lp.writers[-1]
+    assert len(lp.writers) == 2
+    assert writer.attributes["trackId"] == new.sid != old_sid
+    np.testing.assert_array_equal(writer.samples()[: ms(300)], pattern(gap_start, ms(300)))
+
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    rig.audio.speak(100)
+    await rig.settle()
+    uplink = rig.sup._uplink
+    assert writer.closed and uplink.live_starts[-1] == uplink.streams[-1].end
+    after = source.samples()[live_before:]
+    np.testing.assert_array_equal(after, pattern(uplink.streams[-1].end, len(after)))
+    assert rig.sup.status()["metrics"]["reconnects"] == 1
+
+
+async def test_resend_after_reconnect_is_bounded_by_config(make_rig):
+    rig = make_rig(resend_after_reconnect_s=0.2)
+    await _live_session(rig)
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    rig.audio.speak(500)
+    await rig.settle()
+    rig.room.full_restart()
+    await rig.settle()
+    writer = rig.room.local_participant.writers[-1]
+    assert len(writer.samples()) == ms(200)
+
+
+async def test_a_resume_keeps_the_same_track_and_sends_no_new_buffer(make_rig):
+    rig = make_rig()
+    await _live_session(rig)
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    rig.room.emit("reconnected")
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    assert len(rig.room.local_participant.writers) == 1
+    assert rig.sup._uplink.route == "live"
+    assert [e.state for e in rig.of(AgentStateChanged)][-1] == "listening"
+
+
+async def test_end_during_reconnect_closes_writer_then_source_then_disconnects(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    order: list[str] = []
+    writer = rig.room.local_participant.writers[0]
+    source = rig.media.sources[0]
+    room = rig.room
+    orig_w, orig_s, orig_d = writer.aclose, source.aclose, room.disconnect
+
+    async def w(**kw):
+        order.append("writer")
+        await orig_w(**kw)
+
+    async def s():
+        order.append("source")
+        await orig_s()
+
+    async def d(**kw):
+        order.append("disconnect")
+        await orig_d(**kw)
+
+    writer.aclose, source.aclose, room.disconnect = w, s, d
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    await rig.sup.end()
+    await rig.settle()
+    assert order[-2:] == ["source", "disconnect"] and order[0] == "writer"
+    assert rig.of(SessionEnded)[-1].reason == "requested"
+
+
+# ---- failures and retries ---------------------------------------------------------------------------------------
+
+
+async def test_auth_failure_fetches_one_fresh_token_then_connects(make_rig):
+    rig = make_rig(rtc.ConnectError("failed to connect: 401 Unauthorized"))
+    await rig.start()
+    assert len(rig.tokens.requests) == 2
+    assert rig.tokens.requests[0] == rig.tokens.requests[1]  # same room, but fetched again
+    assert not rig.of(SessionFailed) and rig.rooms.last.connected
+
+
+async def test_auth_failure_twice_gives_up_with_the_auth_reason(make_rig):
+    err = rtc.ConnectError("ws error: HTTP 403 Forbidden")
+    rig = make_rig(err, err)
+    await rig.start()
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason is FailureReason.AUTH and failed.retry_in_s is None
+    assert len(rig.tokens.requests) == 2
+
+
+async def test_unreachable_server_is_retried_after_a_full_jitter_delay_reusing_the_cached_token(make_rig):
+    import random
+
+    rig = make_rig(rtc.ConnectError("connection refused"), backoff=BackoffConfig(base_s=2.0, cap_s=30.0, attempts=3))
+    await rig.start()
+    (failed,) = rig.of(SessionFailed)
+    expected = random.Random(7).uniform(0, 2.0)
+    assert failed.reason is FailureReason.UNREACHABLE and failed.retry_in_s == pytest.approx(expected)
+    await rig.run_for(expected + 0.1)
+    assert rig.rooms.last.connected and len(rig.rooms.made) == 2
+    assert len(rig.tokens.requests) == 1  # same request, token still valid: the cache served it
+
+
+async def test_retries_stop_after_the_configured_attempts(make_rig):
+    refused = rtc.ConnectError("connection refused")
+    rig = make_rig(refused, refused, refused, refused, backoff=BackoffConfig(base_s=0.5, cap_s=1.0, attempts=3))
+    await rig.start()
+    await rig.run_for(5.0)
+    failures = rig.of(SessionFailed)
+    assert [f.retry_in_s is None for f in failures] == [False, False, True]
+    assert len(rig.rooms.made) == 3
+
+
+async def test_always_on_never_gives_up(make_rig):
+    refused = rtc.ConnectError("connection refused")
+    rig = make_rig(*[refused] * 8, mode="always_on", backoff=BackoffConfig(base_s=0.1, cap_s=0.2, attempts=2))
+    await rig.start()
+    await rig.run_for(3.0)
+    failures = rig.of(SessionFailed)
+    assert len(failures) == 8 and all(f.retry_in_s is not None for f in failures)
+    assert rig.rooms.last.connected
+
+
+async def test_a_server_that_never_answers_hits_the_connect_deadline(make_rig):
+    rig = make_rig("hang", connect_timeout_s=4.0)
+    await rig.start()
+    await rig.run_for(4.1)
+    failed = rig.of(SessionFailed)[0]
+    assert failed.reason is FailureReason.UNREACHABLE and "4 s" in failed.detail
+
+
+async def test_token_errors_carry_their_reason(make_rig):
+    from device.session.tokens import TokenError
+
+    rig = make_rig(tokens=FakeTokens(TokenError(FailureReason.TOKEN_ENDPOINT, "HTTP 500")),
+                   backoff=BackoffConfig(attempts=1))
+    await rig.start()
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason is FailureReason.TOKEN_ENDPOINT and failed.retry_in_s is None
+    assert rig.rooms.made == []
+
+
+async def test_end_during_connect_ends_at_once_and_the_late_room_is_disconnected(make_rig):
+    rig = make_rig("hang", connect_timeout_s=5.0)
+    await rig.sup.start(0)
+    await rig.sup.end()
+    assert rig.of(SessionEnded)[-1].reason == "requested"
+    assert rig.sup.status()["phase"] == "idle"
+    await rig.run_for(5.5)
+    assert rig.rooms.last.disconnects  # the abandoned attempt cleaned up after itself
+    assert not rig.of(SessionFailed)
+
+
+@pytest.mark.parametrize(
+    ("reason", "failure", "retried"),
+    [
+        (rtc.DisconnectReason.SERVER_SHUTDOWN, FailureReason.SERVER_SHUTDOWN, True),
+        (rtc.DisconnectReason.JOIN_FAILURE, FailureReason.CONNECTION_LOST, True),
+        (rtc.DisconnectReason.PARTICIPANT_REMOVED, FailureReason.PARTICIPANT_REMOVED, False),
+        (rtc.DisconnectReason.DUPLICATE_IDENTITY, FailureReason.DUPLICATE_IDENTITY, False),
+    ],
+)
+async def test_disconnect_reasons_become_typed_failures(make_rig, reason, failure, retried):
+    rig = make_rig()
+    await rig.start()
+    rig.room.drop(reason)
+    await rig.settle()
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason is failure and (failed.retry_in_s is not None) == retried
+    assert rig.sup.status()["metrics"]["failures"] == {str(failure): 1}
+
+
+async def test_retry_after_a_lost_connection_uses_a_fresh_room(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.drop(rtc.DisconnectReason.SERVER_SHUTDOWN)
+    await rig.settle()
+    await rig.run_for(rig.of(SessionFailed)[0].retry_in_s + 0.1)
+    first, second = rig.tokens.requests
+    assert first.room_name != second.room_name
+
+
+async def test_room_deleted_by_the_agent_ends_the_session(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.drop(rtc.DisconnectReason.ROOM_DELETED)
+    await rig.settle()
+    assert rig.of(SessionEnded)[-1].reason == "room-closed" and not rig.of(SessionFailed)
+
+
+async def test_one_log_line_per_failure(make_rig, caplog):
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.WARNING, logger="device.session"):
+        rig.room.drop(rtc.DisconnectReason.DUPLICATE_IDENTITY)
+        await rig.settle()
+    lines = [r.getMessage() for r in caplog.records if "session failed" in r.getMessage()]
+    assert len(lines) == 1 and "reason=duplicate-identity" in lines[0]
+
+
+# ---- timeouts ---------------------------------------------------------------------------------------------------
+
+
+async def test_idle_timeout_ends_a_push_to_talk_session_when_nobody_speaks(make_rig):
+    rig = make_rig(idle_timeout_s=10.0)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    for _ in range(9):
+        rig.audio.silence(1000)
+        await rig.run_for(1.0, step=0.5)
+    assert not rig.of(SessionEnded)
+    rig.audio.silence(1000)
+    await rig.run_for(1.5, step=0.5)
+    assert rig.of(SessionEnded)[-1].reason == "idle-timeout"
+
+
+async def test_user_speech_keeps_an_idle_session_open(make_rig):
+    rig = make_rig(idle_timeout_s=3.0)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    for _ in range(8):
+        rig.audio.speak(500)
+        await rig.run_for(1.0, step=0.5)
+    assert not rig.of(SessionEnded)
+
+
+async def test_always_on_has_no_idle_timeout(make_rig):
+    rig = make_rig(mode="always_on", idle_timeout_s=2.0)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.run_for(5.0, step=0.5)
+    assert not rig.of(SessionEnded)
+
+
+async def test_max_session_length_ends_the_session(make_rig):
+    rig = make_rig(max_session_s=30.0, idle_timeout_s=0.0)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.run_for(30.5, step=0.5)
+    assert rig.of(SessionEnded)[-1].reason == "max-length"
+
+
+async def test_press_to_listening_latency_is_measured_on_the_clock(make_rig):
+    rig = make_rig()
+    await rig.start()
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.run_for(1.5)
+    rig.room.set_agent_state(agent, "listening")
+    await rig.settle()
+    assert rig.sup.status()["metrics"]["press_to_listening_ms"] == 1500
+
+
+# ---- turns ------------------------------------------------------------------------------------------------------
+
+
+async def test_push_to_talk_calls_the_agents_turn_rpcs(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    await rig.sup.start_turn()
+    await rig.sup.end_turn()
+    await rig.sup.cancel_turn()
+    await rig.settle()
+    assert rig.room.local_participant.rpc_calls == [
+        ("agent-1", "start_turn", ""), ("agent-1", "end_turn", ""), ("agent-1", "cancel_turn", "")]
+
+
+async def test_a_press_before_the_agent_is_ready_sends_its_turn_rpcs_once_it_is(make_rig):
+    rig = make_rig()
+    await rig.sup.start_turn(0)
+    await rig.settle()
+    await rig.sup.end_turn()
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    assert rig.room.local_participant.rpc_calls == []
+    rig.room.set_agent_state(agent, "listening")
+    await rig.settle()
+    assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn", "end_turn"]
+
+
+async def test_an_agent_without_turn_rpcs_falls_back_once_to_its_own_turn_detection(make_rig, caplog):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.local_participant.rpc_errors["start_turn"] = rtc.RpcError(1400, "Method not supported at destination")
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        for _ in range(3):
+            await rig.sup.start_turn()
+            await rig.sup.end_turn()
+            await rig.settle()
+    assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn"]
+    assert sum("turns fallback" in r.getMessage() for r in caplog.records) == 1
+    assert rig.sup.status()["turns"] == {"rpc": False, "fallback": True}
+
+
+async def test_a_press_while_the_agent_speaks_is_barge_in(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="speaking")
+    await rig.settle()
+    await rig.sup.start_turn()
+    await rig.settle()
+    assert rig.audio.player.flushes == 1
+    assert rig.room.local_participant.rpc_calls[-1][1] == "start_turn"
+
+
+async def test_turn_rpcs_are_not_called_outside_push_to_talk(make_rig):
+    rig = make_rig(mode="toggle")
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    await rig.sup.start_turn()
+    await rig.settle()
+    assert rig.room.local_participant.rpc_calls == []
+
+
+# ---- mute, text, agent-driven control ---------------------------------------------------------------------------
+
+
+async def test_mute_mutes_the_track_and_sends_no_audio(make_rig):
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    await rig.sup.set_muted(True)
+    rig.audio.speak(200)
+    await rig.settle()
+    assert rig.room.mic.track.muted and rig.media.sources[0].frames == []
+    await rig.sup.set_muted(False)
+    rig.audio.speak(200)
+    await rig.settle()
+    assert not rig.room.mic.track.muted and len(rig.media.sources[0].samples()) == ms(200)
+
+
+async def test_final_transcripts_are_kept_for_status_and_interim_ones_ignored(make_rig):
+    rig = make_rig()
+    await rig.start()
+    handler = rig.room.text_handlers["lk.transcription"]
+    handler(FakeTextReader("hel", {"lk.transcription_final": "false"}), "agent-1")
+    handler(FakeTextReader("hello there", {"lk.transcription_final": "true"}), "agent-1")
+    await rig.settle()
+    assert rig.sup.status()["transcripts"] == [{"speaker": "agent-1", "text": "hello there"}]
+
+
+async def test_send_text_goes_on_lk_chat_and_needs_a_session(make_rig):
+    rig = make_rig()
+    with pytest.raises(SessionError, match="start one first"):
+        await rig.sup.send_text("hi")
+    await rig.start()
+    await rig.sup.send_text("what time is it?")
+    assert rig.room.local_participant.texts == [("lk.chat", "what time is it?")]
+
+
+async def test_the_agent_can_set_the_volume_read_the_status_and_end_the_session(make_rig):
+    rig = make_rig()
+    await rig.start()
+    lp = rig.room.local_participant
+    assert json.loads(lp.invoke("device.set_volume", '{"volume": 0.3}')) == {"volume": 0.3}
+    assert rig.audio.player.volume == 0.3
+    for bad in ('{"volume": 2}', "{}", "nope", '{"volume": true}'):
+        with pytest.raises(rtc.RpcError):
+            lp.invoke("device.set_volume", bad)
+    assert json.loads(lp.invoke("device.get_status"))["phase"] == "connected"
+    lp.invoke("device.end_session")
+    await rig.settle()
+    assert rig.of(SessionEnded)[-1].reason == "agent-ended"
