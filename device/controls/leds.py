@@ -1,0 +1,340 @@
+"""Status LEDs: one pattern per displayed state (pure), and the outputs that render a pattern on hardware.
+
+`pattern_for(state, alerting=...)` is the whole visual language, chosen to be read at a glance:
+
+| state | pattern |
+|---|---|
+| idle | off |
+| connecting | blue blink, 0.3 s on / 0.3 s off (ring: a blue dot going round) |
+| pre-connect-buffering, initializing | solid white (speak now: your words are kept until the agent is there) |
+| listening | solid green |
+| thinking | blue-violet pulse, 1.2 s (ring: a comet going round) |
+| speaking | solid cyan, softer |
+| muted | solid red |
+| failed | red fast blink 0.1/0.1 s for the alert, then a dim red heartbeat (0.15 s every 2 s) |
+| reconnecting | amber slow blink, 1 s / 1 s |
+
+Outputs degrade honestly: a plain LED shows colour-less on/off (pulses become a blink at the same period), a PWM
+LED shows brightness, an RGB LED colour and brightness, an APA102/DotStar ring the full animation.
+
+`LedDriver` runs the animation on the asyncio loop (no gpiozero background threads: nothing is touched from two
+threads). A new pattern is rendered synchronously inside `show`, i.e. in the same loop tick as the state change;
+frames follow on `loop.call_at`, 30 per second only while something moves. `close` turns everything off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from device.config.schema import LedsConfig
+from device.controls.events import DeviceState
+
+log = logging.getLogger("device.controls.leds")
+
+FPS = 30.0
+RGB = tuple[float, float, float]
+
+WHITE: RGB = (1.0, 1.0, 1.0)
+RED: RGB = (1.0, 0.0, 0.0)
+GREEN: RGB = (0.0, 1.0, 0.0)
+BLUE: RGB = (0.0, 0.2, 1.0)
+VIOLET: RGB = (0.45, 0.1, 1.0)
+CYAN: RGB = (0.0, 0.8, 1.0)
+AMBER: RGB = (1.0, 0.45, 0.0)
+
+
+class Look(StrEnum):
+    OFF = "off"
+    SOLID = "solid"
+    BLINK = "blink"
+    PULSE = "pulse"
+
+
+class Ring(StrEnum):
+    """How a ring of pixels shows the pattern: all pixels alike, or a comet going round once per period."""
+
+    FILL = "fill"
+    SPIN = "spin"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    look: Look = Look.OFF
+    colour: RGB = WHITE
+    brightness: float = 1.0  # of the configured maximum (`controls.leds.brightness`)
+    on_s: float = 0.5  # blink
+    off_s: float = 0.5  # blink
+    period_s: float = 1.0  # pulse, and one turn of a spinning ring
+    ring: Ring = Ring.FILL
+
+
+OFF = Pattern()
+FAILED_ALERT = Pattern(Look.BLINK, RED, 1.0, on_s=0.1, off_s=0.1)
+FAILED_SETTLED = Pattern(Look.BLINK, RED, 0.3, on_s=0.15, off_s=1.85)
+
+PATTERNS: dict[DeviceState, Pattern] = {
+    DeviceState.IDLE: OFF,
+    DeviceState.CONNECTING: Pattern(Look.BLINK, BLUE, 0.8, on_s=0.3, off_s=0.3, period_s=1.2, ring=Ring.SPIN),
+    DeviceState.PRECONNECT_BUFFERING: Pattern(Look.SOLID, WHITE, 0.6),
+    DeviceState.INITIALIZING: Pattern(Look.SOLID, WHITE, 0.6),
+    DeviceState.LISTENING: Pattern(Look.SOLID, GREEN, 1.0),
+    DeviceState.THINKING: Pattern(Look.PULSE, VIOLET, 1.0, period_s=1.2, ring=Ring.SPIN),
+    DeviceState.SPEAKING: Pattern(Look.SOLID, CYAN, 0.6),
+    DeviceState.MUTED: Pattern(Look.SOLID, RED, 0.8),
+    DeviceState.RECONNECTING: Pattern(Look.BLINK, AMBER, 0.8, on_s=1.0, off_s=1.0),
+    DeviceState.FAILED: FAILED_ALERT,
+}
+
+
+def pattern_for(state: DeviceState, *, alerting: bool = True) -> Pattern:
+    """The pattern of a displayed state; `alerting` (a fresh failure) picks the failed fast blink over the dim one."""
+    if state is DeviceState.FAILED and not alerting:
+        return FAILED_SETTLED
+    return PATTERNS[state]
+
+
+def level(pattern: Pattern, t: float) -> float:
+    """The pattern's envelope at `t` seconds after it started, 0..1 (before brightness and colour)."""
+    match pattern.look:
+        case Look.OFF:
+            return 0.0
+        case Look.SOLID:
+            return 1.0
+        case Look.BLINK:
+            return 1.0 if t % (pattern.on_s + pattern.off_s) < pattern.on_s else 0.0
+        case Look.PULSE:
+            # Starts at full so the change of state is visible in the very first frame.
+            return 0.5 + 0.5 * math.cos(2 * math.pi * t / pattern.period_s)
+    raise AssertionError(pattern.look)  # pragma: no cover
+
+
+def next_frame_in(pattern: Pattern, t: float) -> float | None:
+    """Seconds until the rendering can change again (None: it never will)."""
+    if pattern.look is Look.PULSE or (pattern.ring is Ring.SPIN and pattern.look is not Look.OFF):
+        return 1.0 / FPS
+    if pattern.look is Look.BLINK:
+        cycle = pattern.on_s + pattern.off_s
+        phase = t % cycle
+        return (pattern.on_s - phase) if phase < pattern.on_s else (cycle - phase)
+    return None
+
+
+def colour_at(pattern: Pattern, t: float, max_brightness: float = 1.0) -> RGB:
+    k = level(pattern, t) * pattern.brightness * max_brightness
+    r, g, b = pattern.colour
+    return (r * k, g * k, b * k)
+
+
+def ring_pixels(pattern: Pattern, count: int, t: float, max_brightness: float = 1.0) -> list[RGB]:
+    """Every pixel's colour at `t`. SPIN: a head going round once per period, its tail fading over a third."""
+    if pattern.ring is Ring.FILL or pattern.look is Look.OFF:
+        return [colour_at(pattern, t, max_brightness)] * count
+    head = (t / pattern.period_s % 1.0) * count
+    tail = max(1.0, count / 3)
+    k = pattern.brightness * max_brightness
+    r, g, b = pattern.colour
+    pixels = []
+    for i in range(count):
+        behind = (head - i) % count
+        f = max(0.0, 1.0 - behind / tail) * k
+        pixels.append((r * f, g * f, b * f))
+    return pixels
+
+
+def apa102_frame(pixels: Sequence[RGB]) -> list[int]:
+    """APA102/SK9822 bytes: a 32-bit zero start frame; per pixel 0b111 + 5-bit global brightness (kept at full,
+    colour is scaled in 8 bits), then blue, green, red; then a 32-bit zero reset frame (SK9822) and n/2 more
+    zero clock bits so data reaches the last pixel. Zeros, not ones, so a longer strip's extra pixels stay dark."""
+    out = [0x00] * 4
+    for r, g, b in pixels:
+        out += [0xE0 | 31, _byte(b), _byte(g), _byte(r)]
+    return out + [0x00] * 4 + [0x00] * ((len(pixels) + 15) // 16)
+
+
+def _byte(x: float) -> int:
+    return max(0, min(255, round(x * 255)))
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------
+
+
+class LedOutput(Protocol):
+    def render(self, pattern: Pattern, t: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class SingleLed:
+    """`controls.leds.kind: led` — on/off only: lit in the bright half of any pattern."""
+
+    def __init__(self, pin: int, active_high: bool, pin_factory: object | None = None) -> None:
+        from gpiozero import LED
+
+        self.device = LED(pin, active_high=active_high, pin_factory=pin_factory)
+
+    def render(self, pattern: Pattern, t: float) -> None:
+        self.device.value = 1 if pattern.brightness > 0 and level(pattern, t) >= 0.5 else 0
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class PwmLed:
+    """`kind: pwmled` — one colour, brightness by PWM."""
+
+    def __init__(self, pin: int, active_high: bool, max_brightness: float, pin_factory: object | None = None) -> None:
+        from gpiozero import PWMLED
+
+        self.device = PWMLED(pin, active_high=active_high, pin_factory=pin_factory)
+        self.max_brightness = max_brightness
+
+    def render(self, pattern: Pattern, t: float) -> None:
+        self.device.value = level(pattern, t) * pattern.brightness * self.max_brightness
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class RgbLed:
+    """`kind: rgbled` — three PWM pins (red, green, blue)."""
+
+    def __init__(self, pins: Sequence[int], active_high: bool, max_brightness: float,
+                 pin_factory: object | None = None) -> None:
+        from gpiozero import RGBLED
+
+        red, green, blue = pins
+        self.device = RGBLED(red, green, blue, active_high=active_high, pwm=True, pin_factory=pin_factory)
+        self.max_brightness = max_brightness
+
+    def render(self, pattern: Pattern, t: float) -> None:
+        self.device.value = colour_at(pattern, t, self.max_brightness)
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class SpiWriter(Protocol):
+    def write(self, data: list[int]) -> object: ...
+    def close(self) -> None: ...
+
+
+class Apa102Ring:
+    """`kind: apa102` — an APA102/DotStar ring (ReSpeaker 2/4-mic HATs, Adafruit Voice Bonnet) on SPI.
+
+    `spi` is gpiozero's SPI interface (`pin_factory.spi(port=, device=)`: spidev/lgpio hardware SPI on a Pi) or
+    anything with `write(list[int])`. A frame is written only when its bytes change.
+    """
+
+    def __init__(self, spi: SpiWriter, count: int, max_brightness: float) -> None:
+        self.spi = spi
+        self.count = count
+        self.max_brightness = max_brightness
+        self._last: list[int] | None = None
+
+    @classmethod
+    def open(cls, config: LedsConfig, pin_factory: object | None = None) -> Apa102Ring:
+        from gpiozero import Device
+
+        if pin_factory is None:
+            Device.ensure_pin_factory()
+            pin_factory = Device.pin_factory
+        spi = pin_factory.spi(port=config.spi_port, device=config.spi_device)  # type: ignore[attr-defined]
+        return cls(spi, config.count, config.brightness)
+
+    def render(self, pattern: Pattern, t: float) -> None:
+        frame = apa102_frame(ring_pixels(pattern, self.count, t, self.max_brightness))
+        if frame != self._last:
+            self.spi.write(frame)
+            self._last = frame
+
+    def close(self) -> None:
+        self.spi.close()
+
+
+def open_outputs(config: LedsConfig, pin_factory: object | None = None,
+                 spi: SpiWriter | None = None) -> list[LedOutput]:
+    """The outputs `controls.leds` describes (none for kind `none`). `spi` replaces the APA102's SPI bus."""
+    pins = tuple(config.pins)
+    match config.kind:
+        case "none":
+            return []
+        case "led" | "pwmled":
+            if len(pins) != 1:
+                raise ValueError(f"controls.leds.pins: kind {config.kind} needs exactly one pin, got {list(pins)}")
+            if config.kind == "led":
+                return [SingleLed(pins[0], config.active_high, pin_factory)]
+            return [PwmLed(pins[0], config.active_high, config.brightness, pin_factory)]
+        case "rgbled":
+            if len(pins) != 3:
+                raise ValueError(f"controls.leds.pins: kind rgbled needs three pins (r, g, b), got {list(pins)}")
+            return [RgbLed(pins, config.active_high, config.brightness, pin_factory)]
+        case "apa102":
+            if spi is not None:
+                return [Apa102Ring(spi, config.count, config.brightness)]
+            return [Apa102Ring.open(config, pin_factory)]
+    raise ValueError(f"controls.leds.kind: unknown kind {config.kind!r}")
+
+
+class LedDriver:
+    """Shows one pattern at a time on every output, animating it on the loop."""
+
+    def __init__(self, outputs: Sequence[LedOutput], loop: asyncio.AbstractEventLoop) -> None:
+        self.outputs: list[LedOutput] = list(outputs)
+        self._loop = loop
+        self.pattern: Pattern = OFF
+        self._t0 = loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._render()
+
+    def add(self, output: LedOutput) -> None:
+        self.outputs.append(output)
+        output.render(self.pattern, self._loop.time() - self._t0)
+
+    def show(self, pattern: Pattern) -> None:
+        """Switch pattern now (rendered before returning); the same pattern again keeps its phase."""
+        if self._closed or pattern == self.pattern:
+            return
+        self.pattern, self._t0 = pattern, self._loop.time()
+        self._render()
+
+    def _render(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        t = self._loop.time() - self._t0
+        for output in list(self.outputs):
+            try:
+                output.render(self.pattern, t)
+            except Exception as e:
+                # A failing LED must never take the device down, nor flood the log 30 times a second.
+                log.warning("led output disabled output=%s error=%s", type(output).__name__, e)
+                self.outputs.remove(output)
+                _safely(output.close)
+        delay = next_frame_in(self.pattern, t)
+        if delay is not None:
+            self._timer = self._loop.call_at(self._t0 + t + max(delay, 1e-3), self._render)
+
+    def close(self) -> None:
+        """LEDs off, devices released. Idempotent."""
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        for output in self.outputs:
+            _safely(output.render, OFF, 0.0)
+            _safely(output.close)
+
+
+def _safely(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except Exception as e:
+        log.warning("led output failed error=%s", e)
