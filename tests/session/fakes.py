@@ -390,8 +390,8 @@ class FakeRoom(FakeEmitter):
         self.text_handlers: dict[str, Callable[..., Any]] = {}
         self.disconnects: list[int] = []
 
-    async def connect(self, url: str, token: str, options: rtc.RoomOptions = rtc.RoomOptions()) -> None:
-        self.url, self.token, self.options = url, token, options
+    async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        self.url, self.token, self.options = url, token, options or rtc.RoomOptions()
         if self.behaviour == "hang":
             await asyncio.Event().wait()
         if isinstance(self.behaviour, BaseException):

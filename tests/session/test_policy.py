@@ -1,0 +1,242 @@
+"""The pure session policy: inputs in, actions out — read as the state table's specification."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from device.config.schema import BackoffConfig, SessionConfig
+from device.controls.events import (
+    AgentStateChanged,
+    FailureReason,
+    SessionBuffering,
+    SessionConnecting,
+    SessionEnded,
+    SessionFailed,
+    SessionReconnected,
+    SessionReconnecting,
+)
+from device.session.backoff import Backoff
+from device.session.classify import classify_connect_error, classify_disconnect
+from device.session.policy import (
+    AGENT_LEFT_GRACE_S,
+    AgentJoined,
+    AgentLeft,
+    AgentState,
+    Arm,
+    Cancel,
+    Connect,
+    ConnectFailed,
+    ConnectSucceeded,
+    Disconnected,
+    DropBuffer,
+    Emit,
+    Phase,
+    Policy,
+    Reconnected,
+    Reconnecting,
+    Start,
+    Stop,
+    Teardown,
+    TimerFired,
+    TurnBegan,
+    TurnFinished,
+    UserSpeech,
+)
+
+
+def policy(dispatched: bool = True, **cfg) -> Policy:
+    return Policy(SessionConfig(**cfg), dispatched=dispatched, rng=random.Random(1))
+
+
+def emitted(actions) -> list:
+    return [a.event for a in actions if isinstance(a, Emit)]
+
+
+def connected(p: Policy, state: str | None = "listening") -> Policy:
+    p.handle(Start())
+    p.handle(ConnectSucceeded())
+    p.handle(AgentJoined("agent-1"))
+    if state:
+        p.handle(AgentState(state))
+    return p
+
+
+def test_start_connects_with_a_fresh_token_in_a_new_room_and_arms_the_max_length():
+    actions = policy(max_session_s=60).handle(Start())
+    assert actions == [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True), Arm("max", 60)]
+
+
+def test_connected_arms_the_agent_timer_only_when_an_agent_is_dispatched():
+    p = policy(agent_connect_timeout_s=20)
+    p.handle(Start())
+    assert p.handle(ConnectSucceeded()) == [Emit(SessionBuffering()), Arm("agent", 20), Arm("preconnect", 20)]
+    q = policy(dispatched=False, preconnect=False)
+    q.handle(Start())
+    assert q.handle(ConnectSucceeded()) == [Emit(SessionBuffering())]
+
+
+def test_a_ready_agent_cancels_the_agent_timer():
+    p = policy()
+    p.handle(Start())
+    p.handle(ConnectSucceeded())
+    assert Cancel("agent") not in p.handle(AgentState("initializing"))
+    assert Cancel("agent") in p.handle(AgentState("listening"))
+
+
+def test_the_same_agent_state_twice_is_reported_once():
+    p = connected(policy())
+    assert p.handle(AgentState("listening")) == []
+    assert emitted(p.handle(AgentState("thinking"))) == [AgentStateChanged("thinking")]
+
+
+def test_the_agent_timer_picks_the_sdk_reason():
+    p = policy()
+    p.handle(Start())
+    p.handle(ConnectSucceeded())
+    assert emitted(p.handle(TimerFired("agent")))[0].reason is FailureReason.AGENT_DID_NOT_JOIN
+    q = connected(policy(), state="initializing")
+    assert emitted(q.handle(TimerFired("agent")))[0].reason is FailureReason.AGENT_NOT_INITIALIZED
+
+
+def test_an_agent_leaving_is_a_failure_only_after_the_grace_unless_a_reconnect_explains_it():
+    p = connected(policy())
+    assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft())
+    actions = p.handle(Reconnecting())  # a full restart reports participants gone first
+    assert Cancel("agent-gone") in actions and emitted(actions) == [SessionReconnecting()]
+    assert p.handle(TimerFired("agent-gone")) == []
+    p.handle(AgentJoined("agent-1"))
+    assert emitted(p.handle(Reconnected())) == [SessionReconnected()]
+    q = connected(policy())
+    q.handle(AgentLeft())
+    assert emitted(q.handle(TimerFired("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
+
+
+def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
+    p = connected(policy(agent_connect_timeout_s=15))
+    p.handle(Reconnecting())
+    p.handle(AgentLeft())
+    assert Arm("agent-gone", 15) in p.handle(Reconnected())
+    assert emitted(p.handle(TimerFired("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
+
+
+def test_auth_is_retried_once_with_a_fresh_token_in_the_same_room_then_final():
+    p = policy()
+    p.handle(Start())
+    assert p.handle(ConnectFailed(FailureReason.AUTH)) == [Connect(fresh_token=True, new_room=False)]
+    failed = emitted(p.handle(ConnectFailed(FailureReason.AUTH)))[0]
+    assert failed == SessionFailed(FailureReason.AUTH, "", None) and p.phase is Phase.IDLE
+
+
+def test_a_network_failure_waits_a_full_jitter_delay_then_reconnects_in_the_same_room():
+    p = policy(backoff=BackoffConfig(base_s=1.0, cap_s=30.0, attempts=5))
+    p.handle(Start())
+    actions = p.handle(ConnectFailed(FailureReason.UNREACHABLE, "refused"))
+    delay = random.Random(1).uniform(0, 1.0)
+    assert Arm("retry", pytest.approx(delay)) in actions and Teardown("failed: unreachable") in actions
+    assert emitted(actions)[0].retry_in_s == pytest.approx(delay) and p.phase is Phase.WAITING
+    assert p.handle(TimerFired("retry")) == [Emit(SessionConnecting()), Connect(fresh_token=False, new_room=False)]
+
+
+def test_a_lost_connection_retries_in_a_new_room_with_a_fresh_token():
+    p = connected(policy())
+    p.handle(Disconnected("SIGNAL_CLOSE"))
+    assert p.handle(TimerFired("retry"))[-1] == Connect(fresh_token=True, new_room=True)
+
+
+def test_final_failures_are_not_retried_except_by_always_on():
+    for mode, retried in (("push_to_talk", False), ("always_on", True)):
+        p = connected(policy(mode=mode))
+        failed = emitted(p.handle(Disconnected("DUPLICATE_IDENTITY")))[0]
+        assert (failed.retry_in_s is not None) is retried
+
+
+def test_always_on_restarts_after_the_agent_closes_the_room_but_not_after_a_requested_end():
+    p = connected(policy(mode="always_on"))
+    actions = p.handle(Disconnected("ROOM_DELETED"))
+    assert emitted(actions) == [SessionEnded("room-closed")] and p.phase is Phase.WAITING
+    q = connected(policy(mode="always_on"))
+    q.handle(Stop("requested"))
+    assert q.phase is Phase.IDLE
+
+
+def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
+    p = connected(policy(mode="push_to_talk", idle_timeout_s=30), state=None)
+    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert p.handle(UserSpeech()) == [Arm("idle", 30)]
+    assert p.handle(TurnBegan()) == [Cancel("idle")]
+    assert p.handle(UserSpeech()) == []
+    assert p.handle(TurnFinished()) == [Arm("idle", 30)]
+    assert Cancel("idle") in p.handle(AgentState("thinking"))
+    p.handle(AgentState("listening"))
+    assert emitted(p.handle(TimerFired("idle"))) == [SessionEnded("idle-timeout")]
+
+
+@pytest.mark.parametrize(("mode", "idle"), [("always_on", 30.0), ("push_to_talk", 0.0)])
+def test_no_idle_timer_for_always_on_or_when_disabled(mode, idle):
+    p = connected(policy(mode=mode, idle_timeout_s=idle), state=None)
+    assert not any(isinstance(a, Arm) and a.name == "idle" for a in p.handle(AgentState("listening")))
+
+
+def test_the_preconnect_timer_drops_the_buffer_only_if_no_agent_came():
+    p = policy(dispatched=False, agent_connect_timeout_s=20)
+    p.handle(Start())
+    p.handle(ConnectSucceeded())
+    assert p.handle(TimerFired("preconnect")) == [DropBuffer("no agent joined within 20 s")]
+
+
+def test_stop_in_any_phase_tears_down_and_ends_and_stale_inputs_are_ignored():
+    p = policy()
+    p.handle(Start())
+    actions = p.handle(Stop())
+    assert actions[0] == Teardown("requested") and emitted(actions) == [SessionEnded("requested")]
+    assert p.handle(ConnectSucceeded()) == [] and p.handle(Stop()) == [] and p.handle(TimerFired("agent")) == []
+
+
+def test_a_double_start_is_ignored():
+    p = policy()
+    p.handle(Start())
+    assert p.handle(Start()) == []
+
+
+# ---- backoff and classification -----------------------------------------------------------------------------------
+
+
+def test_full_jitter_backoff_grows_to_the_cap_and_stops_after_the_attempts():
+    rng = random.Random(3)
+    expect = random.Random(3)
+    b = Backoff(1.0, 5.0, attempts=5, rng=rng)
+    ceilings = [1.0, 2.0, 4.0, 5.0]
+    for ceiling in ceilings:
+        d = b.next_delay()
+        assert d == pytest.approx(expect.uniform(0, ceiling)) and 0 <= d <= ceiling
+    assert b.next_delay() is None
+    b.reset()
+    assert b.next_delay() is not None
+
+
+def test_backoff_with_zero_attempts_never_gives_up_and_stays_finite():
+    b = Backoff(1.0, 30.0, attempts=0, rng=random.Random(0))
+    delays = [b.next_delay() for _ in range(2000)]
+    assert all(d is not None and 0 <= d <= 30.0 for d in delays)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("failed to connect: 401 Unauthorized", FailureReason.AUTH),
+        ("ws: HTTP error 403 Forbidden", FailureReason.AUTH),
+        ("connection refused (os error 111)", FailureReason.UNREACHABLE),
+        ("dns error: failed to lookup address", FailureReason.UNREACHABLE),
+        ("engine: timeout", FailureReason.UNREACHABLE),
+    ],
+)
+def test_connect_errors_are_classified(message, reason):
+    assert classify_connect_error(message) is reason
+
+
+def test_disconnect_reasons_are_classified():
+    assert classify_disconnect("ROOM_DELETED") == ("room-closed", None)
+    assert classify_disconnect("SERVER_SHUTDOWN") == (None, FailureReason.SERVER_SHUTDOWN)
+    assert classify_disconnect("SOMETHING_NEW") == (None, FailureReason.CONNECTION_LOST)
