@@ -114,9 +114,9 @@ def level(pattern: Pattern, t: float) -> float:
     raise AssertionError(pattern.look)  # pragma: no cover
 
 
-def next_frame_in(pattern: Pattern, t: float) -> float | None:
-    """Seconds until the rendering can change again (None: it never will)."""
-    if pattern.look is Look.PULSE or (pattern.ring is Ring.SPIN and pattern.look is not Look.OFF):
+def next_frame_in(pattern: Pattern, t: float, *, ring: bool = False) -> float | None:
+    """Seconds until the rendering can change again (None: it never will). `ring`: a ring is being animated."""
+    if pattern.look is Look.PULSE or (ring and pattern.ring is Ring.SPIN and pattern.look is not Look.OFF):
         return 1.0 / FPS
     if pattern.look is Look.BLINK:
         cycle = pattern.on_s + pattern.off_s
@@ -230,6 +230,8 @@ class Apa102Ring:
     anything with `write(list[int])`. A frame is written only when its bytes change.
     """
 
+    ring = True  # LedDriver animates SPIN patterns for it
+
     def __init__(self, spi: SpiWriter, count: int, max_brightness: float) -> None:
         self.spi = spi
         self.count = count
@@ -316,7 +318,7 @@ class LedDriver:
                 log.warning("led output disabled output=%s error=%s", type(output).__name__, e)
                 self.outputs.remove(output)
                 _safely(output.close)
-        delay = next_frame_in(self.pattern, t)
+        delay = next_frame_in(self.pattern, t, ring=any(getattr(o, "ring", False) for o in self.outputs))
         if delay is not None:
             self._timer = self._loop.call_at(self._t0 + t + max(delay, 1e-3), self._render)
 
