@@ -1,7 +1,7 @@
 """Benchmark of the capture path: latency from the ADC to a consumer, lost samples, and CPU against livekit's
 own `rtc.MediaDevices().open_input()` on the same virtual mic, in the same run.
 
-    python -m benchmarks.audio_path --seconds 20 --json OUT [--block-ms 20]
+    python -m benchmarks.audio_path --seconds 20 --json OUT [--block-ms 20|30|40]
 
 Each side runs in its own child process (so neither pays for the other's threads), one after the other:
 - ours: AudioEngine with echo cancellation, noise suppression, high-pass and AGC on (like the peer); a consumer
@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.audio_path", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--json", help="write the results here")
-    p.add_argument("--block-ms", type=int, default=20, choices=(10, 20, 30, 40))
+    from device.config.schema import AudioConfig
+
+    p.add_argument("--block-ms", type=int, default=AudioConfig().block_ms, choices=(10, 20, 30, 40),
+                   help="PortAudio block (default: the config default)")
     p.add_argument("--role", choices=("ours", "peer"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 

@@ -164,10 +164,10 @@ def test_the_capture_callback_allocates_nothing_that_grows_with_audio(rate: int,
 
     cap = Capture(rate, block, 50, wake)
     data = bytes(block * 2)
-    for _ in range(100):  # warm up: first-call caches, counters past the small-int range
-        cap.callback(data, block, TIME_INFO, 0)
     tracemalloc.start()
     try:
+        for _ in range(100):  # warm up under tracing: first-call caches, counters past the small-int range
+            cap.callback(data, block, TIME_INFO, 0)
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         for _ in range(2000):
