@@ -22,6 +22,8 @@ def _b64decode(text: str) -> bytes:
 
 
 def decode_join_request(param: str) -> rtc.JoinRequest:
+    if not param:
+        raise BadJoinRequest("missing join_request parameter")
     try:
         wrapped = rtc.WrappedJoinRequest()
         wrapped.ParseFromString(_b64decode(param))

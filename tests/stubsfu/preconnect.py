@@ -37,8 +37,12 @@ class Outcome:
 class PreConnectBuffers:
     """Collects pre-connect streams by trackId and hands one out when the agent subscribes to that track."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wait_timeout_s: float = WAIT_TIMEOUT_S,
+                 stream_deadline_s: float = STREAM_DEADLINE_S, max_age_s: float = MAX_AGE_S) -> None:
         self._clock = clock
+        self.wait_timeout_s = wait_timeout_s
+        self.stream_deadline_s = stream_deadline_s
+        self.max_age_s = max_age_s
         self._streams: dict[str, IncomingStream] = {}
         self._changed = asyncio.Event()
         self.ignored: list[IncomingStream] = []  # streams without trackId
@@ -64,15 +68,15 @@ class PreConnectBuffers:
     async def wait_for(self, track_id: str) -> Outcome:
         asked = self._clock()
         existing = self._streams.get(track_id)
-        if existing is not None and existing.closed is not None and asked - existing.opened > MAX_AGE_S:
+        if existing is not None and existing.closed is not None and asked - existing.opened > self.max_age_s:
             return Outcome("too_old", existing)
         while True:
             stream = self._streams.get(track_id)
-            deadline = asked + WAIT_TIMEOUT_S
+            deadline = asked + self.wait_timeout_s
             if stream is not None:
-                deadline = min(deadline, stream.opened + STREAM_DEADLINE_S)
+                deadline = min(deadline, stream.opened + self.stream_deadline_s)
                 if stream.closed is not None:
-                    if stream.closed - stream.opened > STREAM_DEADLINE_S:
+                    if stream.closed - stream.opened > self.stream_deadline_s:
                         return Outcome("too_slow", stream)
                     return self._decode(stream)
             remaining = deadline - self._clock()

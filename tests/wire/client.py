@@ -68,6 +68,7 @@ class Client:
         self.agent_peak_rms = 0.0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.rpc_done = False
+        self.ended = False  # the room disconnected: stop capturing
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -131,6 +132,7 @@ class Client:
         @room.on("disconnected")
         def _disconnected(reason: Any) -> None:
             emit("disconnected", reason=rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else str(reason))
+            self.ended = True
 
         @room.on("token_refreshed")
         def _token() -> None:
@@ -251,7 +253,8 @@ class Client:
         emit("agent_audio", frames=self.agent_frames, loud_frames=self.agent_loud_frames,
              peak_rms=round(self.agent_peak_rms, 1))
         await source.aclose()
-        await self.room.disconnect()
+        if not self.ended:
+            await self.room.disconnect()
         emit("done")
         return 0
 
@@ -261,6 +264,8 @@ class Client:
         start = time.monotonic()
         blocks = len(self.signal) // BLOCK
         for i in range(blocks):
+            if self.ended:
+                return
             delay = start + (i + 1) * BLOCK / RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -104,7 +104,8 @@ class LineProcess:
         self._log.close()
 
     def log_tail(self, n: int = 15) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
