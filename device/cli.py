@@ -252,6 +252,29 @@ def cmd_audio_test(args: argparse.Namespace) -> int:
     return asyncio.run(run)
 
 
+def _gpio_test_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--simulate", action="store_true",
+                   help="mock pins driven from the keyboard (space press/release, m mute, q quit)")
+
+
+@command("gpio-test", "check the wiring: light each LED in turn and print each button gesture (q or Ctrl-C ends)")
+@arguments(_gpio_test_args)
+def cmd_gpio_test(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from device.config.schema import ButtonConfig, ControlsConfig, LedsConfig
+    from device.controls.gpiotest import run_gpio_test
+
+    if args.simulate and args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
+        # No installed config yet: simulate a button on GPIO17 and an RGB LED so there is something to see.
+        controls = ControlsConfig(button=ButtonConfig(), leds=LedsConfig(kind="rgbled", pins=(5, 6, 13)))
+    else:
+        controls = load_or_exit(args.config).controls
+    return asyncio.run(run_gpio_test(controls, simulate=args.simulate))
+
+
 # Commands of later layers go above this line, each importing its layer inside the handler (start-up stays fast).
 
 
