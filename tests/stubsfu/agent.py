@@ -158,7 +158,7 @@ class ScriptedAgent:
         for session in self.sessions.values():
             session.recorder.flush(session.preconnect_raw)
 
-    async def autoflush(self, every_s: float = 0.5) -> None:
+    async def autoflush(self, every_s: float = 2.0) -> None:
         while True:
             await asyncio.sleep(every_s)
             for session in self.sessions.values():

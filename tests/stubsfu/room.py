@@ -197,7 +197,7 @@ class EventLog:
     def record(self, kind: str, **fields: Any) -> None:
         item = {"t_ms": round((time.monotonic() - self._start) * 1000, 1), "kind": kind, **fields}
         self.items.append(item)
-        log.info("event %s", json.dumps(item, default=str))
+        log.info("event kind=%s fields=%s", kind, json.dumps(fields, default=str))
         if self.path is not None:
             with contextlib.suppress(OSError), self.path.open("a") as f:
                 f.write(json.dumps(item, default=str) + "\n")

@@ -218,6 +218,22 @@ def test_recorder_joins_buffer_and_live_audio_skipping_silence_before_the_first_
     assert (tmp_path / "heard.wav").stat().st_size > 44 and (tmp_path / "meta.json").exists()
 
 
+def test_reply_wav_of_any_rate_and_layout_becomes_48k_mono(tmp_path: Path) -> None:
+    import wave
+
+    from tests.stubsfu.reply import load_wav
+
+    path = tmp_path / "reply.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.full(2 * 1600, 1000, dtype="<i2").tobytes())  # 0.1 s of stereo
+    samples = load_wav(path)
+    assert abs(len(samples) - 4800) <= 48
+    assert np.median(samples) == pytest.approx(1000, abs=5)
+
+
 # ---- the agent's RPCs ---------------------------------------------------------------------------------------------
 
 
