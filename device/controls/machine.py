@@ -380,7 +380,8 @@ ACTIONS: dict[tuple[type, object], Handler] = _grid([
     ("none",            _,                       _,             _,             _,             _),
 ])  # fmt: skip
 
-# The device table: every event type, per link. A press in Failed retries (start actions → StartSession).
+# The device table: every event type, per link. A press in Failed retries (start actions → StartSession), except
+# on always_on, where the press stays the mute switch (a privacy control must always work; the supervisor retries).
 # Down ignores supervisor reports other than a new attempt: they are stale after we ended the session ourselves.
 # Failed ignores SessionEnded so a failure stays on show until the user or a retry moves on.
 TABLE: dict[tuple[type, object], Handler] = _grid([
