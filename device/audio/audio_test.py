@@ -2,8 +2,8 @@
 
 Default: a live level meter while recording N seconds (processed audio, as the agent would hear it), then the
 recording is played back. `--loopback`: a chirp is played and found again in the mic signal by
-cross-correlation; the delay between the chirp leaving the player and arriving in the capture is the
-round-trip latency (output buffer + jitter buffer + speaker-to-mic path + input buffer), measured with the
+cross-correlation; the time from handing the chirp to the player to its arrival in the capture is the
+round-trip latency (player → output buffer → speaker-to-mic path → input buffer → pump), measured with the
 echo canceller, noise suppression and AGC off (they would remove or reshape the chirp).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from dataclasses import replace
 from typing import TextIO
 
@@ -48,13 +49,19 @@ def find_delay(recorded: np.ndarray, probe: np.ndarray) -> tuple[int, float]:
     return lag, float(corr[lag] / norm)
 
 
-async def _collect(engine: AudioEngine, start: int, samples: int, out: TextIO | None) -> np.ndarray:
+async def _collect(
+    engine: AudioEngine, start: int, samples: int, out: TextIO | None, arrivals: list[tuple[int, float]] | None = None
+) -> np.ndarray:
+    """`samples` of processed audio from index `start`; a meter on `out`; (chunk end index, arrival time)
+    pairs appended to `arrivals`."""
     reader = engine.reader(start)
     chunks: list[np.ndarray] = []
     got = 0
     try:
         async with asyncio.timeout(samples / engine.sample_rate + 5):
-            async for _, chunk in reader:
+            async for first, chunk in reader:
+                if arrivals is not None:
+                    arrivals.append((first + chunk.shape[0], time.monotonic()))
                 chunks.append(chunk)
                 got += chunk.shape[0]
                 if out is not None:
@@ -105,22 +112,38 @@ async def loopback(config: AudioConfig, out: TextIO | None = None) -> int:
     try:
         if not await _wait_mic(engine):
             return 1
-        await asyncio.sleep(0.3)  # let both streams settle
+        # Measure the steady state (the speaker stream already running, as when the agent talks): play a
+        # moment of silence first, which opens the output stream and fills its buffers.
+        engine.player.push_samples(np.zeros(engine.sample_rate // 4, dtype=np.int16), engine.sample_rate)
+        engine.player.end()
+        await _wait_played(engine, 3)
         probe = chirp(engine.sample_rate)
         start = engine.now_index()
+        arrivals: list[tuple[int, float]] = []
+        pushed_at = time.monotonic()
         engine.player.push_samples(probe, engine.sample_rate)
         engine.player.end()
-        recorded = await _collect(engine, start, int(1.0 * engine.sample_rate) + probe.shape[0], None)
+        recorded = await _collect(engine, start, int(1.0 * engine.sample_rate) + probe.shape[0], None, arrivals)
         lag, score = find_delay(recorded, probe)
         if score < 0.3:
             out.write(f"the chirp was not heard back (correlation {score:.2f}): is the speaker near the mic "
                       "and the volume up?\n")
             return 1
-        out.write(f"round-trip latency {1000 * lag / engine.sample_rate:.1f} ms (correlation {score:.2f})\n")
+        out.write(f"round-trip latency {1000 * round_trip_s(start + lag, pushed_at, arrivals, engine.sample_rate):.1f}"
+                  f" ms (correlation {score:.2f})\n")
         _print_stats(engine, out)
         return 0
     finally:
         await engine.stop()
+
+
+def round_trip_s(onset: int, pushed_at: float, arrivals: list[tuple[int, float]], rate: int) -> float:
+    """From handing the chirp to the player to its first sample reaching us: the arrival time of the chunk
+    holding the onset, less the audio after the onset in that chunk (already captured when it arrived)."""
+    for end, arrived in arrivals:
+        if end > onset:
+            return arrived - (end - onset) / rate - pushed_at
+    raise ValueError("the onset is after the last chunk")
 
 
 async def _wait_mic(engine: AudioEngine) -> bool:

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from device.audio.audio_test import chirp, find_delay, meter_line
+from device.audio.audio_test import chirp, find_delay, meter_line, round_trip_s
 from device.cli import main
 
 
@@ -25,6 +25,12 @@ def test_a_chirp_is_found_at_its_offset_in_a_noisy_recording():
     lag, score = find_delay(recorded, probe)
     assert lag == 1234
     assert score > 0.8
+
+
+def test_round_trip_counts_from_the_push_to_the_arrival_of_the_chunk_holding_the_onset():
+    arrivals = [(480, 10.010), (960, 10.020), (1440, 10.030)]  # chunk end index, arrival time
+    # Onset at sample 600 arrived with the chunk ending at 960, whose last 360 samples (7.5 ms) came after it.
+    assert round_trip_s(600, 10.000, arrivals, 48000) == pytest.approx(0.020 - 0.0075)
 
 
 @pytest.mark.audio
