@@ -275,6 +275,32 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
     return asyncio.run(run_gpio_test(controls, simulate=args.simulate))
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--simulate", action="store_true",
+                   help="mock GPIO pins driven from the keyboard (space = press/release, m = mute, q = quit)")
+
+
+@command("run", "run the daemon (what systemd starts)")
+@arguments(_run_args)
+def cmd_run(args: argparse.Namespace) -> int:
+    from device.daemon.app import run
+
+    return run(args.config, simulate=args.simulate, verbosity=args.verbose - args.quiet)
+
+
+def _say_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="+", help="the text to send to the agent (lk.chat)")
+    _control_socket_args(p)
+
+
+@command("say", "send typed text to the agent through the running daemon (same as ctl say)")
+@arguments(_say_args)
+def cmd_say(args: argparse.Namespace) -> int:
+    args.action = "say"
+    return cmd_ctl(args)
+
+
 # Commands of later layers go above this line, each importing its layer inside the handler (start-up stays fast).
 
 

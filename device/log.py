@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
+MIN_SECRET_LEN = 8  # shorter "secrets" are development placeholders (livekit-server --dev uses "secret")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -23,7 +24,7 @@ class RedactFilter(logging.Filter):
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        self.secrets.update(s for s in secrets if s and len(s) >= 4)
+        self.secrets.update(s for s in secrets if s and len(s) >= MIN_SECRET_LEN)
 
     def redact(self, text: str) -> str:
         text = _JWT.sub("<token>", text)
@@ -74,6 +75,8 @@ def setup_logging(level: str = "info", verbosity: int = 0, secrets: Iterable[str
     handler.addFilter(_filter)
     root.addHandler(handler)
     root.setLevel(effective)
+    # The SDK's native core logs every signalling step at info; keep its warnings unless asked for more.
+    logging.getLogger("livekit").setLevel(logging.DEBUG if verbosity > 1 else max(effective, logging.WARNING))
     _filter.add(secrets)
     return _filter
 

@@ -1,0 +1,339 @@
+"""The daemon: wires config → audio → controls → session on one asyncio loop, under systemd.
+
+One event path: every event (button gesture, supervisor report, mic lost/restored, control command, timer)
+goes through `App.feed` on the loop thread → `controls.machine.transition` → the LEDs and the status board in
+the same tick → the effects, executed in order by one worker task (so StartSession always precedes StartTurn).
+
+Health: READY=1 once audio and controls are up (never waiting for the network); WATCHDOG=1 only while the loop
+answers and, while the engine holds the mic open, frames keep arriving. SIGTERM/SIGINT end the session and
+close everything within 5 s; SIGHUP reloads the config, keeping the old one when the new one is invalid.
+
+Exit codes: 0 clean stop, 1 a runtime failure (message logged), 2 configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from device.config import Config, ConfigError, load_config
+from device.config.display import secret_values
+from device.controls.events import (
+    CancelTurn,
+    ChangeVolume,
+    Effect,
+    EndRequested,
+    EndSession,
+    EndTurn,
+    Event,
+    MuteRequested,
+    PlayEarcon,
+    SetMuted,
+    StartRequested,
+    StartSession,
+    StartTurn,
+)
+from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
+from device.daemon.notify import Notifier, watchdog_interval
+from device.daemon.signals import SignalHandlers, stop_within
+from device.daemon.status import StatusBoard
+from device.daemon.watchdog import Watchdog
+from device.log import redactor
+
+log = logging.getLogger("device.daemon.app")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+STOP_BUDGET_S = 5.0
+
+
+class Components:
+    """Everything built from one configuration; a reload replaces the whole set."""
+
+    def __init__(self, app: App, config: Config) -> None:
+        from device.audio.engine import AudioEngine
+        from device.controls.board import Board
+        from device.controls.machine import initial
+        from device.controls.timers import LoopTimers
+        from device.session.supervisor import Supervisor
+
+        loop = asyncio.get_running_loop()
+        self.config = config
+        self.audio = AudioEngine(config.audio, on_event=app.feed)
+        self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
+        self.timers = LoopTimers(loop, app.feed)
+        self.supervisor = Supervisor(config, self.audio, app.feed)
+        self.snapshot = initial(config.session.mode, config.controls.gestures)
+        self.simulator: Any = None
+
+    async def start(self, app: App) -> None:
+        await self.audio.start()
+        self.board.show(self.snapshot)
+        if app.simulate:
+            from device.controls.simulator import Simulator
+
+            self.simulator = Simulator(self.board, asyncio.get_running_loop(),
+                                       on_quit=lambda: app.signals.request_stop("quit"))
+            self.simulator.start()
+
+    async def close(self) -> None:
+        """End the session (CLIENT_INITIATED), close the sources and streams, LEDs off."""
+        self.timers.close()
+        try:
+            await self.supervisor.aclose()
+        finally:
+            if self.simulator is not None:
+                self.simulator.close()
+            self.board.close()
+            await self.audio.stop()
+
+
+class App:
+    def __init__(self, config: Config, config_path: str, *, simulate: bool = False) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.simulate = simulate
+        self.notifier = Notifier.from_env()
+        self.status = StatusBoard(notify_status=self.notifier.status, status_file=config.daemon.status_file,
+                                  metrics=self.metrics)
+        self.signals = SignalHandlers(on_reload=self.reload)
+        self.parts: Components | None = None
+        self._effects: asyncio.Queue[Effect] = asyncio.Queue()
+        self._effect_worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reload_error: str | None = None
+        self.reloads = 0
+
+    # ---- the one event path ----------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        from device.controls.machine import transition
+
+        parts = self.parts
+        if parts is None:
+            return
+        log.debug("event %r", event)
+        before = parts.snapshot.state, parts.snapshot.reason
+        parts.snapshot, effects = transition(parts.snapshot, event, time.monotonic())
+        snap = parts.snapshot
+        parts.board.show(snap)
+        if (snap.state, snap.reason) != before:
+            reason = str(snap.reason) if snap.reason else None
+            if reason:
+                log.info("state state=%s reason=%s detail=%s", snap.state, reason, snap.detail or snap.reason.message)
+            else:
+                log.info("state state=%s", snap.state)
+        self._publish_state()
+        for effect in effects:
+            if not parts.timers.apply(effect):
+                self._effects.put_nowait(effect)
+
+    def _publish_state(self) -> None:
+        parts = self.parts
+        if parts is None:
+            return
+        snap = parts.snapshot
+        reason = str(snap.reason) if snap.reason else self._reload_error
+        self.status.set_state(str(snap.state), reason)
+
+    async def _run_effects(self) -> None:
+        while True:
+            effect = await self._effects.get()
+            try:
+                await self._execute(effect)
+            except Exception:
+                log.exception("effect failed effect=%s", type(effect).__name__)
+
+    async def _execute(self, effect: Effect) -> None:
+        parts = self.parts
+        if parts is None:
+            return
+        audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
+        match effect:
+            case StartSession():
+                await supervisor.start(audio.mark(preroll))
+            case EndSession(reason=reason):
+                await supervisor.end(reason)
+            case StartTurn():
+                await supervisor.start_turn(audio.mark(preroll))
+            case EndTurn():
+                await supervisor.end_turn()
+            case CancelTurn():
+                await supervisor.cancel_turn()
+            case SetMuted(muted=muted):
+                await supervisor.set_muted(muted)
+            case ChangeVolume(delta=delta):
+                audio.player.volume = min(1.0, max(0.0, audio.player.volume + delta))
+                log.info("volume volume=%.2f", audio.player.volume)
+            case PlayEarcon(name=name):
+                audio.play_earcon(name)
+            case _:
+                log.warning("effect not understood effect=%r", effect)
+
+    # ---- control socket ----------------------------------------------------------------------------------------
+
+    async def handle(self, cmd: dict[str, Any]) -> None:
+        parts = self.parts
+        if parts is None:
+            raise ControlError("the daemon is reloading; try again in a moment")
+        match cmd["cmd"]:
+            case "start":
+                self.feed(StartRequested())
+            case "end":
+                self.feed(EndRequested("control"))
+            case "mute":
+                self.feed(MuteRequested(True))
+            case "unmute":
+                self.feed(MuteRequested(False))
+            case "say":
+                from device.session.supervisor import SessionError
+
+                try:
+                    await parts.supervisor.send_text(str(cmd.get("text", "")))
+                except SessionError as e:
+                    raise ControlError(str(e)) from None
+            case "press" | "release":
+                button = parts.board.buttons.get("main")
+                if button is None:
+                    raise ControlError("no main button is configured (controls.button)")
+                pressed = cmd["cmd"] == "press"
+                low = pressed == button.config.pull_up  # a pulled-up button reads pressed when low
+                (button.pin.drive_low if low else button.pin.drive_high)()
+            case other:
+                raise ControlError(f"unknown command {other!r}")
+
+    def metrics(self) -> Mapping[str, Any]:
+        parts = self.parts
+        if parts is None:
+            return {}
+        m: dict[str, Any] = dict(parts.supervisor.status().get("metrics", {}))
+        stats = parts.audio.stats()
+        for key in ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured"):
+            if key in stats:
+                m[f"audio_{key}"] = stats[key]
+        m["mic_open"] = parts.audio.mic_open
+        m["reloads"] = self.reloads
+        if self._reload_error:
+            m["reload_error"] = self._reload_error
+        return m
+
+    def health(self) -> tuple[bool, float | None]:
+        """(the mic should be delivering, when it last did): a stream the engine holds open that stays silent
+        means a hung device or loop, and systemd restarts us. A mic known to be missing is the engine's to
+        reopen (and shown as failed), not a reason to restart."""
+        parts = self.parts
+        if parts is None:
+            return False, None
+        return parts.audio.mic_open, parts.audio.last_capture_monotonic or None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    async def _bring_up(self, config: Config) -> None:
+        parts = Components(self, config)
+        self.parts = parts
+        await parts.start(self)
+        self._publish_state()
+        if config.session.mode == "always_on":
+            self.feed(StartRequested())
+
+    async def reload(self) -> None:
+        self.notifier.reloading("reloading configuration")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self._reload_error = f"reload failed, old configuration kept: {e}"
+            log.error("reload failed, keeping the running configuration error=%s", e)
+            self._publish_state()
+            self.notifier.ready(self.status.state)
+            return
+        self._reload_error = None
+        self.reloads += 1
+        redactor().add(secret_values(new))
+        old, self.parts = self.parts, None
+        if old is not None:
+            await old.close()
+        self.config = new
+        self.status.status_file = new.daemon.status_file
+        try:
+            await self._bring_up(new)
+        finally:
+            log.info("reloaded config=%s", self.config_path)
+            self.notifier.ready(self.status.state)
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self.signals.install()
+        from device.controls.board import BoardError
+
+        try:
+            await self._bring_up(self.config)
+        except BoardError as e:
+            log.error("controls unavailable: %s", e)
+            return EXIT_FAILURE
+        self._effect_worker = asyncio.create_task(self._run_effects(), name="effects")
+        server = ControlServer(self.config.daemon.control_socket, self, self.status.snapshot,
+                               mode=self.config.daemon.control_socket_mode, simulate=self.simulate)
+        self.status.subscribe(server.publish_state)
+        try:
+            await server.start()
+        except (ControlSocketInUse, OSError) as e:
+            log.error("control socket unavailable path=%s error=%s", self.config.daemon.control_socket, e)
+            await self._shutdown(None)
+            return EXIT_FAILURE
+        interval = watchdog_interval() if self.config.daemon.watchdog else None
+        watchdog = Watchdog(self.notifier, interval, self.health) if interval else None
+        if watchdog:
+            watchdog.start()
+        self.notifier.ready(self.status.state)
+        log.info("ready state=%s control=%s simulate=%s", self.status.state, self.config.daemon.control_socket,
+                 self.simulate)
+        why = await self.signals.wait_for_stop()
+        log.info("stopping signal=%s", why)
+        self.notifier.stopping("stopping")
+        if watchdog:
+            watchdog.stop()
+        clean = await stop_within(self._shutdown(server), STOP_BUDGET_S)
+        if not clean:
+            log.warning("shutdown did not finish within %.0f s; exiting anyway", STOP_BUDGET_S)
+        return EXIT_OK
+
+    async def _shutdown(self, server: ControlServer | None) -> None:
+        parts, self.parts = self.parts, None
+        try:
+            if parts is not None:
+                await parts.close()
+        finally:
+            if self._effect_worker is not None:
+                self._effect_worker.cancel()
+            if server is not None:
+                await server.close()
+            self.notifier.close()
+
+
+def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
+    """The `voice-device run` command."""
+    from device.log import setup_logging
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"voice-device: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging.level, verbosity, secrets=secret_values(config))
+    app = App(config, config_path, simulate=simulate)
+    try:
+        code = asyncio.run(app.run())
+    except KeyboardInterrupt:
+        code = EXIT_OK
+    # The livekit SDK's native threads can abort the interpreter at exit when a connect was abandoned at the
+    # stop budget: everything is closed and flushed, so leave without running native destructors.
+    logging.shutdown()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
