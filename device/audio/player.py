@@ -7,8 +7,9 @@ coming), plays silence and counts an underrun when the buffer runs dry mid-strea
 actually hands to the device — silence included — into the `played` ring, which the pump feeds to the echo
 canceller's reverse stream. `flush()` drops everything not yet played (barge-in).
 
-The output stream exists only while there is something to play: `on_demand` asks the engine to open it at
-the first push, and the engine closes it after a few seconds of idle callbacks (`idle_blocks`). An always-open
+The output stream exists only while there is something to play: `on_demand` asks the engine to open it once
+the jitter target is buffered or `end()` is called (the engine's supervisor also opens it within 250 ms for
+anything left waiting), and the engine closes it after a few seconds of idle callbacks (`idle_blocks`). An always-open
 output stream costs as much CPU as the whole capture path (measured: 2.5 % of a core at 20 ms blocks).
 
 Volume is applied when audio is pushed: a change reaches the speaker after what is already buffered
@@ -61,11 +62,18 @@ class Player:
         self._target = rate * self.jitter_ms // 1000
         self._out = np.zeros(block, dtype=np.int16)
         self._resamplers = {}
+        self._filling = False
+        self._last_cb = 0.0
 
     def attach(self, rate: int, block: int) -> None:
         """An output stream opened at `rate` with `block` samples per callback; a new rate drops the buffer."""
         if rate != self.rate or block != self.block:
             self._configure(rate, block)
+        self._waited = 0  # time spent with no stream open does not count towards the jitter wait
+        # A fresh stream first fills the device buffer with callbacks back to back; audio taken then would drain
+        # the jitter buffer faster than real time and underrun. Until PortAudio paces the callbacks, play silence.
+        self._filling = True
+        self._last_cb = 0.0
 
     # ---- loop side ----------------------------------------------------------------------------------------
 
@@ -101,7 +109,9 @@ class Player:
         if samples.shape[0]:
             self._ring.write(samples)
             self._end_at = -1
-            if self.stream is None and self.on_demand is not None:
+            # Ask for a stream only once the jitter target is buffered: opening takes a while, and a stream
+            # opened on the first 10 ms frame would start playing before the rest of the burst arrives.
+            if self.stream is None and self.on_demand is not None and self.buffered_samples() >= self._target:
                 self.on_demand()
 
     def end(self) -> None:
@@ -113,6 +123,8 @@ class Player:
             for f in tail:
                 self.push_samples(np.frombuffer(f.data, dtype=np.int16), self.rate)
         self._end_at = self._ring.total
+        if self.stream is None and self.on_demand is not None and self.buffered_samples():
+            self.on_demand()
 
     def flush(self) -> None:
         """Drop everything not yet played (an interruption); playback restarts with the next push."""
@@ -131,8 +143,16 @@ class Player:
 
     def callback(self, in_data: bytes | None, frame_count: int, time_info: dict, status: int) -> tuple:
         """PortAudio's output callback: one block from the jitter buffer, or silence."""
-        self.last_callback_monotonic = time.monotonic()
+        now = self.last_callback_monotonic = time.monotonic()
         out = self._out
+        if self._filling:
+            paced = self._last_cb > 0.0 and now - self._last_cb >= self.block / self.rate / 2
+            self._last_cb = now
+            if not paced:
+                out.fill(0)
+                self.played.write(out)
+                return out.tobytes(), PA_CONTINUE
+            self._filling = False
         if frame_count != out.shape[0]:  # PortAudio honours the fixed block size; be safe anyway
             out = np.zeros(frame_count, dtype=np.int16)
         ring = self._ring

@@ -117,3 +117,14 @@ def test_every_block_handed_to_the_device_is_recorded_for_the_echo_canceller():
     rec = np.zeros(2 * BLOCK, dtype=np.int16)
     player.played.read(0, rec)
     assert not rec[:BLOCK].any() and (rec[BLOCK:] == 1234).all()
+
+
+def test_a_fresh_stream_fills_the_device_buffer_with_silence_before_taking_audio():
+    player = Player(RATE, jitter_ms=20, volume=1.0)
+    player.attach(RATE, BLOCK)  # a stream was just opened
+    player.push(frame(np.full(2 * BLOCK, 800, dtype=np.int16), RATE))
+    assert not pull(player, 3).any()  # back-to-back start-up callbacks: silence, nothing consumed
+    assert player.buffered_samples() == 2 * BLOCK
+    player._last_cb -= 1.0  # the next callback comes a block later: PortAudio is pacing the stream
+    assert (pull(player, 2) == 800).all()
+    assert player.underruns == 0
