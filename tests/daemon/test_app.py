@@ -1,0 +1,204 @@
+"""The daemon process as systemd runs it: `voice-device run --config FILE --simulate` in a subprocess with a test
+datagram socket as $NOTIFY_SOCKET, the virtual audio rig, and its control socket in a temp dir.
+
+Nothing here needs a LiveKit server: the token endpoint is a closed port, a local aiohttp server, or a TCP
+listener that never answers (so a connect stays in flight). Waits are bounded; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proof.harness import (
+    DaemonProcess,
+    HangingListener,
+    TokenEndpoint,
+    base_config,
+    mic_gone,
+    short_dir,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.audio
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = short_dir("vd-app-")
+    yield d
+    for p in sorted(d.rglob("*"), reverse=True):
+        p.unlink() if not p.is_dir() else p.rmdir()
+    d.rmdir()
+
+
+def start(workdir: Path, audio_rig, config: dict | None = None, **kwargs) -> DaemonProcess:
+    path = write_config(workdir / "config.yaml", config or base_config(workdir))
+    return DaemonProcess(path, pulse_server=audio_rig.pulse_server, **kwargs)
+
+
+def test_ready_once_audio_and_controls_are_up_then_status_on_every_change_then_stopping(workdir, audio_rig) -> None:
+    with start(workdir, audio_rig, watchdog_usec=400_000) as d:
+        assert d.wait_ready() == {"READY": "1", "STATUS": "idle"}  # the token endpoint is a closed port
+        snap = d.snapshot()
+        assert snap["metrics"]["mic_open"] is True
+        mark = d.mark()
+        assert d.command("start") == {"type": "ok"}
+        d.wait_status("connecting", start=mark)
+        d.wait_status("failed: unreachable", start=mark)
+        assert d.command("end") == {"type": "ok"}
+        d.wait_status("idle", start=mark + 1)
+        d.notify.wait(lambda m: m.get("WATCHDOG") == "1", timeout=5)  # WATCHDOG_PID=$$: the pings are ours
+        d.signal(signal.SIGTERM)
+        d.notify.wait(lambda m: m.get("STOPPING") == "1")
+        assert d.wait() == 0, d.log()
+        statuses = d.notify.statuses()
+        # one STATUS per change: never the same text twice in a row
+        assert all(a != b for a, b in itertools.pairwise(statuses)), statuses
+        assert sum(1 for _, m in d.notify.messages if m.get("READY") == "1") == 1
+        assert not Path(d.control_socket).exists()
+
+
+def test_watchdog_pings_at_half_the_interval_only_for_the_process_systemd_named(workdir, audio_rig) -> None:
+    # WATCHDOG_PID unset: the pings are ours
+    with start(workdir, audio_rig, watchdog_usec=300_000, watchdog_pid=None) as d:
+        d.wait_ready()
+        d.notify.wait(lambda m: m.get("WATCHDOG") == "1", timeout=5)
+        first = len(d.notify.pings())
+        wait_until(lambda: len(d.notify.pings()) >= first + 3, 10, "three more pings")
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+    # WATCHDOG_PID names another process (a parent that exported it): no pings at all from us
+    with start(workdir, audio_rig, watchdog_usec=300_000, watchdog_pid="1") as d:
+        d.wait_ready()
+        d.command("mute")  # a round trip through the loop, and some time for pings to have been sent
+        d.wait_status("muted")
+        time.sleep(1.0)  # 6 intervals of 150 ms: a pinging daemon would have sent several by now
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+        assert d.notify.pings() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_mid_connect_ends_the_session_and_exits_0_within_the_budget(workdir, audio_rig, sig) -> None:
+    listener = HangingListener()  # accepts the websocket's TCP connection and never answers it
+    config = base_config(workdir, livekit={"token_source": "literal", "url": f"ws://127.0.0.1:{listener.port}",
+                                           "token": "header.payload.signature"},
+                         session={"mode": "push_to_talk", "connect_timeout_s": 60})
+    try:
+        with start(workdir, audio_rig, config) as d:
+            d.wait_ready()
+            d.command("start")
+            d.wait_status("connecting")
+            listener.wait_connection()  # the SDK's connect is in flight now
+            d.signal(sig)
+            d.notify.wait(lambda m: m.get("STOPPING") == "1")
+            assert d.wait(timeout=8) == 0, d.log()  # a bound, not a measurement: the budget is 5 s
+            assert "stopping signal=" + sig.name in d.log()
+    finally:
+        listener.close()
+
+
+def test_sighup_with_a_broken_config_keeps_running_and_a_fixed_one_reloads(workdir, audio_rig) -> None:
+    config = base_config(workdir)
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        good = d.config_path.read_text()
+        d.config_path.write_text(good.replace("block_ms: 20", "block_ms: 25"))  # not a choice: invalid
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        assert d.notify.wait(lambda m: "RELOADING" in m, start=mark)[1]["RELOADING"] == "1"
+        d.notify.wait(lambda m: m.get("READY") == "1", start=mark)
+        snap = d.snapshot()
+        assert snap["state"] == "idle"
+        assert snap["reason"].startswith("reload failed, old configuration kept: config.yaml:")
+        assert "audio.block_ms" in snap["reason"]
+        assert snap["metrics"]["reload_error"] == snap["reason"]
+        assert d.status_file_json()["reason"] == snap["reason"]
+        assert snap["metrics"]["reloads"] == 0
+        assert d.command("mute") == {"type": "ok"}  # still answering, still the old config's machine
+        d.wait_status("muted: reload failed, old configuration kept:", start=mark)
+        assert "reload failed, keeping the running configuration" in d.log()
+
+        d.config_path.write_text(good.replace("push_to_talk", "toggle"))
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.notify.wait(lambda m: "RELOADING" in m, start=mark)
+        d.notify.wait(lambda m: m.get("READY") == "1", start=mark)
+        snap = d.snapshot()
+        assert snap["metrics"]["reloads"] == 1
+        assert snap["reason"] is None and "reload_error" not in snap["metrics"]
+        assert snap["state"] == "idle"  # a reload rebuilds the parts: mute was the old machine's
+        assert snap["metrics"]["mic_open"] is True
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
+
+
+def test_a_config_error_at_start_exits_2_with_one_line(workdir, audio_rig) -> None:
+    config = base_config(workdir)
+    config["session"]["mode"] = "walkie_talkie"
+    with start(workdir, audio_rig, config) as d:
+        assert d.wait(timeout=20) == 2
+        lines = d.log().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("voice-device: config.yaml:")
+        assert "session.mode" in lines[0] and "push_to_talk" in lines[0]
+        assert d.notify.messages == []  # never READY
+
+
+def test_every_control_command_through_the_real_daemon(workdir, audio_rig) -> None:
+    endpoint = TokenEndpoint()
+    endpoint.behaviour = "hang"  # a session stays in `connecting` until it is ended
+    config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
+                                           "http_timeout_s": 30})
+    config["session"]["connect_timeout_s"] = 60
+    try:
+        with start(workdir, audio_rig, config) as d:
+            d.wait_ready()
+            with d.client() as c:
+                assert c.snapshot()["state"] == "idle"
+                assert c.command({"cmd": "start"}) == {"type": "ok"}
+                assert c.read()["state"] == "connecting"
+                wait_until(lambda: len(endpoint.requests) == 1, 10, "the session's token request")
+                assert c.command({"cmd": "end"}) == {"type": "ok"}
+                assert c.read()["state"] == "idle"
+                assert c.command({"cmd": "mute"}) == {"type": "ok"}
+                assert c.read()["state"] == "muted"
+                assert c.command({"cmd": "unmute"}) == {"type": "ok"}
+                assert c.read()["state"] == "idle"
+                assert c.command({"cmd": "press"}) == {"type": "ok"}  # drives the mock pin: the real gesture path
+                assert c.read()["state"] == "connecting"
+                wait_until(lambda: len(endpoint.requests) == 2, 10, "the second session's token request")
+                assert c.command({"cmd": "release"}) == {"type": "ok"}
+                assert c.command({"cmd": "end"}) == {"type": "ok"}
+                assert c.read()["state"] == "idle"
+                reply = c.command({"cmd": "say", "text": "hello"})
+                assert reply["type"] == "error" and "no session is connected" in reply["message"]
+                reply = c.command({"cmd": "reboot"})
+                assert reply["type"] == "error" and "unknown command" in reply["message"]
+            assert d.snapshot()["metrics"]["sessions"] == 2
+            d.signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        endpoint.close()
+
+
+def test_a_mic_missing_at_start_is_failed_mic_unavailable_until_the_source_comes_back(workdir, audio_rig) -> None:
+    with mic_gone(audio_rig):
+        d = start(workdir, audio_rig)
+        d.wait_ready()  # audio and controls are up: a missing device is the engine's to reopen, not fatal
+        d.wait_status("failed: mic-unavailable")
+        assert d.snapshot()["metrics"]["mic_open"] is False
+    with d:
+        d.wait_status("idle", timeout=20)
+        wait_until(lambda: d.snapshot()["metrics"]["mic_open"], 10, "mic open again")
+        frames = d.snapshot()["metrics"]["audio_frames_captured"]
+        wait_until(lambda: d.snapshot()["metrics"]["audio_frames_captured"] > frames, 10, "frames flowing")
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0
