@@ -423,12 +423,10 @@ def _active(stream: Any) -> bool:
 
 
 def _close_stream(stream: Any) -> None:
-    try:
-        with quiet_stderr():
-            stream.stop_stream()
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
+    # Close without stop_stream: Pa_CloseStream aborts an active stream (pending buffers dropped, the callback
+    # thread cancelled), while Pa_StopStream waits for the device to drain — and a hung device (a suspended sink,
+    # a USB speaker gone mid-write) never drains, which blocked the event loop for good.
+    with quiet_stderr(), contextlib.suppress(OSError):
         stream.close()
 
 
