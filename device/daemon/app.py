@@ -213,7 +213,8 @@ class App:
             return {}
         m: dict[str, Any] = dict(parts.supervisor.status().get("metrics", {}))
         stats = parts.audio.stats()
-        for key in ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured"):
+        for key in ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
+                    "input_reopens", "output_reopens"):
             if key in stats:
                 m[f"audio_{key}"] = stats[key]
         m["mic_open"] = parts.audio.mic_open
