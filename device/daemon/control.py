@@ -254,8 +254,10 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
+            # Only close() cancels this task, and it waits for it. Ending normally instead of re-raising: on
+            # Python 3.11 start_unix_server's done-callback calls task.exception() on a cancelled handler, which
+            # logs a CancelledError traceback for every client still connected at shutdown (fixed in 3.12).
             client.close()
-            raise
         except Exception:
             log.exception("control client failed")
         finally:

@@ -236,11 +236,13 @@ class Uplink:
         except Exception:
             log.exception("uplink stopped: the mic reader failed")
 
-    async def detach(self, *, keep_buffering: bool) -> None:
+    async def detach(self, *, keep_buffering: bool, reason: str = "detached") -> None:
         """The attempt is being torn down: close the pre-connect writer FIRST (before the source and the room)."""
         async with self._lock:
             if self.route is Route.STREAM:
                 await self._close_stream("detached", go_live=False)
+            if not keep_buffering:
+                self.drop_buffer(reason)  # audio no agent will hear: say so (log, dropped_ms) before letting it go
             self._pend_live.clear()
             self._pend_live_n = 0
             self._lp = self._source = self.sid = None

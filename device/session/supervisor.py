@@ -29,7 +29,7 @@ from device.controls.events import (
     SessionFailed,
     SessionReconnecting,
 )
-from device.session import device_rpc
+from device.session import device_rpc, sdklog
 from device.session.agent import (
     AGENT_STATE_ATTR,
     READY_STATES,
@@ -113,6 +113,7 @@ class Supervisor:
         rng: Any = None,
         wall: Callable[[], float] = time.time,
     ):
+        sdklog.install()  # the SDK's own reports of a failed connect would repeat ours
         self._cfg = config
         self._lk = config.livekit
         self._sc = config.session
@@ -359,7 +360,9 @@ class Supervisor:
             from livekit import rtc
 
             if isinstance(e, rtc.ConnectError):
-                self._post(att.id, ConnectFailed(classify_connect_error(e.message), e.message))
+                # one line: a server's error body (Go's http.Error) ends with a newline
+                detail = " ".join(e.message.split())
+                self._post(att.id, ConnectFailed(classify_connect_error(detail), detail))
             else:
                 log.exception("connect attempt failed attempt=%d", att.id)
                 self._post(att.id, ConnectFailed(FailureReason.INTERNAL, f"{type(e).__name__}: {e}"))
@@ -415,7 +418,7 @@ class Supervisor:
         self._agent = None
         keep = self._policy.phase is Phase.WAITING
         if self._uplink is not None:
-            await self._uplink.detach(keep_buffering=keep)  # closes the pre-connect writer first
+            await self._uplink.detach(keep_buffering=keep, reason=reason)  # closes the pre-connect writer first
         if att is None:
             return
         att.abandoned = True
