@@ -35,6 +35,7 @@ SANDBOX_URL = "https://cloud-api.livekit.io/api/v2/sandbox/connection-details"
 EXPIRY_MARGIN_S = 60.0
 EXCERPT_CHARS = 160
 MAX_REDIRECTS = 3
+MAX_ANSWER_BYTES = 64 * 1024  # a token answer is about 1 KB; a broken or hostile server must not fill memory
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
 MACHINE_ID_PATHS = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
@@ -152,6 +153,23 @@ def _excerpt(text: str) -> str:
     return _JWT.sub("<token>", " ".join(text.split()))[:EXCERPT_CHARS]
 
 
+async def _read_capped(resp: Any) -> str:
+    """The answer's text, refusing (without reading it all) one over MAX_ANSWER_BYTES."""
+    body = b""
+    while len(body) <= MAX_ANSWER_BYTES:
+        chunk = await resp.content.read(MAX_ANSWER_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > MAX_ANSWER_BYTES:
+        raise TokenError(FailureReason.TOKEN_ENDPOINT, f"The token endpoint's answer is too large (over "
+                         f"{MAX_ANSWER_BYTES // 1024} KiB); check livekit.endpoint.", status=resp.status)
+    try:
+        return body.decode(resp.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", errors="replace")
+
+
 class EndpointSource:
     """LiveKit's standard token endpoint. Redirects are followed by hand so every hop is checked before any
     byte (headers may carry a device credential) is sent to it."""
@@ -176,8 +194,7 @@ class EndpointSource:
                             url = urljoin(url, resp.headers["Location"])
                             check_url(url, "token endpoint's redirect")
                             continue
-                        text = await resp.text(errors="replace")
-                        return self._parse(resp.status, text)
+                        return self._parse(resp.status, await _read_capped(resp))
                 raise TokenError(FailureReason.TOKEN_ENDPOINT, f"The token endpoint redirected more than "
                                  f"{MAX_REDIRECTS} times; check livekit.endpoint.")
         except TokenError:
