@@ -135,7 +135,8 @@ class NotifyRecorder:
 class DaemonProcess:
     """`voice-device run --config PATH [--simulate]` in a subprocess, as systemd would start it.
 
-    `watchdog_usec` sets $WATCHDOG_USEC; `watchdog_pid` is "self" (the child's own pid, as systemd sets it),
+    `launcher` replaces `python -m device` (a test wrapper taking the same arguments). `watchdog_usec` sets
+    $WATCHDOG_USEC; `watchdog_pid` is "self" (the child's own pid, as systemd sets it),
     an explicit value, or None (unset). `prefix` wraps the command (e.g. `ip netns exec NAME`). stderr goes to
     `<workdir>/daemon.log`, stdout (the simulator's `state: …` lines) to `<workdir>/daemon.out`.
     """
@@ -143,7 +144,7 @@ class DaemonProcess:
     def __init__(self, config_path: Path, *, pulse_server: str | None, simulate: bool = True,
                  notify: bool = True, watchdog_usec: int | None = None, watchdog_pid: str | None = "self",
                  prefix: list[str] | None = None, extra_env: Mapping[str, str] | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, launcher: list[str] | None = None) -> None:
         self.config_path = config_path
         self.workdir = config_path.parent
         self.config = yaml.safe_load(config_path.read_text())
@@ -156,7 +157,8 @@ class DaemonProcess:
             env["PULSE_SERVER"] = pulse_server
         if self.notify is not None:
             env["NOTIFY_SOCKET"] = self.notify.address
-        argv = [PYTHON, "-m", "device", *(["-v"] if verbose else []), "run", "--config", str(config_path)]
+        argv = [*(launcher or [PYTHON, "-m", "device"]), *(["-v"] if verbose else []), "run", "--config",
+                str(config_path)]
         if simulate:
             argv.append("--simulate")
         if watchdog_usec is not None:
@@ -219,6 +221,33 @@ class DaemonProcess:
             c.snapshot()
             return c.command({"cmd": cmd, **fields})
 
+    def log_lines(self) -> int:
+        """How many log lines there are now (for `log_since`)."""
+        return len(self.log().splitlines())
+
+    def log_since(self, line: int) -> str:
+        return "\n".join(self.log().splitlines()[line:])
+
+    def send_raw(self, payload: bytes, replies: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Send bytes as they are on a fresh connection; return the first `replies` ok/error answers."""
+        out: list[dict[str, Any]] = []
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.control_socket)
+            sock.sendall(payload)
+            buffer = b""
+            while len(out) < replies:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    msg = json.loads(line)
+                    if msg.get("type") in ("ok", "error"):
+                        out.append(msg)
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         with self.client() as c:
             return c.snapshot()
@@ -261,9 +290,10 @@ class HangingListener:
     """A TCP port that accepts connections and never answers: a websocket connect (or HTTP request) to it
     stays in flight until the client gives up. Counts the connections it accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(16)
         self.sock.settimeout(0.2)
         self.port = int(self.sock.getsockname()[1])
@@ -313,6 +343,7 @@ class TokenEndpoint:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._runner: Any = None
+        self._closing: asyncio.Event
         self.port = 0
         self._thread = threading.Thread(target=self._run, name="token-endpoint", daemon=True)
         self._thread.start()
@@ -329,6 +360,8 @@ class TokenEndpoint:
     async def _start(self) -> None:
         from aiohttp import web
 
+        self._closing = asyncio.Event()
+
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.text()
             self.requests.append((request.path, dict(request.headers), body))
@@ -343,7 +376,7 @@ class TokenEndpoint:
                 case "401":
                     return web.Response(status=401, text="unknown device")
                 case "hang":
-                    await asyncio.sleep(3600)
+                    await self._closing.wait()  # until the test ends
                     return web.Response(status=504)
                 case "garbage":
                     return web.Response(status=200, body=b"\x00\xffnot json at all<html>", content_type="text/html")
@@ -369,6 +402,7 @@ class TokenEndpoint:
 
     def close(self) -> None:
         async def stop() -> None:
+            self._closing.set()
             await self._runner.cleanup()
 
         with contextlib.suppress(Exception):
