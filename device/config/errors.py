@@ -7,6 +7,8 @@ class ConfigError(Exception):
     """`kiosk.yaml:14: audio.sample_rate: expected one of 16000, 24000, 48000, got 44`."""
 
     def __init__(self, message: str, *, file: str = "<config>", line: int | None = None, key: str = ""):
+        # a key comes from the file: one holding a newline or a control character must not break the line
+        key = key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
         self.file = file
         self.line = line
         self.key = key

@@ -67,14 +67,24 @@ def load_config_text(text: str, name: str = "<config>", env: Mapping[str, str] |
 
 def _load(text: str, ctx: _Ctx, source: str) -> Config:
     root = _compose(text, ctx)
-    config = _build(Config, root, "", ctx)
+    try:
+        config = _build(Config, root, "", ctx)
+    except yaml.MarkedYAMLError as e:  # a scalar PyYAML cannot construct (an unknown tag, a bad !!timestamp)
+        mark = e.problem_mark or e.context_mark
+        raise ConfigError(f"invalid YAML: {e.problem or e.context}", file=ctx.file,
+                          line=mark.line + 1 if mark else None) from None
     config = _apply_env_overrides(config, ctx)
     _cross_checks(config, ctx)
     return dataclasses.replace(config, source=source)
 
 
 def _compose(text: str, ctx: _Ctx) -> yaml.Node | None:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader rejects control characters here, before any parsing
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"invalid YAML: character {e.character!r} is not allowed", file=ctx.file, line=line) \
+            from None
     try:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as e:
@@ -91,7 +101,13 @@ _constructor = yaml.SafeLoader("")
 
 
 def _scalar(node: yaml.Node) -> Any:
-    return _constructor.construct_object(node, deep=True)
+    try:
+        return _constructor.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception:  # some of PyYAML's constructors crash on malformed input (`!!timestamp x`: AttributeError)
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read this value as {node.tag}",
+                                                node.start_mark) from None
 
 
 def _is_null(node: yaml.Node | None) -> bool:
