@@ -42,12 +42,15 @@ def mint_token(identity: str = "device-1", room: str = "room-1", key: str = "dev
 class LineProcess:
     """A subprocess whose stdout lines are collected by a thread, so tests can wait for one with a timeout."""
 
-    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None, *,
+                 new_session: bool = False) -> None:
+        """`new_session`: its own process group, so a test can signal the group as a terminal's Ctrl-C would."""
         self.argv = argv
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=env or {**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
+                                     start_new_session=new_session)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._pump, daemon=True)
