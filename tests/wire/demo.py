@@ -157,6 +157,14 @@ def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGINT,
     return proc.returncode
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if the demo itself is killed (e.g. SIGKILL) before it could stop it."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_stub(network: Network, args: argparse.Namespace, logs: Path) -> tuple[subprocess.Popen[str], str]:
     argv = [PYTHON, "-m", "tests.stubsfu", "--host", network.host, "--port", "0", "--ptt",
             "--agent-delay", str(args.agent_delay), "--agent-reply", args.agent_reply, "--agent-name", "demo-agent"]
@@ -165,7 +173,8 @@ def start_stub(network: Network, args: argparse.Namespace, logs: Path) -> tuple[
     log = (logs / "stub.log").open("w")
     # its own session: Ctrl-C reaches the daemon first, and the stub is stopped after it has left the room
     proc = subprocess.Popen(network.command(argv), cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=die_with_parent)
     log.close()
     assert proc.stdout is not None
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -275,7 +284,7 @@ class Demo:
         with daemon_log.open("w") as log:
             self.daemon = subprocess.Popen(
                 start([PYTHON, "-m", "device", "run", "--config", str(CONFIG), "--simulate"]), cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL if self.args.headless else None, stderr=log)
+                stdin=subprocess.DEVNULL if self.args.headless else None, stderr=log, preexec_fn=die_with_parent)
         wait_until_ready(self.daemon, control, daemon_log, lambda: self.stop_requested)
         if self.args.headless:
             say("ready (headless)")

@@ -7,6 +7,7 @@ hand the speech to the agent (its recording appears), play the echo on the speak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,6 +29,19 @@ pytestmark = [pytest.mark.wire, pytest.mark.audio, pytest.mark.slow]
 
 def _value(line: str, label: str) -> str:
     return line.split(label, 1)[1].strip().split()[0]
+
+
+def _remove_leftovers(pid: int, env: dict[str, str]) -> None:
+    """What a demo killed with SIGKILL leaves: its namespace (and the processes in it) and its audio rig."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    for name in (line.split()[0] for line in out.splitlines() if line.startswith(f"vddemo-{pid}-")):
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10).stdout
+        for p in pids.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(p), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+    subprocess.run(["bash", str(ROOT / "scripts" / "virtual-audio.sh"), "stop"], env=env, capture_output=True,
+                   timeout=30)
 
 
 def _cli(socket: str, *args: str) -> None:
@@ -78,9 +92,14 @@ def test_headless_demo_hears_a_turn_answers_it_and_cleans_up_on_ctrl_c(tmp_path:
         os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         assert demo.wait(timeout=40) == 0, demo.log_tail()
     finally:
-        if demo.proc.poll() is None:
-            os.killpg(demo.proc.pid, signal.SIGKILL)
-            demo.proc.wait(timeout=10)
+        if demo.proc.poll() is None:  # a failure above: let the demo clean up, or do it for it
+            os.killpg(demo.proc.pid, signal.SIGINT)
+            try:
+                demo.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.proc.pid, signal.SIGKILL)
+                demo.proc.wait(timeout=10)
+                _remove_leftovers(demo.proc.pid, env)
         demo.stop()
     assert "demo: stopped" in demo.lines[-3:] or demo.wait_line(lambda line: line == "demo: stopped", 1)
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
