@@ -34,6 +34,7 @@ from device.controls.events import (
     Event,
     MuteRequested,
     PlayEarcon,
+    SessionEnded,
     SetMuted,
     StartRequested,
     StartSession,
@@ -113,6 +114,7 @@ class App:
         self._effect_worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reload_error: str | None = None
+        self._ending = 0  # EndSession effects being carried out: their SessionEnded is only a confirmation
         self.reloads = 0
 
     # ---- the one event path ----------------------------------------------------------------------------------
@@ -122,6 +124,11 @@ class App:
 
         parts = self.parts
         if parts is None:
+            return
+        if isinstance(event, SessionEnded) and self._ending:
+            # The supervisor confirming an end the machine already made (it went idle on the request). Fed to
+            # the machine it would end the NEXT session when a press came in between (press right after `end`).
+            log.debug("session end confirmed reason=%s", event.reason)
             return
         log.debug("event %r", event)
         before = parts.snapshot.state, parts.snapshot.reason
@@ -164,7 +171,11 @@ class App:
             case StartSession():
                 await supervisor.start(audio.mark(preroll))
             case EndSession(reason=reason):
-                await supervisor.end(reason)
+                self._ending += 1
+                try:
+                    await supervisor.end(reason)
+                finally:
+                    self._ending -= 1
             case StartTurn():
                 await supervisor.start_turn(audio.mark(preroll))
             case EndTurn():
