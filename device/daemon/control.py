@@ -202,7 +202,9 @@ class ControlServer:
         """Tell every client about a state change; never blocks. Clients that stopped reading are dropped."""
         message = {"type": "state", "state": str(state), "reason": reason, "t": self.clock()}
         for client in list(self._clients):
-            if not client.send(message):
+            if client.closed:  # it went away (e.g. `voice-device ctl` after its reply): not worth a warning
+                self._clients.discard(client)
+            elif not client.send(message):
                 self._drop(client, "queue full")
 
     def _drop(self, client: _Client, why: str) -> None:
