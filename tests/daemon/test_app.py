@@ -202,3 +202,30 @@ def test_a_mic_missing_at_start_is_failed_mic_unavailable_until_the_source_comes
         wait_until(lambda: d.snapshot()["metrics"]["audio_frames_captured"] > frames, 10, "frames flowing")
         d.signal(signal.SIGTERM)
         assert d.wait() == 0
+
+
+def test_a_press_right_after_end_starts_a_session_the_old_ones_end_does_not_cancel(workdir, audio_rig) -> None:
+    # The supervisor confirms an end (SessionEnded) after the machine already went idle on the request; a press
+    # in between used to take that confirmation for the end of the NEW session (idle, then connecting again,
+    # with the push-to-talk turn forgotten so the release never ended it — found by the soak benchmark).
+    endpoint = TokenEndpoint()
+    endpoint.behaviour = "hang"
+    config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
+                                           "http_timeout_s": 60})
+    config["session"]["connect_timeout_s"] = 60
+    try:
+        with start(workdir, audio_rig, config) as d:
+            d.wait_ready()
+            d.command("start")
+            d.wait_status("connecting")
+            wait_until(lambda: len(endpoint.requests) == 1, 10, "the first session's token request")
+            mark = d.mark()
+            assert d.send_raw(b'{"cmd":"end"}\n{"cmd":"press"}\n', 2) == [{"type": "ok"}] * 2
+            wait_until(lambda: len(endpoint.requests) == 2, 10, "the second session's token request")
+            time.sleep(0.5)  # room for a late, wrong `idle`
+            assert [s for _, m in d.notify.messages[mark:] if (s := m.get("STATUS"))] == ["idle", "connecting"]
+            assert d.snapshot()["metrics"]["sessions"] == 2
+            d.signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        endpoint.close()
