@@ -1,0 +1,128 @@
+"""The bench the daemon benchmarks run on: a private virtual audio rig, a network namespace holding the stub SFU
+and its scripted agent, and the real daemon (`voice-device run --simulate`) as systemd would start it.
+
+    with Bench() as bench:
+        stub = bench.stub("--agent-delay", "0.5", "--ptt")
+        daemon = bench.daemon(bench.config(stub.url))       # inside the namespace, notify socket recorded
+        bench.session(daemon, speech_wav)                   # press, speak, release, agent answers, end
+
+Built from the test harnesses (tests/wire, tests/proof) so benchmarks and tests drive the daemon the same way.
+Needs root (network namespaces), PulseAudio, espeak-ng and sox, like the wire tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.audio_path import start_rig, stop_rig
+from tests.proof.harness import DaemonProcess, write_config
+from tests.stubsfu.netns import NetNs
+from tests.wire.harness import Stub, launch_stub
+from tests.wire.rig import play_into_mic
+from tests.wire.signals import speech, write_wav
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS (bytes), open fds, threads and CPU seconds (user + system, all threads) of a process, from /proc."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {
+        "rss_bytes": int(status["VmRSS"].split()[0]) * 1024,
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "threads": int(status["Threads"]),
+        "cpu_s": (int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
+    }
+
+
+def cpu_percent(pid: int, seconds: float) -> float:
+    """% of one core the process used over the next `seconds` of wall time."""
+    a, t0 = proc_stats(pid)["cpu_s"], time.monotonic()
+    time.sleep(seconds)
+    return 100.0 * (proc_stats(pid)["cpu_s"] - a) / (time.monotonic() - t0)
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="vd-bench-"))
+        self.env: dict[str, str] = {}
+        self._rig_dir: str | None = None
+        self.netns: NetNs | None = None
+        self._stubs: list[Stub] = []
+        self._daemons: list[DaemonProcess] = []
+
+    def __enter__(self) -> Bench:
+        env, self._rig_dir = start_rig({k: v for k, v in os.environ.items() if k != "PULSE_SERVER"})
+        self.env = env
+        self.pulse_server = env["PULSE_SERVER"]
+        self.netns = NetNs.create(prefix="vdbench")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for d in self._daemons:
+            d.close()
+        for s in self._stubs:
+            s.process.stop()
+        if self.netns is not None:
+            self.netns.delete()
+        stop_rig(self.env, self._rig_dir)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def speech_wav(self, text: str, name: str, **kwargs: Any) -> Path:
+        return write_wav(self.workdir / f"{name}.wav", speech(text, **kwargs))
+
+    def stub(self, *args: str) -> Stub:
+        assert self.netns is not None
+        stub = launch_stub(self.netns, self.workdir, *args)
+        self._stubs.append(stub)
+        return stub
+
+    def config(self, url: str, *, dsp: bool = True, **session: Any) -> dict[str, Any]:
+        """A push-to-talk config for the stub (local tokens, devkey/secret); `dsp=False` turns the echo canceller,
+        noise suppressor and high-pass off so the agent hears the mic sample for sample."""
+        n = len(self._daemons)
+        audio: dict[str, Any] = {"preroll_ms": 500}
+        if not dsp:
+            audio.update(echo_cancellation=False, noise_suppression=False, high_pass_filter=False)
+        return {
+            "audio": audio,
+            "controls": {"button": {"pin": 17, "hold_s": 10.0}, "leds": {"kind": "rgbled", "pins": [5, 6, 13]}},
+            "livekit": {"token_source": "local", "url": url, "api_key": "devkey", "api_secret": "secret",
+                        "agent_name": "bench-agent"},
+            "session": {"mode": "push_to_talk", "idle_timeout_s": 0, "agent_connect_timeout_s": 20, **session},
+            "daemon": {"control_socket": str(self.workdir / f"ctl-{n}.sock"),
+                       "status_file": str(self.workdir / f"status-{n}.json")},
+        }
+
+    def daemon(self, config: dict[str, Any], *, in_netns: bool = True, **kwargs: Any) -> DaemonProcess:
+        assert self.netns is not None
+        d = self.workdir / f"daemon-{len(self._daemons)}"
+        d.mkdir()
+        path = write_config(d / "config.yaml", config)
+        path.chmod(0o600)
+        daemon = DaemonProcess(path, pulse_server=self.pulse_server,
+                               prefix=self.netns.command([]) if in_netns else None, **kwargs)
+        self._daemons.append(daemon)
+        return daemon
+
+    def session(self, daemon: DaemonProcess, wav: Path, *, timeout: float = 30.0) -> dict[str, Any]:
+        """One full push-to-talk session: press, speak the WAV into the mic, release, the agent answers (its
+        reply is played), end. Returns the daemon's metrics at the end."""
+        mark = daemon.mark()
+        player = play_into_mic(self.pulse_server, wav)
+        daemon.command("press")
+        daemon.wait_status("listening", timeout=timeout, start=mark)
+        player.wait(timeout=timeout)
+        mark = daemon.mark()
+        daemon.command("release")
+        daemon.wait_status("speaking", timeout=timeout, start=mark)
+        daemon.wait_status("listening", timeout=timeout, start=mark)
+        mark = daemon.mark()
+        daemon.command("end")
+        daemon.wait_status("idle", timeout=timeout, start=mark)
+        return dict(daemon.snapshot()["metrics"])
