@@ -44,7 +44,8 @@ class DemoError(Exception):
     """Something the demo could not bring up; the message is one sentence saying what to do."""
 
 
-def say(text: str, out: TextIO = sys.stdout) -> None:
+def say(text: str, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     out.write(f"demo: {text}\n")
     out.flush()
 
