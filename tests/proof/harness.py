@@ -172,6 +172,7 @@ class DaemonProcess:
         self.out_path = self.workdir / "daemon.out"
         self._log = self.log_path.open("w")
         self._out = self.out_path.open("w")
+        self.started_at = time.monotonic()
         self.proc = subprocess.Popen([*(prefix or []), *argv], cwd=ROOT, env=env, stdout=self._out,
                                      stderr=self._log, stdin=subprocess.DEVNULL)
 

@@ -1,0 +1,213 @@
+"""Benchmarks of the whole daemon, on the bench of benchmarks/stack.py (virtual rig, stub SFU, real process):
+
+- `startup_ratio`: time from exec to READY=1 on $NOTIFY_SOCKET, divided by the time of a bare
+  `python -c "import livekit.rtc"` measured in the same run (medians of `--repeats` each).
+- `press_to_listening_ms`: the daemon's own metric (press → the agent's `listening`), minus the stub agent's
+  scripted delay (`--agent-delay` + its 0.5 s `initializing`); median over `--sessions` sessions.
+- `preroll_kept_ms`: how much audio from before the press reached the agent. A recorder on the virtual mic
+  (parec, 10 ms latency) timestamps the mic's samples; the agent's `heard.wav` is located in that recording
+  by cross-correlation; kept = (the mic sample at the press) − (heard.wav's first sample). DSP off for this
+  session, so heard.wav is the mic sample for sample; `audio.preroll_ms` is 500.
+- `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`.
+- `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`.
+CPU is utime+stime of the process (all threads) from /proc, as % of one core of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.stack import Bench, cpu_percent, proc_stats
+
+AGENT_DELAY_S = 0.5
+RATE = 48000
+
+
+def startup(bench: Bench, repeats: int) -> dict[str, Any]:
+    """exec → READY=1 of the daemon (no network needed at start) against a bare import of livekit.rtc."""
+    imports, readies = [], []
+    for _ in range(repeats):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import livekit.rtc"], check=True, env=bench.env)
+        imports.append(time.monotonic() - t0)
+    for _ in range(repeats):
+        config = bench.config("ws://127.0.0.1:9")
+        daemon = bench.daemon(config, in_netns=False)
+        t0 = daemon.started_at
+        daemon.wait_ready()
+        ready_at = next(t for t, m in daemon.notify.messages if m.get("READY") == "1")
+        readies.append(ready_at - t0)
+        daemon.signal(15)
+        daemon.wait(timeout=10)
+        daemon.close()
+    imp, ready = statistics.median(imports), statistics.median(readies)
+    return {"startup_ready_s": round(ready, 3), "import_livekit_rtc_s": round(imp, 3),
+            "startup_ratio": round(ready / imp, 2)}
+
+
+class MicRecorder:
+    """parec on the virtual mic, keeping (monotonic arrival time, total samples so far) per chunk."""
+
+    def __init__(self, pulse_server: str) -> None:
+        self.proc = subprocess.Popen(
+            ["parec", "-d", "mic", "--rate=48000", "--channels=1", "--format=s16le", "--raw", "--latency-msec=10"],
+            env={**os.environ, "PULSE_SERVER": pulse_server}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.chunks: list[bytes] = []
+        self.marks: list[tuple[float, int]] = []
+        self._n = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(4096):  # type: ignore[attr-defined]
+            self.chunks.append(chunk)
+            self._n += len(chunk) // 2
+            self.marks.append((time.monotonic(), self._n))
+
+    def index_at(self, t: float) -> int:
+        """The mic sample that was arriving at monotonic time `t` (interpolated between chunk arrivals)."""
+        times = np.array([m[0] for m in self.marks])
+        counts = np.array([m[1] for m in self.marks])
+        return int(np.interp(t, times, counts))
+
+    def stop(self) -> np.ndarray:
+        self.proc.terminate()
+        self.proc.wait(timeout=5)
+        self._thread.join(timeout=5)
+        data = b"".join(self.chunks)
+        return np.frombuffer(data[: len(data) - len(data) % 2], dtype="<i2")
+
+
+def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
+    from tests.wire.signals import find_lag, read_wav
+
+    stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
+    daemon = bench.daemon(bench.config(stub.url, dsp=False))
+    daemon.wait_ready()
+    recorder = MicRecorder(bench.pulse_server)
+    time.sleep(0.5)
+    from tests.wire.rig import play_into_mic
+
+    player = play_into_mic(bench.pulse_server, wav)
+    time.sleep(1.0)  # the speech has been going on for a while when the button is pressed
+    mark = daemon.mark()
+    t_press = time.monotonic()
+    daemon.command("press")
+    daemon.wait_status("listening", timeout=30, start=mark)
+    player.wait(timeout=30)
+    daemon.command("release")
+    daemon.wait_status("speaking", timeout=30, start=mark)
+    daemon.command("end")
+    daemon.wait_status("idle", timeout=30, start=mark)
+    mic = recorder.stop()
+    stub.control.flush()
+    heard = read_wav(stub.session_dir(1) / "heard.wav")
+    meta = json.loads((stub.session_dir(1) / "meta.json").read_text())
+    seam = int(meta["live_first_sample_index"]) or len(heard)
+    start_in_mic = find_lag(heard[: min(seam, RATE)], mic)  # mic index of heard.wav's first sample
+    press_in_mic = recorder.index_at(t_press)
+    daemon.signal(15)
+    daemon.wait(timeout=10)
+    return {"preroll_kept_ms": round((press_in_mic - start_in_mic) * 1000 / RATE, 1),
+            "preroll_config_ms": bench.config("x")["audio"]["preroll_ms"],
+            "preconnect_status": meta.get("preconnect_status")}
+
+
+def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> dict[str, Any]:
+    from tests.wire.rig import play_into_mic
+
+    stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
+    daemon = bench.daemon(bench.config(stub.url))
+    daemon.wait_ready()
+    time.sleep(2.0)  # settle after start-up
+    idle_cpu = cpu_percent(daemon.pid, seconds)
+    idle_rss = proc_stats(daemon.pid)["rss_bytes"]
+    # active: a session with the agent listening while speech plays into the mic
+    long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
+                                "long")
+    mark = daemon.mark()
+    daemon.command("press")
+    daemon.wait_status("listening", timeout=30, start=mark)
+    player = play_into_mic(bench.pulse_server, long_wav)
+    active_cpu = cpu_percent(daemon.pid, seconds)
+    player.kill()
+    daemon.command("release")
+    daemon.command("end")
+    daemon.wait_status("idle", timeout=30, start=mark + 1)
+    agent_s = AGENT_DELAY_S + _agent_init_s()
+    latencies = []
+    for _ in range(sessions):
+        metrics = bench.session(daemon, wav)
+        latencies.append(float(metrics["press_to_listening_ms"]) - agent_s * 1000)
+    daemon.signal(15)
+    daemon.wait(timeout=10)
+    return {
+        "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle_rss / 2**20, 1),
+        "active_cpu_percent": round(active_cpu, 2),
+        "press_to_listening_ms": round(statistics.median(latencies), 1),
+        "press_to_listening_ms_each": [round(x, 1) for x in latencies],
+        "agent_delay_subtracted_ms": round(agent_s * 1000),
+    }
+
+
+def _agent_init_s() -> float:
+    from tests.stubsfu.agent import AgentConfig
+
+    return float(AgentConfig().init_s)
+
+
+def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3) -> dict[str, Any]:
+    with Bench() as bench:
+        wav = bench.speech_wav("What is the weather like today?", "question")
+        result: dict[str, Any] = {}
+        result.update(startup(bench, repeats))
+        result.update(session_figures(bench, wav, sessions, seconds))
+        speech = bench.speech_wav("Hello there, this sentence starts well before the button is pressed, "
+                                  "and it goes on while the agent joins the room.", "preroll")
+        result.update(preroll_kept(bench, speech))
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+ROWS = [
+    ("press → agent listening (agent delay subtracted, median)", "press_to_listening_ms", "{:.0f} ms"),
+    ("pre-roll kept (audio before the press that reached the agent)", "preroll_kept_ms", "{:.0f} ms"),
+    ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
+    ("daemon idle RSS", "idle_rss_mb", "{:.1f} MB"),
+    ("daemon active-session CPU", "active_cpu_percent", "{:.1f} % of a core"),
+    ("start-up to READY=1", "startup_ready_s", "{:.2f} s"),
+    ("bare `import livekit.rtc`", "import_livekit_rtc_s", "{:.2f} s"),
+    ("start-up ratio (READY=1 / import livekit.rtc)", "startup_ratio", "{:.2f}"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.daemon", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0, help="CPU measuring window (default 10)")
+    p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
+    p.add_argument("--repeats", type=int, default=3, help="start-ups and imports timed (default 3)")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    result = run(args.seconds, args.sessions, args.repeats)
+    width = max(len(label) for label, _, _ in ROWS)
+    for label, key, fmt in ROWS:
+        print(f"{label:<{width}}  {fmt.format(result[key])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
