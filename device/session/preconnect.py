@@ -346,8 +346,12 @@ class Uplink:
         if not self._reconnecting and self._after_reconnect and not self._republished and self.subscribed:
             # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
             self._after_reconnect = False
-            self.dropped_samples += self.buffer.clear()
+            dropped = self.buffer.clear()
+            self.dropped_samples += dropped
             self.drop_reason = "resumed: the live track continued"
+            # say so: these are the user's words from the reconnect, and no agent will hear them
+            log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                     dropped * 1000 // self.rate)
             self._set_route(Route.LIVE)
         if self._republished and self.route is Route.LIVE:
             # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
