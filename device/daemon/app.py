@@ -228,7 +228,12 @@ class App:
         parts = self.parts
         if parts is None:
             return {}
-        m: dict[str, Any] = dict(parts.supervisor.status().get("metrics", {}))
+        status = parts.supervisor.status()
+        m: dict[str, Any] = dict(status.get("metrics", {}))
+        uplink = status.get("preconnect") or {}
+        if uplink.get("dropped_ms"):  # the running session's audio no agent heard, and why
+            m["session_audio_dropped_ms"] = uplink["dropped_ms"]
+            m["session_audio_drop_reason"] = uplink.get("drop_reason", "")
         stats = parts.audio.stats()
         for key in ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
                     "input_reopens", "output_reopens"):
