@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def test_known_secrets_never_reach_the_log_the_status_or_the_status_file(audio_r
             outputs += [daemon.log(), daemon.out()]
     finally:
         endpoint.close()
+        shutil.rmtree(d, ignore_errors=True)
     everything = "\n".join(outputs)
     assert "answered HTTP 500" in everything  # the echoing failure was logged, so redaction was exercised
     for secret in (API_SECRET, CREDENTIAL, TOKEN, TOKEN.split(".")[2]):
