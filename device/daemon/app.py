@@ -248,11 +248,15 @@ class App:
     def health(self) -> tuple[bool, float | None]:
         """(the mic should be delivering, when it last did): a stream the engine holds open that stays silent
         means a hung device or loop, and systemd restarts us. A mic known to be missing is the engine's to
-        reopen (and shown as failed), not a reason to restart."""
+        reopen (and shown as failed), not a reason to restart. Before the first block arrives nothing is
+        expected yet: a stream that never delivers is caught by the engine's own stall check, which reopens it."""
         parts = self.parts
         if parts is None:
             return False, None
-        return parts.audio.mic_open, parts.audio.last_capture_monotonic or None
+        last = parts.audio.last_capture_monotonic
+        if not last:
+            return False, None
+        return parts.audio.mic_open, last
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
