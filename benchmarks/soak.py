@@ -48,8 +48,10 @@ def soak(sessions: int, warmup: int = 3, progress: bool = True) -> dict[str, Any
         time.sleep(SETTLE_S)
         start = proc_stats(daemon.pid)
         started = time.monotonic()
+        rss: list[int] = []
         for i in range(sessions):
             one(i)
+            rss.append(int(proc_stats(daemon.pid)["rss_bytes"]))
             if progress and (i + 1) % 25 == 0:
                 s = proc_stats(daemon.pid)
                 print(f"soak: {i + 1}/{sessions} sessions, rss {s['rss_bytes'] / 2**20:.1f} MB, fds {s['fds']}, "
@@ -68,6 +70,8 @@ def soak(sessions: int, warmup: int = 3, progress: bool = True) -> dict[str, Any
         "wall_s": round(time.monotonic() - started, 1),
         "rss_start_bytes": start["rss_bytes"], "rss_end_bytes": end["rss_bytes"],
         "rss_growth_bytes": end["rss_bytes"] - start["rss_bytes"],
+        "rss_slope_bytes_per_session": round(_slope(rss)),
+        "rss_after_each_session_bytes": rss,
         "fds_start": start["fds"], "fds_end": end["fds"], "fd_growth": end["fds"] - start["fds"],
         "threads_start": start["threads"], "threads_end": end["threads"],
         "thread_growth": end["threads"] - start["threads"],
@@ -76,6 +80,15 @@ def soak(sessions: int, warmup: int = 3, progress: bool = True) -> dict[str, Any
         "max_concurrent_device_participants": participants,
         "exit_code": exit_code,
     }
+
+
+def _slope(ys: list[int]) -> float:
+    """Least-squares slope of RSS over session number: a leak's rate, less noisy than end minus start."""
+    n = len(ys)
+    if n < 2:
+        return 0.0
+    mx, my = (n - 1) / 2, sum(ys) / n
+    return sum((x - mx) * (y - my) for x, y in enumerate(ys)) / sum((x - mx) ** 2 for x in range(n))
 
 
 def _max_concurrent_device_participants(events: list[dict[str, Any]]) -> int:
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         ("wall time", f"{result['wall_s']:.0f} s"),
         ("RSS start → end", f"{result['rss_start_bytes'] / 2**20:.1f} → {result['rss_end_bytes'] / 2**20:.1f} MB "
                             f"({result['rss_growth_bytes'] / 2**20:+.2f} MB)"),
+        ("RSS slope", f"{result['rss_slope_bytes_per_session'] / 2**20:+.3f} MB/session"),
         ("open fds start → end", f"{result['fds_start']} → {result['fds_end']} ({result['fd_growth']:+d})"),
         ("threads start → end", f"{result['threads_start']} → {result['threads_end']} ({result['thread_growth']:+d})"),
         ("most device participants at once", str(result["max_concurrent_device_participants"])),
