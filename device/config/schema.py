@@ -165,6 +165,10 @@ class DaemonConfig:
     control_socket_mode: int = opt(0o660, "permission bits of the control socket (octal)", min=0, max=0o777, octal=True)
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
+    restart_above_rss_mb: int = opt(
+        0, "exit (code 75, systemd restarts it) when idle after a session with RSS above this; the livekit 1.2.1 "
+        "native core keeps ~0.6 MB per session (0 = never)", min=0, max=65536,
+    )
 
 
 @dataclass(frozen=True)

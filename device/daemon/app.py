@@ -8,7 +8,9 @@ Health: READY=1 once audio and controls are up (never waiting for the network); 
 answers and, while the engine holds the mic open, frames keep arriving. SIGTERM/SIGINT end the session and
 close everything within 5 s; SIGHUP reloads the config, keeping the old one when the new one is invalid.
 
-Exit codes: 0 clean stop, 1 a runtime failure (message logged), 2 configuration error.
+Exit codes: 0 clean stop, 1 a runtime failure (message logged), 2 configuration error, 75 a planned restart
+(idle after a session with RSS above `daemon.restart_above_rss_mb`: the livekit SDK's native core keeps memory
+per room connection, and a restart while nobody talks is the only way to give it back).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from device.config.display import secret_values
 from device.controls.events import (
     CancelTurn,
     ChangeVolume,
+    DeviceState,
     Effect,
     EndRequested,
     EndSession,
@@ -50,6 +53,7 @@ from device.log import redactor
 log = logging.getLogger("device.daemon.app")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+EXIT_RESTART = 75  # EX_TEMPFAIL: "restart me" (the unit restarts on it; see daemon.restart_above_rss_mb)
 STOP_BUDGET_S = 5.0
 # The session's share of the stop budget. A native connect in flight cannot be cancelled (the supervisor waits for
 # its own deadline); past this the session is abandoned, so the board and the audio still close within the budget.
@@ -116,11 +120,12 @@ class App:
         self._reload_error: str | None = None
         self._ending = 0  # EndSession effects being carried out: their SessionEnded is only a confirmation
         self.reloads = 0
+        self.exit_code = EXIT_OK
 
     # ---- the one event path ----------------------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
-        from device.controls.machine import transition
+        from device.controls.machine import Down, transition
 
         parts = self.parts
         if parts is None:
@@ -132,9 +137,12 @@ class App:
             return
         log.debug("event %r", event)
         before = parts.snapshot.state, parts.snapshot.reason
+        had_session = not isinstance(parts.snapshot.link, Down)
         parts.snapshot, effects = transition(parts.snapshot, event, time.monotonic())
         snap = parts.snapshot
         parts.board.show(snap)
+        if had_session and isinstance(snap.link, Down) and snap.state is DeviceState.IDLE:
+            self._restart_if_bloated(parts.config.daemon.restart_above_rss_mb)
         if (snap.state, snap.reason) != before:
             reason = str(snap.reason) if snap.reason else None
             if reason:
@@ -145,6 +153,15 @@ class App:
         for effect in effects:
             if not parts.timers.apply(effect):
                 self._effects.put_nowait(effect)
+
+    def _restart_if_bloated(self, limit_mb: int) -> None:
+        rss = rss_mb()
+        if not limit_mb or rss is None or rss <= limit_mb or self.exit_code == EXIT_RESTART:
+            return
+        log.warning("restarting to return memory rss_mb=%.0f limit_mb=%d (the livekit SDK keeps native memory "
+                    "per session; systemd starts a fresh process)", rss, limit_mb)
+        self.exit_code = EXIT_RESTART
+        self.signals.request_stop("memory limit")
 
     def _publish_state(self) -> None:
         parts = self.parts
@@ -327,7 +344,7 @@ class App:
         clean = await stop_within(self._shutdown(server), STOP_BUDGET_S)
         if not clean:
             log.warning("shutdown did not finish within %.0f s; exiting anyway", STOP_BUDGET_S)
-        return EXIT_OK
+        return self.exit_code
 
     async def _shutdown(self, server: ControlServer | None) -> None:
         parts, self.parts = self.parts, None
@@ -340,6 +357,16 @@ class App:
             if server is not None:
                 await server.close()
             self.notifier.close()
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MB (Linux /proc), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:

@@ -231,3 +231,30 @@ def test_a_press_right_after_end_starts_a_session_the_old_ones_end_does_not_canc
             assert d.wait() == 0
     finally:
         endpoint.close()
+
+
+def test_idle_after_a_session_above_the_memory_limit_exits_75_for_systemd_to_restart(workdir, audio_rig) -> None:
+    config = base_config(workdir)
+    config["daemon"]["restart_above_rss_mb"] = 1  # any real process is above 1 MB
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        time.sleep(0.5)
+        assert d.snapshot()["state"] == "idle"  # idle at start-up is not "after a session": no restart yet
+        mark = d.mark()
+        assert d.command("start") == {"type": "ok"}
+        d.wait_status("connecting", start=mark)
+        d.command("end")
+        assert d.wait(timeout=10) == 75, d.log()
+        assert "restarting to return memory" in d.log()
+
+
+def test_the_memory_limit_is_off_by_default(workdir, audio_rig) -> None:
+    with start(workdir, audio_rig) as d:
+        d.wait_ready()
+        mark = d.mark()
+        d.command("start")
+        d.wait_status("connecting", start=mark)
+        d.command("end")
+        d.wait_status("idle", start=mark + 1)
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()
