@@ -43,9 +43,11 @@ want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   say "installing voice-device and its test extra into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
-    | grep -v -e "^WARNING: Location" -e "is ignored: it is neither" >&2 || true
-  "$VENV/bin/python" -c 'import device, livekit.rtc, pyaudio, gpiozero, numpy, yaml' \
-    || { say "the install did not complete; see the pip output above"; exit 1; }
+  log="$VENV/.voice-device-pip.log"
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" > "$log" 2>&1 \
+    || ! "$VENV/bin/python" -c 'import device, livekit.rtc, pyaudio, gpiozero, numpy, yaml'; then
+    grep -v -e "^WARNING: Location" -e "is ignored: it is neither" "$log" | tail -40 >&2
+    say "the install did not complete (pip's output above, whole log in $log)"; exit 1
+  fi
   echo "$want" > "$stamp"
 fi
