@@ -42,7 +42,7 @@ stamp="$VENV/.voice-device-installed"
 want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   say "installing voice-device and its test extra into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   log="$VENV/.voice-device-pip.log"
   if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" > "$log" 2>&1 \
     || ! "$VENV/bin/python" -c 'import device, livekit.rtc, pyaudio, gpiozero, numpy, yaml'; then
