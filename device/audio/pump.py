@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from device.audio.levels import rms_dbfs
 from device.audio.processing import FrameProcessor
 from device.audio.ring import Overrun, Ring
 
@@ -123,9 +123,7 @@ class Pump:
         return block.shape[0]
 
     def _measure(self, block: np.ndarray) -> None:
-        x = block.astype(np.float32)
-        rms = math.sqrt(float(np.dot(x, x)) / max(1, x.shape[0]))
-        self.level_dbfs = 20.0 * math.log10(rms / 32768.0) if rms > 0 else LEVEL_FLOOR_DBFS
+        self.level_dbfs = rms_dbfs(block, LEVEL_FLOOR_DBFS)
 
     def _feed_far_end(self) -> None:
         """Everything played since the last run goes to the APM's reverse stream, in whole APM calls."""

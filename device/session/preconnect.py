@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from device.audio.levels import rms_dbfs
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
 
@@ -98,15 +99,6 @@ class ChunkBuffer:
         self._chunks.clear()
         self.samples = 0
         return dropped
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level of int16 samples in dB relative to full scale (-inf-safe: silence is -120)."""
-    if len(samples) == 0:
-        return -120.0
-    x = samples.astype(np.float32)
-    power = float(np.dot(x, x)) / len(x)
-    return -120.0 if power <= 0 else 10.0 * float(np.log10(power / (32768.0 * 32768.0)))
 
 
 class Uplink:
@@ -285,7 +277,7 @@ class Uplink:
             return
         # at most two reports a second, counted in samples so tests need no wall clock
         due = self._last_speech is None or first - self._last_speech >= self.rate // 2
-        if due and level_dbfs(samples) > self.threshold:
+        if due and rms_dbfs(samples) > self.threshold:
             self._last_speech = first
             self.on_speech()
 

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from device.daemon.client import ControlClient
+from tests.polling import wait_for as wait_until  # noqa: F401 - re-exported for the proof tests
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -449,9 +450,3 @@ def mic_gone(rig: Any) -> Iterator[None]:
         restore_rig(rig)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(poll_s)

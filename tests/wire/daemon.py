@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from device.daemon.client import ClientError, ControlClient
+from tests.polling import wait_for
 from tests.stubsfu.netns import NetNs
 from tests.wire.harness import PYTHON, LineProcess
 
@@ -152,13 +152,3 @@ def launch_daemon(netns: NetNs, workdir: Path, config: Path, pulse_server: str,
     return daemon
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
