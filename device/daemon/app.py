@@ -116,7 +116,6 @@ class App:
         self.parts: Components | None = None
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._reload_error: str | None = None
         self._ending = 0  # EndSession effects being carried out: their SessionEnded is only a confirmation
         self.reloads = 0
@@ -310,7 +309,6 @@ class App:
             self.notifier.ready(self.status.state)
 
     async def run(self) -> int:
-        self._loop = asyncio.get_running_loop()
         self.signals.install()
         from device.controls.board import BoardError
 
