@@ -3,10 +3,11 @@
     python -m benchmarks.soak --sessions 500 [--json OUT] [--warmup 3]
 
 Each session: press, speak a short sentence into the virtual mic, release, the stub's agent answers (its echo
-is played on the speaker), end. RSS, open file descriptors and threads are read from /proc at the start (after
+is played on the speaker), end. RSS, open file descriptors and threads of the daemon and its session processes
+together (`session.process: warm` runs each session in a child) are read from /proc at the start (after
 `--warmup` sessions: the first session loads the SDK's native runtime and its threads, which is start-up, not a
-leak) and at the end (after the daemon has been idle for a moment). A session that does not reach a state in
-time is a failure: it is ended, counted, and the soak goes on.
+leak) and at the end (after the daemon has been idle for a moment); the daemon alone is reported too. A session
+that does not reach a state in time is a failure: it is ended, counted, and the soak goes on.
 """
 
 from __future__ import annotations
@@ -46,18 +47,18 @@ def soak(sessions: int, warmup: int = 3, progress: bool = True) -> dict[str, Any
         for i in range(warmup):
             one(-i - 1)
         time.sleep(SETTLE_S)
-        start = proc_stats(daemon.pid)
+        start = _steady(daemon.pid)
         started = time.monotonic()
         rss: list[int] = []
         for i in range(sessions):
             one(i)
-            rss.append(int(proc_stats(daemon.pid)["rss_bytes"]))
+            rss.append(int(proc_stats(daemon.pid)["daemon_rss_bytes"]))  # the daemon alone: children come and go
             if progress and (i + 1) % 25 == 0:
                 s = proc_stats(daemon.pid)
                 print(f"soak: {i + 1}/{sessions} sessions, rss {s['rss_bytes'] / 2**20:.1f} MB, fds {s['fds']}, "
                       f"threads {s['threads']}, failures {len(failures)}", file=sys.stderr, flush=True)
         time.sleep(SETTLE_S)
-        end = proc_stats(daemon.pid)
+        end = _steady(daemon.pid)
         metrics = daemon.snapshot()["metrics"]
         participants = _max_concurrent_device_participants(stub.events())
         daemon.signal(15)
@@ -70,16 +71,30 @@ def soak(sessions: int, warmup: int = 3, progress: bool = True) -> dict[str, Any
         "wall_s": round(time.monotonic() - started, 1),
         "rss_start_bytes": start["rss_bytes"], "rss_end_bytes": end["rss_bytes"],
         "rss_growth_bytes": end["rss_bytes"] - start["rss_bytes"],
-        "rss_slope_bytes_per_session": round(_slope(rss)),
-        "rss_after_each_session_bytes": rss,
+        "daemon_rss_slope_bytes_per_session": round(_slope(rss)),
+        "daemon_rss_after_each_session_bytes": rss,
         "fds_start": start["fds"], "fds_end": end["fds"], "fd_growth": end["fds"] - start["fds"],
         "threads_start": start["threads"], "threads_end": end["threads"],
         "thread_growth": end["threads"] - start["threads"],
+        "processes_start": start["processes"], "processes_end": end["processes"],
+        "daemon_rss_start_bytes": start["daemon_rss_bytes"], "daemon_rss_end_bytes": end["daemon_rss_bytes"],
+        "daemon_fds_start": start["daemon_fds"], "daemon_fds_end": end["daemon_fds"],
+        "daemon_threads_start": start["daemon_threads"], "daemon_threads_end": end["daemon_threads"],
         "daemon_sessions_metric": metrics.get("sessions"),
         "daemon_failures_metric": metrics.get("failures"),
         "max_concurrent_device_participants": participants,
         "exit_code": exit_code,
     }
+
+
+def _steady(pid: int, processes: int = 2, timeout: float = 5.0) -> dict[str, float]:
+    """The tree's stats once a retired session process has exited (the daemon + its warm child remain)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = proc_stats(pid)
+        if stats["processes"] <= processes or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.1)
 
 
 def _slope(ys: list[int]) -> float:
@@ -115,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         ("sessions (after warm-up)", f"{result['sessions']} (+{result['warmup_sessions']})"),
         ("failures", str(result["failures"])),
         ("wall time", f"{result['wall_s']:.0f} s"),
+        ("processes start → end", f"{result['processes_start']} → {result['processes_end']}"),
         ("RSS start → end", f"{result['rss_start_bytes'] / 2**20:.1f} → {result['rss_end_bytes'] / 2**20:.1f} MB "
                             f"({result['rss_growth_bytes'] / 2**20:+.2f} MB)"),
-        ("RSS slope", f"{result['rss_slope_bytes_per_session'] / 2**20:+.3f} MB/session"),
+        ("daemon alone: RSS start → end", f"{result['daemon_rss_start_bytes'] / 2**20:.1f} → "
+                                          f"{result['daemon_rss_end_bytes'] / 2**20:.1f} MB"),
+        ("daemon alone: RSS slope", f"{result['daemon_rss_slope_bytes_per_session'] / 2**20:+.3f} MB/session"),
         ("open fds start → end", f"{result['fds_start']} → {result['fds_end']} ({result['fd_growth']:+d})"),
         ("threads start → end", f"{result['threads_start']} → {result['threads_end']} ({result['thread_growth']:+d})"),
         ("most device participants at once", str(result["max_concurrent_device_participants"])),

@@ -27,8 +27,25 @@ from tests.wire.rig import play_into_mic
 from tests.wire.signals import speech, write_wav
 
 
-def proc_stats(pid: int) -> dict[str, float]:
-    """RSS (bytes), open fds, threads and CPU seconds (user + system, all threads) of a process, from /proc."""
+def tree_pids(pid: int) -> list[int]:
+    """The process and all its descendants (the daemon and its session processes)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def _one(pid: int) -> dict[str, float]:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -37,11 +54,34 @@ def proc_stats(pid: int) -> dict[str, float]:
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "threads": int(status["Threads"]),
         "cpu_s": (int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
+        "reaped_cpu_s": (int(fields[13]) + int(fields[14])) / ticks,  # cutime, cstime: children waited for
     }
 
 
+def proc_stats(pid: int) -> dict[str, float]:
+    """RSS (bytes), open fds, threads and CPU seconds (user + system, all threads) of a process and everything it
+    started (the daemon runs each session in a child process): summed over the live tree, plus the CPU of
+    children already reaped. `processes` counts the tree; `daemon_*` are the first process alone."""
+    root = _one(pid)
+    total: dict[str, float] = {"rss_bytes": 0, "fds": 0, "threads": 0, "cpu_s": root["reaped_cpu_s"]}
+    processes = 0
+    for p in tree_pids(pid):
+        try:
+            one = root if p == pid else _one(p)
+        except (OSError, KeyError):
+            continue  # exited meanwhile
+        processes += 1
+        for key in ("rss_bytes", "fds", "threads", "cpu_s"):
+            total[key] += one[key]
+    total["processes"] = processes
+    total["daemon_rss_bytes"] = root["rss_bytes"]
+    total["daemon_fds"] = root["fds"]
+    total["daemon_threads"] = root["threads"]
+    return total
+
+
 def cpu_percent(pid: int, seconds: float) -> float:
-    """% of one core the process used over the next `seconds` of wall time."""
+    """% of one core the process (and its children) used over the next `seconds` of wall time."""
     a, t0 = proc_stats(pid)["cpu_s"], time.monotonic()
     time.sleep(seconds)
     return 100.0 * (proc_stats(pid)["cpu_s"] - a) / (time.monotonic() - t0)

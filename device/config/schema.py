@@ -155,6 +155,12 @@ class SessionConfig:
         5.0, "speech captured while reconnecting that is re-sent after a full rejoin", min=0.0, max=30.0
     )
     speech_threshold_dbfs: float = opt(-45.0, "energy gate for 'the user is speaking'", min=-90.0, max=0.0)
+    process: str = opt(
+        "warm", "where a session's LiveKit connection runs: 'warm' = its own child process, started ahead and "
+        "replaced after every session (the SDK's native memory goes with it; a native crash ends one session, not "
+        "the daemon); 'on_demand' = the same, started at the press (less idle memory, slower first answer); "
+        "'inline' = inside the daemon", choices=("warm", "on_demand", "inline"),
+    )
     backoff: BackoffConfig = section(BackoffConfig, "reconnect backoff")
     turns: TurnsConfig = section(TurnsConfig, "push-to-talk turns")
 

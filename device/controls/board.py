@@ -55,6 +55,28 @@ class MemorySpi:
         self.closed = True
 
 
+SIMULATED_PIN_HISTORY = 256  # gpiozero's MockPin records every change it ever saw; a simulated device runs for days
+
+
+def simulated_pin_class() -> type:
+    """gpiozero's MockPWMPin keeping only its last changes (`states` is a bounded deque, also after
+    `clear_states()`), so LED animations in a long `--simulate` run do not grow the daemon."""
+    from collections import deque
+
+    from gpiozero.pins.mock import MockPWMPin
+
+    class SimulatedPin(MockPWMPin):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self.states = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
+
+        def clear_states(self) -> None:
+            super().clear_states()
+            self.states = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
+
+    return SimulatedPin
+
+
 class Board:
     def __init__(self, config: ControlsConfig, loop: asyncio.AbstractEventLoop, emit: Callable[[Event], None], *,
                  simulate: bool = False, pin_factory: object | None = None, spi: SpiWriter | None = None) -> None:
@@ -62,9 +84,9 @@ class Board:
         self.simulated = simulate
         self._own_factory = None
         if simulate and pin_factory is None:
-            from gpiozero.pins.mock import MockFactory, MockPWMPin
+            from gpiozero.pins.mock import MockFactory
 
-            pin_factory = self._own_factory = MockFactory(pin_class=MockPWMPin)
+            pin_factory = self._own_factory = MockFactory(pin_class=simulated_pin_class())
         if simulate and spi is None and config.leds.kind == "apa102":
             spi = MemorySpi()
         self.pin_factory = pin_factory

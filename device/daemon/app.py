@@ -68,14 +68,12 @@ class Components:
         from device.controls.board import Board
         from device.controls.machine import initial
         from device.controls.timers import LoopTimers
-        from device.session.supervisor import Supervisor
-
         loop = asyncio.get_running_loop()
         self.config = config
         self.audio = AudioEngine(config.audio, on_event=app.feed)
         self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
         self.timers = LoopTimers(loop, app.feed)
-        self.supervisor = Supervisor(config, self.audio, app.feed)
+        self.supervisor = make_supervisor(config, self.audio, app.feed)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Any = None
 
@@ -261,6 +259,11 @@ class App:
             m["reload_error"] = self._reload_error
         return m
 
+    async def _refresh_status(self) -> None:
+        parts = self.parts
+        if parts is not None:
+            await parts.supervisor.refresh()
+
     def health(self) -> tuple[bool, float | None]:
         """(the mic should be delivering, when it last did): a stream the engine holds open that stays silent
         means a hung device or loop, and systemd restarts us. A mic known to be missing is the engine's to
@@ -319,7 +322,8 @@ class App:
             return EXIT_FAILURE
         self._effect_worker = asyncio.create_task(self._run_effects(), name="effects")
         server = ControlServer(self.config.daemon.control_socket, self, self.status.snapshot,
-                               mode=self.config.daemon.control_socket_mode, simulate=self.simulate)
+                               mode=self.config.daemon.control_socket_mode, simulate=self.simulate,
+                               refresh=self._refresh_status)
         self.status.subscribe(server.publish_state)
         try:
             await server.start()
@@ -355,6 +359,17 @@ class App:
             if server is not None:
                 await server.close()
             self.notifier.close()
+
+
+def make_supervisor(config: Config, audio: Any, emit: Any) -> Any:
+    """The session supervisor, in this process or one child process per session (`session.process`)."""
+    if config.session.process == "inline":
+        from device.session.supervisor import Supervisor
+
+        return Supervisor(config, audio, emit)
+    from device.session.remote import RemoteSupervisor
+
+    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm")
 
 
 def rss_mb() -> float | None:

@@ -22,7 +22,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -137,8 +137,10 @@ class ControlServer:
         max_clients: int = MAX_CLIENTS,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
+        refresh: Callable[[], Awaitable[None]] | None = None,
     ):
         self.path = Path(path)
+        self.refresh = refresh  # brings the metrics up to date before a snapshot (a session process's status)
         self.handler = handler
         self.snapshot = snapshot
         self.mode = mode
@@ -247,6 +249,11 @@ class ControlServer:
                 writer.write(encode({"type": "error", "message": "too many control clients; try again later"}))
                 writer.close()
                 return
+            if self.refresh is not None:
+                try:
+                    await self.refresh()
+                except Exception as e:
+                    log.warning("status refresh failed error=%s", e)
             # Snapshot and registration with no await between: no state change is lost or duplicated.
             s = self.snapshot()
             client.send({"type": "snapshot", "state": str(s.state), "reason": s.reason, "metrics": dict(s.metrics)})

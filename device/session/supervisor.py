@@ -112,6 +112,9 @@ class Supervisor:
         media: Media | None = None,
         rng: Any = None,
         wall: Callable[[], float] = time.time,
+        identity: str | None = None,
+        muted: bool = False,
+        on_session_over: Callable[[], None] | None = None,
     ):
         sdklog.install()  # the SDK's own reports of a failed connect would repeat ours
         self._cfg = config
@@ -126,7 +129,8 @@ class Supervisor:
         self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
         self._turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
         self._transcripts = Transcripts()
-        self._identity: str | None = None
+        self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
+        self._on_session_over = on_session_over
         self._request: TokenRequest | None = None
         self._attempt: Attempt | None = None
         self._attempt_seq = 0
@@ -134,7 +138,7 @@ class Supervisor:
         self._uplink: Uplink | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self._agent: str | None = None
-        self._muted = False
+        self._muted = muted
         self._press_t: float | None = None
         self._timers: dict[str, Timer] = {}
         self._timer_gen: Counter[str] = Counter()
@@ -213,6 +217,9 @@ class Supervisor:
             },
         }
 
+    async def refresh(self) -> None:
+        """`status()` is always current in this process (a session process's proxy fetches it here)."""
+
     async def wait_quiet(self) -> None:
         """Return once everything posted so far has been handled (connect attempts may still be running)."""
         await self._inbox.join()
@@ -274,6 +281,8 @@ class Supervisor:
             await self._feed(inp)
         if self._policy.phase is Phase.IDLE and self._uplink is not None:
             await self._close_session()
+            if self._on_session_over is not None:
+                self._on_session_over()
 
     async def _feed(self, inp: Input) -> None:
         for action in self._policy.handle(inp):

@@ -152,6 +152,27 @@ async def test_simulated_board_builds_its_own_mock_pins_and_a_mute_button(clock)
     assert all(b.closed for b in board.buttons.values())
 
 
+async def test_simulated_pins_keep_a_bounded_history_so_a_long_simulate_run_does_not_grow(clock) -> None:
+    from device.controls.board import SIMULATED_PIN_HISTORY
+
+    config = ControlsConfig(button=MAIN, leds=LedsConfig(kind="rgbled", pins=(5, 6, 13)))
+    board = Board(config, asyncio.get_running_loop(), lambda e: None, simulate=True)
+    try:
+        pin = board.buttons["main"].pin
+        for _ in range(SIMULATED_PIN_HISTORY * 2):
+            pin.drive_low()
+            pin.drive_high()
+        assert len(pin.states) == SIMULATED_PIN_HISTORY
+        assert pin.states[-1].state is True  # the newest change is the one kept
+        pin.clear_states()
+        for _ in range(SIMULATED_PIN_HISTORY * 2):
+            pin.drive_low()
+            pin.drive_high()
+        assert len(pin.states) == SIMULATED_PIN_HISTORY
+    finally:
+        board.close()
+
+
 async def test_a_pin_used_twice_is_one_sentence(mock_pins, clock) -> None:
     config = ControlsConfig(button=ButtonConfig(pin=5), leds=LedsConfig(kind="led", pins=(5,)))
     with pytest.raises(BoardError, match="used twice"):

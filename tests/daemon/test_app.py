@@ -215,6 +215,7 @@ def test_a_press_right_after_end_starts_a_session_the_old_ones_end_does_not_canc
     config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
                                            "http_timeout_s": 60})
     config["session"]["connect_timeout_s"] = 60
+    config["controls"]["button"]["hold_s"] = 10  # the press stays down: no hold gesture within the test
     try:
         with start(workdir, audio_rig, config) as d:
             d.wait_ready()

@@ -246,6 +246,7 @@ def test_a_hundred_bounces_make_one_press(workdir, audio_rig):
     config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
                                            "http_timeout_s": 60})
     config["controls"]["button"]["bounce_ms"] = 300  # the chatter arrives over the socket: give it room
+    config["controls"]["button"]["hold_s"] = 10  # the contact settles closed: no hold gesture within the test
     try:
         with DaemonProcess(write_config(workdir / "config.yaml", config), pulse_server=audio_rig.pulse_server) as d:
             d.wait_ready()

@@ -1,0 +1,294 @@
+"""The session process: one `Supervisor` and its LiveKit Room, in a child of the daemon, for one session.
+
+    python -m device.session.host FD      (started by `device.session.remote`, never by hand)
+
+The livekit 1.2.1 native core keeps about half a megabyte of every session it ran until the process exits, and
+aborts the process on some native errors. So the daemon keeps the microphone, the speaker, the button and the
+LEDs, and runs each session here: when the session ends this process exits and takes that memory with it, and
+a native crash ends one session, not the device.
+
+The daemon sends a `hello` (configuration, identity, mute, volume, log levels), then calls; this side answers
+each call, and sends the supervisor's events, its status whenever it changes, its log records (the daemon's
+handlers format and redact them), the agent's audio to play, and `over` once the session has ended. The mic
+arrives as ring chunks for each reader the supervisor opens. Signals are the daemon's: this process ignores
+SIGTERM/SIGINT/SIGHUP and ends when told to or when the daemon's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+
+from device.session.ipc import Channel, ChannelClosed
+
+log = logging.getLogger("device.session.host")
+
+CALLS = frozenset({"start", "end", "start_turn", "end_turn", "cancel_turn", "set_muted", "send_text", "wait_quiet",
+                   "refresh"})
+STARTS = frozenset({"start", "start_turn"})
+STATUS_EVERY_S = 0.1
+CLOSE_ON_EOF_S = 5.0
+
+
+class RemoteReader:
+    """The mic from a ring index on, as the daemon's reader delivers it (same chunks, same indices)."""
+
+    def __init__(self, audio: RemoteAudio, rid: int) -> None:
+        self._audio = audio
+        self.rid = rid
+        self.queue: asyncio.Queue[tuple[int, np.ndarray] | None] = asyncio.Queue()
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, np.ndarray]]:
+        return self
+
+    async def __anext__(self) -> tuple[int, np.ndarray]:
+        item = await self.queue.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._audio.close_reader(self.rid)
+            self.queue.put_nowait(None)
+
+
+class RemotePlayer:
+    """The daemon's speaker: frames and flushes are sent, the volume is mirrored."""
+
+    def __init__(self, chan: Channel, volume: float) -> None:
+        self._chan = chan
+        self._volume = volume
+
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        self._volume = min(1.0, max(0.0, float(value)))
+        self._chan.send("volume", self._volume)
+
+    def push(self, frame: Any) -> None:
+        self._chan.send("play", bytes(frame.data), frame.sample_rate, frame.num_channels, frame.samples_per_channel)
+
+    def flush(self) -> None:
+        self._chan.send("flush")
+
+
+class RemoteAudio:
+    """The `AudioPort` of a supervisor whose audio engine lives in the daemon."""
+
+    def __init__(self, chan: Channel, sample_rate: int, volume: float) -> None:
+        self._chan = chan
+        self.sample_rate = sample_rate
+        self.player = RemotePlayer(chan, volume)
+        self._readers: dict[int, RemoteReader] = {}
+        self._next = 0
+
+    def mark(self, preroll_ms: int) -> int:
+        raise RuntimeError("the ring is the daemon's: it passes the mark with start/start_turn")
+
+    def reader(self, start_index: int) -> RemoteReader:
+        self._next += 1
+        reader = RemoteReader(self, self._next)
+        self._readers[reader.rid] = reader
+        self._chan.send("open_reader", reader.rid, int(start_index))
+        return reader
+
+    def close_reader(self, rid: int) -> None:
+        if self._readers.pop(rid, None) is not None:
+            self._chan.send("close_reader", rid)
+
+    def deliver(self, rid: int, first: int, data: bytes) -> None:
+        reader = self._readers.get(rid)
+        if reader is not None:
+            reader.queue.put_nowait((first, np.frombuffer(bytearray(data), dtype=np.int16)))
+
+    def end(self, rid: int) -> None:
+        reader = self._readers.pop(rid, None)
+        if reader is not None:
+            reader.closed = True
+            reader.queue.put_nowait(None)
+
+
+class LogForwarder(logging.Handler):
+    """Every record that passes this process's levels goes to the daemon, whose handlers redact and write it."""
+
+    def __init__(self, chan: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._chan = chan
+        self._loop = loop
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text
+            message = ("log", record.name, record.levelno, record.getMessage(), exc)
+        except Exception:
+            self.handleError(record)
+            return
+        if threading.get_ident() == self._thread:
+            self._chan.send(*message)
+        else:  # the SDK logs from its own threads
+            self._loop.call_soon_threadsafe(lambda: self._chan.send(*message))
+
+
+def _setup_logging(chan: Channel, levels: dict[str, int]) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(LogForwarder(chan, asyncio.get_running_loop()))
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+def default_factory(config: Any, audio: Any, emit: Callable[[Any], None], **kwargs: Any) -> Any:
+    from device.session.supervisor import Supervisor
+
+    return Supervisor(config, audio, emit, **kwargs)
+
+
+def _load(spec: str | None) -> Callable[..., Any]:
+    """`module:function` (tests build their supervisor from fakes), or the real one."""
+    if not spec:
+        return default_factory
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Host:
+    def __init__(self, chan: Channel, settings: dict[str, Any]) -> None:
+        self.chan = chan
+        self.audio = RemoteAudio(chan, settings["sample_rate"], settings["volume"])
+        self.starts = 0
+        self._last_status: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        factory = _load(settings.get("factory"))
+        self.sup = factory(settings["config"], self.audio, self._emit, identity=settings["identity"],
+                           muted=settings["muted"], on_session_over=self._over)
+
+    def _emit(self, event: Any) -> None:
+        self.chan.send("event", event)
+        self.push_status()
+
+    def _over(self) -> None:
+        self.push_status()
+        self.chan.send("over", self.starts)
+
+    def push_status(self) -> None:
+        status = self.sup.status()
+        if status != self._last_status:
+            self._last_status = status
+            self.chan.send("status", status)
+
+    async def _status_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            self.push_status()
+
+    async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:
+        error = None
+        try:
+            await getattr(self.sup, method)(*args)
+        except Exception as e:
+            error = f"{e}" or type(e).__name__
+        self.push_status()  # before the reply: the status after a call is there when the call returns
+        self.chan.send("reply", cid, error)
+
+    async def serve(self) -> None:
+        ticker = asyncio.get_running_loop().create_task(self._status_ticker())
+        try:
+            while True:
+                try:
+                    message = await self.chan.recv()
+                except ChannelClosed:  # the daemon is gone: end the session cleanly, quickly
+                    await asyncio.wait_for(self.sup.aclose(), CLOSE_ON_EOF_S)
+                    return
+                kind = message[0]
+                if kind == "chunk":
+                    self.audio.deliver(*message[1:])
+                elif kind == "eof":
+                    self.audio.end(message[1])
+                elif kind == "call":
+                    _, cid, method, args = message
+                    if method not in CALLS:
+                        self.chan.send("reply", cid, f"unknown call {method!r}")
+                        continue
+                    if method in STARTS:
+                        self.starts += 1
+                    task = asyncio.get_running_loop().create_task(self._call(cid, method, args))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif kind == "close":
+                    await self.sup.aclose()
+                    self.push_status()
+                    self.chan.send("closed")
+                    await self.chan.drain()
+                    return
+                else:
+                    log.warning("unknown message kind=%r", kind)
+        finally:
+            ticker.cancel()
+
+
+async def _main(fd: int) -> int:
+    chan = await Channel.open(socket.socket(fileno=fd))
+    try:
+        hello = await chan.recv()
+    except ChannelClosed:
+        return 1
+    if hello[0] != "hello":
+        return 1
+    settings: dict[str, Any] = hello[1]
+    _setup_logging(chan, settings.get("log_levels", {}))
+    try:
+        from livekit import rtc  # noqa: F401  (the slow import: done before "ready", not at the press)
+
+        host = Host(chan, settings)
+    except Exception as e:
+        log.exception("session process could not start")
+        chan.send("failed", f"{type(e).__name__}: {e}")
+        await chan.drain()
+        return 1
+    chan.send("ready", os.getpid())
+    with contextlib.suppress(ChannelClosed, TimeoutError):
+        await host.serve()
+    with contextlib.suppress(ChannelClosed):
+        await chan.drain()
+    return 0
+
+
+async def _run(fd: int) -> None:
+    """Serve, then exit at once: asyncio.run's clean-up would wait for the SDK's executor threads."""
+    code = await _main(fd)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: python -m device.session.host FD  (started by the voice-device daemon)", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the daemon decides when a session ends
+    asyncio.run(_run(int(args[0])))
+    return 1  # not reached: _run exits the process
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,468 @@
+"""`RemoteSupervisor`: the daemon's side of a session that runs in its own process (`device.session.host`).
+
+It has the `Supervisor`'s public API, so the daemon does not know the difference. Each session runs in one
+child process; when the child reports the session over, the daemon retires it (it disconnects, exits, and the
+native memory the SDK kept goes with it). In `warm` mode one spare child is always starting or ready (python
+and livekit imported): a press hands the session to it and starts the next spare at once, so even a press
+right after a session ended finds a ready child. Idle, the device runs the daemon and one spare; in a session,
+the daemon, the session's child and the spare. `on_demand` starts the child at the press instead. The child
+streams the mic from the daemon's ring by index, sends the agent's audio to the daemon's player, forwards its
+log records and its status.
+
+What survives a child: the device identity, mute, the speaker volume (sent with every hello), the metrics
+(summed over children), the last failure and the last transcripts (kept from the child that had them).
+A child that dies in a session ends it as `failed(internal)` with its exit code in the log; a child that cannot
+start at all is retried with backoff, and a press meanwhile gets a sentence saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from device.config.schema import Config
+from device.controls.events import Event, FailureReason, SessionFailed
+from device.session.ipc import Channel, ChannelClosed
+from device.session.ports import AudioPort
+from device.session.supervisor import SessionError
+from device.session.tokens import build_request
+
+log = logging.getLogger("device.session.remote")
+
+REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
+READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
+CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
+RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def idle_status() -> dict[str, Any]:
+    """What `Supervisor.status()` says before any session (no child yet)."""
+    return {
+        "phase": "idle", "room": None, "identity": None, "agent": {"identity": None, "state": None},
+        "muted": False, "turns": {"rpc": False, "fallback": False}, "transcripts": [], "preconnect": None,
+        "last_failure": None,
+        "metrics": {"sessions": 0, "reconnects": 0, "failures": {}, "preconnect_bytes_sent": 0,
+                    "press_to_listening_ms": None},
+    }
+
+
+class Child:
+    """One session process: its channel, the calls waiting for replies, the mic readers it opened."""
+
+    def __init__(self, owner: RemoteSupervisor, number: int) -> None:
+        self.owner = owner
+        self.number = number
+        self.proc: asyncio.subprocess.Process | None = None
+        self.chan: Channel | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.status: dict[str, Any] = idle_status()
+        self.starts = 0  # start/start_turn calls sent
+        self.closing = False
+        self.alive = True  # until its channel closes
+        self._calls: dict[int, asyncio.Future[str | None]] = {}
+        self._ids = itertools.count(1)
+        self._readers: dict[int, tuple[Any, asyncio.Task[None]]] = {}
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def spawn(self, hello: dict[str, Any]) -> None:
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "device.session.host", str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env,
+            )
+        finally:
+            theirs.close()
+        self.chan = await Channel.open(ours)
+        self.chan.send("hello", hello)
+        self._pump = asyncio.get_running_loop().create_task(self._read())
+
+    async def call(self, method: str, *args: Any) -> None:
+        if self.chan is None or not _ready(self):
+            raise SessionError("the session process is not ready")
+        cid = next(self._ids)
+        reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._calls[cid] = reply
+        if method in ("start", "start_turn"):
+            self.starts += 1
+        self.chan.send("call", cid, method, args)
+        error = await reply
+        if error is not None:
+            raise SessionError(error)
+
+    async def close(self, grace: float) -> None:
+        """Ask the child to end its session and exit; kill it after `grace` seconds."""
+        self.closing = True
+        if self.chan is not None and self.ready.done() and not self.ready.exception():
+            self.chan.send("close")
+        try:
+            await asyncio.wait_for(self.wait(), grace)
+        except TimeoutError:
+            log.warning("session process did not exit in %.0f s; killing it pid=%s", grace, self.pid)
+            self.kill()
+            await self.wait()
+        finally:
+            self.kill()
+
+    async def wait(self) -> int | None:
+        if self.proc is None:
+            return None
+        return await self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    # ---- messages from the child -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self.chan is not None
+        try:
+            while True:
+                self._handle(await self.chan.recv())
+        except ChannelClosed:
+            pass
+        except Exception:
+            log.exception("session process channel failed pid=%s", self.pid)
+            self.kill()
+        finally:
+            for _, task in self._readers.values():
+                task.cancel()
+            for reader, _ in self._readers.values():
+                reader.close()
+            self._readers.clear()
+            self.alive = False
+            code = await self.wait()
+            for reply in self._calls.values():
+                if not reply.done():
+                    reply.set_result(f"the session process ended (exit code {code}); see the log")
+            self._calls.clear()
+            if not self.ready.done():
+                self.ready.set_exception(SessionError(
+                    f"the session process could not start (exit code {code}); see the log"))
+            self.chan.close()
+            self.owner._gone(self, code)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        owner = self.owner
+        if kind == "log":
+            _, name, level, text, exc = message
+            record = logging.makeLogRecord({"name": name, "levelno": level, "levelname": logging.getLevelName(level),
+                                            "msg": text, "exc_text": exc})
+            logging.getLogger(name).handle(record)
+        elif kind == "status":
+            self.status = message[1]
+        elif kind == "reply":
+            reply = self._calls.pop(message[1], None)
+            if reply is not None and not reply.done():
+                reply.set_result(message[2])
+        elif kind == "ready":
+            if not self.ready.done():
+                self.ready.set_result(None)
+            log.info("session process ready pid=%s", message[1])
+        elif kind == "failed":
+            if not self.ready.done():
+                self.ready.set_exception(SessionError(f"the session process could not start: {message[1]}"))
+        elif kind == "open_reader":
+            self._open_reader(message[1], message[2])
+        elif kind == "close_reader":
+            entry = self._readers.pop(message[1], None)
+            if entry is not None:
+                entry[0].close()
+                entry[1].cancel()
+        elif self is not owner.current:
+            pass  # a retired child's late events and audio are not the device's any more
+        elif kind == "event":
+            owner.emit(message[1])
+        elif kind == "play":
+            owner.play(*message[1:])
+        elif kind == "flush":
+            owner.audio.player.flush()
+        elif kind == "volume":
+            owner.audio.player.volume = message[1]
+        elif kind == "over":
+            owner.session_over(self, message[1])
+        elif kind != "closed":
+            log.warning("unknown message from the session process kind=%r", kind)
+
+    def _open_reader(self, rid: int, start: int) -> None:
+        reader = self.owner.audio.reader(start)
+        task = asyncio.get_running_loop().create_task(self._stream(rid, reader))
+        self._readers[rid] = (reader, task)
+
+    async def _stream(self, rid: int, reader: Any) -> None:
+        assert self.chan is not None
+        try:
+            async for first, samples in reader:
+                self.chan.send("chunk", rid, first, samples.tobytes())
+                await self.chan.drain()
+            self.chan.send("eof", rid)
+        except ChannelClosed:
+            pass
+        finally:
+            reader.close()
+            self._readers.pop(rid, None)
+
+
+class RemoteSupervisor:
+    """The `Supervisor` API, each session in a child process (see the module docstring)."""
+
+    def __init__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, warm: bool = True,
+                 factory: str | None = None) -> None:
+        self._cfg = config
+        self.audio = audio
+        self._emit_cb = emit
+        self._warm = warm
+        self._factory = factory
+        self._identity = build_request(config.livekit).participant_identity
+        self._muted = False
+        self.current: Child | None = None
+        self._children: set[Child] = set()
+        self._numbers = itertools.count(1)
+        self._spare: asyncio.Task[Child] | None = None  # the next session's child, starting or ready
+        self._respawns = 0
+        self._totals: Counter[str] = Counter()
+        self._failure_totals: Counter[str] = Counter()
+        self._kept: dict[str, Any] = {"last_failure": None, "transcripts": [], "press_to_listening_ms": None}
+        self._closed = False
+        self._started = 0  # children started so far
+        self._bg: set[asyncio.Task[Any]] = set()
+        if warm:
+            self._prepare()
+
+    # ---- the Supervisor API ----------------------------------------------------------------------------------
+
+    async def start(self, mark: int) -> None:
+        child = await self._child_or_fail()
+        if child is not None:
+            await child.call("start", mark)
+
+    async def start_turn(self, mark: int | None = None) -> None:
+        if mark is None:
+            mark = self.audio.mark(self._cfg.audio.preroll_ms)
+        child = await self._child_or_fail()
+        if child is not None:
+            await child.call("start_turn", mark)
+
+    async def end(self, reason: str = "requested") -> None:
+        await self._if_running("end", reason)
+
+    async def end_turn(self) -> None:
+        await self._if_running("end_turn")
+
+    async def cancel_turn(self) -> None:
+        await self._if_running("cancel_turn")
+
+    async def set_muted(self, muted: bool) -> None:
+        self._muted = muted
+        await self._if_running("set_muted", muted)
+
+    async def send_text(self, text: str) -> None:
+        child = self.current
+        if child is None or not _ready(child):
+            raise SessionError("no session is connected; start one first (press the button or `voice-device start`)")
+        await child.call("send_text", text)
+
+    async def refresh(self) -> None:
+        """Bring `status()` up to date (the child pushes it every 0.1 s and on every event; this is exact)."""
+        child = self.current
+        if child is not None and _ready(child):
+            with contextlib.suppress(SessionError, TimeoutError):
+                await asyncio.wait_for(child.call("refresh"), REFRESH_TIMEOUT_S)
+
+    async def wait_quiet(self) -> None:
+        await self._if_running("wait_quiet")
+
+    def status(self) -> dict[str, Any]:
+        child = self.current
+        status = dict(child.status) if child is not None else idle_status()
+        status["muted"] = self._muted
+        for key in ("last_failure", "transcripts"):
+            if not status.get(key):
+                status[key] = self._kept[key]
+        m = dict(status["metrics"])
+        for key in ("sessions", "reconnects", "preconnect_bytes_sent"):
+            m[key] = m.get(key, 0) + self._totals[key]
+        m["failures"] = dict(Counter(m.get("failures", {})) + self._failure_totals)
+        if m.get("press_to_listening_ms") is None:
+            m["press_to_listening_ms"] = self._kept["press_to_listening_ms"]
+        status["metrics"] = m
+        status["process"] = {"pid": child.pid if child else None, "started": self._started}
+        return status
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.status()["metrics"]
+
+    @property
+    def last_failure(self) -> Any:
+        return self.status()["last_failure"]
+
+    async def aclose(self) -> None:
+        """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
+        and a cancelled close (the daemon's stop budget) kills them all."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._spare is not None and not self._spare.done():
+                self._spare.cancel()
+                await asyncio.gather(self._spare, return_exceptions=True)
+            await asyncio.gather(*(c.close(self._grace()) for c in list(self._children)), return_exceptions=True)
+            await asyncio.gather(*self._bg, return_exceptions=True)
+        finally:
+            for child in list(self._children):
+                child.kill()
+
+    # ---- children --------------------------------------------------------------------------------------------
+
+    def _grace(self) -> float:
+        return CLOSE_GRACE_S + self._cfg.session.connect_timeout_s
+
+    def _hello(self) -> dict[str, Any]:
+        root, lk = logging.getLogger(), logging.getLogger("livekit")
+        return {
+            "config": self._cfg,
+            "identity": self._identity,
+            "muted": self._muted,
+            "volume": float(self.audio.player.volume),
+            "sample_rate": self.audio.sample_rate,
+            "factory": self._factory,
+            "log_levels": {"": root.getEffectiveLevel(), "livekit": lk.getEffectiveLevel()},
+        }
+
+    def _prepare(self) -> asyncio.Task[Child]:
+        """The spare: the child the next session will run in, started now unless one is starting or ready."""
+        spare = self._spare
+        if spare is None or (spare.done() and (spare.cancelled() or spare.exception() is not None
+                                               or not spare.result().alive)):
+            spare = self._spare = asyncio.get_running_loop().create_task(self._spawn())
+            spare.add_done_callback(_log_spawn_failure)
+        return spare
+
+    async def _spawn(self) -> Child:
+        if self._respawns:
+            delay = RESPAWN_BACKOFF_S[min(self._respawns, len(RESPAWN_BACKOFF_S)) - 1]
+            await asyncio.sleep(delay)
+        child = Child(self, next(self._numbers))
+        self._started = child.number
+        self._children.add(child)
+        try:
+            await child.spawn(self._hello())
+        except Exception as e:
+            self._children.discard(child)
+            self._respawns += 1
+            raise SessionError(f"the session process could not be started: {e}") from None
+        try:
+            await asyncio.wait_for(asyncio.shield(child.ready), READY_TIMEOUT_S)
+        except TimeoutError:
+            child.kill()
+            raise SessionError(f"the session process did not start within {READY_TIMEOUT_S:.0f} s") from None
+        except SessionError:
+            self._respawns += 1
+            raise
+        self._respawns = 0
+        return child
+
+    async def _child_or_fail(self) -> Child | None:
+        """The ready child, starting one if needed; None (and the session shown as failed) if none can start."""
+        if self._closed:
+            raise SessionError("the session supervisor is closed")
+        child = self.current
+        if child is not None and _ready(child) and child.alive:
+            return child
+        try:
+            while not (child := await asyncio.shield(self._prepare())).alive:
+                pass  # the spare died while waiting: _prepare starts another
+        except (SessionError, OSError) as e:
+            log.error("session process unavailable error=%s", e)
+            self.emit(SessionFailed(FailureReason.INTERNAL, str(e)))
+            return None
+        self._spare = None
+        self.current = child
+        if self._warm:
+            self._prepare()  # the one after: ready by the time this session ends
+        return child
+
+    async def _if_running(self, method: str, *args: Any) -> None:
+        child = self.current
+        if child is not None and _ready(child):
+            await child.call(method, *args)
+
+    def session_over(self, child: Child, starts_seen: int) -> None:
+        """The child's session ended. Retire it unless a start it has not seen yet is on its way to it."""
+        if child is not self.current or starts_seen != child.starts or self._closed:
+            return
+        self._retire(child)
+
+    def _retire(self, child: Child) -> None:
+        self.current = None
+        m = child.status.get("metrics", {})
+        for key in ("sessions", "reconnects", "preconnect_bytes_sent"):
+            self._totals[key] += int(m.get(key) or 0)
+        self._failure_totals.update(m.get("failures", {}))
+        if m.get("press_to_listening_ms") is not None:
+            self._kept["press_to_listening_ms"] = m["press_to_listening_ms"]
+        for key in ("last_failure", "transcripts"):
+            if child.status.get(key):
+                self._kept[key] = child.status[key]
+        task = asyncio.get_running_loop().create_task(child.close(self._grace()))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _gone(self, child: Child, code: int | None) -> None:
+        self._children.discard(child)
+        if self._warm and not self._closed:
+            self._prepare()  # a spare that died is replaced (with backoff if they keep dying)
+        if child is not self.current:
+            log.debug("session process exited pid=%s code=%s", child.pid, code)
+            return
+        in_session = child.status.get("phase", "idle") != "idle"
+        self._retire(child)
+        if self._closed:
+            return
+        log.error("session process exited unexpectedly pid=%s code=%s in_session=%s", child.pid, code, in_session)
+        if in_session:
+            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process exited with code {code}"))
+        self._respawns += 1
+
+    # ---- to the daemon ---------------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._emit_cb(event)
+        except Exception:
+            log.exception("event consumer failed event=%r", event)
+
+    def play(self, data: bytes, rate: int, channels: int, samples: int) -> None:
+        from livekit import rtc
+
+        self.audio.player.push(rtc.AudioFrame(data, rate, channels, samples))
+
+
+def _log_spawn_failure(task: asyncio.Task[Child]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("session process start failed error=%s", task.exception())
+
+
+def _ready(child: Child) -> bool:
+    return child.ready.done() and not child.ready.cancelled() and child.ready.exception() is None

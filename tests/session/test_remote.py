@@ -1,0 +1,203 @@
+"""A session per child process (`device.session.remote` + `device.session.host`): real children, fake rooms.
+
+Each test starts real `python -m device.session.host` children whose Supervisor talks to scripted fake rooms
+(tests/session/hostfactory.py); the daemon side (RemoteSupervisor) is what the daemon runs. The real SDK over
+the wire is covered by the wire tests, which run the daemon with its default `session.process: warm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from device.controls.events import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
+from device.session.remote import RemoteSupervisor
+from tests.session.conftest import make_config
+from tests.session.fakes import FakeAudioPort
+from tests.session.hostfactory import SPEECH
+
+FACTORY = "tests.session.hostfactory:scripted"
+TIMEOUT = 30.0
+
+
+async def until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := predicate()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+    return value
+
+
+class Rig:
+    def __init__(self, *, warm: bool = True, factory: str = FACTORY, **session: Any) -> None:
+        self.audio = FakeAudioPort(sample_rate=16000)
+        self.events: list[Event] = []
+        self.sup = RemoteSupervisor(make_config(**session), self.audio, self.events.append, warm=warm,
+                                    factory=factory)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def listening(self) -> bool:
+        return any(isinstance(e, AgentStateChanged) and e.state == "listening" for e in self.events)
+
+    async def session(self, preroll_ms: int = 200) -> int:
+        """Speak, press (with pre-roll), wait for the agent to listen and speak, end; returns the child's pid."""
+        self.audio.speak(500)
+        mark = self.audio.mark(preroll_ms)
+        before = len(self.audio.player.frames)
+        await self.sup.start(mark)
+        pid = self.sup.status()["process"]["pid"]
+        await until(self.listening, "agent listening")
+        await until(lambda: len(self.audio.player.frames) >= before + len(SPEECH), "the agent's audio played")
+        self.audio.speak(300)
+        await asyncio.sleep(0.3)
+        ended = len(self.of(SessionEnded))
+        await self.sup.end("requested")
+        await until(lambda: len(self.of(SessionEnded)) > ended, "session ended")
+        self.events.clear()
+        return pid
+
+
+def sent_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
+    return [dict(re.findall(r"(\w+)=(\S+)", r.getMessage())) for r in caplog.records
+            if r.name == "tests.fake" and r.getMessage().startswith("fake: sent")]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie has exited; asyncio's child watcher reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_each_session_runs_in_its_own_child_and_the_child_exits_after_it(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    rig = Rig()
+    try:
+        first = await rig.session()
+        await until(lambda: not alive(first), "the first session's process to exit")
+        second = await rig.session()
+        assert second != first
+        await until(lambda: not alive(second), "the second session's process to exit")
+        status = rig.sup.status()
+        assert status["metrics"]["sessions"] == 2  # summed over children
+        assert status["process"]["started"] >= 2
+        identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
+                      if "session connecting" in r.getMessage()}
+        assert identities == {"device-test"}
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_the_mic_reaches_the_child_from_the_mark_sample_exact(caplog) -> None:
+    # the agent hears the pre-connect stream then the live track: together, the ring from the mark, no gap
+    caplog.set_level(logging.INFO)
+    rig = Rig()
+    try:
+        rig.audio.speak(800)
+        mark = rig.audio.mark(300)
+        await rig.sup.start(mark)
+        await until(rig.listening, "agent listening")
+        rig.audio.speak(400)
+        await asyncio.sleep(0.5)
+        await rig.sup.end("requested")
+        lines = await until(lambda: sent_lines(caplog), "the child's report of what it sent")
+        assert lines[0]["exact"] == "True"
+        assert int(lines[0]["first"]) == mark
+        assert int(lines[0]["n"]) >= rig.audio.produced - mark - 16000 * 0.1  # all of it, up to the last chunk
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_the_agents_audio_plays_on_the_daemons_player_unchanged() -> None:
+    rig = Rig()
+    try:
+        await rig.session()
+        got = [np.frombuffer(bytes(f.data), dtype=np.int16) for f in rig.audio.player.frames]
+        assert len(got) == len(SPEECH)
+        for frame, want in zip(got, SPEECH, strict=True):
+            assert np.array_equal(frame, want)
+        assert {f.sample_rate for f in rig.audio.player.frames} == {16000}
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_mute_set_before_a_session_reaches_the_next_child(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    rig = Rig()
+    try:
+        await rig.sup.set_muted(True)
+        await rig.session()
+        assert sent_lines(caplog)[-1]["muted"] == "True"
+        assert rig.sup.status()["muted"] is True
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_a_child_that_dies_mid_session_fails_it_and_the_next_press_gets_a_fresh_child(tmp_path,
+                                                                                         monkeypatch) -> None:
+    marker = tmp_path / "crash"
+    marker.touch()
+    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
+    rig = Rig()
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
+        assert failed[0].reason is FailureReason.INTERNAL
+        assert "exited with code 7" in failed[0].detail
+        assert failed[0].retry_in_s is None
+        rig.events.clear()
+        await rig.session()  # a fresh child serves the next press
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_traceback(caplog) -> None:
+    rig = Rig(factory="tests.session.hostfactory:no_such_factory", warm=False)
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))  # does not raise: the device shows failed(internal)
+        failed = rig.of(SessionFailed)
+        assert len(failed) == 1 and failed[0].reason is FailureReason.INTERNAL
+        assert "could not start" in failed[0].detail and "no_such_factory" in failed[0].detail
+        assert rig.sup.status()["phase"] == "idle"
+        await rig.sup.end()  # nothing running: a no-op, not an error
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_on_demand_starts_no_child_until_the_press() -> None:
+    rig = Rig(warm=False)
+    try:
+        await asyncio.sleep(0.5)
+        assert rig.sup.status()["process"] == {"pid": None, "started": 0}
+        await rig.session()
+        assert rig.sup.status()["process"]["started"] == 1
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    rig = Rig()
+    await asyncio.sleep(0)
+    rig.audio.speak(300)
+    await rig.sup.start(rig.audio.mark(100))
+    await until(rig.listening, "agent listening")
+    pid = rig.sup.status()["process"]["pid"]
+    await rig.sup.aclose()
+    assert not alive(pid)
+    assert sent_lines(caplog), "the room was disconnected (CLIENT_INITIATED) before the child exited"
+    with pytest.raises(Exception, match="closed"):
+        await rig.sup.start(0)
