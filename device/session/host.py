@@ -38,6 +38,7 @@ CALLS = frozenset({"start", "end", "start_turn", "end_turn", "cancel_turn", "set
                    "refresh"})
 STARTS = frozenset({"start", "start_turn"})
 STATUS_EVERY_S = 0.1
+BEAT_EVERY_S = 1.0  # with nothing else to say, "still here": the daemon kills a child silent for longer
 CLOSE_ON_EOF_S = 5.0
 
 
@@ -196,9 +197,14 @@ class Host:
             self.chan.send("status", status)
 
     async def _status_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        beat = loop.time()
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             self.push_status()
+            if loop.time() - beat >= BEAT_EVERY_S:
+                beat = loop.time()
+                self.chan.send("beat")
 
     async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:
         error = None

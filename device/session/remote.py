@@ -2,10 +2,11 @@
 
 It has the `Supervisor`'s public API, so the daemon does not know the difference. Each session runs in one
 child process; when the child reports the session over, the daemon retires it (it disconnects, exits, and the
-native memory the SDK kept goes with it). In `warm` mode one spare child is always starting or ready (python
-and livekit imported): a press hands the session to it and starts the next spare at once, so even a press
-right after a session ended finds a ready child. Idle, the device runs the daemon and one spare; in a session,
-the daemon, the session's child and the spare. `on_demand` starts the child at the press instead. The child
+native memory the SDK kept goes with it). In `warm` mode a spare child is started when a session ends (and at
+start-up), never during a session, where its import would compete with the audio for CPU: idle, the device
+runs the daemon and one ready child (python and livekit imported) that the next press hands the session to; a
+press within a second or so of the last session's end waits for it (its speech is buffered meanwhile).
+`on_demand` starts the child at the press instead: less memory while idle, a slower first answer. The child
 streams the mic from the daemon's ring by index, sends the agent's audio to the daemon's player, forwards its
 log records and its status.
 
@@ -40,6 +41,7 @@ log = logging.getLogger("device.session.remote")
 
 REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
 READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
+SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; silent this long, it is hung
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
 RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -57,6 +59,10 @@ def idle_status() -> dict[str, Any]:
     }
 
 
+class ChildGone(SessionError):
+    """The session process ended before it answered."""
+
+
 class Child:
     """One session process: its channel, the calls waiting for replies, the mic readers it opened."""
 
@@ -70,6 +76,8 @@ class Child:
         self.starts = 0  # start/start_turn calls sent
         self.closing = False
         self.alive = True  # until its channel closes
+        self.heard = asyncio.get_running_loop().time()  # when it last sent anything
+        self.hung = False
         self._calls: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
         self._readers: dict[int, tuple[Any, asyncio.Task[None]]] = {}
@@ -105,12 +113,14 @@ class Child:
         self.chan.send("call", cid, method, args)
         error = await reply
         if error is not None:
-            raise SessionError(error)
+            raise ChildGone(error) if not self.alive else SessionError(error)
 
     async def close(self, grace: float) -> None:
         """Ask the child to end its session and exit; kill it after `grace` seconds."""
         self.closing = True
-        if self.chan is not None and self.ready.done() and not self.ready.exception():
+        if self.chan is None or not _ready(self):
+            self.kill()  # still starting: no session in it to end
+        else:
             self.chan.send("close")
         try:
             await asyncio.wait_for(self.wait(), grace)
@@ -136,8 +146,11 @@ class Child:
     async def _read(self) -> None:
         assert self.chan is not None
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                self._handle(await self.chan.recv())
+                message = await self.chan.recv()
+                self.heard = loop.time()
+                self._handle(message)
         except ChannelClosed:
             pass
         except Exception:
@@ -201,8 +214,17 @@ class Child:
             owner.audio.player.volume = message[1]
         elif kind == "over":
             owner.session_over(self, message[1])
-        elif kind != "closed":
+        elif kind not in ("closed", "beat"):
             log.warning("unknown message from the session process kind=%r", kind)
+
+    def check(self, now: float, limit: float) -> None:
+        """Kill a ready child that has said nothing for `limit` seconds (a blocked loop, a native deadlock): its
+        session fails and the next press gets a fresh child, instead of a device waiting on it for ever."""
+        if self.alive and _ready(self) and not self.hung and now - self.heard > limit:
+            self.hung = True
+            log.error("session process stopped answering; killing it pid=%s silent_s=%.1f", self.pid,
+                      now - self.heard)
+            self.kill()
 
     def _open_reader(self, rid: int, start: int) -> None:
         reader = self.owner.audio.reader(start)
@@ -227,7 +249,7 @@ class RemoteSupervisor:
     """The `Supervisor` API, each session in a child process (see the module docstring)."""
 
     def __init__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, warm: bool = True,
-                 factory: str | None = None) -> None:
+                 factory: str | None = None, silent_limit_s: float = SILENT_LIMIT_S) -> None:
         self._cfg = config
         self.audio = audio
         self._emit_cb = emit
@@ -246,6 +268,8 @@ class RemoteSupervisor:
         self._closed = False
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[Any]] = set()
+        self._silent_limit = silent_limit_s
+        self._monitor = asyncio.get_running_loop().create_task(self._watch())
         if warm:
             self._prepare()
 
@@ -254,14 +278,16 @@ class RemoteSupervisor:
     async def start(self, mark: int) -> None:
         child = await self._child_or_fail()
         if child is not None:
-            await child.call("start", mark)
+            with contextlib.suppress(ChildGone):  # already reported as failed(internal)
+                await child.call("start", mark)
 
     async def start_turn(self, mark: int | None = None) -> None:
         if mark is None:
             mark = self.audio.mark(self._cfg.audio.preroll_ms)
         child = await self._child_or_fail()
         if child is not None:
-            await child.call("start_turn", mark)
+            with contextlib.suppress(ChildGone):
+                await child.call("start_turn", mark)
 
     async def end(self, reason: str = "requested") -> None:
         await self._if_running("end", reason)
@@ -323,6 +349,7 @@ class RemoteSupervisor:
         if self._closed:
             return
         self._closed = True
+        self._monitor.cancel()
         try:
             if self._spare is not None and not self._spare.done():
                 self._spare.cancel()
@@ -334,6 +361,15 @@ class RemoteSupervisor:
                 child.kill()
 
     # ---- children --------------------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        # After a stall of this loop itself, the reader tasks run before this timer (asyncio runs I/O callbacks
+        # first) and mark whatever the children sent meanwhile as heard: a blocked daemon kills no healthy child.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self._silent_limit / 2))
+            for child in list(self._children):
+                child.check(loop.time(), self._silent_limit)
 
     def _grace(self) -> float:
         return CLOSE_GRACE_S + self._cfg.session.connect_timeout_s
@@ -399,20 +435,21 @@ class RemoteSupervisor:
             return None
         self._spare = None
         self.current = child
-        if self._warm:
-            self._prepare()  # the one after: ready by the time this session ends
         return child
 
     async def _if_running(self, method: str, *args: Any) -> None:
         child = self.current
         if child is not None and _ready(child):
-            await child.call(method, *args)
+            with contextlib.suppress(ChildGone):  # its session is over: nothing left to end, mute or wait for
+                await child.call(method, *args)
 
     def session_over(self, child: Child, starts_seen: int) -> None:
         """The child's session ended. Retire it unless a start it has not seen yet is on its way to it."""
         if child is not self.current or starts_seen != child.starts or self._closed:
             return
         self._retire(child)
+        if self._warm:
+            self._prepare()  # the next one starts now, not during a session: its import would compete for CPU
 
     def _retire(self, child: Child) -> None:
         self.current = None
@@ -442,7 +479,8 @@ class RemoteSupervisor:
             return
         log.error("session process exited unexpectedly pid=%s code=%s in_session=%s", child.pid, code, in_session)
         if in_session:
-            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process exited with code {code}"))
+            why = "stopped answering and was stopped" if child.hung else f"exited with code {code}"
+            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}"))
         self._respawns += 1
 
     # ---- to the daemon ---------------------------------------------------------------------------------------

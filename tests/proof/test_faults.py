@@ -177,7 +177,7 @@ def test_the_mic_vanishing_mid_session_shows_failed_and_returning_restores_the_s
             assert d.command("unmute") == {"type": "ok"}
             d.wait_status("connecting", start=d.mark() - 1)  # the same session, never ended
             m = metrics(d)
-            assert m["sessions"] == 1 and len(endpoint.requests) == 1
+            assert m["sessions"] == 1 and len(endpoint.requests) == 1, d.log()
             assert m["mic_open"] is True and m["audio_input_reopens"] >= 1
             frames = m["audio_frames_captured"]
             wait_until(lambda: metrics(d)["audio_frames_captured"] > frames, 10, "frames flowing again")

@@ -4,7 +4,8 @@
 room has an agent already present and listening; once the mic is published the agent speaks (three frames of
 a known pattern) and subscribes to the mic. What the child saw is reported as log lines (the child forwards its
 log records to the test process): `fake: captured first=... n=... exact=...` when the session ends.
-`VD_FAKE_CRASH` names a file: while it exists, a connect deletes it and the child exits with code 7.
+`VD_FAKE_CRASH` names a file: while it exists, a connect deletes it and the child exits with code 7;
+`VD_FAKE_HANG` likewise blocks the child's loop for an hour.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,12 @@ class ScriptedRoom(FakeRoom):
         self.agent = agent
 
     async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        hang = os.environ.get("VD_FAKE_HANG")
+        if hang and os.path.exists(hang):
+            os.unlink(hang)
+            log.warning("fake: blocking the loop on connect")
+            await asyncio.sleep(0.2)
+            time.sleep(3600)  # a native deadlock, as the daemon sees it
         crash = os.environ.get("VD_FAKE_CRASH")
         if crash and os.path.exists(crash):
             os.unlink(crash)

@@ -163,6 +163,27 @@ async def test_a_child_that_dies_mid_session_fails_it_and_the_next_press_gets_a_
         await rig.sup.aclose()
 
 
+async def test_a_child_that_stops_answering_is_killed_its_session_fails_and_the_next_press_works(
+        tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "hang"
+    marker.touch()
+    monkeypatch.setenv("VD_FAKE_HANG", str(marker))
+    rig = Rig()
+    rig.sup._silent_limit = 2.0
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        pid = rig.sup.status()["process"]["pid"]
+        failed = await until(lambda: rig.of(SessionFailed), "the hung session to fail")
+        assert failed[0].reason is FailureReason.INTERNAL and "stopped answering" in failed[0].detail
+        await until(lambda: not alive(pid), "the hung process to be gone")
+        await rig.sup.end()  # the device's own end after the failure: no error, no wait
+        rig.events.clear()
+        await rig.session()
+    finally:
+        await rig.sup.aclose()
+
+
 async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_traceback(caplog) -> None:
     rig = Rig(factory="tests.session.hostfactory:no_such_factory", warm=False)
     try:
