@@ -4,9 +4,10 @@ systemd 252 implements MemoryDenyWriteExecute= as a seccomp filter that fails wi
 for PROT_WRITE|PROT_EXEC together, mprotect/pkey_mprotect asking for PROT_EXEC at all, and shmat with
 SHM_EXEC. This script installs the same filter on itself (no privilege needed after PR_SET_NO_NEW_PRIVS),
 proves the filter bites (a W+X mmap must fail), then exercises livekit.rtc's FFI (ctypes callback, audio
-source, track and stream, APM, resampler, a refused connect through the Rust network stack), PyAudio and
-numpy. With `--allow N,N,...` every other syscall fails with EPERM as well: the unit's SystemCallFilter= as
-an allow list of syscall numbers (the test expands the unit's groups with `systemd-analyze syscall-filter`).
+source, track and stream, APM, resampler, a refused connect through the Rust network stack), a session process
+(the filter is inherited: fork, exec, its own livekit import), PyAudio and numpy. With `--allow N,N,...`
+every other syscall fails with EPERM as well: the unit's SystemCallFilter= as an allow list of syscall numbers
+(the test expands the unit's groups with `systemd-analyze syscall-filter`).
 It prints one JSON line; tests/daemon/test_unit.py runs it in a subprocess.
 """
 
@@ -138,6 +139,23 @@ async def exercise_livekit() -> list[str]:
     return done
 
 
+async def exercise_session_process() -> str:
+    """A session child (device.session.host) under the same filter: fork/exec, a socketpair, its livekit import."""
+    import types
+
+    from device.config.schema import Config, LiveKitConfig
+    from device.session.remote import RemoteSupervisor
+
+    audio = types.SimpleNamespace(sample_rate=48000, player=types.SimpleNamespace(volume=0.5))
+    config = Config(livekit=LiveKitConfig(token_source="literal", url="ws://127.0.0.1:9", token="x.y.z"))
+    sup = RemoteSupervisor(config, audio, lambda event: None)  # type: ignore[arg-type]
+    try:
+        child = await sup._prepare()
+        return "ready" if child.alive else "exited"
+    finally:
+        await sup.aclose()
+
+
 def main() -> None:
     import asyncio
 
@@ -151,6 +169,7 @@ def main() -> None:
         except PermissionError:
             result["denied_syscall_refused"] = True
     result["livekit"] = asyncio.run(exercise_livekit())
+    result["session_process"] = asyncio.run(exercise_session_process())
     import pyaudio  # PortAudio and ALSA (their probing noise goes to stderr)
 
     pa = pyaudio.PyAudio()

@@ -117,6 +117,7 @@ def test_livekit_and_pyaudio_run_under_memory_deny_write_execute() -> None:
     result = run_probe()
     assert result["filter_bites"] is True  # a W+X mapping was refused: the filter is in force
     assert result["livekit"] == EXPECTED_WORK
+    assert result["session_process"] == "ready"
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or not UNISTD.exists(), reason="needs the x86_64 syscall table")
@@ -126,3 +127,4 @@ def test_livekit_and_pyaudio_run_under_the_units_system_call_filter() -> None:
     result = run_probe("--allow", ",".join(map(str, numbers)))
     assert result["filter_bites"] is True and result["denied_syscall_refused"] is True
     assert result["livekit"] == EXPECTED_WORK
+    assert result["session_process"] == "ready"
