@@ -3,14 +3,17 @@
 - `startup_ratio`: time from exec to READY=1 on $NOTIFY_SOCKET, divided by the time of a bare
   `python -c "import livekit.rtc"` measured in the same run (medians of `--repeats` each).
 - `press_to_listening_ms`: the daemon's own metric (press → the agent's `listening`), minus the stub agent's
-  scripted delay (`--agent-delay` + its 0.5 s `initializing`); median over `--sessions` sessions.
+  scripted delay (`--agent-delay` + its 0.5 s `initializing`); median over `--sessions` sessions, each pressed
+  after the device has been idle for 2 s (a press right after a session waits for the next session process).
 - `preroll_kept_ms`: how much audio from before the press reached the agent. A recorder on the virtual mic
   (parec, 10 ms latency) timestamps the mic's samples; the agent's `heard.wav` is located in that recording
   by cross-correlation; kept = (the mic sample at the press) − (heard.wav's first sample). DSP off for this
   session, so heard.wav is the mic sample for sample; `audio.preroll_ms` is 500.
-- `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`.
+- `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`, with its
+  ready session process (`idle_rss_daemon_mb`: the daemon process alone).
 - `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`.
-CPU is utime+stime of the process (all threads) from /proc, as % of one core of this machine.
+CPU and RSS are of the daemon and its session processes together (utime+stime of all their threads, plus
+children already reaped), from /proc; CPU as % of one core of this machine.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from benchmarks.stack import Bench, cpu_percent, proc_stats
 
 AGENT_DELAY_S = 0.5
+IDLE_BEFORE_PRESS_S = 2.0
 RATE = 48000
 
 
@@ -133,7 +137,7 @@ def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> d
     daemon.wait_ready()
     time.sleep(2.0)  # settle after start-up
     idle_cpu = cpu_percent(daemon.pid, seconds)
-    idle_rss = proc_stats(daemon.pid)["rss_bytes"]
+    idle = proc_stats(daemon.pid)  # the daemon and its ready session process (session.process: warm)
     # active: a session with the agent listening while speech plays into the mic
     long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
                                 "long")
@@ -149,12 +153,14 @@ def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> d
     agent_s = AGENT_DELAY_S + _agent_init_s()
     latencies = []
     for _ in range(sessions):
+        time.sleep(IDLE_BEFORE_PRESS_S)
         metrics = bench.session(daemon, wav)
         latencies.append(float(metrics["press_to_listening_ms"]) - agent_s * 1000)
     daemon.signal(15)
     daemon.wait(timeout=10)
     return {
-        "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle_rss / 2**20, 1),
+        "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle["rss_bytes"] / 2**20, 1),
+        "idle_rss_daemon_mb": round(idle["daemon_rss_bytes"] / 2**20, 1), "idle_processes": idle["processes"],
         "active_cpu_percent": round(active_cpu, 2),
         "press_to_listening_ms": round(statistics.median(latencies), 1),
         "press_to_listening_ms_each": [round(x, 1) for x in latencies],
@@ -185,7 +191,8 @@ ROWS = [
     ("press → agent listening (agent delay subtracted, median)", "press_to_listening_ms", "{:.0f} ms"),
     ("pre-roll kept (audio before the press that reached the agent)", "preroll_kept_ms", "{:.0f} ms"),
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
-    ("daemon idle RSS", "idle_rss_mb", "{:.1f} MB"),
+    ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
+    ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
     ("daemon active-session CPU", "active_cpu_percent", "{:.1f} % of a core"),
     ("start-up to READY=1", "startup_ready_s", "{:.2f} s"),
     ("bare `import livekit.rtc`", "import_livekit_rtc_s", "{:.2f} s"),

@@ -172,8 +172,9 @@ class DaemonConfig:
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
     restart_above_rss_mb: int = opt(
-        0, "exit (code 75, systemd restarts it) when idle after a session with RSS above this; the livekit 1.2.1 "
-        "native core keeps ~0.6 MB per session (0 = never)", min=0, max=65536,
+        0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "
+        "for session.process: inline, where the livekit 1.2.1 native core keeps ~0.6 MB per session (0 = never)",
+        min=0, max=65536,
     )
 
 

@@ -253,6 +253,9 @@ class App:
                     "input_reopens", "output_reopens"):
             if key in stats:
                 m[f"audio_{key}"] = stats[key]
+        process = status.get("process")
+        if process:  # session.process warm / on_demand: one child per session
+            m["session_processes_started"] = process["started"]
         m["mic_open"] = parts.audio.mic_open
         m["reloads"] = self.reloads
         if self._reload_error:

@@ -79,8 +79,8 @@ class RemotePlayer:
         return self._volume
 
     @volume.setter
-    def volume(self, value: float) -> None:
-        self._volume = min(1.0, max(0.0, float(value)))
+    def volume(self, value: float) -> None:  # the daemon's player clamps it
+        self._volume = float(value)
         self._chan.send("volume", self._volume)
 
     def push(self, frame: Any) -> None:

@@ -184,7 +184,9 @@ def test_every_control_command_through_the_real_daemon(workdir, audio_rig) -> No
                 assert reply["type"] == "error" and "no session is connected" in reply["message"]
                 reply = c.command({"cmd": "reboot"})
                 assert reply["type"] == "error" and "unknown command" in reply["message"]
-            assert d.snapshot()["metrics"]["sessions"] == 2
+            m = d.snapshot()["metrics"]
+            assert m["sessions"] == 2
+            assert m["session_processes_started"] >= 2  # session.process: warm — one child per session
             d.signal(signal.SIGTERM)
             assert d.wait() == 0
     finally:
