@@ -154,12 +154,14 @@ def test_a_config_error_at_start_exits_2_with_one_line(workdir, audio_rig) -> No
         assert d.notify.messages == []  # never READY
 
 
-def test_every_control_command_through_the_real_daemon(workdir, audio_rig) -> None:
+@pytest.mark.parametrize("process", ["warm", "on_demand", "inline"])
+def test_every_control_command_through_the_real_daemon(workdir, audio_rig, process: str) -> None:
     endpoint = TokenEndpoint()
     endpoint.behaviour = "hang"  # a session stays in `connecting` until it is ended
     config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
                                            "http_timeout_s": 30})
     config["session"]["connect_timeout_s"] = 60
+    config["session"]["process"] = process
     try:
         with start(workdir, audio_rig, config) as d:
             d.wait_ready()
@@ -186,7 +188,10 @@ def test_every_control_command_through_the_real_daemon(workdir, audio_rig) -> No
                 assert reply["type"] == "error" and "unknown command" in reply["message"]
             m = d.snapshot()["metrics"]
             assert m["sessions"] == 2
-            assert m["session_processes_started"] >= 2  # session.process: warm — one child per session
+            if process == "inline":
+                assert "session_processes_started" not in m
+            else:  # one child per session
+                assert m["session_processes_started"] >= 2
             d.signal(signal.SIGTERM)
             assert d.wait() == 0
     finally:
