@@ -11,7 +11,9 @@
   session, so heard.wav is the mic sample for sample; `audio.preroll_ms` is 500.
 - `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`, with its
   ready session process (`idle_rss_daemon_mb`: the daemon process alone).
-- `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`.
+- `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`;
+  `active_cpu_inline_percent` the same with `session.process: inline` in the same run (the peer: no session
+  process), and their ratio.
 CPU and RSS are of the daemon and its session processes together (utime+stime of all their threads, plus
 children already reaped), from /proc; CPU as % of one core of this machine.
 """
@@ -130,7 +132,6 @@ def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
 
 
 def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> dict[str, Any]:
-    from tests.wire.rig import play_into_mic
 
     stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
     daemon = bench.daemon(bench.config(stub.url))
@@ -141,15 +142,7 @@ def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> d
     # active: a session with the agent listening while speech plays into the mic
     long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
                                 "long")
-    mark = daemon.mark()
-    daemon.command("press")
-    daemon.wait_status("listening", timeout=30, start=mark)
-    player = play_into_mic(bench.pulse_server, long_wav)
-    active_cpu = cpu_percent(daemon.pid, seconds)
-    player.kill()
-    daemon.command("release")
-    daemon.command("end")
-    daemon.wait_status("idle", timeout=30, start=mark + 1)
+    active_cpu = active_session_cpu(bench, daemon, long_wav, seconds)
     agent_s = AGENT_DELAY_S + _agent_init_s()
     latencies = []
     for _ in range(sessions):
@@ -168,6 +161,35 @@ def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> d
     }
 
 
+def active_session_cpu(bench: Bench, daemon: Any, wav: Path, seconds: float) -> float:
+    """% of a core, daemon and session process together, while the agent listens and speech plays into the mic."""
+    from tests.wire.rig import play_into_mic
+
+    mark = daemon.mark()
+    daemon.command("start")  # not a held press: the button's 10 s hold would end the session inside the window
+    daemon.wait_status("listening", timeout=30, start=mark)
+    player = play_into_mic(bench.pulse_server, wav)
+    cpu = cpu_percent(daemon.pid, seconds)
+    player.kill()
+    daemon.command("end")
+    daemon.wait_status("idle", timeout=30, start=mark + 1)
+    return cpu
+
+
+def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
+    """The same active session with `session.process: inline` (no session process), in the same run."""
+    stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
+    config = bench.config(stub.url)
+    config["session"]["process"] = "inline"
+    daemon = bench.daemon(config)
+    daemon.wait_ready()
+    time.sleep(2.0)
+    cpu = active_session_cpu(bench, daemon, wav, seconds)
+    daemon.signal(15)
+    daemon.wait(timeout=10)
+    return {"active_cpu_inline_percent": round(cpu, 2)}
+
+
 def _agent_init_s() -> float:
     from tests.stubsfu.agent import AgentConfig
 
@@ -180,6 +202,10 @@ def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3) -> dict[str,
         result: dict[str, Any] = {}
         result.update(startup(bench, repeats))
         result.update(session_figures(bench, wav, sessions, seconds))
+        long_wav = bench.workdir / "long.wav"
+        result.update(inline_peer(bench, long_wav, seconds))
+        result["active_cpu_ratio_vs_inline"] = round(result["active_cpu_percent"]
+                                                     / max(0.01, result["active_cpu_inline_percent"]), 2)
         speech = bench.speech_wav("Hello there, this sentence starts well before the button is pressed, "
                                   "and it goes on while the agent joins the room.", "preroll")
         result.update(preroll_kept(bench, speech))
@@ -193,7 +219,9 @@ ROWS = [
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
     ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
     ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
-    ("daemon active-session CPU", "active_cpu_percent", "{:.1f} % of a core"),
+    ("daemon active-session CPU (with its session process)", "active_cpu_percent", "{:.1f} % of a core"),
+    ("the same with session.process: inline (same run)", "active_cpu_inline_percent", "{:.1f} % of a core"),
+    ("active-session CPU ratio process-per-session / inline", "active_cpu_ratio_vs_inline", "{:.2f}"),
     ("start-up to READY=1", "startup_ready_s", "{:.2f} s"),
     ("bare `import livekit.rtc`", "import_livekit_rtc_s", "{:.2f} s"),
     ("start-up ratio (READY=1 / import livekit.rtc)", "startup_ratio", "{:.2f}"),

@@ -40,6 +40,7 @@ STARTS = frozenset({"start", "start_turn"})
 STATUS_EVERY_S = 0.1
 BEAT_EVERY_S = 1.0  # with nothing else to say, "still here": the daemon kills a child silent for longer
 CLOSE_ON_EOF_S = 5.0
+WARM_FOR_TOKENS = {"endpoint": ("aiohttp",), "sandbox": ("aiohttp",), "local": ("livekit.api",)}
 
 
 class RemoteReader:
@@ -251,6 +252,13 @@ class Host:
             ticker.cancel()
 
 
+def _warm_up(token_source: str) -> None:
+    """Import now what a session imports on first use — livekit's FFI, and the HTTP client or the token minting
+    its token source needs (~0.3 s here, more on a Pi) — so the press does not wait for it."""
+    for module in ("livekit.rtc", *WARM_FOR_TOKENS.get(token_source, ())):
+        importlib.import_module(module)
+
+
 async def _main(fd: int) -> int:
     chan = await Channel.open(socket.socket(fileno=fd))
     try:
@@ -262,7 +270,7 @@ async def _main(fd: int) -> int:
     settings: dict[str, Any] = hello[1]
     _setup_logging(chan, settings.get("log_levels", {}))
     try:
-        from livekit import rtc  # noqa: F401  (the slow import: done before "ready", not at the press)
+        _warm_up(settings["config"].livekit.token_source)
 
         host = Host(chan, settings)
     except Exception as e:

@@ -74,7 +74,6 @@ class Child:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.status: dict[str, Any] = idle_status()
         self.starts = 0  # start/start_turn calls sent
-        self.closing = False
         self.alive = True  # until its channel closes
         self.heard = asyncio.get_running_loop().time()  # when it last sent anything
         self.hung = False
@@ -105,6 +104,8 @@ class Child:
     async def call(self, method: str, *args: Any) -> None:
         if self.chan is None or not _ready(self):
             raise SessionError("the session process is not ready")
+        if not self.alive:
+            raise ChildGone("the session process has ended")
         cid = next(self._ids)
         reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._calls[cid] = reply
@@ -117,7 +118,6 @@ class Child:
 
     async def close(self, grace: float) -> None:
         """Ask the child to end its session and exit; kill it after `grace` seconds."""
-        self.closing = True
         if self.chan is None or not _ready(self):
             self.kill()  # still starting: no session in it to end
         else:
@@ -405,6 +405,7 @@ class RemoteSupervisor:
         try:
             await child.spawn(self._hello())
         except Exception as e:
+            child.kill()
             self._children.discard(child)
             self._respawns += 1
             raise SessionError(f"the session process could not be started: {e}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -82,6 +83,7 @@ class ScriptedRoom(FakeRoom):
 
 
 def scripted(config: Any, audio: Any, emit: Any, **kwargs: Any) -> Supervisor:
+    log.info("fake: built with modules %s", ",".join(m for m in ("livekit.api", "aiohttp") if m in sys.modules))
     media = FakeMedia()
     return Supervisor(config, audio, emit, room_factory=lambda: ScriptedRoom(media), token_source=FakeTokens(),
                       media=media, **kwargs)

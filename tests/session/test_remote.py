@@ -8,6 +8,7 @@ the wire is covered by the wire tests, which run the daemon with its default `se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
@@ -37,10 +38,10 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOU
 
 
 class Rig:
-    def __init__(self, *, warm: bool = True, factory: str = FACTORY, **session: Any) -> None:
+    def __init__(self, *, warm: bool = True, factory: str = FACTORY, config: Any = None, **session: Any) -> None:
         self.audio = FakeAudioPort(sample_rate=16000)
         self.events: list[Event] = []
-        self.sup = RemoteSupervisor(make_config(**session), self.audio, self.events.append, warm=warm,
+        self.sup = RemoteSupervisor(config or make_config(**session), self.audio, self.events.append, warm=warm,
                                     factory=factory)
 
     def of(self, kind: type) -> list[Any]:
@@ -194,6 +195,23 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
         assert "could not start" in failed[0].detail and "no_such_factory" in failed[0].detail
         assert rig.sup.status()["phase"] == "idle"
         await rig.sup.end()  # nothing running: a no-op, not an error
+    finally:
+        await rig.sup.aclose()
+
+
+@pytest.mark.parametrize(("source", "warmed"), [("local", "livekit.api,aiohttp"), ("literal", "")])
+async def test_a_ready_child_has_already_imported_what_its_token_source_needs(caplog, source: str,
+                                                                              warmed: str) -> None:
+    # livekit.api (minting) costs ~0.3 s to import: paid before the press, not after it
+    caplog.set_level(logging.INFO)
+    cfg = make_config()
+    lk = dataclasses.replace(cfg.livekit, token_source=source, api_key="devkey", api_secret="x" * 32)
+    rig = Rig(config=dataclasses.replace(cfg, livekit=lk))
+    try:
+        await until(lambda: [r for r in caplog.records if "fake: built with modules" in r.getMessage()],
+                    "the child's report")
+        line = next(r.getMessage() for r in caplog.records if "fake: built with modules" in r.getMessage())
+        assert line.split("modules ")[1].strip() == warmed
     finally:
         await rig.sup.aclose()
 
