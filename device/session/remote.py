@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import sys
 from collections import Counter
@@ -41,6 +42,7 @@ log = logging.getLogger("device.session.remote")
 
 REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
 READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
+PRESS_WAIT_S = 15.0  # a press waits this long for a session process still starting, then fails (internal)
 SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; silent this long, it is hung
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
 RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -77,6 +79,7 @@ class Child:
         self.alive = True  # until its channel closes
         self.heard = asyncio.get_running_loop().time()  # when it last sent anything
         self.hung = False
+        self.muted = False  # what it was told (hello, set_muted)
         self._calls: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
         self._readers: dict[int, tuple[Any, asyncio.Task[None]]] = {}
@@ -98,6 +101,7 @@ class Child:
         finally:
             theirs.close()
         self.chan = await Channel.open(ours)
+        self.muted = hello["muted"]
         self.chan.send("hello", hello)
         self._pump = asyncio.get_running_loop().create_task(self._read())
 
@@ -137,9 +141,11 @@ class Child:
         return await self.proc.wait()
 
     def kill(self) -> None:
+        # os.kill, not Process.kill: Popen.send_signal polls first, reaping an exited child before asyncio's
+        # watcher can, which then reports exit code 255 instead of the real one
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+                os.kill(self.proc.pid, signal.SIGKILL)
 
     # ---- messages from the child -----------------------------------------------------------------------------
 
@@ -152,7 +158,7 @@ class Child:
                 self.heard = loop.time()
                 self._handle(message)
         except ChannelClosed:
-            pass
+            self.kill()  # exited, or its channel broke: either way it is done (a live one would hang `wait`)
         except Exception:
             log.exception("session process channel failed pid=%s", self.pid)
             self.kill()
@@ -202,7 +208,7 @@ class Child:
             if entry is not None:
                 entry[0].close()
                 entry[1].cancel()
-        elif self is not owner.current:
+        elif self is not owner.current or owner.closed:
             pass  # a retired child's late events and audio are not the device's any more
         elif kind == "event":
             owner.emit(message[1])
@@ -265,10 +271,12 @@ class RemoteSupervisor:
         self._totals: Counter[str] = Counter()
         self._failure_totals: Counter[str] = Counter()
         self._kept: dict[str, Any] = {"last_failure": None, "transcripts": [], "press_to_listening_ms": None}
-        self._closed = False
+        self.closed = False
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[Any]] = set()
         self._silent_limit = silent_limit_s
+        self._crashes = 0  # sessions lost to a dead child since one last ended normally
+        self._timers: set[asyncio.Task[None]] = set()
         self._monitor = asyncio.get_running_loop().create_task(self._watch())
         if warm:
             self._prepare()
@@ -276,18 +284,25 @@ class RemoteSupervisor:
     # ---- the Supervisor API ----------------------------------------------------------------------------------
 
     async def start(self, mark: int) -> None:
-        child = await self._child_or_fail()
-        if child is not None:
-            with contextlib.suppress(ChildGone):  # already reported as failed(internal)
-                await child.call("start", mark)
+        await self._start("start", mark)
 
     async def start_turn(self, mark: int | None = None) -> None:
-        if mark is None:
-            mark = self.audio.mark(self._cfg.audio.preroll_ms)
-        child = await self._child_or_fail()
-        if child is not None:
-            with contextlib.suppress(ChildGone):
-                await child.call("start_turn", mark)
+        await self._start("start_turn", self.audio.mark(self._cfg.audio.preroll_ms) if mark is None else mark)
+
+    async def _start(self, method: str, mark: int) -> None:
+        for _ in range(2):
+            child = await self._child_or_fail()
+            if child is None:
+                return
+            try:
+                await child.call(method, mark)
+            except ChildGone:
+                return  # already shown as failed(internal)
+            if child is self.current or self.closed:
+                return
+            # The start reached a child whose session was ending (queued behind its end): that child was retired
+            # with it, and closing it ends what the start began there. Start again in a fresh one.
+            log.info("start reached a session process that was ending; starting again in a fresh one")
 
     async def end(self, reason: str = "requested") -> None:
         await self._if_running("end", reason)
@@ -300,6 +315,9 @@ class RemoteSupervisor:
 
     async def set_muted(self, muted: bool) -> None:
         self._muted = muted
+        child = self.current
+        if child is not None:
+            child.muted = muted
         await self._if_running("set_muted", muted)
 
     async def send_text(self, text: str) -> None:
@@ -346,10 +364,12 @@ class RemoteSupervisor:
     async def aclose(self) -> None:
         """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
         and a cancelled close (the daemon's stop budget) kills them all."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._monitor.cancel()
+        for timer in self._timers:
+            timer.cancel()
         try:
             if self._spare is not None and not self._spare.done():
                 self._spare.cancel()
@@ -409,10 +429,12 @@ class RemoteSupervisor:
             self._children.discard(child)
             self._respawns += 1
             raise SessionError(f"the session process could not be started: {e}") from None
+        child.ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here or by the caller
         try:
             await asyncio.wait_for(asyncio.shield(child.ready), READY_TIMEOUT_S)
         except TimeoutError:
             child.kill()
+            self._respawns += 1
             raise SessionError(f"the session process did not start within {READY_TIMEOUT_S:.0f} s") from None
         except SessionError:
             self._respawns += 1
@@ -422,20 +444,31 @@ class RemoteSupervisor:
 
     async def _child_or_fail(self) -> Child | None:
         """The ready child, starting one if needed; None (and the session shown as failed) if none can start."""
-        if self._closed:
+        if self.closed:
             raise SessionError("the session supervisor is closed")
         child = self.current
         if child is not None and _ready(child) and child.alive:
             return child
         try:
-            while not (child := await asyncio.shield(self._prepare())).alive:
-                pass  # the spare died while waiting: _prepare starts another
-        except (SessionError, OSError) as e:
-            log.error("session process unavailable error=%s", e)
-            self.emit(SessionFailed(FailureReason.INTERNAL, str(e)))
+            async with asyncio.timeout(PRESS_WAIT_S):
+                while not (child := await asyncio.shield(self._prepare())).alive:
+                    pass  # the spare died while waiting: _prepare starts another
+        except (SessionError, OSError, TimeoutError) as e:
+            detail = str(e) or f"no session process ready within {PRESS_WAIT_S:.0f} s (still starting)"
+            log.error("session process unavailable error=%s", detail)
+            self.emit(SessionFailed(FailureReason.INTERNAL, detail))
             return None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if (task is not None and task.cancelling()) or not self.closed:
+                raise
+            return None  # aclose() cancelled the spare we waited for (a reload): nothing to start
         self._spare = None
         self.current = child
+        if child.muted != self._muted:  # muted while this one waited as the spare
+            with contextlib.suppress(ChildGone):
+                await child.call("set_muted", self._muted)
+            child.muted = self._muted
         return child
 
     async def _if_running(self, method: str, *args: Any) -> None:
@@ -446,8 +479,9 @@ class RemoteSupervisor:
 
     def session_over(self, child: Child, starts_seen: int) -> None:
         """The child's session ended. Retire it unless a start it has not seen yet is on its way to it."""
-        if child is not self.current or starts_seen != child.starts or self._closed:
+        if child is not self.current or starts_seen != child.starts or self.closed:
             return
+        self._crashes = 0
         self._retire(child)
         if self._warm:
             self._prepare()  # the next one starts now, not during a session: its import would compete for CPU
@@ -469,20 +503,39 @@ class RemoteSupervisor:
 
     def _gone(self, child: Child, code: int | None) -> None:
         self._children.discard(child)
-        if self._warm and not self._closed:
+        if self._warm and not self.closed:
             self._prepare()  # a spare that died is replaced (with backoff if they keep dying)
         if child is not self.current:
             log.debug("session process exited pid=%s code=%s", child.pid, code)
             return
-        in_session = child.status.get("phase", "idle") != "idle"
+        # a current child is retired when its session ends: idle with a start sent means that start is pending
+        in_session = child.status.get("phase", "idle") != "idle" or child.starts > 0
         self._retire(child)
-        if self._closed:
+        if self.closed:
             return
         log.error("session process exited unexpectedly pid=%s code=%s in_session=%s", child.pid, code, in_session)
+        self._respawns += 1
         if in_session:
             why = "stopped answering and was stopped" if child.hung else f"exited with code {code}"
-            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}"))
-        self._respawns += 1
+            retry = None
+            self._crashes += 1
+            if self._cfg.session.mode == "always_on":  # nobody presses a smart speaker: start again, in a new one
+                retry = RESPAWN_BACKOFF_S[min(self._crashes, len(RESPAWN_BACKOFF_S)) - 1]
+                self._later(retry, self._restart_always_on)
+            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry))
+
+    def _later(self, delay: float, fn: Callable[[], Any]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            await fn()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    async def _restart_always_on(self) -> None:
+        if not self.closed and self.current is None:
+            await self.start(self.audio.mark(self._cfg.audio.preroll_ms))
 
     # ---- to the daemon ---------------------------------------------------------------------------------------
 

@@ -168,6 +168,8 @@ def test_the_mic_vanishing_mid_session_shows_failed_and_returning_restores_the_s
             d.wait_ready()
             d.command("start")
             d.wait_status("connecting")
+            # mid-session: the session's own process is fetching its token (READY=1 can precede that process)
+            wait_until(lambda: len(endpoint.requests) == 1, 30, "the session's token request")
             with mic_gone(audio_rig):
                 d.wait_status("failed: mic-unavailable", start=d.mark() - 1)
                 assert metrics(d)["mic_open"] is False

@@ -133,10 +133,12 @@ async def test_the_agents_audio_plays_on_the_daemons_player_unchanged() -> None:
         await rig.sup.aclose()
 
 
-async def test_mute_set_before_a_session_reaches_the_next_child(caplog) -> None:
+async def test_mute_set_while_the_spare_waits_reaches_it_before_its_session(caplog) -> None:
+    # privacy: the ready child was told "unmuted" when it started; the mute pressed since must reach it
     caplog.set_level(logging.INFO)
     rig = Rig()
     try:
+        await rig.sup._prepare()  # the spare is ready (its hello said unmuted)
         await rig.sup.set_muted(True)
         await rig.session()
         assert sent_lines(caplog)[-1]["muted"] == "True"
@@ -183,6 +185,53 @@ async def test_a_child_that_stops_answering_is_killed_its_session_fails_and_the_
         await rig.session()
     finally:
         await rig.sup.aclose()
+
+
+async def test_a_start_queued_behind_the_end_of_a_session_starts_in_a_fresh_child() -> None:
+    # end and start back to back: the start reaches the old child before its session is over; that child is
+    # retired with it, so the start is made again in a fresh child and the device is not left connecting
+    rig = Rig()
+    try:
+        first = await rig.session()
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        await until(rig.listening, "agent listening")
+        second = rig.sup.status()["process"]["pid"]
+        rig.events.clear()
+        await asyncio.gather(rig.sup.end("requested"), rig.sup.start(rig.audio.mark(100)))
+        await until(rig.listening, "agent listening in the new session")
+        third = rig.sup.status()["process"]["pid"]
+        assert len({first, second, third}) == 3
+        assert rig.sup.status()["phase"] != "idle"
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(tmp_path, monkeypatch) -> None:
+    marker = tmp_path / "crash"
+    marker.touch()
+    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
+    rig = Rig(mode="always_on", idle_timeout_s=0.0, max_session_s=0.0)
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
+        assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0  # shown as "retrying"
+        await until(rig.listening, "a new session without a press")
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_closing_while_a_press_waits_for_a_starting_child_ends_the_press_quietly() -> None:
+    # a reload (aclose) during a press that waits for its child: the daemon's effect worker must not get a
+    # CancelledError (it would stop for good)
+    rig = Rig(warm=False)
+    rig.audio.speak(300)
+    press = asyncio.get_running_loop().create_task(rig.sup.start(rig.audio.mark(100)))
+    await asyncio.sleep(0.1)
+    await rig.sup.aclose()
+    await asyncio.wait_for(press, 5)  # returns, does not raise
+    assert not press.cancelled()
 
 
 async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_traceback(caplog) -> None:
