@@ -80,6 +80,7 @@ class Child:
         self.heard = asyncio.get_running_loop().time()  # when it last sent anything
         self.hung = False
         self.muted = False  # what it was told (hello, set_muted)
+        self.crashed = False  # it died while serving the device (its session was shown as failed)
         self._calls: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
         self._readers: dict[int, tuple[Any, asyncio.Task[None]]] = {}
@@ -297,9 +298,11 @@ class RemoteSupervisor:
             try:
                 await child.call(method, mark)
             except ChildGone:
-                return  # already shown as failed(internal)
-            if child is self.current or self.closed:
-                return
+                if child.crashed or self.closed:
+                    return  # already shown as failed(internal)
+            else:
+                if child is self.current or self.closed:
+                    return
             # The start reached a child whose session was ending (queued behind its end): that child was retired
             # with it, and closing it ends what the start began there. Start again in a fresh one.
             log.info("start reached a session process that was ending; starting again in a fresh one")
@@ -510,6 +513,7 @@ class RemoteSupervisor:
             return
         # a current child is retired when its session ends: idle with a start sent means that start is pending
         in_session = child.status.get("phase", "idle") != "idle" or child.starts > 0
+        child.crashed = True
         self._retire(child)
         if self.closed:
             return
