@@ -1,0 +1,64 @@
+"""The daemon ↔ session-process channel: frames, the configuration's read-only maps, and what ends it."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+import types
+
+import pytest
+
+from device.config.schema import Config, LiveKitConfig
+from device.session.ipc import MAX_MESSAGE, Channel, ChannelClosed, encode
+
+
+async def pair() -> tuple[Channel, socket.socket]:
+    ours, theirs = socket.socketpair()
+    return await Channel.open(ours), theirs
+
+
+async def test_messages_arrive_whole_and_in_order_with_the_configs_read_only_maps() -> None:
+    a_sock, b_sock = socket.socketpair()
+    a, b = await Channel.open(a_sock), await Channel.open(b_sock)
+    config = Config(livekit=LiveKitConfig(attributes=types.MappingProxyType({"room": "kitchen"})))
+    a.send("hello", {"config": config})
+    a.send("chunk", 1, 480, b"\x01\x00" * 480)
+    await a.drain()
+    kind, settings = await b.recv()
+    assert kind == "hello" and settings["config"] == config
+    assert isinstance(settings["config"].livekit.attributes, types.MappingProxyType)
+    assert await b.recv() == ("chunk", 1, 480, b"\x01\x00" * 480)
+    a.close()
+    with pytest.raises(ChannelClosed):
+        await b.recv()
+    b.close()
+
+
+async def test_an_oversized_frame_ends_the_channel_instead_of_allocating_it() -> None:
+    chan, theirs = await pair()
+    theirs.sendall(struct.pack("!I", MAX_MESSAGE + 1))
+    with pytest.raises(ChannelClosed, match="bytes"):
+        await chan.recv()
+    chan.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("body", [pickle.dumps(["not", "a", "tuple"]), pickle.dumps(())])
+async def test_a_message_that_is_not_a_non_empty_tuple_ends_the_channel(body: bytes) -> None:
+    chan, theirs = await pair()
+    theirs.sendall(struct.pack("!I", len(body)) + body)
+    with pytest.raises(ChannelClosed, match="malformed"):
+        await chan.recv()
+    chan.close()
+    theirs.close()
+
+
+async def test_a_frame_cut_short_by_the_other_end_closing_ends_the_channel() -> None:
+    chan, theirs = await pair()
+    frame = encode(("status", {"phase": "idle"}))
+    theirs.sendall(frame[:-3])
+    theirs.close()
+    with pytest.raises(ChannelClosed):
+        await chan.recv()
+    chan.close()
