@@ -36,7 +36,6 @@ log = logging.getLogger("device.session.host")
 
 CALLS = frozenset({"start", "end", "start_turn", "end_turn", "cancel_turn", "set_muted", "send_text", "wait_quiet",
                    "refresh"})
-STARTS = frozenset({"start", "start_turn"})
 STATUS_EVERY_S = 0.1
 BEAT_EVERY_S = 1.0  # with nothing else to say, "still here": the daemon kills a child silent for longer
 CLOSE_ON_EOF_S = 5.0
@@ -176,7 +175,6 @@ class Host:
     def __init__(self, chan: Channel, settings: dict[str, Any]) -> None:
         self.chan = chan
         self.audio = RemoteAudio(chan, settings["sample_rate"], settings["volume"])
-        self.starts = 0
         self._last_status: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         factory = _load(settings.get("factory"))
@@ -189,7 +187,7 @@ class Host:
 
     def _over(self) -> None:
         self.push_status()
-        self.chan.send("over", self.starts)
+        self.chan.send("over")
 
     def push_status(self) -> None:
         status = self.sup.status()
@@ -235,8 +233,6 @@ class Host:
                     if method not in CALLS:
                         self.chan.send("reply", cid, f"unknown call {method!r}")
                         continue
-                    if method in STARTS:
-                        self.starts += 1
                     task = asyncio.get_running_loop().create_task(self._call(cid, method, args))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -271,7 +267,6 @@ async def _main(fd: int) -> int:
     _setup_logging(chan, settings.get("log_levels", {}))
     try:
         _warm_up(settings["config"].livekit.token_source)
-
         host = Host(chan, settings)
     except Exception as e:
         log.exception("session process could not start")

@@ -37,6 +37,7 @@ from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort
 from device.session.supervisor import SessionError
 from device.session.tokens import build_request
+from device.session.turns import Turns
 
 log = logging.getLogger("device.session.remote")
 
@@ -50,11 +51,13 @@ _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LI
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def idle_status() -> dict[str, Any]:
+def idle_status(config: Config) -> dict[str, Any]:
     """What `Supervisor.status()` says before any session (no child yet)."""
+    turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
     return {
         "phase": "idle", "room": None, "identity": None, "agent": {"identity": None, "state": None},
-        "muted": False, "turns": {"rpc": False, "fallback": False}, "transcripts": [], "preconnect": None,
+        "muted": False, "turns": {"rpc": turns.active, "fallback": turns.enabled and not turns.supported},
+        "transcripts": [], "preconnect": None,
         "last_failure": None,
         "metrics": {"sessions": 0, "reconnects": 0, "failures": {}, "preconnect_bytes_sent": 0,
                     "press_to_listening_ms": None},
@@ -68,14 +71,13 @@ class ChildGone(SessionError):
 class Child:
     """One session process: its channel, the calls waiting for replies, the mic readers it opened."""
 
-    def __init__(self, owner: RemoteSupervisor, number: int) -> None:
+    def __init__(self, owner: RemoteSupervisor) -> None:
         self.owner = owner
-        self.number = number
         self.proc: asyncio.subprocess.Process | None = None
         self.chan: Channel | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.status: dict[str, Any] = idle_status()
-        self.starts = 0  # start/start_turn calls sent
+        self.status: dict[str, Any] = idle_status(owner._cfg)
+        self.starts = 0  # start/start_turn calls sent (a current child that died idle had one pending)
         self.alive = True  # until its channel closes
         self.heard = asyncio.get_running_loop().time()  # when it last sent anything
         self.hung = False
@@ -220,7 +222,7 @@ class Child:
         elif kind == "volume":
             owner.audio.player.volume = message[1]
         elif kind == "over":
-            owner.session_over(self, message[1])
+            owner.session_over(self)
         elif kind not in ("closed", "beat"):
             log.warning("unknown message from the session process kind=%r", kind)
 
@@ -266,7 +268,6 @@ class RemoteSupervisor:
         self._muted = False
         self.current: Child | None = None
         self._children: set[Child] = set()
-        self._numbers = itertools.count(1)
         self._spare: asyncio.Task[Child] | None = None  # the next session's child, starting or ready
         self._respawns = 0
         self._totals: Counter[str] = Counter()
@@ -341,7 +342,7 @@ class RemoteSupervisor:
 
     def status(self) -> dict[str, Any]:
         child = self.current
-        status = dict(child.status) if child is not None else idle_status()
+        status = dict(child.status) if child is not None else idle_status(self._cfg)
         status["muted"] = self._muted
         for key in ("last_failure", "transcripts"):
             if not status.get(key):
@@ -355,14 +356,6 @@ class RemoteSupervisor:
         status["metrics"] = m
         status["process"] = {"pid": child.pid if child else None, "started": self._started}
         return status
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.status()["metrics"]
-
-    @property
-    def last_failure(self) -> Any:
-        return self.status()["last_failure"]
 
     async def aclose(self) -> None:
         """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
@@ -422,8 +415,8 @@ class RemoteSupervisor:
         if self._respawns:
             delay = RESPAWN_BACKOFF_S[min(self._respawns, len(RESPAWN_BACKOFF_S)) - 1]
             await asyncio.sleep(delay)
-        child = Child(self, next(self._numbers))
-        self._started = child.number
+        child = Child(self)
+        self._started += 1
         self._children.add(child)
         try:
             await child.spawn(self._hello())
@@ -480,9 +473,10 @@ class RemoteSupervisor:
             with contextlib.suppress(ChildGone):  # its session is over: nothing left to end, mute or wait for
                 await child.call(method, *args)
 
-    def session_over(self, child: Child, starts_seen: int) -> None:
-        """The child's session ended. Retire it unless a start it has not seen yet is on its way to it."""
-        if child is not self.current or starts_seen != child.starts or self.closed:
+    def session_over(self, child: Child) -> None:
+        """The child's session ended: retire it. A start already on its way to it is made again in a fresh one
+        (`_start`), so a child never serves a second session."""
+        if child is not self.current or self.closed:
             return
         self._crashes = 0
         self._retire(child)

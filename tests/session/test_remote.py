@@ -248,6 +248,15 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
         await rig.sup.aclose()
 
 
+async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(make_rig) -> None:
+    # idle_status() stands in for Supervisor.status() while no child exists: it must not drift from it
+    from device.session.remote import idle_status
+
+    for mode in ("push_to_talk", "toggle", "always_on"):
+        rig = make_rig(mode=mode)
+        assert idle_status(rig.sup._cfg) == {**rig.sup.status(), "identity": None}, mode
+
+
 @pytest.mark.parametrize(("source", "warmed"), [("local", "livekit.api,aiohttp"), ("literal", "")])
 async def test_a_ready_child_has_already_imported_what_its_token_source_needs(caplog, source: str,
                                                                               warmed: str) -> None:
