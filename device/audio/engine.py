@@ -22,6 +22,7 @@ from typing import Any
 from device.audio.capture import Capture
 from device.audio.devices import DeviceInfo, DeviceNotFound, list_devices, open_pyaudio, pick_device, quiet_stderr
 from device.audio.earcons import load_earcons
+from device.audio.holders import busy_sentence
 from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
@@ -274,7 +275,7 @@ class AudioEngine:
         import pyaudio
 
         kwargs = (
-            {"input_device": dev.index, "input_channels": 1, "input_format": pyaudio.paInt16}
+            {"input_device": dev.index, "input_channels": self.config.input_channels, "input_format": pyaudio.paInt16}
             if direction == "input"
             else {"output_device": dev.index, "output_channels": 1, "output_format": pyaudio.paInt16}
         )
@@ -296,18 +297,31 @@ class AudioEngine:
             devices = list_devices(self._pa)
             dev = pick_device(devices, self.config.input_device, self.config.input_index, "input")
         except DeviceNotFound as e:
-            self._report_mic_lost(str(e), first_line=f"audio input unavailable: {e}")
+            busy = busy_sentence(self.config.input_device, "input")
+            if busy:  # PortAudio lists a hw: device another process holds with no channels
+                self._report_mic_lost(f"{self.config.input_device!r} is busy, {busy}",
+                                      first_line=f"audio input {self.config.input_device!r} is busy: {busy}; "
+                                      "retrying until it is free")
+            else:
+                self._report_mic_lost(str(e), first_line=f"audio input unavailable: {e}")
             return False
         rate = self._device_rate_for(dev, "input")
         block = rate * self.config.block_ms // 1000
-        capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake)
+        capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake,
+                          channels=self.config.input_channels, channel=self.config.input_channel)
         try:
             with quiet_stderr():
                 stream = self._pa.open(
-                    format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=dev.index,
+                    format=pyaudio.paInt16, channels=capture.channels, rate=rate, input=True,
+                    input_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=capture.callback, start=False,
                 )
         except (OSError, ValueError) as e:
+            busy = busy_sentence(dev.name, "input")
+            if busy:
+                self._report_mic_lost(f"cannot open {dev.name!r}: {e}, {busy}",
+                                      first_line=f"audio input {dev.name!r} is busy: {busy}; retrying until it is free")
+                return False
             listed = "; ".join(f"{d.index}: {d.name}" for d in devices if d.max_input_channels > 0)
             self._report_mic_lost(
                 f"cannot open {dev.name!r}: {e}",
@@ -322,8 +336,8 @@ class AudioEngine:
         stream.start_stream()
         self.input_device = dev
         self.mic_open = True
-        log.info("audio input open device=%r rate=%d block_ms=%d pipeline_rate=%d", dev.name, rate,
-                 self.config.block_ms, self.sample_rate)
+        log.info("audio input open device=%r rate=%d channels=%d block_ms=%d pipeline_rate=%d", dev.name, rate,
+                 capture.channels, self.config.block_ms, self.sample_rate)
         if self._mic_reported_lost:
             self._mic_reported_lost = False
             log.info("audio input restored device=%r", dev.name)
