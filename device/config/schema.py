@@ -54,6 +54,13 @@ class AudioConfig:
     output_device: str = opt("default", "output device: a substring of its PortAudio name")
     input_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
     output_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
+    input_channels: int = opt(
+        1, "channels to open the microphone with: 2 for stereo-only devices such as 2-mic HATs on plain ALSA "
+        "(hw:), more for mic arrays; the pipeline is mono", min=1, max=8,
+    )
+    input_channel: int | None = opt(
+        None, "which of those channels is the pipeline's mono (0 = the first); absent = their average", min=0, max=7,
+    )
     sample_rate: int = opt(48000, "pipeline sample rate in Hz (mono int16)", choices=SAMPLE_RATES)
     block_ms: int = opt(
         30, "PortAudio callback block length in ms (30: CPU at par with livekit MediaDevices)", choices=(10, 20, 30, 40)
@@ -88,6 +95,10 @@ class LedsConfig:
     brightness: float = opt(0.5, "maximum brightness, 0.0 to 1.0", min=0.0, max=1.0)
     spi_port: int = opt(0, "SPI port of an apa102 ring", min=0, max=1)
     spi_device: int = opt(0, "SPI chip select of an apa102 ring", min=0, max=1)
+    power_pin: int | None = opt(
+        None, "BCM GPIO driven high while the LEDs are in use, for HATs that switch their LEDs' power (ReSpeaker "
+        "4-mic and 6-mic arrays: 5)", min=0, max=53,
+    )
 
 
 @dataclass(frozen=True)

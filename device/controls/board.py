@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from device.config.schema import ButtonConfig, ControlsConfig
 from device.controls.button import ButtonInput
@@ -93,9 +93,15 @@ class Board:
         self.buttons: dict[str, ButtonInput] = {}
         self._views: list[View] = []
         self.leds: LedDriver | None = None
+        self.led_power: Any = None  # gpiozero DigitalOutputDevice: the HAT's LED supply switch, on while open
         try:
             for name, button in self._button_configs(config, simulate).items():
                 self.buttons[name] = ButtonInput(name, button, loop, emit, pin_factory=pin_factory)
+            if config.leds.power_pin is not None and config.leds.kind != "none":
+                from gpiozero import DigitalOutputDevice
+
+                self.led_power = DigitalOutputDevice(config.leds.power_pin, initial_value=True,
+                                                     pin_factory=pin_factory)
             self.leds = LedDriver(open_outputs(config.leds, pin_factory, spi), loop)
         except Exception as e:
             self.close()
@@ -114,6 +120,7 @@ class Board:
         buttons = {name: b for name, b in found.items() if b is not None}
         if simulate and "mute" not in buttons:
             used = {b.pin for b in buttons.values()} | set(config.leds.pins) | {8, 9, 10, 11}  # 8-11: SPI
+            used.add(config.leds.power_pin or 8)
             spare = next(p for p in range(4, 28) if p not in used)
             buttons["mute"] = ButtonConfig(pin=spare)
         return buttons
@@ -140,6 +147,10 @@ class Board:
         """LEDs off, buttons and LEDs released; safe to call twice."""
         if self.leds is not None:
             self.leds.close()  # closes the views too: they are outputs of the driver
+        if self.led_power is not None:
+            self.led_power.off()
+            self.led_power.close()
+            self.led_power = None
         for button in self.buttons.values():
             button.close()
         if self._own_factory is not None:
