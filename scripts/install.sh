@@ -203,7 +203,7 @@ install_link() {  # the command on PATH, for `voice-device status` and `voice-de
   if [[ -e "$LINK" || -L "$LINK" ]]; then say "note: $LINK exists and is not ours; leaving it"; return; fi
   run mkdir -p "$(dirname "$LINK")"
   run ln -s /opt/voice-device/venv/bin/voice-device "$LINK"
-  record "link $LINK"
+  record "link ${LINK#"$PREFIX"}"  # without the prefix: a copied tree uninstalls its own
 }
 
 install_config() {
@@ -259,10 +259,11 @@ alsa_card() {  # --alsa-card, else the only card with a capture device (from /pr
   cat "/proc/asound/card$((10#$cards))/id" 2>/dev/null || echo "$((10#$cards))"
 }
 
-alsa_channels() {  # what the card's first capture device takes: 2-mic HATs only stereo, many USB mics only mono
-  local dump
-  dump="$(timeout 5 arecord -D "$1" --dump-hw-params -d 1 -f S16_LE /dev/null 2>&1 || true)"
-  if grep -qE '^CHANNELS: *(\[1 |1$)' <<< "$dump"; then echo 1; else echo 2; fi
+alsa_channels() {  # the fewest channels the card's capture device takes (2-mic HATs: 2); 2 when it cannot be asked
+  local least
+  least="$(timeout 5 arecord -D "$1" --dump-hw-params -d 1 -f S16_LE /dev/null 2>&1 \
+    | sed -n 's/^CHANNELS: *\[\{0,1\}\([0-9][0-9]*\).*/\1/p' | head -1)"
+  echo "${least:-2}"
 }
 
 alsa_text() {  # $1 card id or number, $2 the card's first device as ALSA names it, $3 capture channels
@@ -323,6 +324,11 @@ install_alsa() {
     say "  pass --alsa-card CARD to share a card, see /proc/asound/cards)"
     return
   fi
+  if grep -qsF "(scripts/install.sh --alsa-card $card)" "$ALSA_CONF"; then
+    # Not probed again: the daemon holds the card now, and its channel count is what the first install saw.
+    say "$ALSA_CONF is up to date (card $card)"
+    return
+  fi
   slave="hw:CARD=$card,DEV=0"
   [[ "$card" =~ ^[0-9]+$ ]] && slave="hw:$card,0"
   text="$(alsa_text "$card" "$slave" "$(alsa_channels "$slave")")"
@@ -332,7 +338,7 @@ install_alsa() {
   mkdir -p "$(dirname "$ALSA_CONF")"
   echo "$text" > "$ALSA_CONF"
   chmod 0644 "$ALSA_CONF"
-  record "alsa $ALSA_CONF"
+  record "alsa ${ALSA_CONF#"$PREFIX"}"
   CHANGED=1
 }
 
@@ -376,8 +382,8 @@ uninstall() {
   if [[ -f "$MANIFEST" ]]; then mapfile -t created < "$MANIFEST"; fi
   for line in "${created[@]}"; do
     case "$line" in
-      "link "*) if [[ -L "${line#link }" ]]; then run rm -f "${line#link }"; fi ;;
-      "alsa "*) if grep -qs "voice-device's installer" "${line#alsa }"; then run rm -f "${line#alsa }"; fi ;;
+      "link "*) if [[ -L "$PREFIX${line#link }" ]]; then run rm -f "$PREFIX${line#link }"; fi ;;
+      "alsa "*) if grep -qs "voice-device's installer" "$PREFIX${line#alsa }"; then run rm -f "$PREFIX${line#alsa }"; fi ;;
     esac
   done
   # systemd's StateDirectory=: its files belong to the user removed below
