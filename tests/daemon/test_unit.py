@@ -70,6 +70,9 @@ def test_the_unit_keeps_the_promised_settings() -> None:
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "CapabilityBoundingSet="]:
         assert f"\n{line}\n" in text, line
     assert "DynamicUser" not in text.replace("Not DynamicUser=", "")
+    # a boot without network must not wait for it (network-online.target can take 2 minutes to give up)
+    (after,) = directives("After")
+    assert "network.target" in after.split() and "network-online.target" not in after.split()
     (watchdog,) = directives("WatchdogSec")
     assert int(watchdog) >= 10
 

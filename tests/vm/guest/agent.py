@@ -37,6 +37,14 @@ def _text(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode(errors="replace")
 
 
+def send(port, message: dict) -> None:
+    """The whole line: a virtio port takes a write in pieces (a partial write cut the JSON of a large reply)."""
+    data = memoryview((json.dumps(message) + "\n").encode())
+    while data:
+        written = os.write(port.fileno(), data)
+        data = data[written:]
+
+
 def main() -> None:
     for _ in range(600):  # udev names the port shortly after boot
         if os.path.exists(PORT):
@@ -47,7 +55,7 @@ def main() -> None:
             boot_id = f.read().strip()
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        port.write((json.dumps({"hello": boot_id, "uptime": uptime}) + "\n").encode())
+        send(port, {"hello": boot_id, "uptime": uptime})
         buffer = b""
         while True:
             chunk = port.read(65536)
@@ -63,7 +71,7 @@ def main() -> None:
                     reply = {"rc": -1, "error": f"bad request: {e}", "stdout": "", "stderr": ""}
                 else:
                     reply = run(request)
-                port.write((json.dumps(reply) + "\n").encode())
+                send(port, reply)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,94 @@
+"""Plain ALSA on the loopback card, no sound server anywhere: a second reader of the mic beside the daemon (the
+installer's dsnoop), `hw:` capture and playback, and a mic another process holds, named and recovered."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tests.vm.appliance import UNIT, Appliance, from_guest_mono, to_guest
+from tests.wire.signals import correlation, find_lag
+
+HW_AUDIO = """\
+audio:
+  input_device: "hw:0,0"
+  output_device: "hw:0,1"
+"""
+
+
+def test_no_sound_server_is_installed_or_running(appliance: Appliance) -> None:
+    out = appliance.sh("dpkg-query -W -f='${Package} ${Status}\\n' pulseaudio pipewire 2>&1 || true; "
+                       "pgrep -l 'pulseaudio|pipewire' || echo none-running")
+    assert "install ok installed" not in out and "none-running" in out, out
+    active = appliance.sh("ls /etc/alsa/conf.d/*.conf").split()
+    assert "/etc/alsa/conf.d/60-voice-device.conf" in active
+    # 50-pulseaudio.conf (libasound2-plugins) only defines a `pulse` device; 99-pulse*/pipewire take the default
+    assert [f for f in active if "99-pulse" in f or "pipewire" in f] == [], active
+
+
+def test_a_second_reader_records_the_mic_while_the_daemon_has_it(appliance: Appliance,
+                                                                 vm_speech: dict[str, np.ndarray]) -> None:
+    """A user of the audio group records ALSA's default device while the daemon captures from it."""
+    appliance.wait_active()
+    to_guest(appliance, "/root/utterance.raw", vm_speech["utterance"])
+    appliance.sh("id tester >/dev/null 2>&1 || useradd -m -G audio tester")
+    before = appliance.status()["metrics"]
+    cursor = appliance.cursor()
+    r = appliance.machine.run(["bash", "-c",
+                               "runuser -u tester -- arecord -q -D default -f S16_LE -r 48000 -c 1 -d 6 -t raw "
+                               "/tmp/second.raw & sleep 1; aplay -q -D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 "
+                               "-t raw /root/utterance.raw; wait %1"], timeout=90)
+    assert r.rc == 0, r.stderr
+    second = from_guest_mono(appliance, "/tmp/second.raw")
+    source = vm_speech["utterance"]
+    lag = find_lag(source, second)
+    score = correlation(source[: len(second) - lag], second[lag: lag + len(source)])
+    print(f"\nsecond reader heard the utterance, correlation {score:.3f}")
+    assert score > 0.9
+    after = appliance.status()["metrics"]
+    assert after["mic_open"] is True and after["audio_frames_captured"] > before["audio_frames_captured"]
+    assert after["audio_input_reopens"] == before["audio_input_reopens"]
+    assert "audio input lost" not in appliance.journal(cursor)
+
+
+def test_on_hw_devices_the_round_trip_works_and_a_held_mic_is_named_then_taken_when_freed(
+        appliance: Appliance) -> None:
+    """With the daemon stopped, its own audio check on `hw:` devices as the voice-device user (its speaker on the
+    card's device 1 comes back on device 0, its mic); then the daemon on `hw:0,0` while arecord holds it."""
+    appliance.machine.run(["systemctl", "stop", UNIT], timeout=60).check()
+    holder = 0
+    try:
+        appliance.machine.write("/tmp/hw.yaml", HW_AUDIO, mode="0644")
+        r = appliance.machine.run(["runuser", "-u", "voice-device", "--", "voice-device", "audio-test", "--loopback",
+                                   "--config", "/tmp/hw.yaml"], timeout=180)
+        print(f"\n{r.stdout.strip()}")
+        assert r.rc == 0, r.stdout + r.stderr
+        m = re.search(r"round-trip latency ([\d.]+) ms \(correlation ([\d.]+)\)", r.stdout)
+        assert m and float(m.group(2)) > 0.5, r.stdout
+
+        holder = int(appliance.sh("(arecord -q -D hw:Loopback,0 -f S16_LE -r 48000 -c 2 -d 600 /dev/null "
+                                  "</dev/null >/dev/null 2>&1 & echo $!)").strip())
+        held = appliance.original_config.replace("  input_device: default\n", '  input_device: "hw:0,0"\n')
+        assert held != appliance.original_config
+        appliance.write_config(held)
+        cursor = appliance.cursor()
+        appliance.machine.run(["systemctl", "start", UNIT], timeout=180).check()
+        line = appliance.wait_journal("is busy", cursor, 120)
+        busy = next(x for x in line.splitlines() if "is busy" in x)
+        print(busy)
+        assert f"held by process {holder}" in busy and "hw:0,0" in busy
+        assert line.count("audio input 'hw:0,0' is busy:") == 1  # said once, not at every retry
+        status = appliance.wait_state("failed", timeout=60)
+        assert status["reason"] == "mic-unavailable"
+        appliance.sh(f"kill {holder}")
+        appliance.wait_journal("audio input restored", cursor, 120)
+        assert appliance.wait_state("idle", timeout=60)
+    finally:
+        if holder:
+            appliance.sh(f"kill {holder} 2>/dev/null || true")
+        appliance.write_config(appliance.original_config)
+        if appliance.props()["ActiveState"] == "active":
+            appliance.reload()  # back to the shared default without a restart
+        else:
+            appliance.restart()
