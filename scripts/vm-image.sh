@@ -86,7 +86,10 @@ build_base() {
 # ---- the wheelhouse: voice-device's dependencies built here, so pip in the image needs no network ---------------
 
 build_wheelhouse() {
-  local dir="$CACHE/wheelhouse-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)" work
+  local deps dir work
+  deps="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])' \
+    "$ROOT/pyproject.toml")"
+  dir="$CACHE/wheelhouse-$(echo "$deps" | sha256sum | cut -c1-16)"
   if [[ -f "$dir/.complete" ]]; then echo "$dir"; return; fi
   [[ -x "$PY" ]] || die "no $PY: run scripts/setup.sh first"
   work="$(mktemp -d "$CACHE/.wheels.XXXXXX")"
@@ -133,9 +136,11 @@ provision_image() {  # $1 rootfs, $2 wheelhouse
   install -D -m 0644 "$guest/10-test-net.network" "$dir/etc/systemd/network/10-test-net.network"
   install -D -m 0644 "$guest/vm-mock-gpio.conf" "$dir/etc/systemd/system/voice-device.service.d/vm-mock-gpio.conf"
   chroot "$dir" systemctl enable vd-test-agent.service systemd-networkd.service >/dev/null 2>&1
+  chroot "$dir" systemctl set-default multi-user.target >/dev/null 2>&1  # as Raspberry Pi OS Lite boots
   # The sound card: the ALSA loopback, the machine's only one (qemu gets no audio device).
   echo snd-aloop > "$dir/etc/modules-load.d/snd-aloop.conf"
-  echo "options snd-aloop index=0 id=Loopback" > "$dir/etc/modprobe.d/snd-aloop.conf"
+  # One substream per device, like a real card: a second opener of hw:Loopback,0 finds it busy.
+  echo "options snd-aloop index=0 id=Loopback pcm_substreams=1" > "$dir/etc/modprobe.d/snd-aloop.conf"
   # Journald keeps the log across the tests' reboot.
   mkdir -p "$dir/var/log/journal"
   # The project, as a user would have it: a checkout, and its installer run for real.
@@ -174,7 +179,7 @@ build_image() {
   say "making the disk (ext4, ${DISK_MB} MB sparse)"
   mkfs.ext4 -q -F -L vd-root -d "$work/root" "$work/disk.img" "${DISK_MB}M"
   rm -rf "$work/root"
-  # One image is kept: older ones go.
+  # One image is kept: older ones go (a VM still running on one keeps its open disk).
   rm -rf "$CACHE"/image-*
   mv "$work" "$out"
   trap - EXIT
@@ -193,4 +198,4 @@ main() {
   esac
 }
 
-main "$@"
+main "$@"; exit $?  # (one line: bash reads a script as it runs it)
