@@ -27,7 +27,7 @@ from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
 from device.config.schema import AudioConfig
-from device.controls.events import Event, MicLost, MicRestored
+from device.core.vocabulary import Event, MicLost, MicRestored
 
 log = logging.getLogger("device.audio.engine")
 
@@ -87,7 +87,7 @@ class AudioEngine:
 
     async def start(self) -> None:
         """Open the devices. A device that is missing is logged, reported and retried in the background."""
-        from device.audio.wake import Waker
+        from device.audio.waker import Waker
 
         loop = asyncio.get_running_loop()
         self._stopping = False

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from device.config.schema import Config
-from device.controls.events import Event, FailureReason, SessionFailed
+from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort
 from device.session.supervisor import SessionError
@@ -53,7 +53,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 def idle_status(config: Config) -> dict[str, Any]:
     """What `Supervisor.status()` says before any session (no child yet)."""
-    turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
+    turns = Turns(config.session.turns, enabled=config.session.profile.turns)
     return {
         "phase": "idle", "room": None, "identity": None, "agent": {"identity": None, "state": None},
         "muted": False, "turns": {"rpc": turns.active, "fallback": turns.enabled and not turns.supported},
@@ -517,9 +517,9 @@ class RemoteSupervisor:
             why = "stopped answering and was stopped" if child.hung else f"exited with code {code}"
             retry = None
             self._crashes += 1
-            if self._cfg.session.mode == "always_on":  # nobody presses a smart speaker: start again, in a new one
+            if self._cfg.session.profile.keeps_session:  # nobody presses a smart speaker: start again, in a new one
                 retry = RESPAWN_BACKOFF_S[min(self._crashes, len(RESPAWN_BACKOFF_S)) - 1]
-                self._later(retry, self._restart_always_on)
+                self._later(retry, self._restart_kept_session)
             self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry))
 
     def _later(self, delay: float, fn: Callable[[], Any]) -> None:
@@ -531,7 +531,7 @@ class RemoteSupervisor:
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
 
-    async def _restart_always_on(self) -> None:
+    async def _restart_kept_session(self) -> None:
         if not self.closed and self.current is None:
             await self.start(self.audio.mark(self._cfg.audio.preroll_ms))
 

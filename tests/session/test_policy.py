@@ -7,7 +7,7 @@ import random
 import pytest
 
 from device.config.schema import BackoffConfig, SessionConfig
-from device.controls.events import (
+from device.core.vocabulary import (
     AgentStateChanged,
     FailureReason,
     SessionBuffering,
