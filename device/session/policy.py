@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from device.config.schema import SessionConfig
+from device.core.backoff import Backoff
 from device.core.vocabulary import (
     AgentStateChanged,
     Event,
@@ -35,7 +36,6 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session.agent import READY_STATES
-from device.session.backoff import Backoff
 from device.session.classify import RETRYABLE, classify_disconnect
 
 AGENT_LEFT_GRACE_S = 2.0

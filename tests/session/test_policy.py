@@ -7,6 +7,7 @@ import random
 import pytest
 
 from device.config.schema import BackoffConfig, SessionConfig
+from device.core.backoff import Backoff
 from device.core.vocabulary import (
     AgentStateChanged,
     FailureReason,
@@ -17,7 +18,6 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
-from device.session.backoff import Backoff
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,
