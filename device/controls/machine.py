@@ -383,7 +383,8 @@ def _grid(rows: list[tuple[object, ...]]) -> dict[tuple[type, object], Handler]:
     for key, *cells in rows:
         assert len(cells) == len(LINKS), key
         for link, handler in zip(LINKS, cells, strict=True):
-            table[(link, key)] = handler  # type: ignore[assignment]
+            assert callable(handler), (key, link)
+            table[(link, key)] = handler
     return table
 
 

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
@@ -50,6 +50,7 @@ from device.daemon.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from device.audio.engine import AudioEngine
+    from device.controls.simulator import Simulator
     from device.session.ports import SessionPort
 
 log = logging.getLogger("device.daemon.app")
@@ -77,7 +78,7 @@ class Components:
         self.timers = LoopTimers(loop, app.feed)
         self.supervisor = make_supervisor(config, self.audio, app.feed)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
-        self.simulator: Any = None
+        self.simulator: Simulator | None = None
 
     async def start(self, app: App) -> None:
         await self.audio.start()
