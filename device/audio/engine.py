@@ -17,18 +17,29 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from device.audio.capture import Capture
-from device.audio.devices import DeviceInfo, DeviceNotFound, list_devices, open_pyaudio, pick_device, quiet_stderr
+from device.audio.devices import (
+    DeviceInfo,
+    DeviceNotFound,
+    PaStream,
+    PyAudio,
+    list_devices,
+    open_pyaudio,
+    pick_device,
+    quiet_stderr,
+)
 from device.audio.earcons import load_earcons
 from device.audio.holders import busy_sentence
 from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
+from device.audio.stats import AudioStats
+from device.audio.waker import Waker
 from device.config.schema import AudioConfig
-from device.controls.events import Event, MicLost, MicRestored
+from device.core.backoff import Backoff
+from device.core.vocabulary import Event, MicLost, MicRestored
 
 log = logging.getLogger("device.audio.engine")
 
@@ -65,12 +76,12 @@ class AudioEngine:
         self.player.on_demand = self._output_wanted
         self.output_idle_close_s = OUTPUT_IDLE_CLOSE_S
         self._next_out = 0.0
-        self._out_delay = FIRST_RETRY_S
+        self._out_backoff = self._device_backoff()
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
         self._earcons = load_earcons(config.earcons)
-        self._pa: Any = None
+        self._pa: PyAudio | None = None
         self._capture: Capture | None = None
-        self._waker: Any = None
+        self._waker: Waker | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.mic_open = False
@@ -88,8 +99,6 @@ class AudioEngine:
 
     async def start(self) -> None:
         """Open the devices. A device that is missing is logged, reported and retried in the background."""
-        from device.audio.wake import Waker
-
         loop = asyncio.get_running_loop()
         self._stopping = False
         self._pump.closed = False
@@ -158,54 +167,48 @@ class AudioEngine:
     def last_capture_monotonic(self) -> float:
         return self._capture.last_capture_monotonic if self._capture is not None else 0.0
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> AudioStats:
         cap = self._capture
-        live = {
-            "input_overflows": cap.input_overflows if cap else 0,
-            "callbacks": cap.callbacks if cap else 0,
-            "short_blocks": cap.short_blocks if cap else 0,
-            "raw_overruns": cap.ring.overruns if cap else 0,
-        }
-        totals = {k: self._retired[k] + live[k] for k in live}
+        retired = self._retired
         ring = self._pump.ring
-        return {
-            "overruns": totals["raw_overruns"] + ring.overruns + self.player.overruns,
-            "reader_lost_samples": ring.overrun_samples,
-            "input_overflows": totals["input_overflows"],
-            "underruns": self.player.underruns,
-            "underrun_samples": self.player.underrun_samples,
-            "lost_samples": self._pump.lost_samples,
-            "frames_captured": self._pump.frames_captured,
-            "callbacks": totals["callbacks"],
-            "short_blocks": totals["short_blocks"],
-            "samples_played": self.player.samples_played,
-            "input_reopens": self.input_reopens,
-            "output_reopens": self.output_reopens,
-            "mic_open": int(self.mic_open),
-            "stream_delay_ms": self.stream_delay_ms,
-        }
+        return AudioStats(
+            overruns=retired["raw_overruns"] + (cap.ring.overruns if cap else 0) + ring.overruns
+            + self.player.overruns,
+            reader_lost_samples=ring.overrun_samples,
+            input_overflows=retired["input_overflows"] + (cap.input_overflows if cap else 0),
+            underruns=self.player.underruns,
+            underrun_samples=self.player.underrun_samples,
+            lost_samples=self._pump.lost_samples,
+            frames_captured=self._pump.frames_captured,
+            callbacks=retired["callbacks"] + (cap.callbacks if cap else 0),
+            short_blocks=retired["short_blocks"] + (cap.short_blocks if cap else 0),
+            samples_played=self.player.samples_played,
+            input_reopens=self.input_reopens,
+            output_reopens=self.output_reopens,
+            mic_open=self.mic_open,
+            stream_delay_ms=self.stream_delay_ms,
+        )
 
     # ---- device supervision -------------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
         """Keep the input open and the output open while it has work: check health every 250 ms, reopen what
         failed with capped backoff, close an idle output."""
-        in_delay = FIRST_RETRY_S
+        in_backoff = self._device_backoff()
         next_in = 0.0
         while not self._stopping:
             await asyncio.sleep(HEALTH_PERIOD_S)
             now = time.monotonic()
             self._check_health(now)
             if self._capture is None and now >= next_in:
-                if in_delay > FIRST_RETRY_S or self.player.stream is None:
+                if in_backoff.failures or self.player.stream is None:
                     # PortAudio lists devices once per initialisation: re-initialise to see a replugged device.
                     await self._reinit_portaudio()
                 if self._open_input():
                     self.input_reopens += 1
-                    in_delay = FIRST_RETRY_S
+                    in_backoff.reset()
                 else:
-                    next_in = time.monotonic() + in_delay
-                    in_delay = min(self.config.reopen_backoff_max_s, in_delay * 2)
+                    next_in = time.monotonic() + (in_backoff.next_delay() or 0.0)
             if self.player.stream is None:
                 if self.player.buffered_samples() and now >= self._next_out:
                     self._output_wanted()
@@ -223,10 +226,13 @@ class AudioEngine:
         if time.monotonic() < self._next_out:
             return
         if self._open_output():
-            self._out_delay = FIRST_RETRY_S
+            self._out_backoff.reset()
         else:
-            self._next_out = time.monotonic() + self._out_delay
-            self._out_delay = min(self.config.reopen_backoff_max_s, self._out_delay * 2)
+            self._next_out = time.monotonic() + (self._out_backoff.next_delay() or 0.0)
+
+    def _device_backoff(self) -> Backoff:
+        """A local device is nobody else's load: no jitter, just doubling from FIRST_RETRY_S to the cap."""
+        return Backoff(FIRST_RETRY_S, self.config.reopen_backoff_max_s, jitter=False)
 
     def _check_output_exists(self) -> None:
         """At start: say once if the configured speaker does not exist (it is opened only to play), and size
@@ -284,11 +290,15 @@ class AudioEngine:
                 continue
             try:
                 with quiet_stderr():
-                    if self._pa.is_format_supported(rate, **kwargs):
+                    if self._portaudio().is_format_supported(rate, **kwargs):
                         return rate
             except ValueError:
                 continue
         return self.sample_rate
+
+    def _portaudio(self) -> PyAudio:
+        assert self._pa is not None, "start() initialised PortAudio"
+        return self._pa
 
     def _open_input(self) -> bool:
         import pyaudio
@@ -307,11 +317,12 @@ class AudioEngine:
             return False
         rate = self._device_rate_for(dev, "input")
         block = rate * self.config.block_ms // 1000
+        assert self._waker is not None, "start() made the waker"
         capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake,
                           channels=self.config.input_channels, channel=self.config.input_channel)
         try:
             with quiet_stderr():
-                stream = self._pa.open(
+                stream = self._portaudio().open(
                     format=pyaudio.paInt16, channels=capture.channels, rate=rate, input=True,
                     input_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=capture.callback, start=False,
@@ -355,7 +366,7 @@ class AudioEngine:
             block = rate * self.config.block_ms // 1000
             self.player.attach(rate, block)
             with quiet_stderr():
-                stream = self._pa.open(
+                stream = self._portaudio().open(
                     format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=self.player.callback, start=False,
                 )
@@ -429,14 +440,14 @@ class AudioEngine:
             log.exception("audio on_event handler failed event=%s", type(event).__name__)
 
 
-def _active(stream: Any) -> bool:
+def _active(stream: PaStream) -> bool:
     try:
         return bool(stream.is_active())
     except OSError:
         return False
 
 
-def _close_stream(stream: Any) -> None:
+def _close_stream(stream: PaStream) -> None:
     # Close without stop_stream: Pa_CloseStream aborts an active stream (pending buffers dropped, the callback
     # thread cancelled), while Pa_StopStream waits for the device to drain — and a hung device (a suspended sink,
     # a USB speaker gone mid-write) never drains, which blocked the event loop for good.

@@ -75,15 +75,15 @@ def placeholders(config: Config, text: str | None = None) -> list[ConfigError]:
 def _locate(text: str, keypath: str) -> tuple[int | None, str]:
     """The line of `keypath`'s value in the YAML text and that line's text ((None, '') if not found)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
         return None, ""
     for part in keypath.split("."):
         if not isinstance(node, yaml.MappingNode):
             return None, ""
         node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
-        if node is None:
-            return None, ""
+    if node is None:
+        return None, ""
     line = node.start_mark.line
     lines = text.splitlines()
     return line + 1, lines[line] if line < len(lines) else ""

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from device.config.schema import ButtonConfig, ControlsConfig
 from device.controls.button import ButtonInput
-from device.controls.events import Event
-from device.controls.leds import LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
+from device.controls.leds import LED_DRIVERS, LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
+from device.core.vocabulary import Event
+
+if TYPE_CHECKING:
+    from device.controls.machine import Snapshot
 
 log = logging.getLogger("device.controls.board")
 
@@ -35,7 +38,7 @@ class BoardError(Exception):
 class View(Protocol):
     """Something else that shows the state (the simulator's terminal line): told the snapshot and each frame."""
 
-    def show(self, snapshot: object) -> None: ...
+    def show(self, snapshot: Snapshot) -> None: ...
     def render(self, pattern: Pattern, t: float) -> None: ...
     def close(self) -> None: ...
 
@@ -65,16 +68,29 @@ def simulated_pin_class() -> type:
 
     from gpiozero.pins.mock import MockPWMPin
 
-    class SimulatedPin(MockPWMPin):  # type: ignore[misc]
+    class SimulatedPin(MockPWMPin):  # type: ignore[misc]  # gpiozero ships no types: its classes are Any
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
-            self.states = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
+            self.states: deque[object] = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
 
         def clear_states(self) -> None:
             super().clear_states()
             self.states = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
 
     return SimulatedPin
+
+
+class LedPower:
+    """The HAT's LED supply switch (`controls.leds.power_pin`, GPIO5 on ReSpeaker arrays): high while open."""
+
+    def __init__(self, pin: int, pin_factory: object | None) -> None:
+        from gpiozero import DigitalOutputDevice
+
+        self.device = DigitalOutputDevice(pin, initial_value=True, pin_factory=pin_factory)
+
+    def close(self) -> None:
+        self.device.off()
+        self.device.close()
 
 
 class Board:
@@ -87,21 +103,18 @@ class Board:
             from gpiozero.pins.mock import MockFactory
 
             pin_factory = self._own_factory = MockFactory(pin_class=simulated_pin_class())
-        if simulate and spi is None and config.leds.kind == "apa102":
+        if simulate and spi is None and config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi:
             spi = MemorySpi()
         self.pin_factory = pin_factory
         self.buttons: dict[str, ButtonInput] = {}
         self._views: list[View] = []
         self.leds: LedDriver | None = None
-        self.led_power: Any = None  # gpiozero DigitalOutputDevice: the HAT's LED supply switch, on while open
+        self.led_power: LedPower | None = None
         try:
             for name, button in self._button_configs(config, simulate).items():
                 self.buttons[name] = ButtonInput(name, button, loop, emit, pin_factory=pin_factory)
             if config.leds.power_pin is not None and config.leds.kind != "none":
-                from gpiozero import DigitalOutputDevice
-
-                self.led_power = DigitalOutputDevice(config.leds.power_pin, initial_value=True,
-                                                     pin_factory=pin_factory)
+                self.led_power = LedPower(config.leds.power_pin, pin_factory)
             self.leds = LedDriver(open_outputs(config.leds, pin_factory, spi), loop)
         except Exception as e:
             self.close()
@@ -131,9 +144,9 @@ class Board:
         if self.leds is not None:
             self.leds.add(view)
 
-    def show(self, snapshot: object) -> None:
-        """Show a `controls.machine.Snapshot` on the LEDs and views now (same loop tick as the transition)."""
-        state, alerting = snapshot.state, snapshot.alerting  # type: ignore[attr-defined]
+    def show(self, snapshot: Snapshot) -> None:
+        """Show the machine's snapshot on the LEDs and views now (same loop tick as the transition)."""
+        state, alerting = snapshot.state, snapshot.alerting
         if self.leds is not None:
             self.leds.show(pattern_for(state, alerting=alerting))
         for view in self._views:
@@ -148,7 +161,6 @@ class Board:
         if self.leds is not None:
             self.leds.close()  # closes the views too: they are outputs of the driver
         if self.led_power is not None:
-            self.led_power.off()
             self.led_power.close()
             self.led_power = None
         for button in self.buttons.values():
@@ -169,7 +181,8 @@ def _explain(e: Exception, config: ControlsConfig) -> str:
         return f"a GPIO pin is used twice or by another program ({e}); give each button and LED its own pin"
     if isinstance(e, PinInvalidPin):
         return f"a configured pin does not exist on this board ({e}); use BCM GPIO numbers"
-    if isinstance(e, SPIError) or (config.leds.kind == "apa102" and isinstance(e, OSError)):
+    spi_kind = config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi
+    if isinstance(e, SPIError) or (spi_kind and isinstance(e, OSError)):
         return (f"the APA102 ring's SPI bus {config.leds.spi_port}.{config.leds.spi_device} could not be opened "
                 f"({e}); enable SPI (raspi-config → Interface Options → SPI) and check controls.leds.spi_*")
     if isinstance(e, ValueError):
