@@ -98,7 +98,14 @@ class Appliance:
         return wait_for(lambda: (s := self.status()).get("state") in states and s, timeout,
                         f"the daemon's state to be one of {states}", every=2.0)
 
-    def ctl(self, action: str) -> None:
+    def ctl(self, action: str, attempts: int = 3) -> None:
+        """`voice-device ctl ACTION`; asked again when the daemon did not answer in the client's 15 s (an
+        emulated CPU under load), never when it refused."""
+        for _ in range(attempts - 1):
+            r = self.machine.run(["voice-device", "ctl", action], timeout=60)
+            if r.rc == 0 or "did not answer" not in r.stderr:
+                r.check()
+                return
         self.machine.run(["voice-device", "ctl", action], timeout=60).check()
 
     def write_config(self, text: str) -> None:

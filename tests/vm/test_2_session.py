@@ -14,6 +14,8 @@ import pytest
 from tests.vm.appliance import UNIT, Appliance, from_guest_mono, to_guest
 from tests.wire.signals import RATE, correlation, find_lag, read_wav
 
+pytestmark = pytest.mark.vm
+
 # The test's mouth and ear on the loopback card: what is played on device 1 is captured on device 0 (the
 # daemon's mic) and what the daemon plays on device 0 is captured on device 1. Both sides of a loopback cable
 # run with one format: the installer's dsnoop/dmix use 2 channels at 48 kHz, so the equipment does too.

@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 
 from tests.vm.appliance import UNIT, Appliance, from_guest_mono, to_guest
 from tests.wire.signals import correlation, find_lag
+
+pytestmark = pytest.mark.vm
 
 HW_AUDIO = """\
 audio:
@@ -59,9 +62,11 @@ def test_on_hw_devices_the_round_trip_works_and_a_held_mic_is_named_then_taken_w
     appliance.machine.run(["systemctl", "stop", UNIT], timeout=60).check()
     holder = 0
     try:
-        appliance.machine.write("/tmp/hw.yaml", HW_AUDIO, mode="0644")
+        hw = appliance.original_config.replace("  input_device: default\n  output_device: default\n", HW_AUDIO[7:])
+        assert hw != appliance.original_config
+        appliance.write_config(hw)
         r = appliance.machine.run(["runuser", "-u", "voice-device", "--", "voice-device", "audio-test", "--loopback",
-                                   "--config", "/tmp/hw.yaml"], timeout=180)
+                                   "--config", "/etc/voice-device/config.yaml"], timeout=180)
         print(f"\n{r.stdout.strip()}")
         assert r.rc == 0, r.stdout + r.stderr
         m = re.search(r"round-trip latency ([\d.]+) ms \(correlation ([\d.]+)\)", r.stdout)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.polling import wait_for
 from tests.vm.appliance import UNIT, Appliance
+
+pytestmark = pytest.mark.vm
 
 
 def test_a_boot_with_the_network_down_shows_the_failure_and_recovers_when_it_comes_up(appliance: Appliance) -> None:

@@ -4,7 +4,11 @@ or IPC object behind."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.vm.appliance import UNIT, Appliance
+
+pytestmark = pytest.mark.vm
 
 INSTALL = "bash /root/voice-device/scripts/install.sh"
 AGAIN = f"{INSTALL} --profile appliance --alsa-card Loopback --find-links /root/wheelhouse"
