@@ -282,10 +282,12 @@ ctl.!default {
   card "$1"
 }
 pcm.voice_device_mic {
+  # dsnoop's shared memory sits at ipc_key + 2, dmix's at ipc_key and + 1: keys far apart (adjacent ones made
+  # the speaker fail with "unable to initialize sum ring buffer" while the mic was open)
   type plug
   slave.pcm {
     type dsnoop
-    ipc_key 3077101
+    ipc_key 3077110
     ipc_key_add_uid false
     ipc_gid audio
     ipc_perm 0660
@@ -297,7 +299,7 @@ pcm.voice_device_speaker {
   type plug
   slave.pcm {
     type dmix
-    ipc_key 3077102
+    ipc_key 3077130
     ipc_key_add_uid false
     ipc_gid audio
     ipc_perm 0660
@@ -309,7 +311,7 @@ EOF
 }
 
 install_alsa() {
-  local server card slave text
+  local server card slave channels text
   if server="$(sound_server)"; then
     say "a sound server owns ALSA's default here ($server): leaving ALSA alone"
     return
@@ -324,14 +326,15 @@ install_alsa() {
     say "  pass --alsa-card CARD to share a card, see /proc/asound/cards)"
     return
   fi
-  if grep -qsF "(scripts/install.sh --alsa-card $card)" "$ALSA_CONF"; then
-    # Not probed again: the daemon holds the card now, and its channel count is what the first install saw.
-    say "$ALSA_CONF is up to date (card $card)"
-    return
-  fi
   slave="hw:CARD=$card,DEV=0"
   [[ "$card" =~ ^[0-9]+$ ]] && slave="hw:$card,0"
-  text="$(alsa_text "$card" "$slave" "$(alsa_channels "$slave")")"
+  if grep -qsF "(scripts/install.sh --alsa-card $card)" "$ALSA_CONF"; then
+    # Not probed again (the daemon holds the card now): the channel count the first install saw.
+    channels="$(sed -n 's/.* channels \([0-9][0-9]*\) rate.*/\1/p' "$ALSA_CONF" | head -1)"
+  else
+    channels="$(alsa_channels "$slave")"
+  fi
+  text="$(alsa_text "$card" "$slave" "${channels:-2}")"
   if [[ -f "$ALSA_CONF" && "$(cat "$ALSA_CONF")" == "$text" ]]; then say "$ALSA_CONF is up to date"; return; fi
   say "writing $ALSA_CONF: card $card shared (dsnoop/dmix) as ALSA's default"
   if [[ $DRY -eq 1 ]]; then say "would write $ALSA_CONF"; return; fi

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -171,6 +172,8 @@ def test_alsa_card_makes_that_card_the_shared_default_once(tmp_path: Path) -> No
     assert 'capture.pcm "voice_device_mic"' in text and 'playback.pcm "voice_device_speaker"' in text
     assert text.count('pcm "hw:CARD=seeed2micvoicec,DEV=0"') == 2 and "type dsnoop" in text and "type dmix" in text
     assert "ipc_gid audio" in text
+    mic, speaker = (int(k) for k in re.findall(r"ipc_key (\d+)\n", text))
+    assert abs(mic + 2 - speaker) > 1  # dsnoop uses ipc_key + 2, dmix ipc_key and ipc_key + 1
     before = conf.stat().st_mtime_ns
     again = install(*args)
     assert "60-voice-device.conf is up to date" in again.stderr and conf.stat().st_mtime_ns == before

@@ -49,9 +49,13 @@ def test_the_units_device_policy_is_enforced_by_this_systemd(appliance: Applianc
     common = ["systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=voice-device", "-p", "DevicePolicy=closed"]
     record = ["arecord", "-q", "-D", "plughw:Loopback,1", "-f", "S16_LE", "-r", "48000", "-d", "1", "/dev/null"]
     allowed = appliance.machine.run([*common, "-p", "DeviceAllow=char-alsa rw", *record], timeout=90)
-    refused = appliance.machine.run([*common, *record], timeout=90)
     assert allowed.rc == 0, allowed.stderr
-    assert refused.rc != 0 and "Operation not permitted" in refused.stderr, refused.stderr
+    # the same open without the allowance: the device cgroup refuses it (ALSA itself only says "No such device")
+    probe = ["python3", "-c", "import os; os.open('/dev/snd/controlC0', os.O_RDONLY)"]
+    refused = appliance.machine.run([*common, *probe], timeout=90)
+    assert refused.rc != 0 and "PermissionError: [Errno 1] Operation not permitted" in refused.stderr, refused.stderr
+    opened = appliance.machine.run([*common, "-p", "DeviceAllow=char-alsa rw", *probe], timeout=90)
+    assert opened.rc == 0, opened.stderr
 
 
 def test_systemd_analyze_security_of_the_live_unit_is_at_most_2_0(appliance: Appliance) -> None:

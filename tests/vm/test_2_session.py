@@ -20,7 +20,7 @@ pytestmark = pytest.mark.vm
 # daemon's mic) and what the daemon plays on device 0 is captured on device 1. Both sides of a loopback cable
 # run with one format: the installer's dsnoop/dmix use 2 channels at 48 kHz, so the equipment does too.
 HW = ["-D", "hw:Loopback,1,0", "-f", "S16_LE", "-r", str(RATE), "-c", "2", "-t", "raw", "-q"]
-EAR_SECONDS = 40
+EAR_SECONDS = 240  # stopped when the session is over
 
 
 @dataclass
@@ -44,15 +44,17 @@ def session(appliance: Appliance, vm_speech: dict[str, np.ndarray]) -> Session:
     cursor = appliance.cursor()
     states = []
     try:
-        appliance.sh(f"(arecord {' '.join(HW)} -d {EAR_SECONDS} /root/ear.raw &) ; sleep 1")
         appliance.ctl("start")
         states.append(appliance.wait_state("listening", timeout=120)["state"])
+        appliance.sh(f"(arecord {' '.join(HW)} -d {EAR_SECONDS} /root/ear.raw &) ; sleep 1")
         appliance.sh(f"aplay {' '.join(HW)} /root/utterance.raw", timeout=60)
-        states.append(appliance.wait_state("speaking", timeout=60)["state"])
-        states.append(appliance.wait_state("listening", timeout=60)["state"])
-        appliance.ctl("end")
+        # the stub's agent answers once its VAD heard the turn end: 20 s after the speech in the emulated guest
+        states.append(appliance.wait_state("speaking", timeout=150)["state"])
+        states.append(appliance.wait_state("listening", "idle", timeout=90)["state"])
+        if states[-1] == "listening":
+            appliance.ctl("end")
         after = appliance.wait_active(other_than_pid=before["MainPID"])
-        appliance.sh("while pgrep -x arecord >/dev/null; do sleep 1; done", timeout=EAR_SECONDS + 30)
+        appliance.sh("pkill -INT -x arecord; while pgrep -x arecord >/dev/null; do sleep 1; done", timeout=60)
         appliance.stub.control.flush()
         heard = read_wav(appliance.stub.session_dir(1) / "heard.wav")
         appliance.sh("/opt/voice-device/venv/bin/python -c \"import numpy as n; "
@@ -60,6 +62,7 @@ def session(appliance: Appliance, vm_speech: dict[str, np.ndarray]) -> Session:
         ear = from_guest_mono(appliance, "/root/ear-left.raw")  # one channel of the two: half the transfer
     finally:
         appliance.write_config(appliance.original_config)
+        appliance.wait_active()  # the planned restart may still be under way
         appliance.reload()
     return Session(source=vm_speech["utterance"], reply=vm_speech["reply"], heard=heard, ear=ear, before=before,
                    after=after, journal=appliance.journal(cursor), states=states)
@@ -112,5 +115,6 @@ def test_check_reads_the_installed_env_file_and_names_the_placeholders_without_i
         assert value not in ok.stdout + ok.stderr
     bare = appliance.machine.run(["voice-device", "check", "--env", "/dev/null"], timeout=60)
     assert bare.rc == 2, bare.stderr
-    assert bare.stderr.splitlines()[0].startswith("voice-device: config.yaml:14: livekit.endpoint: still the "
+    line = next(i for i, text in enumerate(appliance.original_config.splitlines(), 1) if "endpoint: ${" in text)
+    assert bare.stderr.splitlines()[0].startswith(f"voice-device: config.yaml:{line}: livekit.endpoint: still the "
                                                   "profile's placeholder"), bare.stderr

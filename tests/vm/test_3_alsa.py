@@ -1,24 +1,16 @@
 """Plain ALSA on the loopback card, no sound server anywhere: a second reader of the mic beside the daemon (the
-installer's dsnoop), `hw:` capture and playback, and a mic another process holds, named and recovered."""
+installer's dsnoop), and a `hw:` mic another process holds, named, then captured from once it is free."""
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
 
+from tests.polling import wait_for
 from tests.vm.appliance import UNIT, Appliance, from_guest_mono, to_guest
 from tests.wire.signals import correlation, find_lag
 
 pytestmark = pytest.mark.vm
-
-HW_AUDIO = """\
-audio:
-  input_device: "hw:0,0"
-  output_device: "hw:0,1"
-"""
-
 
 def test_no_sound_server_is_installed_or_running(appliance: Appliance) -> None:
     out = appliance.sh("dpkg-query -W -f='${Package} ${Status}\\n' pulseaudio pipewire 2>&1 || true; "
@@ -55,23 +47,12 @@ def test_a_second_reader_records_the_mic_while_the_daemon_has_it(appliance: Appl
     assert "audio input lost" not in appliance.journal(cursor)
 
 
-def test_on_hw_devices_the_round_trip_works_and_a_held_mic_is_named_then_taken_when_freed(
-        appliance: Appliance) -> None:
-    """With the daemon stopped, its own audio check on `hw:` devices as the voice-device user (its speaker on the
-    card's device 1 comes back on device 0, its mic); then the daemon on `hw:0,0` while arecord holds it."""
-    appliance.machine.run(["systemctl", "stop", UNIT], timeout=60).check()
+def test_a_held_hw_mic_is_named_with_its_holder_then_captured_from_once_freed(appliance: Appliance) -> None:
+    """The daemon pointed at `hw:0,0` (plain ALSA, no sharing) while arecord holds it: one line names the holder,
+    the device shows failed: mic-unavailable, and the daemon captures from the device as soon as it is free."""
+    appliance.machine.run(["systemctl", "stop", UNIT], timeout=60).check()  # its dsnoop holds the card now
     holder = 0
     try:
-        hw = appliance.original_config.replace("  input_device: default\n  output_device: default\n", HW_AUDIO[7:])
-        assert hw != appliance.original_config
-        appliance.write_config(hw)
-        r = appliance.machine.run(["runuser", "-u", "voice-device", "--", "voice-device", "audio-test", "--loopback",
-                                   "--config", "/etc/voice-device/config.yaml"], timeout=180)
-        print(f"\n{r.stdout.strip()}")
-        assert r.rc == 0, r.stdout + r.stderr
-        m = re.search(r"round-trip latency ([\d.]+) ms \(correlation ([\d.]+)\)", r.stdout)
-        assert m and float(m.group(2)) > 0.5, r.stdout
-
         holder = int(appliance.sh("(arecord -q -D hw:Loopback,0 -f S16_LE -r 48000 -c 2 -d 600 /dev/null "
                                   "</dev/null >/dev/null 2>&1 & echo $!)").strip())
         held = appliance.original_config.replace("  input_device: default\n", '  input_device: "hw:0,0"\n')
@@ -81,14 +62,17 @@ def test_on_hw_devices_the_round_trip_works_and_a_held_mic_is_named_then_taken_w
         appliance.machine.run(["systemctl", "start", UNIT], timeout=180).check()
         line = appliance.wait_journal("is busy", cursor, 120)
         busy = next(x for x in line.splitlines() if "is busy" in x)
-        print(busy)
+        print(f"\n{busy}")
         assert f"held by process {holder}" in busy and "hw:0,0" in busy
         assert line.count("audio input 'hw:0,0' is busy:") == 1  # said once, not at every retry
         status = appliance.wait_state("failed", timeout=60)
         assert status["reason"] == "mic-unavailable"
         appliance.sh(f"kill {holder}")
-        appliance.wait_journal("audio input restored", cursor, 120)
-        assert appliance.wait_state("idle", timeout=60)
+        restored = appliance.wait_journal("audio input restored", cursor, 120)
+        assert "audio input open device='Loopback: PCM (hw:0,0)'" in restored
+        appliance.wait_state("idle", timeout=60)
+        first = appliance.status()["metrics"]["audio_frames_captured"]
+        wait_for(lambda: appliance.status()["metrics"]["audio_frames_captured"] > first, 60, "frames from hw:0,0")
     finally:
         if holder:
             appliance.sh(f"kill {holder} 2>/dev/null || true")
