@@ -66,7 +66,7 @@ class AudioEngine:
         self._next_out = 0.0
         self._out_delay = FIRST_RETRY_S
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
-        self._earcons = load_earcons(config.earcons)
+        self._earcons = load_earcons(config.earcons, self.sample_rate)
         self._pa: Any = None
         self._capture: Capture | None = None
         self._waker: Any = None
@@ -141,7 +141,7 @@ class AudioEngine:
         return self._pump.capture_time(index)
 
     def play_earcon(self, name: str) -> None:
-        """Play a configured cue ("listening" | "stopped" | "error"); nothing if it is not configured."""
+        """Play a cue ("listening" | "stopped" | "error" | "wake" | "conversation_end"); nothing if it is off."""
         sound = self._earcons.get(name)
         if sound is None:
             return

@@ -41,11 +41,18 @@ def section(cls: type, doc: str) -> Any:
     return field(default_factory=cls, metadata={"doc": doc})
 
 
+EARCON_DOC = " (a WAV file; 'builtin' = the sound that ships with voice-device; null = silence)"
+
+
 @dataclass(frozen=True)
 class EarconsConfig:
-    listening: str | None = opt(None, "WAV played when the device starts listening (a press, a session start)")
-    stopped: str | None = opt(None, "WAV played when the user's turn or the session ends")
-    error: str | None = opt(None, "WAV played when the session fails")
+    listening: str | None = opt("builtin", "played when the device starts listening (a press, a session start)"
+                                + EARCON_DOC)
+    stopped: str | None = opt("builtin", "played when the user's turn or the session ends" + EARCON_DOC)
+    error: str | None = opt("builtin", "played when the session fails" + EARCON_DOC)
+    wake: str | None = opt("builtin", "played when the wake word is heard" + EARCON_DOC)
+    conversation_end: str | None = opt("builtin", "played when the follow-up window closes with nobody speaking"
+                                       + EARCON_DOC)
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class AudioConfig:
     volume: float = opt(0.8, "playback volume, 0.0 to 1.0 (software)", min=0.0, max=1.0)
     jitter_ms: int = opt(60, "playback jitter buffer target in ms", min=20, max=1000)
     reopen_backoff_max_s: float = opt(10.0, "longest wait between attempts to reopen a lost device", min=0.1)
-    earcons: EarconsConfig = section(EarconsConfig, "optional sounds")
+    earcons: EarconsConfig = section(EarconsConfig, "sounds the device makes (built in by default)")
 
 
 @dataclass(frozen=True)
