@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from device.config.wake_models import BUILTIN_WAKE_WORDS
+
 SAMPLE_RATES = (16000, 24000, 48000)
 MODES = ("push_to_talk", "always_on", "toggle")
 TOKEN_SOURCES = ("endpoint", "sandbox", "literal", "local")
@@ -186,6 +188,34 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class WakeWordConfig:
+    models: tuple[str, ...] = opt(
+        ["okay_nabu"], f"wake words listened for: built-in names ({', '.join(BUILTIN_WAKE_WORDS)}) or paths of "
+        "microWakeWord JSON files (relative to this file); each model costs about 0.1 % of a core here",
+    )
+    cutoffs: dict[str, float] = opt(
+        {}, "probability cutoff per model, overriding the model's own (okay_nabu 0.85, hey_jarvis 0.97, alexa 0.9, "
+        "hey_mycroft 0.95): higher = fewer false wakes and more misses; keyed by model name (a built-in name or the "
+        "JSON file's name without .json); tune with `voice-device wake-test`", min=0.01, max=0.999,
+    )
+    refractory_s: float = opt(2.0, "after a detection, the wake word is not heard again for this long", min=0.5,
+                              max=30.0)
+    send_wake_phrase: bool = opt(
+        True, "the agent's audio starts just before the wake phrase (it hears 'okay nabu, what time is it'); false: "
+        "it starts where the wake word was detected",
+    )
+    follow_up_s: float = opt(
+        5.0, "after the agent's answer, listen this long for more without the wake word; the session ends when "
+        "nobody speaks (0 = end at once)", min=0.0, max=60.0,
+    )
+    vad_threshold: float = opt(
+        0.7, "speech probability (pymicro-vad) above which a 10 ms frame counts as speech in the follow-up window "
+        "(lower hears softer speech and more of the television)", min=0.05, max=0.95,
+    )
+    boot_muted: bool = opt(False, "start muted: nothing is heard, not even the wake word, until unmuted")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("info", "log level", choices=LOG_LEVELS)
 
@@ -196,6 +226,7 @@ class Config:
     controls: ControlsConfig = section(ControlsConfig, "button and LEDs")
     livekit: LiveKitConfig = section(LiveKitConfig, "server, tokens and agent dispatch")
     session: SessionConfig = section(SessionConfig, "session supervisor")
+    wake_word: WakeWordConfig = section(WakeWordConfig, "the wake word, heard on the device (voice-device wake-test)")
     daemon: DaemonConfig = section(DaemonConfig, "daemon, systemd and control socket")
     logging: LoggingConfig = section(LoggingConfig, "logging")
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
