@@ -133,8 +133,9 @@ class AudioEngine:
         back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
         return max(self.oldest_index(), self.now_index() - back)
 
-    def reader(self, start_index: int) -> FrameReader:
-        return FrameReader(self._pump, start_index)
+    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader:
+        """Processed audio from `start_index` on; `reuse`: chunks share one buffer (see FrameReader)."""
+        return FrameReader(self._pump, start_index, reuse=reuse)
 
     def capture_time(self, index: int) -> float:
         """Estimated `time.monotonic()` at which processed sample `index` reached the ADC."""

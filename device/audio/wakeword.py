@@ -16,12 +16,8 @@ list of 40 floats). We drive `pymicro_wakeword.MicroWakeWord`'s interpreter ours
 `process_streaming_prob`, which builds four arrays per call and averages with `statistics.mean`: half the
 CPU, same probabilities (tests/audio/test_wakeword.py compares the two on real speech).
 
-Where the phrase began: microWakeWord only says "the phrase just ended" (it fires 0.1–0.4 s after the last
-syllable). The front end's features are noise-reduced, so their sum per frame is a speech-activity level that
-sits near zero in steady noise. From the detection frame we walk back over the trailing quiet, through the
-phrase (pauses inside it are short), to the first stretch of `GAP_S` quiet: the phrase began after it. Speech
-right before the phrase leaves no such gap; the estimate is then bounded by `MAX_PHRASE_S` before the
-detection — early rather than late, so the phrase is never cut.
+Where the phrase began: device/audio/phrase_start.py (the levels of the last seconds, walked back from the
+detection to the pause before the phrase; at most 2 s back).
 
 Refractory: after a detection, nothing is reported for `refractory_s` of audio (counted in samples, not wall
 time: the detector is a pure function of its input and runs faster than real time in tests).
@@ -38,20 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from device.audio.downsample import TARGET_RATE, Frames16k
+from device.audio.phrase_start import PhraseStart
 from device.config.schema import WakeWordConfig
 from device.config.wake_models import ModelDescription, ModelSpecError, describe, model_name
 
 log = logging.getLogger("device.audio.wakeword")
 
 FRAME_16K = TARGET_RATE // 100  # 160 samples: the front end's step
-WINDOW_16K = 3 * FRAME_16K  # the front end's analysis window (30 ms)
 FEATURES = 40
-MAX_PHRASE_S = 2.0  # a wake phrase and the delay before it fires fit in this
-GAP_S = 0.25  # a pause this long before the phrase marks its start (pauses between its words are shorter)
-LEAD_S = 0.05  # taken before the first loud frame: onsets are soft
-ACTIVITY_FLOOR = 40.0  # summed features below this are quiet whatever the peak (steady noise sits near 0..30)
-ACTIVITY_FRACTION = 0.2  # ... and below this fraction of the loudest frame of the phrase
-HISTORY_FRAMES = int((MAX_PHRASE_S + 0.5) * 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +168,7 @@ class WakeWordDetector:
         self._in = Frames16k(rate, max_chunk_ms)
         self._frontend = create_frontend()
         self._refractory = int(refractory_s * TARGET_RATE)
-        self._activity = np.zeros(HISTORY_FRAMES, dtype=np.float64)  # summed features per front-end frame
-        self._frames = 0  # front-end frames since the start
+        self._phrase = PhraseStart(FRAME_16K)
         self._quiet_until = 0  # no detection before this 16 kHz position (refractory)
 
     @classmethod
@@ -225,7 +214,7 @@ class WakeWordDetector:
             m.reset()
         reset_frontend(self._frontend)
         self._in.reset()
-        self._activity[:] = 0.0
+        self._phrase.reset()
 
     def close(self) -> None:
         for m in self._models:
@@ -237,6 +226,7 @@ class WakeWordDetector:
         from micro_features_cpp import process_samples
 
         found: Detection | None = None
+        self._phrase.add(pcm16)
         frame_start = self._in.position - FRAME_16K
         offset = 0
         while offset < FRAME_16K:  # the front end may take fewer samples than offered when a window completes
@@ -246,8 +236,6 @@ class WakeWordDetector:
                 if used == 0:
                     break
                 continue
-            self._activity[self._frames % HISTORY_FRAMES] = sum(features)
-            self._frames += 1
             for model in self._models:
                 prob = model.step(features)
                 at = frame_start + offset
@@ -255,33 +243,8 @@ class WakeWordDetector:
                     found = self._detection(model.name, prob, at)
         return found
 
-    def _detection(self, name: str, prob: float, end_16k: int) -> Detection:
-        self._quiet_until = end_16k + self._refractory
-        # Frame f's 30 ms window ends (frames - 1 - f) steps before the newest frame's, which ends at end_16k.
-        back = self._frames - 1 - self._phrase_start_frame()
-        start_16k = end_16k - back * FRAME_16K - WINDOW_16K
-        index = self._in.ring_index(end_16k)
+    def _detection(self, name: str, prob: float, at_16k: int) -> Detection:
+        self._quiet_until = at_16k + self._refractory
+        start_16k = self._in.position - self._phrase.frames_back() * FRAME_16K
+        index = self._in.ring_index(at_16k)
         return Detection(name, prob, index, min(self._in.ring_index(start_16k), index))
-
-    def _phrase_start_frame(self) -> int:
-        """Frame number where the phrase began: see the module docstring."""
-        last = self._frames - 1
-        span = min(int(MAX_PHRASE_S * 100), self._frames)
-        level = [self._activity[(last - k) % HISTORY_FRAMES] for k in range(span)]  # newest first
-        threshold = max(ACTIVITY_FLOOR, ACTIVITY_FRACTION * max(level, default=0.0))
-        gap = int(GAP_S * 100)
-        k = 0
-        while k < span and level[k] < threshold:  # the quiet after the phrase, before the model fired
-            k += 1
-        quiet = 0
-        onset = span - 1  # no gap found: as far back as the bound
-        while k < span:
-            if level[k] >= threshold:
-                quiet = 0
-            else:
-                quiet += 1
-                if quiet == gap:
-                    onset = k - gap  # the loud frame just after the gap (newest-first order)
-                    break
-            k += 1
-        return max(last - (span - 1), last - onset - int(LEAD_S * 100))
