@@ -10,11 +10,13 @@ Defaults (threshold 0.7, 100 ms): every espeak-ng sentence of the test set is fo
 music starts "speech" once (six times at threshold 0.5).
 
 Why pymicro-vad and not webrtcvad (benchmarks/vad.py, same audio, this machine): both find espeak-ng speech
-(frame recall 0.99 / 0.96 at webrtcvad's mode 2), but webrtcvad calls a TV-like signal (music, no speech)
-speech in every frame in every mode, and steady pink noise at -30 dBFS in 4–27 % of frames, while
-pymicro-vad flags 0 % of the noise and 3 % of the music. A follow-up window that opens on the television is
-the complaint (users.md: the mic hears the reply's tail, the room). pymicro-vad costs ~13 ms of CPU per second
-of audio here against webrtcvad's 0.2 ms — 1.3 % of a core, and only while a follow-up window is open.
+(frame recall 0.99 for pymicro-vad; 0.96 for webrtcvad's mode 2), but webrtcvad calls a TV-like signal (music,
+no speech) speech in every frame in every mode, and steady pink noise at -30 dBFS in 3.5–27 % of frames
+(mode 3 … 0), while pymicro-vad at 0.7 flags none of the noise and 0.8 % of the music frames (3.4 % at 0.5). A
+follow-up window that a television keeps open is the complaint (users.md). What it costs: ~13.5 ms of CPU per
+second of audio against webrtcvad's 0.2 (1.4 % of a core, only while a follow-up window is open); its onset
+comes ~0.15 s into an utterance (webrtcvad: at once), and it lets go ~0.6 s after speech ends (webrtcvad:
+~0.3 s) — neither matters to "did the user go on talking".
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ class DaemonConfig:
 class WakeWordConfig:
     models: tuple[str, ...] = opt(
         ["okay_nabu"], f"wake words listened for: built-in names ({', '.join(BUILTIN_WAKE_WORDS)}) or paths of "
-        "microWakeWord JSON files (relative to this file); each model costs about 0.1 % of a core here",
+        "microWakeWord JSON files (relative to this file); each model adds about 0.15 % of a core here",
     )
     cutoffs: dict[str, float] = opt(
         {}, "probability cutoff per model, overriding the model's own (okay_nabu 0.85, hey_jarvis 0.97, alexa 0.9, "
