@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import emit
 from tests.audio import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cpu_s_per_audio_s": peer_front_end(np.load(args.role[1]))}))
         return 0
     result = run(args.minutes, args.peer_seconds, args.cache)
-    table = rows(result)
-    width = max(len(k) for k, _ in table)
-    for k, v in table:
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    emit(rows(result), result, args.json)
     return 0
 
 
