@@ -60,6 +60,41 @@ async def test_okay_nabu_said_in_the_room_is_heard_with_ring_indices_on_the_phra
     assert listener.detections == 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("echo_cancellation", [True, False])
+async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig, speech, echo_cancellation):
+    """What the speaker plays reaches the mic (the rig loops it back sample for sample); the detector listens to
+    the echo canceller's output, so the agent saying "okay nabu" is not the user saying it. Without the echo
+    canceller (the control) the same audio wakes it every time."""
+    clips = positive_clips(speech, "okay_nabu")[:3]
+    engine = AudioEngine(AudioConfig(echo_cancellation=echo_cancellation))
+    heard: list[Detection] = []
+    detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
+    listener = WakeWordListener(engine, detector, heard.append)
+    await engine.start()
+    try:
+        listener.start()
+        # Four seconds of the agent talking first: the canceller converges on the echo path.
+        reply = speech.say("here is the weather for today: sunny in the morning, clouds and some rain later on",
+                           "en-us", 170)
+        for sound in (reply, *(c.samples for c in clips)):
+            engine.player.push_samples(sound, RATE)
+        engine.player.end()
+        async with asyncio.timeout(30):
+            while engine.player.buffered_samples():
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # the last phrase's detection comes up to a second after it
+    finally:
+        await listener.stop()
+        await engine.stop()
+    peak = detector.take_peaks()["okay_nabu"]
+    if echo_cancellation:
+        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats()['underruns']})"
+        print(f"highest okay_nabu score on its own voice through the echo canceller: {peak:.3f}")
+    else:
+        assert len(heard) == len(clips)
+
+
 def test_wake_test_prints_scores_and_the_detection(audio_rig, speech, tmp_path, capsys):
     wav = write_wav(tmp_path / "okay-nabu.wav", said(speech, "en", 170).samples)
 
