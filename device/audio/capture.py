@@ -13,11 +13,11 @@ that races an overwrite detectable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from device.audio.devices import PaStream
 from device.audio.ring import Ring
 
 PA_INPUT_OVERFLOW = 0x2  # paInputOverflow in the callback's status flags
@@ -31,7 +31,7 @@ class Capture:
         self.rate = rate
         self.block = block  # samples per callback, at the device rate
         self.ring = Ring(block * ring_blocks)
-        self._mv = memoryview(self.ring._buf).cast("B")
+        self._mv = memoryview(self.ring._buf.data).cast("B")
         nbytes = block * 2
         # Prebuilt slice objects, one per slot: the callback indexes them instead of computing offsets.
         self._slots = tuple(slice(i * nbytes, (i + 1) * nbytes) for i in range(ring_blocks))
@@ -40,13 +40,14 @@ class Capture:
         self.block_adc = np.zeros(ring_blocks, dtype=np.float64)  # monotonic ADC time of each slot's block
         self._wake = wake
         self._result = (None, PA_CONTINUE)
-        self.stream: Any = None
+        self.stream: PaStream = None
         self.callbacks = 0
         self.input_overflows = 0
         self.short_blocks = 0  # callbacks whose size was not the block size (dropped; should never happen)
         self.last_capture_monotonic = 0.0
 
-    def callback(self, in_data: bytes | None, frame_count: int, time_info: dict, status: int) -> tuple:
+    def callback(self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
+                 ) -> tuple[None, int]:
         """PortAudio's input callback: copy, stamp, count, wake. See the module docstring for the rules."""
         now = time.monotonic()
         if status & PA_INPUT_OVERFLOW:

@@ -28,7 +28,8 @@ def note(freq: float, rate: int, seconds: float = NOTE_S) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     tone = np.sin(2 * np.pi * freq * t) + 0.3 * np.sin(4 * np.pi * freq * t) + 0.1 * np.sin(6 * np.pi * freq * t)
     envelope = np.minimum(1.0, t / 0.005) * np.exp(-t / (seconds / 3))
-    return tone * envelope
+    shaped: np.ndarray = tone * envelope
+    return shaped
 
 
 def chime(name: str, rate: int) -> np.ndarray:
@@ -40,4 +41,5 @@ def chime(name: str, rate: int) -> np.ndarray:
             parts.append(gap)
         parts.append(note(freq, rate))
     x = np.concatenate(parts)
-    return np.rint(x * (PEAK * 32767 / np.abs(x).max())).astype(np.int16)
+    samples: np.ndarray = np.rint(x * (PEAK * 32767 / np.abs(x).max())).astype(np.int16)
+    return samples

@@ -105,8 +105,9 @@ class Downsampler:
 def _lowpass(taps: int, cutoff: float) -> np.ndarray:
     """Windowed-sinc low-pass, `cutoff` as a fraction of Nyquist, unity gain at DC."""
     n = np.arange(taps) - (taps - 1) / 2
-    h = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, KAISER_BETA)
-    return h / h.sum()
+    h: np.ndarray = cutoff * np.sinc(cutoff * n) * np.kaiser(taps, KAISER_BETA)
+    unity: np.ndarray = h / h.sum()
+    return unity
 
 
 class Frames16k:

@@ -96,7 +96,9 @@ class FrameProcessor:
 
     def _run(self, fs: _FrameSet, block: np.ndarray, *, reverse: bool) -> None:
         calls = _check(block, fs.call)
-        call = self._apm.process_reverse_stream if reverse else self._apm.process_stream  # type: ignore[union-attr]
+        apm = self._apm
+        assert apm is not None, "process() and process_reverse() return early without an APM"
+        call = apm.process_reverse_stream if reverse else apm.process_stream
         n = fs.call
         for i in range(calls):
             fs.samples[:] = block[i * n : (i + 1) * n]
@@ -108,7 +110,7 @@ class FrameProcessor:
 def _check(block: np.ndarray, call: int) -> int:
     if block.dtype != np.int16 or block.ndim != 1:
         raise FrameSizeError(f"the APM takes int16 mono, got {block.dtype} with shape {block.shape}")
-    n = block.shape[0]
+    n = int(block.shape[0])
     if n == 0 or n % call:
         raise FrameSizeError(f"the APM takes whole {call}-sample calls (a multiple of 10 ms), got {n}")
     return n // call

@@ -62,7 +62,7 @@ class VoiceActivityDetector:
         self.probability = 0.0
 
     def _frame(self, pcm16: np.ndarray) -> int | None:
-        self.probability = p = self._vad.process_10ms(pcm16)
+        self.probability = p = self._vad.process_10ms(pcm16.tobytes())
         if p > self.threshold:
             self._run += 1
             self._quiet = 0

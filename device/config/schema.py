@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from device.config.wake_models import BUILTIN_WAKE_WORDS
+from device.core.dynamic import FieldSpec, FieldValue
 from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
 
 SAMPLE_RATES = (16000, 24000, 48000)
@@ -20,7 +20,7 @@ LED_KINDS = ("none", "led", "pwmled", "rgbled", "apa102")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def opt(default: Any, doc: str, **checks: Any) -> Any:
+def opt(default: FieldValue, doc: str, **checks: FieldValue) -> FieldSpec:
     """A dataclass field with its documentation and the loader's checks in metadata."""
     meta = {"doc": doc, **checks}
     if isinstance(default, (dict, list)):
@@ -29,7 +29,7 @@ def opt(default: Any, doc: str, **checks: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-def section(cls: type, doc: str) -> Any:
+def section(cls: type, doc: str) -> FieldSpec:
     return field(default_factory=cls, metadata={"doc": doc})
 
 

@@ -19,6 +19,7 @@ from gpiozero import Button
 
 from device.config.schema import ButtonConfig
 from device.controls.gestures import GestureRecognizer
+from device.core.dynamic import GpioPin
 from device.core.vocabulary import Event
 
 log = logging.getLogger("device.controls.button")
@@ -45,13 +46,13 @@ class ButtonInput:
         log.debug("button ready name=%s pin=%s pull_up=%s", name, config.pin, config.pull_up)
 
     @property
-    def pin(self) -> object:
+    def pin(self) -> GpioPin:  # tests and the simulator drive it
         """The gpiozero pin (a MockPin under simulation: the simulator drives it)."""
         return self._device.pin
 
     @property
     def closed(self) -> bool:
-        return self._device.closed
+        return bool(self._device.closed)
 
     # gpiozero's thread: timestamp and hop.
     def _pressed_from_any_thread(self) -> None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+from device.core.codec import to_json
+from device.session.status import SessionStatus
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.session.device_rpc")
 
@@ -16,11 +22,11 @@ INVALID_ARGUMENT = 2001  # codes 1001-1999 are the SDK's own
 
 
 def register(
-    local_participant: Any,
+    local_participant: rtc.LocalParticipant,
     *,
     set_volume: Callable[[float], float],
     request_end: Callable[[str], None],
-    get_status: Callable[[], dict[str, Any]],
+    get_status: Callable[[], SessionStatus],
 ) -> None:
     from livekit import rtc
 
@@ -41,7 +47,7 @@ def register(
         return json.dumps({"ok": True})
 
     def on_get_status(data: rtc.RpcInvocationData) -> str:
-        return json.dumps(get_status(), default=str)
+        return json.dumps(to_json(get_status()), default=str)
 
     local_participant.register_rpc_method(SET_VOLUME, on_set_volume)
     local_participant.register_rpc_method(END_SESSION, on_end_session)

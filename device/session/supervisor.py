@@ -15,17 +15,20 @@ import asyncio
 import functools
 import inspect
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from device.config.schema import Config
 from device.core.vocabulary import (
     Event,
     FailureReason,
     SessionEnded,
+    SessionEvent,
     SessionFailed,
     SessionReconnecting,
 )
@@ -42,6 +45,7 @@ from device.session.classify import classify_connect_error
 from device.session.clock import Clock, LoopClock, Timer, within
 from device.session.media import Media, RtcMedia
 from device.session.policy import (
+    Action,
     AgentJoined,
     AgentLeft,
     AgentState,
@@ -56,21 +60,37 @@ from device.session.policy import (
     Input,
     Phase,
     Policy,
-    Reconnected,
-    Reconnecting,
+    RoomReconnected,
+    RoomReconnecting,
     Start,
     Stop,
     Teardown,
-    TimerFired,
+    TimerDue,
     TurnBegan,
     TurnFinished,
     UserSpeech,
 )
 from device.session.ports import AudioPort
 from device.session.preconnect import Uplink
+from device.session.status import (
+    AgentStatus,
+    FailureStatus,
+    SessionMetrics,
+    SessionStatus,
+    TranscriptLine,
+    TurnsStatus,
+)
 from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
+
+if TYPE_CHECKING:
+    from livekit import rtc
+
+    # What the worker's inbox carries: a policy input, or a step to run on the worker (a call, a room callback),
+    # which returns the inputs it produced (or an awaitable of them).
+    Step = Callable[[], list[Input] | Awaitable[list[Input] | None] | None]
+    Item = Input | Step
 
 log = logging.getLogger("device.session.supervisor")
 
@@ -88,15 +108,33 @@ class Attempt:
     id: int
     request: TokenRequest
     fresh: bool
-    room: Any = None
-    source: Any = None
-    track: Any = None
-    publication: Any = None
+    room: rtc.Room | None = None
+    source: rtc.AudioSource | None = None
+    track: rtc.LocalAudioTrack | None = None
+    publication: rtc.LocalTrackPublication | None = None
     task: asyncio.Task[None] | None = None
     in_room_connect: bool = False
     abandoned: bool = False
     disposed: bool = False
-    playback: dict[str, tuple[asyncio.Task[None], Any]] = field(default_factory=dict)
+    playback: dict[str, tuple[asyncio.Task[None], rtc.AudioStream]] = field(default_factory=dict)
+
+    def is_abandoned(self) -> bool:
+        return self.abandoned
+
+
+@dataclass
+class _Tally:
+    """The counters behind `SessionMetrics`, over this supervisor's life."""
+
+    sessions: int = 0
+    reconnects: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    preconnect_bytes_sent: int = 0
+    press_to_listening_ms: int | None = None
+
+
+def turns_status(turns: Turns) -> TurnsStatus:
+    return TurnsStatus(rpc=turns.active, fallback=turns.enabled and not turns.supported)
 
 
 class Supervisor:
@@ -106,11 +144,11 @@ class Supervisor:
         audio: AudioPort,
         emit: Callable[[Event], None],
         *,
-        room_factory: Callable[[], Any] | None = None,
+        room_factory: Callable[[], rtc.Room] | None = None,
         token_source: TokenSource | None = None,
         clock: Clock | None = None,
         media: Media | None = None,
-        rng: Any = None,
+        rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
         identity: str | None = None,
         muted: bool = False,
@@ -142,35 +180,32 @@ class Supervisor:
         self._press_t: float | None = None
         self._timers: dict[str, Timer] = {}
         self._timer_gen: Counter[str] = Counter()
-        self._inbox: asyncio.Queue[tuple[int | None, Any, asyncio.Future[None] | None]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[int | None, Item, asyncio.Future[None] | None]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._closed = False
-        self.metrics: dict[str, Any] = {
-            "sessions": 0,
-            "reconnects": 0,
-            "failures": Counter(),
-            "preconnect_bytes_sent": 0,
-            "press_to_listening_ms": None,
-        }
+        self._session = 0  # the device machine's number of the running (or last) session
+        self._tally = _Tally()
         self.last_failure: SessionFailed | None = None
 
     # ---- public API ------------------------------------------------------------------------------------------
 
-    async def start(self, mark: int) -> None:
-        """Start a session whose audio begins at ring index `mark` (already includes the pre-roll)."""
+    async def start(self, mark: int, *, session: int = 0) -> None:
+        """Start a session whose audio begins at ring index `mark` (already includes the pre-roll); its events
+        carry `session`."""
         if self._closed:
             raise SessionError("the session supervisor is closed")
-        await self._submit(functools.partial(self._begin, mark))
+        await self._submit(functools.partial(self._begin, mark, session))
 
     async def end(self, reason: str = "requested") -> None:
         await self._submit(Stop(reason))
 
-    async def start_turn(self, mark: int | None = None) -> None:
+    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
         """A press in push-to-talk: start a session if none runs, then the agent's start_turn (barge-in while it
         speaks)."""
         if self._policy.phase is Phase.IDLE:
-            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms))
+            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms),
+                             session=session)
         await self._submit(functools.partial(self._turn, "start"))
 
     async def end_turn(self) -> None:
@@ -185,37 +220,34 @@ class Supervisor:
     async def send_text(self, text: str) -> None:
         """Send typed text to the agent on `lk.chat`."""
         att = self._attempt
-        if att is None or att.publication is None or self._policy.phase not in (Phase.CONNECTED,):
+        room = att.room if att is not None and att.publication is not None else None
+        if room is None or self._policy.phase is not Phase.CONNECTED:
             raise SessionError("no session is connected; start one first (press the button or `voice-device start`)")
-        await att.room.local_participant.send_text(text, topic=CHAT_TOPIC)
+        await room.local_participant.send_text(text, topic=CHAT_TOPIC)
         log.info("text sent topic=%s chars=%d", CHAT_TOPIC, len(text))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SessionStatus:
         att = self._attempt
-        uplink = self._uplink.snapshot() if self._uplink else None
-        sent = self.metrics["preconnect_bytes_sent"] + (self._uplink.bytes_sent if self._uplink else 0)
-        return {
-            "phase": str(self._policy.phase),
-            "room": att.request.room_name if att else None,
-            "identity": att.request.participant_identity if att else None,
-            "agent": {"identity": self._agent, "state": self._policy.agent_state},
-            "muted": self._muted,
-            "turns": {"rpc": self._turns.active, "fallback": self._turns.enabled and not self._turns.supported},
-            "transcripts": [{"speaker": t.speaker, "text": t.text} for t in self._transcripts.last],
-            "preconnect": uplink,
-            "last_failure": (
-                {"reason": str(self.last_failure.reason), "message": self.last_failure.reason.message,
-                 "detail": self.last_failure.detail, "retry_in_s": self.last_failure.retry_in_s}
-                if self.last_failure else None
+        uplink = self._uplink
+        t = self._tally
+        return SessionStatus(
+            phase=str(self._policy.phase),
+            room=att.request.room_name if att else None,
+            identity=att.request.participant_identity if att else None,
+            agent=AgentStatus(self._agent, self._policy.agent_state),
+            muted=self._muted,
+            turns=turns_status(self._turns),
+            transcripts=tuple(TranscriptLine(x.speaker, x.text) for x in self._transcripts.last),
+            preconnect=uplink.snapshot() if uplink else None,
+            last_failure=FailureStatus.of(self.last_failure) if self.last_failure else None,
+            metrics=SessionMetrics(
+                sessions=t.sessions,
+                reconnects=t.reconnects,
+                failures=MappingProxyType(dict(t.failures)),
+                preconnect_bytes_sent=t.preconnect_bytes_sent + (uplink.bytes_sent if uplink else 0),
+                press_to_listening_ms=t.press_to_listening_ms,
             ),
-            "metrics": {
-                "sessions": self.metrics["sessions"],
-                "reconnects": self.metrics["reconnects"],
-                "failures": dict(self.metrics["failures"]),
-                "preconnect_bytes_sent": sent,
-                "press_to_listening_ms": self.metrics["press_to_listening_ms"],
-            },
-        }
+        )
 
     async def refresh(self) -> None:
         """`status()` is always current in this process (a session process's proxy fetches it here)."""
@@ -242,13 +274,13 @@ class Supervisor:
 
     # ---- the worker ------------------------------------------------------------------------------------------
 
-    async def _submit(self, item: Any) -> None:
+    async def _submit(self, item: Item) -> None:
         self._ensure_worker()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait((None, item, done))
         await done
 
-    def _post(self, attempt_id: int | None, item: Any) -> None:
+    def _post(self, attempt_id: int | None, item: Item) -> None:
         if not self._closed:
             self._inbox.put_nowait((attempt_id, item, None))
 
@@ -269,7 +301,7 @@ class Supervisor:
                     done.set_result(None)
                 self._inbox.task_done()
 
-    async def _process(self, item: Any) -> None:
+    async def _process(self, item: Item) -> None:
         if isinstance(item, Input):
             inputs = [item]
         else:
@@ -288,7 +320,7 @@ class Supervisor:
         for action in self._policy.handle(inp):
             await self._do(action)
 
-    async def _do(self, action: Any) -> None:
+    async def _do(self, action: Action) -> None:
         match action:
             case Emit(event):
                 self._publish(event)
@@ -306,11 +338,12 @@ class Supervisor:
 
     # ---- session and attempts --------------------------------------------------------------------------------
 
-    def _begin(self, mark: int) -> list[Input]:
+    def _begin(self, mark: int, session: int) -> list[Input]:
+        self._session = session  # a start while one runs (e.g. waiting to retry) makes it the session asked for
         if self._policy.phase is not Phase.IDLE:
             log.info("start ignored: a session is already %s", self._policy.phase)
             return []
-        self.metrics["sessions"] += 1
+        self._tally.sessions += 1
         self._press_t = self._clock.now()
         self._uplink = Uplink(
             self._audio.reader(mark),
@@ -332,7 +365,7 @@ class Supervisor:
         self._uplink = self._uplink_task = None
         if uplink is not None:
             await uplink.aclose()
-            self.metrics["preconnect_bytes_sent"] += uplink.bytes_sent
+            self._tally.preconnect_bytes_sent += uplink.bytes_sent
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -393,7 +426,7 @@ class Supervisor:
         att.in_room_connect = True
         await room.connect(creds.server_url, creds.participant_token, options)
         att.in_room_connect = False
-        if att.abandoned:
+        if att.is_abandoned():  # a method, not the attribute: _teardown sets it while connect() awaits
             return
         lp = room.local_participant
         device_rpc.register(lp, set_volume=self._set_volume, request_end=self._request_end,
@@ -409,14 +442,16 @@ class Supervisor:
         self._post(att.id, functools.partial(self._on_connected, att))
 
     def _on_connected(self, att: Attempt) -> list[Input]:
-        log.info("session connected room=%s track=%s", att.request.room_name, att.publication.sid)
+        room, source, publication = att.room, att.source, att.publication
+        assert room is not None and source is not None and publication is not None, "posted after publish_track"
+        log.info("session connected room=%s track=%s", att.request.room_name, publication.sid)
         if self._uplink is not None:
-            self._uplink.attach(att.room.local_participant, att.source, att.publication.sid)
+            self._uplink.attach(room.local_participant, source, publication.sid)
         inputs: list[Input] = [ConnectSucceeded()]
         # an agent already in the room fires no participant_active: look at who is here
-        for p in list(att.room.remote_participants.values()):
+        for p in list(room.remote_participants.values()):
             inputs += self._consider(p)
-        for p in list(att.room.remote_participants.values()):
+        for p in list(room.remote_participants.values()):
             for pub in list(p.track_publications.values()):
                 if pub.track is not None:
                     self._maybe_play(att, pub.track, p)
@@ -474,7 +509,7 @@ class Supervisor:
 
     # ---- room events (registered before connect; each runs in the worker, tagged with its attempt) ----------
 
-    def _wire(self, room: Any, att: Attempt) -> None:
+    def _wire(self, room: rtc.Room, att: Attempt) -> None:
         post = functools.partial(self._post, att.id)
         p = functools.partial
         room.on("participant_connected", lambda participant: post(p(self._consider, participant)))
@@ -489,7 +524,7 @@ class Supervisor:
         room.on("reconnected", lambda: post(self._reconnected))
         room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
 
-    def _consider(self, participant: Any) -> list[Input]:
+    def _consider(self, participant: rtc.Participant) -> list[Input]:
         if not is_agent(participant):
             return []
         inputs: list[Input] = []
@@ -508,7 +543,7 @@ class Supervisor:
             inputs += self._agent_state(state)
         return inputs
 
-    def _attributes_changed(self, changed: dict[str, str], participant: Any) -> list[Input]:
+    def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> list[Input]:
         if self._agent is None:
             return self._consider(participant)
         if participant.identity == self._agent and AGENT_STATE_ATTR in changed:
@@ -517,13 +552,13 @@ class Supervisor:
 
     def _agent_state(self, state: str) -> list[Input]:
         if state == "listening" and self._press_t is not None:
-            self.metrics["press_to_listening_ms"] = round((self._clock.now() - self._press_t) * 1000)
+            self._tally.press_to_listening_ms = round((self._clock.now() - self._press_t) * 1000)
             self._press_t = None
         if state in READY_STATES:
             self._post(None, self._flush_turns)  # after the policy has seen the state
         return [AgentState(state)]
 
-    def _participant_left(self, participant: Any) -> list[Input]:
+    def _participant_left(self, participant: rtc.RemoteParticipant) -> list[Input]:
         if participant.identity != self._agent:
             return []
         reason = disconnect_reason_name(participant.disconnect_reason)
@@ -533,7 +568,7 @@ class Supervisor:
             self._uplink.set_agent(None)
         return [AgentLeft(deliberate=reason == "CLIENT_INITIATED")]
 
-    def _maybe_play(self, att: Attempt, track: Any, participant: Any) -> None:
+    def _maybe_play(self, att: Attempt, track: rtc.Track, participant: rtc.Participant) -> None:
         from livekit import rtc
 
         if rtc.TrackKind.Name(track.kind) != "KIND_AUDIO" or not speaks_for(participant, self._agent):
@@ -545,15 +580,15 @@ class Supervisor:
         att.playback[track.sid] = (task, stream)
         log.info("playing agent audio participant=%s track=%s", participant.identity, track.sid)
 
-    async def _play(self, stream: Any) -> None:
+    async def _play(self, stream: rtc.AudioStream) -> None:
         async for event in stream:
             self._audio.player.push(event.frame)
 
-    def _local_subscribed(self, track: Any) -> None:
+    def _local_subscribed(self, track: rtc.Track) -> None:
         if self._uplink is not None:
             self._uplink.track_subscribed(track.sid)
 
-    def _republished(self, att: Attempt, publication: Any, previous_sid: str) -> None:
+    def _republished(self, att: Attempt, publication: rtc.LocalTrackPublication, previous_sid: str) -> None:
         log.info("mic republished previous=%s track=%s", previous_sid, publication.sid)
         att.publication = publication
         if self._uplink is not None:
@@ -562,12 +597,12 @@ class Supervisor:
     def _reconnecting(self) -> list[Input]:
         if self._uplink is not None:
             self._uplink.reconnecting()
-        return [Reconnecting()]
+        return [RoomReconnecting()]
 
     def _reconnected(self) -> list[Input]:
         if self._uplink is not None:
             self._uplink.reconnected()
-        return [Reconnected()]
+        return [RoomReconnected()]
 
     def _disconnected(self, reason: int) -> list[Input]:
         return [Disconnected(disconnect_reason_name(reason))]
@@ -587,11 +622,12 @@ class Supervisor:
 
     def _flush_turns(self) -> None:
         att = self._attempt
-        if (not self._turns.pending or att is None or att.publication is None or self._agent is None
+        room = att.room if att is not None and att.publication is not None else None
+        if (not self._turns.pending or room is None or self._agent is None
                 or self._policy.agent_state not in READY_STATES):
             return
         if self._turn_task is None or self._turn_task.done():
-            lp, agent = att.room.local_participant, self._agent
+            lp, agent = room.local_participant, self._agent
             self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(lp, agent))
 
     def _set_muted(self, muted: bool) -> None:
@@ -629,11 +665,13 @@ class Supervisor:
         if self._timer_gen[name] != gen:
             return []
         self._timers.pop(name, None)
-        return [TimerFired(name)]
+        return [TimerDue(name)]
 
     def _publish(self, event: Event) -> None:
+        if isinstance(event, SessionEvent):
+            event = replace(event, session=self._session)
         if isinstance(event, SessionFailed):
-            self.metrics["failures"][str(event.reason)] += 1
+            self._tally.failures[str(event.reason)] += 1
             self.last_failure = event
             retry = f"{event.retry_in_s:.1f}" if event.retry_in_s is not None else "never"
             log.warning("session failed reason=%s retry_in_s=%s detail=%s message=%r", event.reason, retry,
@@ -641,7 +679,7 @@ class Supervisor:
         elif isinstance(event, SessionEnded):
             log.info("session ended reason=%s", event.reason)
         elif isinstance(event, SessionReconnecting):
-            self.metrics["reconnects"] += 1
+            self._tally.reconnects += 1
             log.info("session reconnecting")
         try:
             self._emit_cb(event)
@@ -649,7 +687,7 @@ class Supervisor:
             log.exception("event consumer failed event=%r", event)
 
 
-def _rtc_room() -> Any:
+def _rtc_room() -> rtc.Room:
     from livekit import rtc
 
     return rtc.Room()

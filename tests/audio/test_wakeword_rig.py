@@ -89,7 +89,7 @@ async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig
         await engine.stop()
     peak = detector.take_peaks()["okay_nabu"]
     if echo_cancellation:
-        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats()['underruns']})"
+        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats().underruns})"
         print(f"highest okay_nabu score on its own voice through the echo canceller: {peak:.3f}")
     else:
         assert len(heard) == len(clips)

@@ -18,7 +18,7 @@ from device.controls.leds import (
     LedDriver,
     Look,
     Pattern,
-    Ring,
+    RingMotion,
     apa102_frame,
     level,
     next_frame_in,
@@ -261,7 +261,7 @@ def test_ring_writes_only_when_the_bytes_change() -> None:
 
 
 def test_spinning_ring_moves_its_head_round_once_per_period() -> None:
-    spin = Pattern(Look.SOLID, RED, 1.0, period_s=1.2, ring=Ring.SPIN)
+    spin = Pattern(Look.SOLID, RED, 1.0, period_s=1.2, ring=RingMotion.SPIN)
     heads = []
     for step in range(12):
         pixels = ring_pixels(spin, 12, step * 0.1)
@@ -301,3 +301,10 @@ def test_ring_through_gpiozero_spi_layer_puts_the_frame_on_the_wire(monkeypatch:
                 ring.close()
     finally:
         factory.reset()
+
+
+def test_the_configs_led_kinds_are_exactly_the_drivers() -> None:
+    from device.config.schema import LED_KINDS
+    from device.controls.leds import LED_DRIVERS
+
+    assert tuple(LED_DRIVERS) == tuple(LED_KINDS)
