@@ -168,6 +168,26 @@ def test_a_cutoff_override_decides_what_counts(speech):
     assert run(strict, audio) == []
 
 
+def test_listening_for_hours_holds_no_memory_that_grows_with_the_audio(speech):
+    """Buffers are preallocated: after a warm-up, a minute more of audio leaves nothing behind (what the front end
+    allocates per 10 ms — a list of 40 floats — is freed at once)."""
+    import tracemalloc
+
+    audio, _ = stream(positive_clips(speech, "alexa")[:4])
+    detector = WakeWordDetector(ALL, RATE)
+    run(detector, audio)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for k in range(4):
+            run(detector, audio, first=(k + 1) * audio.shape[0])
+        grown = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename") if d.size_diff > 0)
+    finally:
+        tracemalloc.stop()
+    assert seconds(4 * audio.shape[0]) > 40
+    assert grown < 16_000, f"{grown} bytes kept after {seconds(4 * audio.shape[0]):.0f} s of audio"
+
+
 def test_how_the_audio_is_chunked_changes_nothing(speech):
     audio, _ = stream(positive_clips(speech, "alexa")[:4])
     in_10ms = run(WakeWordDetector(["alexa"], RATE), audio, block=RATE // 100)
