@@ -1,11 +1,12 @@
-"""Where did the wake phrase begin? The levels of the last few seconds, and a walk back from the detection.
+"""Where did the wake phrase begin (and end)? The levels of the last few seconds, walked back from the detection.
 
 microWakeWord only says "the phrase just ended" (it fires 0.1–0.4 s, sometimes up to 0.9 s, after the last
 syllable). We keep the level (dB) of every 10 ms frame of the 16 kHz audio and, at a detection, walk back over
 the quiet after the phrase, through the phrase (pauses between its words are short), to the first stretch of
 `gap_s` of quiet: the phrase began after it, and `lead_s` is taken before that for a soft onset. Speech running
 straight into the phrase leaves no such gap: the start is then `max_phrase_s` before the detection — early
-rather than late, so the phrase is never cut.
+rather than late, so the phrase is never cut. Where the walk first met the phrase is its end (what a session
+that does not send the wake phrase starts from).
 
 "Quiet" is relative: below the phrase's loudest frame by 30 dB, or above the room's floor (the 20th percentile
 of the history) by less than 6 dB when the room is that loud — but never within 15 dB of the peak, or a noisy
@@ -50,9 +51,14 @@ class PhraseStart:
 
     def frames_back(self) -> int:
         """How many frames before the end of the newest one the phrase began (lead included)."""
+        return self.extent()[0]
+
+    def extent(self) -> tuple[int, int]:
+        """(frames back to where the phrase began, lead included; frames back to where it ended): the end is
+        the first quiet frame after it — the newest frame itself when speech went on after the phrase."""
         span = min(self._span, self._frames)
         if span == 0:
-            return 0
+            return 0, 0
         size = self._levels.shape[0]
         newest = self._frames - 1
         level = [self._levels[(newest - k) % size] for k in range(span)]  # newest first
@@ -63,6 +69,7 @@ class PhraseStart:
         k = 0
         while k < span and level[k] < threshold:  # the quiet after the phrase, before the model fired
             k += 1
+        end = k
         quiet = 0
         onset = span - 1  # no gap: as far back as the bound allows
         while k < span:
@@ -74,4 +81,4 @@ class PhraseStart:
                     onset = k - self._gap  # the loud frame just after the gap (newest-first order)
                     break
             k += 1
-        return min(span, onset + 1 + self._lead)
+        return min(span, onset + 1 + self._lead), end

@@ -50,6 +50,8 @@ class Detection:
     probability: float  # the windowed mean that crossed the cutoff
     index: int  # ring index just past the audio the detector had consumed when it fired
     start_index: int  # estimated ring index where the wake phrase began (<= index)
+    end_index: int  # estimated ring index where it ended: start_index <= end_index <= index (= index when the
+    # speaker went straight on; the detection comes 0.1–0.9 s after the phrase)
 
 
 def _tflite_library() -> ctypes.CDLL:
@@ -245,6 +247,8 @@ class WakeWordDetector:
 
     def _detection(self, name: str, prob: float, at_16k: int) -> Detection:
         self._quiet_until = at_16k + self._refractory
-        start_16k = self._in.position - self._phrase.frames_back() * FRAME_16K
+        back, end_back = self._phrase.extent()
         index = self._in.ring_index(at_16k)
-        return Detection(name, prob, index, min(self._in.ring_index(start_16k), index))
+        start = min(self._in.ring_index(self._in.position - back * FRAME_16K), index)
+        end = min(max(self._in.ring_index(self._in.position - end_back * FRAME_16K), start), index)
+        return Detection(name, prob, index, start, end)

@@ -89,6 +89,7 @@ def test_each_built_in_model_hears_its_phrase_in_the_voices_measured_for_it(spee
         (d,) = mine
         phrase_start, phrase_end = at + clip.start, at + clip.end
         assert -EARLY_S <= seconds(d.start_index - phrase_start) <= LATE_S, clip.label
+        assert -0.15 <= seconds(d.end_index - phrase_end) <= 0.1, clip.label
         assert -0.1 <= seconds(d.index - phrase_end) <= 1.0, clip.label  # it fires once the phrase is over
         assert d.probability > detector.cutoffs[model]
     rate = hits / len(placed)
@@ -148,6 +149,7 @@ def test_a_phrase_run_straight_on_from_other_speech_is_never_cut(speech):
     (d,) = run(WakeWordDetector(["okay_nabu"], RATE), audio)
     assert seconds(d.start_index - start) <= LATE_S  # at or before the phrase...
     assert seconds(d.index - d.start_index) <= 2.0 + 0.05  # ...and no more than two seconds back
+    assert d.start_index <= d.end_index <= d.index
 
 
 def test_the_same_wake_word_again_within_the_refractory_period_is_not_reported(speech):

@@ -56,6 +56,7 @@ async def test_okay_nabu_said_in_the_room_is_heard_with_ring_indices_on_the_phra
     at = first + find_lag(clip.samples, captured)  # ring index of the clip's first sample
     start, end = at + clip.start, at + clip.end
     assert -0.35 <= (d.start_index - start) / RATE <= 0.05, "the phrase start is not where the phrase began"
+    assert -0.15 <= (d.end_index - end) / RATE <= 0.1, "the phrase end is not where the phrase ended"
     assert 0.0 <= (d.index - end) / RATE <= 1.0, "the detection is not just after the phrase"
     assert listener.detections == 1
 
