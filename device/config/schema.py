@@ -175,6 +175,10 @@ class DaemonConfig:
     control_socket_mode: int = opt(0o660, "permission bits of the control socket (octal)", min=0, max=0o777, octal=True)
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
+    state_dir: str | None = opt(
+        None, "where the device keeps what must survive a restart or a reboot (mute); default: systemd's "
+        "StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), nowhere when run by hand")
+    boot_muted: bool = opt(False, "start muted at every start-up, whatever mute was when it stopped")
     restart_above_rss_mb: int = opt(
         0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "
         "for session.process: inline, where the livekit 1.2.1 native core keeps ~0.6 MB per session (0 = never)",

@@ -35,6 +35,7 @@ from device.core.vocabulary import (
     EndSession,
     EndTurn,
     Event,
+    MuteRequested,
     PlayEarcon,
     SetMuted,
     StartRequested,
@@ -44,6 +45,7 @@ from device.core.vocabulary import (
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.notify import Notifier, watchdog_interval
+from device.daemon.saved import Saved, load, save, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets
 from device.daemon.watchdog import Watchdog
@@ -118,6 +120,9 @@ class App:
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
         self._reload_error: str | None = None
+        self._saved_at = state_path(config.daemon)
+        # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
+        self.muted = config.daemon.boot_muted or load(self._saved_at).muted
         self.reloads = 0
         self.exit_code = EXIT_OK
 
@@ -190,6 +195,8 @@ class App:
             case CancelTurn():
                 await supervisor.cancel_turn()
             case SetMuted(muted=muted):
+                self.muted = muted
+                save(self._saved_at, Saved(muted))
                 await supervisor.set_muted(muted)
             case ChangeVolume(delta=delta):
                 audio.player.volume = min(1.0, max(0.0, audio.player.volume + delta))
@@ -272,6 +279,9 @@ class App:
         self.parts = parts
         await parts.start(self)
         self._publish_state()
+        if self.muted:  # before any session: nothing the mic hears may leave the device first
+            log.info("starting muted (saved state or daemon.boot_muted)")
+            self.feed(MuteRequested(True))
         if config.session.profile.starts_at_boot:
             self.feed(StartRequested())
 
@@ -293,6 +303,7 @@ class App:
             await old.close()
         self.config = new
         self.status.status_file = new.daemon.status_file
+        self._saved_at = state_path(new.daemon)
         try:
             await self._bring_up(new)
         finally:

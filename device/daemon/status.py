@@ -98,7 +98,7 @@ def status_text(state: str, reason: str | None) -> str:
     return f"{state}: {reason}" if reason else state
 
 
-def write_status_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -> None:
+def write_json_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -> None:
     """Replace `path` atomically (write a sibling, then rename): a reader never sees half a file."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -159,7 +159,7 @@ class StatusOutlets:
 
     def _write_file(self, path: str) -> None:
         try:
-            write_status_file(path, status_json(self.snapshot()))
+            write_json_file(path, status_json(self.snapshot()))
         except OSError as e:
             if not self._file_failing:
                 log.warning("status file not written path=%s error=%s (further failures are not logged)",
