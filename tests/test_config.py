@@ -161,7 +161,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_wake_word_defaults_listen_for_okay_nabu_with_the_models_own_cutoff() -> None:
     ww = load_config_text(LOCAL).wake_word
     assert ww.models == ("okay_nabu",) and dict(ww.cutoffs) == {}
-    assert (ww.refractory_s, ww.send_wake_phrase, ww.boot_muted) == (2.0, True, False)
+    assert (ww.refractory_s, ww.send_wake_phrase) == (2.0, True)
     assert 2.0 <= ww.follow_up_s <= 10.0
 
 

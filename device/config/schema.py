@@ -211,7 +211,6 @@ class WakeWordConfig:
         0.7, "speech probability (pymicro-vad) above which a 10 ms frame counts as speech in the follow-up window "
         "(lower hears softer speech and more of the television)", min=0.05, max=0.95,
     )
-    boot_muted: bool = opt(False, "start muted: nothing is heard, not even the wake word, until unmuted")
 
 
 @dataclass(frozen=True)
