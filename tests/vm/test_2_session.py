@@ -46,7 +46,8 @@ def session(appliance: Appliance, vm_speech: dict[str, np.ndarray]) -> Session:
     try:
         appliance.ctl("start")
         states.append(appliance.wait_state("listening", timeout=120)["state"])
-        appliance.sh(f"(arecord {' '.join(HW)} -d {EAR_SECONDS} /root/ear.raw &) ; sleep 1")
+        # its own fds: a background child holding the agent's pipes would keep the command from returning
+        appliance.sh(f"(arecord {' '.join(HW)} -d {EAR_SECONDS} /root/ear.raw </dev/null >/dev/null 2>&1 &); sleep 1")
         appliance.sh(f"aplay {' '.join(HW)} /root/utterance.raw", timeout=60)
         # the stub's agent answers once its VAD heard the turn end: 20 s after the speech in the emulated guest
         states.append(appliance.wait_state("speaking", timeout=150)["state"])
