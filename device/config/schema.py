@@ -195,6 +195,11 @@ class DaemonConfig:
         "for session.process: inline, where the livekit 1.2.1 native core keeps ~0.6 MB per session (0 = never)",
         min=0, max=65536,
     )
+    restart_min_interval_s: float = opt(
+        150.0, "a planned restart (restart_above_rss_mb) comes at least this long after the previous one in the same "
+        "boot, waiting while idle if need be: systemd counts planned restarts against the unit's StartLimitBurst=5 "
+        "in StartLimitIntervalSec=300, and at 75 s or more they alone cannot reach it", min=75.0, max=86400.0,
+    )
 
 
 @dataclass(frozen=True)
