@@ -135,6 +135,7 @@ provision_image() {  # $1 rootfs, $2 wheelhouse
   install -D -m 0644 "$guest/vd-test-agent.service" "$dir/etc/systemd/system/vd-test-agent.service"
   install -D -m 0644 "$guest/10-test-net.network" "$dir/etc/systemd/network/10-test-net.network"
   install -D -m 0644 "$guest/vm-mock-gpio.conf" "$dir/etc/systemd/system/voice-device.service.d/vm-mock-gpio.conf"
+  install -D -m 0644 "$guest/vm-test.conf" "$dir/etc/systemd/system/voice-device.service.d/vm-test.conf"
   chroot "$dir" systemctl enable vd-test-agent.service systemd-networkd.service >/dev/null 2>&1
   chroot "$dir" systemctl set-default multi-user.target >/dev/null 2>&1  # as Raspberry Pi OS Lite boots
   # The sound card: the ALSA loopback, the machine's only one (qemu gets no audio device).

@@ -321,7 +321,7 @@ class App:
             self._reload_error = f"reload failed, old configuration kept: {e}"
             log.error("reload failed, keeping the running configuration error=%s", e)
             self._publish_state()
-            self.notifier.ready(self.status.state)
+            self.notifier.ready(self.status.text)
             return
         self._reload_error = None
         self.reloads += 1
@@ -336,7 +336,7 @@ class App:
             await self._bring_up(new)
         finally:
             log.info("reloaded config=%s", self.config_path)
-            self.notifier.ready(self.status.state)
+            self.notifier.ready(self.status.text)
 
     async def run(self) -> int:
         self.signals.install()
@@ -362,7 +362,7 @@ class App:
         watchdog = Watchdog(self.notifier, interval, self.health) if interval else None
         if watchdog:
             watchdog.start()
-        self.notifier.ready(self.status.state)
+        self.notifier.ready(self.status.text)
         log.info("ready state=%s control=%s simulate=%s", self.status.state, self.config.daemon.control_socket,
                  self.simulate)
         why = await self.signals.wait_for_stop()

@@ -202,8 +202,9 @@ def test_every_control_command_through_the_real_daemon(workdir, audio_rig, proce
 def test_a_mic_missing_at_start_is_failed_mic_unavailable_until_the_source_comes_back(workdir, audio_rig) -> None:
     with mic_gone(audio_rig):
         d = start(workdir, audio_rig)
-        d.wait_ready()  # audio and controls are up: a missing device is the engine's to reopen, not fatal
-        d.wait_status("failed: mic-unavailable")
+        # audio and controls are up: a missing device is the engine's to reopen, not fatal; READY=1 carries the
+        # whole status (systemd shows the last STATUS=: a bare `failed` hid the reason)
+        assert d.wait_ready() == {"READY": "1", "STATUS": "failed: mic-unavailable"}
         assert d.snapshot()["metrics"]["mic_open"] is False
     with d:
         d.wait_status("idle", timeout=20)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from tests.wire.harness import Stub
 
 UNIT = "voice-device.service"
 CONFIG = "/etc/voice-device/config.yaml"
+TEST_CA = "/etc/vd-test/ca.pem"  # the token endpoint's certificate; tests/vm/guest/vm-test.conf trusts it
 START_S = 120.0  # from `systemctl start` to READY=1 in the emulated guest (python + livekit imports), with slack
 
 
@@ -48,6 +50,8 @@ class Appliance:
     secrets: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     original_config: str = ""
+    tokens_url: str = ""  # https://HOST_IP:PORT of tests/vm/tokens.py: /ok, /echo-500
+    token_requests: Path | None = None  # what that endpoint was sent, a JSON line a request
 
     # ---- systemd ---------------------------------------------------------------------------------------------
 
@@ -88,15 +92,20 @@ class Appliance:
     # ---- the daemon ------------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """`voice-device status --json` (a Python start in the guest: for the metrics; states: `state()`)."""
         r = self.machine.run(["voice-device", "status", "--json"], timeout=60)
         if r.rc != 0:
             return {"state": None, "error": r.stderr.strip()}
         return json.loads(r.stdout.splitlines()[0])
 
-    def wait_state(self, *states: str, timeout: float) -> dict[str, Any]:
-        # every=2: each `voice-device status` is a Python start in the emulated guest
-        return wait_for(lambda: (s := self.status()).get("state") in states and s, timeout,
-                        f"the daemon's state to be one of {states}", every=2.0)
+    def state(self) -> str:
+        """The daemon's state as it last told systemd (STATUS=: `idle`, `failed: unreachable`): no Python start."""
+        return self.props("StatusText")["StatusText"]
+
+    def wait_state(self, *states: str, timeout: float) -> str:
+        """Until the state (the part before any `: reason`) is one of `states`; returns the whole StatusText."""
+        return wait_for(lambda: (s := self.state()).split(":")[0] in states and s, timeout,
+                        f"the daemon's state to be one of {states}", every=1.0)
 
     def ctl(self, action: str, attempts: int = 3) -> None:
         """`voice-device ctl ACTION`; asked again when the daemon did not answer in the client's 15 s (an

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.vm.appliance import Appliance, BootFacts
-from tests.vm.machine import Machine, MachineError
-from tests.wire.harness import Stub, launch_stub
-from tests.wire.signals import speech, speech_tools_missing, write_wav
+from tests.vm.appliance import TEST_CA, Appliance, BootFacts
+from tests.vm.machine import HOST_IP, Machine, MachineError
+from tests.vm.tokens import make_certificate
+from tests.wire.harness import PYTHON, LineProcess, Stub, launch_stub, mint_token
+from tests.wire.signals import speech, speech_tools_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SCRIPT = ROOT / "scripts" / "vm-image.sh"
@@ -39,6 +40,7 @@ BUILD_TIMEOUT_S = 900
 SLOW_BOARD = {
     "session:\n": "session:\n  connect_timeout_s: 60\n  agent_connect_timeout_s: 120\n",
     "audio:\n": "audio:\n  echo_cancellation: false\n  noise_suppression: false\n",
+    "livekit:\n": "livekit:\n  http_timeout_s: 30\n",
 }
 
 
@@ -61,6 +63,7 @@ def unavailable(sentence: str) -> None:
     pytest.skip(sentence)
 
 
+_helpers: list[LineProcess] = []  # the host-side processes beside the VM, stopped with it
 _failed: list[str] = []  # a session fixture that failed is retried for every test: fail them at once instead
 
 
@@ -112,10 +115,9 @@ def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appl
         machine = Machine.boot(vm_image, workdir)
     except MachineError as e:
         fail(f"the VM did not boot: {e}")
-    stub = None
     try:
         try:
-            app, stub = set_up(machine, workdir, vm_speech)
+            app, _stub = set_up(machine, workdir, vm_speech)
         except Exception as e:  # said once, for every test that needs it
             fail(f"the appliance could not be set up: {type(e).__name__}: {e}; console {machine.console}")
         yield app
@@ -123,22 +125,38 @@ def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appl
         with contextlib.suppress(MachineError):
             (workdir / "journal.txt").write_text(
                 machine.run(["journalctl", "--no-pager", "-o", "short-monotonic"], timeout=120).stdout)
-        if stub is not None:
-            stub.process.stop()
+        while _helpers:
+            _helpers.pop().stop()
         machine.close()
         print(f"\nvm boots (s): {[round(b, 1) for b in machine.boots]}; console {machine.console}")
 
 
 def set_up(machine: Machine, workdir: Path, vm_speech: dict[str, np.ndarray]) -> tuple[Appliance, Stub]:
-    """Record the first boot, start the stub beside the VM, give the device its secrets and restart it."""
+    """Record the first boot; start the stub SFU and the token endpoint beside the VM; give the device its
+    secrets (a credential for the endpoint, the API secret, a literal token), trust the endpoint's certificate,
+    and restart it on the suite's configuration."""
     boot = BootFacts.read(machine)
     key, secret = "vmkey", secrets.token_hex(24)
-    reply = write_wav(workdir / "reply.wav", vm_speech["reply"])
-    stub = launch_stub(machine.netns, workdir, "--api-key", key, "--api-secret", secret,
-                       "--agent-delay", "1", "--agent-reply", str(reply))
-    app = Appliance(machine, stub, boot, secrets={"LIVEKIT_API_SECRET": secret,
-                                                  "VOICE_DEVICE_CREDENTIAL": secrets.token_hex(16)})
-    app.env = {"LIVEKIT_URL": stub.url, "LIVEKIT_API_KEY": key, **app.secrets}
+    stub = launch_stub(machine.netns, workdir, "--api-key", key, "--api-secret", secret, "--agent-delay", "1")
+    _helpers.append(stub.process)
+    cert, private = make_certificate(workdir)
+    tokens = LineProcess(machine.netns.command(
+        [PYTHON, "-m", "tests.vm.tokens", "--cert", str(cert), "--key", str(private), "--livekit-url", stub.url,
+         "--api-key", key, "--api-secret", secret, "--log", str(workdir / "token-requests.jsonl")]),
+        workdir / "tokens.log")
+    _helpers.append(tokens)
+    port = tokens.wait_line(lambda line: line.startswith("tokens ready"), timeout=30).split("port=")[1].strip()
+    machine.run(["mkdir", "-p", "/etc/vd-test"]).check()
+    machine.write(TEST_CA, cert.read_text())  # the unit's vm-test drop-in points SSL_CERT_FILE here
+    app = Appliance(machine, stub, boot, secrets={
+        "VOICE_DEVICE_CREDENTIAL": secrets.token_hex(16),
+        "LIVEKIT_API_SECRET": secret,  # alone (no LIVEKIT_API_KEY): it does not switch the source to local
+        "VOICE_DEVICE_TOKEN": mint_token("vd-appliance", "room-literal", key, "not-" + secret),
+    })
+    app.tokens_url = f"https://{HOST_IP}:{port}"
+    app.token_requests = workdir / "token-requests.jsonl"
+    app.env = {"VOICE_DEVICE_TOKEN_ENDPOINT": f"{app.tokens_url}/ok",
+               "VD_TEST_ECHO_ENDPOINT": f"{app.tokens_url}/echo-500", **app.secrets}
     app.write_env()
     installed = machine.run(["cat", "/etc/voice-device/config.yaml"]).check().stdout
     app.original_config = installed
