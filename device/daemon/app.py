@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from device.config import Config, ConfigError, load_config
@@ -109,7 +109,7 @@ class App:
         self.simulate = simulate
         self.notifier = Notifier.from_env()
         self.status = StatusBoard(notify_status=self.notifier.status, status_file=config.daemon.status_file,
-                                  metrics=self.metrics)
+                                  metrics=self.metrics, transcripts=self.transcripts)
         self.signals = SignalHandlers(on_reload=self.reload)
         self.parts: Components | None = None
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
@@ -261,6 +261,11 @@ class App:
         if self._reload_error:
             m["reload_error"] = self._reload_error
         return m
+
+    def transcripts(self) -> Sequence[Mapping[str, str]]:
+        """The agent's last final transcript segments (`lk.transcription`), oldest first, for `status`."""
+        parts = self.parts
+        return list(parts.supervisor.status().get("transcripts") or []) if parts is not None else []
 
     async def _refresh_status(self) -> None:
         parts = self.parts

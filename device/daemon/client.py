@@ -124,6 +124,10 @@ def format_snapshot(snap: Mapping[str, Any]) -> str:
     if metrics:
         lines.append("metrics:")
         lines.extend(_format_metrics(metrics, indent=2))
+    transcripts = snap.get("transcripts") or []
+    if transcripts:
+        lines.append("transcripts:")
+        lines.extend(f"  {t.get('speaker', '?')}: {t.get('text', '')}" for t in transcripts)
     return "\n".join(lines)
 
 

@@ -56,6 +56,7 @@ class Snapshot:
     state: str
     reason: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    transcripts: tuple[Mapping[str, str], ...] = ()  # the agent's last final segments: {"speaker", "text"}
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -256,7 +257,8 @@ class ControlServer:
                     log.warning("status refresh failed error=%s", e)
             # Snapshot and registration with no await between: no state change is lost or duplicated.
             s = self.snapshot()
-            client.send({"type": "snapshot", "state": str(s.state), "reason": s.reason, "metrics": dict(s.metrics)})
+            client.send({"type": "snapshot", "state": str(s.state), "reason": s.reason, "metrics": dict(s.metrics),
+                         "transcripts": [dict(t) for t in s.transcripts]})
             self._clients.add(client)
             client.writer_task = asyncio.create_task(self._write_loop(client))
             await self._read_loop(client)

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,14 @@ class StatusBoard:
         notify_status: Callable[[str], object] | None = None,
         status_file: str | None = None,
         metrics: Callable[[], Mapping[str, Any]] = dict,
+        transcripts: Callable[[], Sequence[Mapping[str, str]]] = tuple,
         clock: Callable[[], float] = time.time,
         initial_state: str = "idle",
     ):
         self.notify_status = notify_status
         self.status_file = status_file
         self.metrics = metrics
+        self.transcripts = transcripts
         self.clock = clock
         self.state = initial_state
         self.reason: str | None = None
@@ -67,7 +69,7 @@ class StatusBoard:
         self._listeners.append(listener)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.state, self.reason, dict(self.metrics()))
+        return Snapshot(self.state, self.reason, dict(self.metrics()), tuple(self.transcripts()))
 
     def set_state(self, state: str, reason: str | None = None) -> bool:
         """Publish a change; False (and nothing sent) if the state and reason are what they already were."""

@@ -47,6 +47,23 @@ async def test_status_prints_state_and_metrics(daemon) -> None:
                                 "  press_to_listening_ms: 412"]
 
 
+async def test_status_shows_the_agents_last_transcripts() -> None:
+    d = tempfile.mkdtemp(prefix="vd-cli-")
+    snap = Snapshot("listening", None, {"sessions": 1},
+                    ({"speaker": "device-1", "text": "hello there"}, {"speaker": "agent-AJ_1", "text": "Hi."}))
+    server = ControlServer(Path(d) / "control.sock", Recorder(), lambda: snap)
+    await server.start()
+    try:
+        rc, out, err = await cli("status", "--socket", str(server.path))
+        rc_json, out_json, _ = await cli("status", "--json", "--socket", str(server.path))
+    finally:
+        await server.close()
+        os.rmdir(d)
+    assert rc == 0, err
+    assert out.splitlines()[-3:] == ["transcripts:", "  device-1: hello there", "  agent-AJ_1: Hi."]
+    assert rc_json == 0 and json.loads(out_json)["transcripts"][1] == {"speaker": "agent-AJ_1", "text": "Hi."}
+
+
 async def test_status_json_prints_the_snapshot_message(daemon) -> None:
     server, _ = daemon
     rc, out, _ = await cli("status", "--json", "--socket", str(server.path))

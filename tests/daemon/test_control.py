@@ -101,7 +101,7 @@ async def connect(server: ControlServer) -> Peer:
 async def test_a_client_first_receives_the_snapshot(server: ControlServer) -> None:
     peer = await connect(server)
     assert await peer.read() == {"type": "snapshot", "state": "idle", "reason": None,
-                                 "metrics": {"sessions": 2, "failures": {"auth": 1}}}
+                                 "metrics": {"sessions": 2, "failures": {"auth": 1}}, "transcripts": []}
     peer.close()
 
 

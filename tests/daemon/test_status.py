@@ -60,7 +60,7 @@ async def test_control_clients_get_the_boards_snapshot_and_changes() -> None:
         reader, writer = await asyncio.open_unix_connection(str(server.path))
         peer = Peer(reader, writer)
         assert await peer.read() == {"type": "snapshot", "state": "muted", "reason": None,
-                                     "metrics": {"reconnects": 2}}
+                                     "metrics": {"reconnects": 2}, "transcripts": []}
         board.set_state("connecting")
         assert (await peer.read())["state"] == "connecting"
         peer.close()
