@@ -43,13 +43,18 @@ def _replace(ns: NetNs, rule: str) -> None:
     _nft(ns, f"""table inet {TABLE} {{}}
 delete table inet {TABLE}
 table inet {TABLE} {{
-  chain out {{ type filter hook output priority 0; policy accept; {rule} }}
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    {rule}
+  }}
 }}
 """)
 
 
 def cut(ns: NetNs) -> None:
-    _replace(ns, f"{_between(ns)} counter drop")
+    """Nothing passes; TCP is answered with a reset, so the signalling websocket breaks at its next ping (the SDK
+    then resumes; a silent drop alone goes unnoticed by the SDK for a cut shorter than its 15 s ping timeout)."""
+    _replace(ns, f"{_between(ns)} meta l4proto tcp counter reject with tcp reset\n    {_between(ns)} counter drop")
 
 
 def loss(ns: NetNs, percent: int) -> None:
@@ -63,8 +68,7 @@ def restore(ns: NetNs) -> None:
 def dropped_packets(ns: NetNs) -> int:
     out = subprocess.run(ns.command(["nft", "list", "table", "inet", TABLE]), capture_output=True, text=True,
                          timeout=10)
-    match = re.search(r"counter packets (\d+)", out.stdout)
-    return int(match.group(1)) if match else 0
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", out.stdout))
 
 
 @dataclass
