@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from device.log import setup_logging
+    from device.core.log import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)

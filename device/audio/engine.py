@@ -27,7 +27,8 @@ from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
 from device.config.schema import AudioConfig
-from device.controls.events import Event, MicLost, MicRestored
+from device.core.backoff import Backoff
+from device.core.vocabulary import Event, MicLost, MicRestored
 
 log = logging.getLogger("device.audio.engine")
 
@@ -64,7 +65,7 @@ class AudioEngine:
         self.player.on_demand = self._output_wanted
         self.output_idle_close_s = OUTPUT_IDLE_CLOSE_S
         self._next_out = 0.0
-        self._out_delay = FIRST_RETRY_S
+        self._out_backoff = self._device_backoff()
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
         self._earcons = load_earcons(config.earcons)
         self._pa: Any = None
@@ -87,7 +88,7 @@ class AudioEngine:
 
     async def start(self) -> None:
         """Open the devices. A device that is missing is logged, reported and retried in the background."""
-        from device.audio.wake import Waker
+        from device.audio.waker import Waker
 
         loop = asyncio.get_running_loop()
         self._stopping = False
@@ -189,22 +190,21 @@ class AudioEngine:
     async def _supervise(self) -> None:
         """Keep the input open and the output open while it has work: check health every 250 ms, reopen what
         failed with capped backoff, close an idle output."""
-        in_delay = FIRST_RETRY_S
+        in_backoff = self._device_backoff()
         next_in = 0.0
         while not self._stopping:
             await asyncio.sleep(HEALTH_PERIOD_S)
             now = time.monotonic()
             self._check_health(now)
             if self._capture is None and now >= next_in:
-                if in_delay > FIRST_RETRY_S or self.player.stream is None:
+                if in_backoff.failures or self.player.stream is None:
                     # PortAudio lists devices once per initialisation: re-initialise to see a replugged device.
                     await self._reinit_portaudio()
                 if self._open_input():
                     self.input_reopens += 1
-                    in_delay = FIRST_RETRY_S
+                    in_backoff.reset()
                 else:
-                    next_in = time.monotonic() + in_delay
-                    in_delay = min(self.config.reopen_backoff_max_s, in_delay * 2)
+                    next_in = time.monotonic() + (in_backoff.next_delay() or 0.0)
             if self.player.stream is None:
                 if self.player.buffered_samples() and now >= self._next_out:
                     self._output_wanted()
@@ -222,10 +222,13 @@ class AudioEngine:
         if time.monotonic() < self._next_out:
             return
         if self._open_output():
-            self._out_delay = FIRST_RETRY_S
+            self._out_backoff.reset()
         else:
-            self._next_out = time.monotonic() + self._out_delay
-            self._out_delay = min(self.config.reopen_backoff_max_s, self._out_delay * 2)
+            self._next_out = time.monotonic() + (self._out_backoff.next_delay() or 0.0)
+
+    def _device_backoff(self) -> Backoff:
+        """A local device is nobody else's load: no jitter, just doubling from FIRST_RETRY_S to the cap."""
+        return Backoff(FIRST_RETRY_S, self.config.reopen_backoff_max_s, jitter=False)
 
     def _check_output_exists(self) -> None:
         """At start: say once if the configured speaker does not exist (it is opened only to play), and size

@@ -11,20 +11,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
+
 SAMPLE_RATES = (16000, 24000, 48000)
-MODES = ("push_to_talk", "always_on", "toggle")
 TOKEN_SOURCES = ("endpoint", "sandbox", "literal", "local")
 LED_KINDS = ("none", "led", "pwmled", "rgbled", "apa102")
-GESTURE_ACTIONS = (
-    "start_turn",
-    "end_turn",
-    "cancel_turn",
-    "start_session",
-    "end_session",
-    "toggle_session",
-    "toggle_mute",
-    "none",
-)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -99,7 +90,7 @@ class ControlsConfig:
     gestures: dict[str, str] = opt(
         {},
         "override the profile's gesture map: press/release/long_press/double_press → action",
-        keys=("press", "release", "long_press", "double_press"),
+        keys=GESTURES,
         choices=GESTURE_ACTIONS,
     )
     leds: LedsConfig = section(LedsConfig, "status LEDs")
@@ -144,7 +135,7 @@ class TurnsConfig:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    mode: str = opt("push_to_talk", "how sessions start and end (the profile)", choices=MODES)
+    mode: str = opt("push_to_talk", "how sessions start and end (the profile)", choices=tuple(MODES))
     connect_timeout_s: float = opt(10.0, "deadline for token + room connect", min=1.0, max=120.0)
     agent_connect_timeout_s: float = opt(20.0, "an agent must join and initialise within this", min=1.0, max=300.0)
     idle_timeout_s: float = opt(30.0, "agent listening and no speech this long ends the session (0 = never)", min=0.0)
@@ -163,6 +154,11 @@ class SessionConfig:
     )
     backoff: BackoffConfig = section(BackoffConfig, "reconnect backoff")
     turns: TurnsConfig = section(TurnsConfig, "push-to-talk turns")
+
+    @property
+    def profile(self) -> Mode:
+        """What `mode` means (device/core/modes.py): gestures, turns, timers, whether the session is kept up."""
+        return get_mode(self.mode)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from device.config.schema import ButtonConfig, ControlsConfig
 from device.controls.button import ButtonInput
-from device.controls.events import Event
 from device.controls.leds import LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
+from device.core.vocabulary import Event
 
 log = logging.getLogger("device.controls.board")
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from gpiozero import Button
 
 from device.config.schema import ButtonConfig
-from device.controls.events import Event
 from device.controls.gestures import GestureRecognizer
+from device.core.vocabulary import Event
 
 log = logging.getLogger("device.controls.button")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device.config.schema import ButtonConfig
-from device.controls.events import DoublePressed, Event, LongPressed, Pressed, Released
+from device.core.vocabulary import DoublePressed, Event, LongPressed, Pressed, Released
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import TextIO
 
 from device.config.schema import ControlsConfig
 from device.controls.board import Board, BoardError
-from device.controls.events import DeviceState, Event
 from device.controls.leds import BLUE, GREEN, RED, WHITE, Look, Pattern, Ring, pattern_for
+from device.core.vocabulary import DeviceState, Event
 
 STEP_S = 1.0
 

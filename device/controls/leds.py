@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from device.config.schema import LedsConfig
-from device.controls.events import DeviceState
+from device.core.vocabulary import DeviceState
 
 log = logging.getLogger("device.controls.leds")
 

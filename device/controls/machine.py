@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from device.config.schema import GESTURE_ACTIONS, MODES
-from device.controls.events import (
+from device.core.modes import GESTURE_ACTIONS, GESTURES, Mode, get_mode
+from device.core.vocabulary import (
     AgentStateChanged,
     ArmTimer,
     CancelTimer,
@@ -122,44 +122,27 @@ LINKS: tuple[type, ...] = (Down, Connecting, Up, Reconnecting, Failed)
 
 # ---- the profile: what each gesture means -----------------------------------------------------------------
 
-GESTURES = ("press", "release", "long_press", "double_press")
 _GESTURE_OF: Mapping[type, str] = MappingProxyType(
     {Pressed: "press", Released: "release", LongPressed: "long_press", DoublePressed: "double_press"}
 )
 
-PROFILE_GESTURES: Mapping[str, Mapping[str, str]] = MappingProxyType({
-    # kiosk: hold to talk; a press while the agent speaks is a barge-in; a long press ends the session.
-    "push_to_talk": MappingProxyType(
-        {"press": "start_turn", "release": "end_turn", "long_press": "end_session", "double_press": "none"}
-    ),
-    # smart speaker: the session is kept up by the daemon and supervisor; the button is a mute switch.
-    "always_on": MappingProxyType(
-        {"press": "toggle_mute", "release": "none", "long_press": "none", "double_press": "none"}
-    ),
-    # appliance: press to start, press again to end.
-    "toggle": MappingProxyType(
-        {"press": "toggle_session", "release": "none", "long_press": "none", "double_press": "none"}
-    ),
-})
-
-
 @dataclass(frozen=True)
 class Profile:
-    """The configured mode and its gesture map (the mode's defaults overridden by `controls.gestures`)."""
+    """The configured mode and its gesture map (the mode's defaults, device/core/modes.py, overridden by
+    `controls.gestures`)."""
 
-    mode: str
+    mode: Mode
     gestures: tuple[tuple[str, str], ...]
 
     @classmethod
-    def for_mode(cls, mode: str, overrides: Mapping[str, str] | None = None) -> Profile:
-        if mode not in PROFILE_GESTURES:
-            raise ValueError(f"unknown session.mode {mode!r}; expected one of {', '.join(MODES)}")
-        merged = dict(PROFILE_GESTURES[mode])
+    def for_mode(cls, name: str, overrides: Mapping[str, str] | None = None) -> Profile:
+        spec = get_mode(name)
+        merged = dict(spec.gestures)
         for gesture, action in (overrides or {}).items():
             if gesture not in GESTURES or action not in GESTURE_ACTIONS:
                 raise ValueError(f"controls.gestures: {gesture!r} → {action!r} is not a known gesture and action")
             merged[gesture] = action
-        return cls(mode, tuple(sorted(merged.items())))
+        return cls(spec, tuple(sorted(merged.items())))
 
     def action_for(self, gesture: str) -> str:
         return dict(self.gestures).get(gesture, "none")
@@ -218,7 +201,7 @@ class Snapshot:
 
 
 def initial(mode: str, gestures: Mapping[str, str] | None = None) -> Snapshot:
-    """The snapshot at boot: no session, unmuted. The always_on daemon then sends StartRequested."""
+    """The snapshot at boot: no session, unmuted. A mode that starts at boot then gets StartRequested."""
     return Snapshot(profile=Profile.for_mode(mode, gestures))
 
 

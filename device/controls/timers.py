@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from device.controls.events import ArmTimer, CancelTimer, Effect, Event, TimerFired
+from device.core.vocabulary import ArmTimer, CancelTimer, Effect, Event, TimerFired
 
 
 class LoopTimers:

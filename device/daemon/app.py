@@ -26,7 +26,8 @@ from typing import Any
 
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
-from device.controls.events import (
+from device.core.log import redactor
+from device.core.vocabulary import (
     CancelTurn,
     ChangeVolume,
     DeviceState,
@@ -48,7 +49,6 @@ from device.daemon.notify import Notifier, watchdog_interval
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import StatusBoard
 from device.daemon.watchdog import Watchdog
-from device.log import redactor
 
 log = logging.getLogger("device.daemon.app")
 
@@ -292,7 +292,7 @@ class App:
         self.parts = parts
         await parts.start(self)
         self._publish_state()
-        if config.session.mode == "always_on":
+        if config.session.profile.starts_at_boot:
             self.feed(StartRequested())
 
     async def reload(self) -> None:
@@ -392,7 +392,7 @@ def rss_mb() -> float | None:
 
 def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
     """The `voice-device run` command."""
-    from device.log import setup_logging
+    from device.core.log import setup_logging
 
     try:
         config = load_config(config_path)

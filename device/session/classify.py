@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from device.controls.events import FailureReason
+from device.core.vocabulary import FailureReason
 
 _AUTH = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden|invalid token|token is expired", re.IGNORECASE)
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from device.config.schema import SessionConfig
-from device.controls.events import (
+from device.core.backoff import Backoff
+from device.core.vocabulary import (
     AgentStateChanged,
     Event,
     FailureReason,
@@ -35,7 +36,6 @@ from device.controls.events import (
     SessionReconnecting,
 )
 from device.session.agent import READY_STATES
-from device.session.backoff import Backoff
 from device.session.classify import RETRYABLE, classify_disconnect
 
 AGENT_LEFT_GRACE_S = 2.0
@@ -173,10 +173,11 @@ class Policy:
     def __init__(self, cfg: SessionConfig, *, dispatched: bool, rng: random.Random | None = None):
         self.cfg = cfg
         self.dispatched = dispatched
-        self.always_on = cfg.mode == "always_on"
-        self.idle_applies = cfg.mode in ("push_to_talk", "toggle") and cfg.idle_timeout_s > 0
-        self.max_applies = cfg.mode != "always_on" and cfg.max_session_s > 0
-        attempts = 0 if self.always_on else cfg.backoff.attempts  # the smart speaker never gives up
+        profile = cfg.profile
+        self.keeps_session = profile.keeps_session
+        self.idle_applies = profile.idle_timeout and cfg.idle_timeout_s > 0
+        self.max_applies = profile.max_length and cfg.max_session_s > 0
+        attempts = 0 if self.keeps_session else cfg.backoff.attempts  # nobody is there to press again
         self.backoff = Backoff(cfg.backoff.base_s, cfg.backoff.cap_s, attempts, rng)
         self.phase = Phase.IDLE
         self.agent_present = False
@@ -367,7 +368,7 @@ class Policy:
     def _fail(self, reason: FailureReason, detail: str, *, new_room: bool) -> list[Action]:
         actions: list[Action] = [Teardown(f"failed: {reason}"), *(Cancel(t) for t in _SESSION_TIMERS)]
         self._forget_agent()
-        retry = self.always_on or reason in RETRYABLE
+        retry = self.keeps_session or reason in RETRYABLE
         delay = self.backoff.next_delay() if retry else None
         if delay is None:
             self.phase = Phase.IDLE
@@ -379,8 +380,8 @@ class Policy:
     def _end(self, reason: str) -> list[Action]:
         actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
         self._forget_agent()
-        if self.always_on and reason not in ("requested", "shutdown"):
-            # the smart speaker keeps a session up: the agent closing the room starts a new one
+        if self.keeps_session and reason not in ("requested", "shutdown"):
+            # a kept session (always_on) stays up: the agent closing the room starts a new one
             self.phase = Phase.WAITING
             self._next_connect = Connect(fresh_token=True, new_room=True)
             return [*actions, Emit(SessionEnded(reason)), Arm("retry", self.cfg.backoff.base_s)]

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from device.config.schema import Config
-from device.controls.events import Event, FailureReason, SessionFailed
+from device.core.backoff import Backoff
+from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort
 from device.session.supervisor import SessionError
@@ -46,14 +47,14 @@ READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
 PRESS_WAIT_S = 15.0  # a press waits this long for a session process still starting, then fails (internal)
 SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; silent this long, it is hung
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
-RESPAWN_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+RESPAWN_BASE_S, RESPAWN_CAP_S = 0.5, 30.0  # a session process that keeps dying is started again ever more slowly
 _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def idle_status(config: Config) -> dict[str, Any]:
     """What `Supervisor.status()` says before any session (no child yet)."""
-    turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
+    turns = Turns(config.session.turns, enabled=config.session.profile.turns)
     return {
         "phase": "idle", "room": None, "identity": None, "agent": {"identity": None, "state": None},
         "muted": False, "turns": {"rpc": turns.active, "fallback": turns.enabled and not turns.supported},
@@ -269,7 +270,7 @@ class RemoteSupervisor:
         self.current: Child | None = None
         self._children: set[Child] = set()
         self._spare: asyncio.Task[Child] | None = None  # the next session's child, starting or ready
-        self._respawns = 0
+        self._respawns = _respawn_backoff()  # children that failed to start or died, in a row
         self._totals: Counter[str] = Counter()
         self._failure_totals: Counter[str] = Counter()
         self._kept: dict[str, Any] = {"last_failure": None, "transcripts": [], "press_to_listening_ms": None}
@@ -277,7 +278,7 @@ class RemoteSupervisor:
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[Any]] = set()
         self._silent_limit = silent_limit_s
-        self._crashes = 0  # sessions lost to a dead child since one last ended normally
+        self._crashes = _respawn_backoff()  # sessions lost to a dead child since one last ended normally
         self._timers: set[asyncio.Task[None]] = set()
         self._monitor = asyncio.get_running_loop().create_task(self._watch())
         if warm:
@@ -412,9 +413,8 @@ class RemoteSupervisor:
         return spare
 
     async def _spawn(self) -> Child:
-        if self._respawns:
-            delay = RESPAWN_BACKOFF_S[min(self._respawns, len(RESPAWN_BACKOFF_S)) - 1]
-            await asyncio.sleep(delay)
+        if self._respawns.failures:
+            await asyncio.sleep(self._respawns.ceiling)
         child = Child(self)
         self._started += 1
         self._children.add(child)
@@ -423,19 +423,19 @@ class RemoteSupervisor:
         except Exception as e:
             child.kill()
             self._children.discard(child)
-            self._respawns += 1
+            self._respawns.next_delay()
             raise SessionError(f"the session process could not be started: {e}") from None
         child.ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here or by the caller
         try:
             await asyncio.wait_for(asyncio.shield(child.ready), READY_TIMEOUT_S)
         except TimeoutError:
             child.kill()
-            self._respawns += 1
+            self._respawns.next_delay()
             raise SessionError(f"the session process did not start within {READY_TIMEOUT_S:.0f} s") from None
         except SessionError:
-            self._respawns += 1
+            self._respawns.next_delay()
             raise
-        self._respawns = 0
+        self._respawns.reset()
         return child
 
     async def _child_or_fail(self) -> Child | None:
@@ -478,7 +478,7 @@ class RemoteSupervisor:
         (`_start`), so a child never serves a second session."""
         if child is not self.current or self.closed:
             return
-        self._crashes = 0
+        self._crashes.reset()
         self._retire(child)
         if self._warm:
             self._prepare()  # the next one starts now, not during a session: its import would compete for CPU
@@ -512,14 +512,13 @@ class RemoteSupervisor:
         if self.closed:
             return
         log.error("session process exited unexpectedly pid=%s code=%s in_session=%s", child.pid, code, in_session)
-        self._respawns += 1
+        self._respawns.next_delay()
         if in_session:
             why = "stopped answering and was stopped" if child.hung else f"exited with code {code}"
             retry = None
-            self._crashes += 1
-            if self._cfg.session.mode == "always_on":  # nobody presses a smart speaker: start again, in a new one
-                retry = RESPAWN_BACKOFF_S[min(self._crashes, len(RESPAWN_BACKOFF_S)) - 1]
-                self._later(retry, self._restart_always_on)
+            if self._cfg.session.profile.keeps_session:  # nobody presses a smart speaker: start again, in a new one
+                retry = self._crashes.next_delay() or 0.0  # never None: no attempt limit
+                self._later(retry, self._restart_kept_session)
             self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry))
 
     def _later(self, delay: float, fn: Callable[[], Any]) -> None:
@@ -531,7 +530,7 @@ class RemoteSupervisor:
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
 
-    async def _restart_always_on(self) -> None:
+    async def _restart_kept_session(self) -> None:
         if not self.closed and self.current is None:
             await self.start(self.audio.mark(self._cfg.audio.preroll_ms))
 
@@ -547,6 +546,10 @@ class RemoteSupervisor:
         from livekit import rtc
 
         self.audio.player.push(rtc.AudioFrame(data, rate, channels, samples))
+
+
+def _respawn_backoff() -> Backoff:
+    return Backoff(RESPAWN_BASE_S, RESPAWN_CAP_S, jitter=False)
 
 
 def _log_spawn_failure(task: asyncio.Task[Child]) -> None:

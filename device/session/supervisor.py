@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device.config.schema import Config
-from device.controls.events import (
+from device.core.vocabulary import (
     Event,
     FailureReason,
     SessionEnded,
@@ -127,7 +127,7 @@ class Supervisor:
         self._clock = clock or LoopClock()
         self._media = media or RtcMedia()
         self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
-        self._turns = Turns(config.session.turns, enabled=config.session.mode == "push_to_talk")
+        self._turns = Turns(config.session.turns, enabled=config.session.profile.turns)
         self._transcripts = Transcripts()
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
         self._on_session_over = on_session_over

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from device.config.schema import LiveKitConfig
-from device.controls.events import FailureReason
+from device.core.vocabulary import FailureReason
 
 log = logging.getLogger("device.session.tokens")
 

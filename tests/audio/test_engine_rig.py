@@ -15,7 +15,7 @@ import pytest
 
 from device.audio.engine import AudioEngine
 from device.config.schema import AudioConfig, EarconsConfig
-from device.controls.events import Event, MicLost, MicRestored
+from device.core.vocabulary import Event, MicLost, MicRestored
 
 pytestmark = pytest.mark.audio
 

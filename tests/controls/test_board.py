@@ -8,7 +8,8 @@ import pytest
 
 from device.config.schema import ButtonConfig, ControlsConfig, LedsConfig
 from device.controls.board import Board, BoardError, MemorySpi
-from device.controls.events import (
+from device.controls.machine import initial, transition
+from device.core.vocabulary import (
     ChangeVolume,
     DeviceState,
     EndSession,
@@ -19,7 +20,6 @@ from device.controls.events import (
     StartSession,
     StartTurn,
 )
-from device.controls.machine import initial, transition
 from tests.controls.conftest import FakeClock, settle
 
 PINS = {"main": 17, "mute": 27, "volume_up": 23, "volume_down": 24}

@@ -9,7 +9,7 @@ import pytest
 
 from device.config.schema import ButtonConfig
 from device.controls.button import ButtonInput
-from device.controls.events import DoublePressed, Event, LongPressed, Pressed, Released
+from device.core.vocabulary import DoublePressed, Event, LongPressed, Pressed, Released
 from tests.controls.conftest import FakeClock, settle
 
 MAIN = ButtonConfig(pin=17)

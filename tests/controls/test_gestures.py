@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.config.schema import ButtonConfig
-from device.controls.events import DoublePressed, LongPressed, Pressed, Released
 from device.controls.gestures import GestureRecognizer
+from device.core.vocabulary import DoublePressed, LongPressed, Pressed, Released
 
 
 def run(rec: GestureRecognizer, script: list[tuple[float, bool | None]]) -> list[object]:

@@ -8,7 +8,6 @@ import pytest
 
 from device.config.schema import ControlsConfig, LedsConfig
 from device.controls.board import Board
-from device.controls.events import DeviceState, FailureReason, SessionFailed
 from device.controls.leds import (
     FAILED_ALERT,
     FAILED_SETTLED,
@@ -27,6 +26,7 @@ from device.controls.leds import (
     ring_pixels,
 )
 from device.controls.machine import AGENT_STATES, Connecting, Failed, Reconnecting, Snapshot, Up, initial, transition
+from device.core.vocabulary import DeviceState, FailureReason, SessionFailed
 from tests.controls.conftest import FakeClock
 
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 import pytest
 
 from device.config.schema import GESTURE_ACTIONS, MODES
-from device.controls import events
-from device.controls.events import (
+from device.controls.machine import (
+    ACTIONS,
+    EVENT_TYPES,
+    FAILED_ALERT_S,
+    FAILED_ALERT_TIMER,
+    LINKS,
+    TABLE,
+    Profile,
+    Snapshot,
+    initial,
+    transition,
+)
+from device.core import vocabulary as events
+from device.core.vocabulary import (
     AgentStateChanged,
     ArmTimer,
     CancelTimer,
@@ -36,18 +48,6 @@ from device.controls.events import (
     StartSession,
     StartTurn,
     TimerFired,
-)
-from device.controls.machine import (
-    ACTIONS,
-    EVENT_TYPES,
-    FAILED_ALERT_S,
-    FAILED_ALERT_TIMER,
-    LINKS,
-    TABLE,
-    Profile,
-    Snapshot,
-    initial,
-    transition,
 )
 
 

@@ -17,9 +17,9 @@ import pytest
 
 from device.config.schema import ButtonConfig, ControlsConfig, LedsConfig
 from device.controls.board import Board
-from device.controls.events import DeviceState, Event, FailureReason, Pressed, Released
 from device.controls.machine import Failed, Snapshot, initial
 from device.controls.simulator import Simulator, TerminalView
+from device.core.vocabulary import DeviceState, Event, FailureReason, Pressed, Released
 from tests.controls.conftest import FakeClock, settle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from device.controls.events import (
+from device.controls.machine import FAILED_ALERT_S, initial, transition
+from device.controls.timers import LoopTimers
+from device.core.vocabulary import (
     ArmTimer,
     CancelTimer,
     Event,
@@ -14,8 +16,6 @@ from device.controls.events import (
     StartSession,
     TimerFired,
 )
-from device.controls.machine import FAILED_ALERT_S, initial, transition
-from device.controls.timers import LoopTimers
 from tests.controls.conftest import FakeClock
 
 

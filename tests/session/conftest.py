@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from device.config.schema import BackoffConfig, Config, LiveKitConfig, SessionConfig
-from device.controls.events import Event
+from device.core.vocabulary import Event
 from device.session.supervisor import Supervisor
 from tests.session.fakes import FakeAudioPort, FakeClock, FakeMedia, FakeTokens, Rooms, settle
 

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from device.config.schema import BackoffConfig, SessionConfig
-from device.controls.events import (
+from device.core.backoff import Backoff
+from device.core.vocabulary import (
     AgentStateChanged,
     FailureReason,
     SessionBuffering,
@@ -17,7 +18,6 @@ from device.controls.events import (
     SessionReconnected,
     SessionReconnecting,
 )
-from device.session.backoff import Backoff
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,

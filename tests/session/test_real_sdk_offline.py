@@ -7,7 +7,7 @@ import asyncio
 import socket
 
 from device.config.schema import BackoffConfig, Config, LiveKitConfig, SessionConfig
-from device.controls.events import FailureReason, SessionFailed
+from device.core.vocabulary import FailureReason, SessionFailed
 from device.session.supervisor import Supervisor
 from tests.session.fakes import FakeAudioPort, fake_jwt
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from device.controls.events import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
+from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
 from device.session.remote import RemoteSupervisor
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort

@@ -11,7 +11,7 @@ import pytest
 from livekit import rtc
 
 from device.config.schema import BackoffConfig
-from device.controls.events import (
+from device.core.vocabulary import (
     AgentStateChanged,
     FailureReason,
     SessionBuffering,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from device.controls.events import FailureReason
+from device.core.vocabulary import FailureReason
 from device.session.tokens import EndpointSource, SandboxSource, TokenError, TokenRequest
 from tests.session.fakes import fake_jwt
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from device.config.schema import LiveKitConfig
-from device.controls.events import FailureReason
+from device.core.vocabulary import FailureReason
 from device.session.tokens import (
     Credentials,
     LiteralSource,

@@ -1,5 +1,6 @@
-"""The vocabulary shared by every layer above audio: the states a user sees, why a session failed, the events
-that drive the device state machine and the effects it asks for.
+"""The vocabulary every layer speaks (layer 0): the states a user sees, why a session failed, the events that
+drive the device state machine and the effects it asks for. It imports nothing from `device`, so `audio`,
+`controls`, `session` and `daemon` all import it downward.
 
 Events come from the button (gestures), the control socket (commands), the session supervisor (network and
 agent) and timers; all are plain frozen dataclasses so the transition function stays pure and testable.
