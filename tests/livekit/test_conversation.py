@@ -57,7 +57,7 @@ PREROLL_MS = 500
 TOKEN_TTL_S = 15
 SERVER_LEEWAY_S = 60  # livekit/protocol auth/verifier.go: tokenLeeway = time.Minute
 CUT_S = 8.0
-RECEIVER_STRETCH_MS = 20.0
+RECEIVER_STRETCH_MS = 30.0
 
 
 @dataclass
@@ -169,14 +169,16 @@ def test_live_audio_continues_where_the_buffer_stopped_within_the_codec_delay(fi
     110–125 ms here): that run is the receiver's, not the device's (the test speech is never digital zero). The
     speech after it must continue where the buffer stopped: a lost 10 ms frame shows as < 0. Above, the Opus
     look-ahead (6.5 ms) plus what the receiver's jitter buffer (NetEQ) stretches its first packets by (measured
-    +5.7 and +14.7 ms) is allowed: RECEIVER_STRETCH_MS. The device's own seam is sample-exact (tests/wire)."""
+    +5.7 to +16.7 ms) is allowed: RECEIVER_STRETCH_MS. The device's own seam is sample-exact (tests/wire)."""
     seam_index = round(first_turn.pushed_s * RATE)
     source, heard = first_turn.source, first_turn.heard
     lag = find_lag(source, heard[:seam_index])
     assert seam_index - lag < len(source) - RATE // 2, "the seam must fall inside the utterance to be judged"
     before = local_lag(source, heard, seam_index - RATE // 20, RATE // 20, lag)
     silence = int(np.flatnonzero(heard[seam_index:] != 0)[0])
-    after = local_lag(source, heard, seam_index + silence + RATE // 100, RATE // 50, before.lag + silence)
+    # a 200 ms stretch (a 20 ms one can fall on the noise bed between words, which Opus does not keep sample-true)
+    after = local_lag(source, heard, seam_index + silence + RATE // 100, RATE // 5, before.lag + silence,
+                      search=RATE // 20)
     extra_ms = (after.lag - before.lag - silence) * 1000 / RATE
     print(f"seam: receiver's silence {silence * 1000 / RATE:.1f} ms, then speech at {extra_ms:+.2f} ms "
           f"(Opus look-ahead {OPUS_LOOKAHEAD_S * 1000:.1f} ms); before {before}, after {after}")
