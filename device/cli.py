@@ -12,29 +12,34 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from device import __version__
+
+if TYPE_CHECKING:
+    from device.config.schema import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEFAULT_CONFIG = "/etc/voice-device/config.yaml"
 
 Handler = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+Setup = Callable[[argparse.ArgumentParser], None]
+_COMMANDS: dict[str, tuple[str, Setup, Handler]] = {}  # name → (help, arguments, handler)
+_SETUPS: dict[Handler, Setup] = {}
 
 
-def command(name: str, help: str):
+def command(name: str, help: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
-        setup = getattr(fn, "setup", lambda p: None)
-        _COMMANDS[name] = (setup, fn)
-        fn.help = help  # type: ignore[attr-defined]
+        _COMMANDS[name] = (help, _SETUPS.pop(fn, lambda p: None), fn)
         return fn
 
     return register
 
 
-def arguments(setup: Callable[[argparse.ArgumentParser], None]):
+def arguments(setup: Setup) -> Callable[[Handler], Handler]:
+    """The command's arguments (below `@command`, which takes them)."""
     def attach(fn: Handler) -> Handler:
-        fn.setup = setup  # type: ignore[attr-defined]
+        _SETUPS[fn] = setup
         return fn
 
     return attach
@@ -56,7 +61,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
 
 
-def load_or_exit(path: str):
+def load_or_exit(path: str) -> Config:
     """Load the config or print the one-line error and exit 2 (no traceback)."""
     from device.config import ConfigError, load_config
 
@@ -195,8 +200,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _ctl_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("start", "end", "mute", "unmute", "press", "release", "say"),
-                   help="press/release work only when the daemon runs with --simulate")
+    from device.daemon.commands import names
+
+    p.add_argument("action", choices=names(), help="press/release work only when the daemon runs with --simulate")
     p.add_argument("text", nargs="*", help="what the agent should say (say only)")
     _control_socket_args(p)
 
@@ -310,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output (repeatable)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (setup, fn) in _COMMANDS.items():
-        p = sub.add_parser(name, help=fn.help, description=fn.help)  # type: ignore[attr-defined]
+    for name, (help_text, setup, fn) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
         setup(p)
         p.set_defaults(handler=fn)
     return parser

@@ -156,7 +156,7 @@ async def _wait_mic(engine: AudioEngine) -> bool:
 
 def _print_stats(engine: AudioEngine, out: TextIO) -> None:
     s = engine.stats()
-    out.write(f"overflows={s['input_overflows']} underruns={s['underruns']} lost_samples={s['lost_samples']}\n")
+    out.write(f"overflows={s.input_overflows} underruns={s.underruns} lost_samples={s.lost_samples}\n")
 
 
 def _dbfs(peak: int) -> float:

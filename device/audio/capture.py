@@ -13,7 +13,7 @@ that races an overwrite detectable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ class Capture:
         self.rate = rate
         self.block = block  # samples per callback, at the device rate
         self.ring = Ring(block * ring_blocks)
-        self._mv = memoryview(self.ring._buf).cast("B")
+        self._mv = memoryview(self.ring._buf.data).cast("B")
         nbytes = block * 2
         # Prebuilt slice objects, one per slot: the callback indexes them instead of computing offsets.
         self._slots = tuple(slice(i * nbytes, (i + 1) * nbytes) for i in range(ring_blocks))
@@ -46,7 +46,8 @@ class Capture:
         self.short_blocks = 0  # callbacks whose size was not the block size (dropped; should never happen)
         self.last_capture_monotonic = 0.0
 
-    def callback(self, in_data: bytes | None, frame_count: int, time_info: dict, status: int) -> tuple:
+    def callback(self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
+                 ) -> tuple[None, int]:
         """PortAudio's input callback: copy, stamp, count, wake. See the module docstring for the rules."""
         now = time.monotonic()
         if status & PA_INPUT_OVERFLOW:

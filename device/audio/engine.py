@@ -26,6 +26,7 @@ from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
+from device.audio.stats import AudioStats
 from device.config.schema import AudioConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, MicLost, MicRestored
@@ -158,32 +159,27 @@ class AudioEngine:
     def last_capture_monotonic(self) -> float:
         return self._capture.last_capture_monotonic if self._capture is not None else 0.0
 
-    def stats(self) -> dict[str, int | float]:
+    def stats(self) -> AudioStats:
         cap = self._capture
-        live = {
-            "input_overflows": cap.input_overflows if cap else 0,
-            "callbacks": cap.callbacks if cap else 0,
-            "short_blocks": cap.short_blocks if cap else 0,
-            "raw_overruns": cap.ring.overruns if cap else 0,
-        }
-        totals = {k: self._retired[k] + live[k] for k in live}
+        retired = self._retired
         ring = self._pump.ring
-        return {
-            "overruns": totals["raw_overruns"] + ring.overruns + self.player.overruns,
-            "reader_lost_samples": ring.overrun_samples,
-            "input_overflows": totals["input_overflows"],
-            "underruns": self.player.underruns,
-            "underrun_samples": self.player.underrun_samples,
-            "lost_samples": self._pump.lost_samples,
-            "frames_captured": self._pump.frames_captured,
-            "callbacks": totals["callbacks"],
-            "short_blocks": totals["short_blocks"],
-            "samples_played": self.player.samples_played,
-            "input_reopens": self.input_reopens,
-            "output_reopens": self.output_reopens,
-            "mic_open": int(self.mic_open),
-            "stream_delay_ms": self.stream_delay_ms,
-        }
+        return AudioStats(
+            overruns=retired["raw_overruns"] + (cap.ring.overruns if cap else 0) + ring.overruns
+            + self.player.overruns,
+            reader_lost_samples=ring.overrun_samples,
+            input_overflows=retired["input_overflows"] + (cap.input_overflows if cap else 0),
+            underruns=self.player.underruns,
+            underrun_samples=self.player.underrun_samples,
+            lost_samples=self._pump.lost_samples,
+            frames_captured=self._pump.frames_captured,
+            callbacks=retired["callbacks"] + (cap.callbacks if cap else 0),
+            short_blocks=retired["short_blocks"] + (cap.short_blocks if cap else 0),
+            samples_played=self.player.samples_played,
+            input_reopens=self.input_reopens,
+            output_reopens=self.output_reopens,
+            mic_open=self.mic_open,
+            stream_delay_ms=self.stream_delay_ms,
+        )
 
     # ---- device supervision -------------------------------------------------------------------------------
 

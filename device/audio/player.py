@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -141,7 +141,8 @@ class Player:
 
     # ---- PortAudio side -------------------------------------------------------------------------------------
 
-    def callback(self, in_data: bytes | None, frame_count: int, time_info: dict, status: int) -> tuple:
+    def callback(self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
+                 ) -> tuple[bytes, int]:
         """PortAudio's output callback: one block from the jitter buffer, or silence."""
         now = self.last_callback_monotonic = time.monotonic()
         out = self._out

@@ -108,7 +108,7 @@ class FrameProcessor:
 def _check(block: np.ndarray, call: int) -> int:
     if block.dtype != np.int16 or block.ndim != 1:
         raise FrameSizeError(f"the APM takes int16 mono, got {block.dtype} with shape {block.shape}")
-    n = block.shape[0]
+    n = int(block.shape[0])
     if n == 0 or n % call:
         raise FrameSizeError(f"the APM takes whole {call}-sample calls (a multiple of 10 ms), got {n}")
     return n // call

@@ -23,6 +23,8 @@ from device.audio.processing import FrameProcessor
 from device.audio.ring import Overrun, Ring
 
 if TYPE_CHECKING:
+    from livekit import rtc
+
     from device.audio.capture import Capture
     from device.audio.player import Player
 
@@ -41,7 +43,7 @@ class Pump:
         self.player = player
         self._capture: Capture | None = None
         self._raw_pos = 0
-        self._resampler = None
+        self._resampler: rtc.AudioResampler | None = None
         self._pending = np.zeros(0, dtype=np.int16)  # resampled samples short of a whole 10 ms frame
         self._work = np.zeros(self.frame * 8, dtype=np.int16)
         self._far_pos = 0
@@ -120,7 +122,7 @@ class Pump:
         self.anchor_index = self.ring.total - 1
         self.anchor_time = cap.adc_time(last_raw_index)
         self._measure(block)
-        return block.shape[0]
+        return int(block.shape[0])
 
     def _measure(self, block: np.ndarray) -> None:
         self.level_dbfs = rms_dbfs(block, LEVEL_FLOOR_DBFS)

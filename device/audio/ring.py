@@ -77,7 +77,7 @@ class Ring:
         oldest = total - self.capacity
         if start < oldest:
             self._count(start, oldest)
-        n = min(out.shape[0], total - start)
+        n = min(int(out.shape[0]), total - start)
         if n <= 0:
             return 0
         pos = start % self.capacity

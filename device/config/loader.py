@@ -82,14 +82,14 @@ def _compose(text: str, ctx: _Ctx) -> yaml.Node | None:
     try:
         loader = yaml.SafeLoader(text)  # the reader rejects control characters here, before any parsing
     except yaml.reader.ReaderError as e:
-        line = text.count("\n", 0, e.position) + 1
-        raise ConfigError(f"invalid YAML: character {e.character!r} is not allowed", file=ctx.file, line=line) \
+        at = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"invalid YAML: character {e.character!r} is not allowed", file=ctx.file, line=at) \
             from None
     try:
         return loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
+        line: int | None = mark.line + 1 if mark else None
         raise ConfigError(f"invalid YAML: {e.problem or e.context}", file=ctx.file, line=line) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML: {e}", file=ctx.file) from None
@@ -152,7 +152,7 @@ def _value(tp: Any, meta: Mapping[str, Any], node: yaml.Node, keypath: str, ctx:
         if optional:
             return None
         raise ctx.error("a value is required here (got nothing)", node, keypath)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, node, keypath, ctx)
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -265,7 +265,7 @@ def _expand(text: str, node: yaml.Node, keypath: str, ctx: _Ctx) -> str:
 
 
 def _apply_env_overrides(config: Config, ctx: _Ctx) -> Config:
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}  # LiveKitConfig field → value (dataclasses.replace takes them by name)
     for var, attr in ENV_OVERRIDES.items():
         value = ctx.env.get(var)
         if value:

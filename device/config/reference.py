@@ -27,7 +27,8 @@ def _scalar(value: Any) -> str:
         value = list(value)
     elif isinstance(value, typing.Mapping):
         value = dict(value)
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    dumped: str = yaml.safe_dump(value, default_flow_style=True)
+    return dumped.strip().removesuffix("...").strip()
 
 
 def _checks(meta: typing.Mapping[str, Any]) -> str:
@@ -52,8 +53,8 @@ def render(cls: type = Config, indent: int = 0) -> str:
             continue
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        nested = tp if dataclasses.is_dataclass(tp) else None
-        if nested is None and inner and dataclasses.is_dataclass(inner[0]):
+        nested = tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+        if nested is None and inner and isinstance(inner[0], type) and dataclasses.is_dataclass(inner[0]):
             nested = inner[0]
         doc = f.metadata.get("doc", "")
         if nested is not None:
@@ -63,7 +64,7 @@ def render(cls: type = Config, indent: int = 0) -> str:
             lines.append(f"{pad}{f.name}:")
             lines.append(render(nested, indent + 1))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         lines.append(f"{pad}# {doc}{_checks(f.metadata)}")
         shown = f"0{default:o}" if f.metadata.get("octal") else _scalar(default)
         lines.append(f"{pad}{f.name}: {shown}")

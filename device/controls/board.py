@@ -68,7 +68,7 @@ def simulated_pin_class() -> type:
     class SimulatedPin(MockPWMPin):  # type: ignore[misc]
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
-            self.states = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
+            self.states: deque[object] = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
 
         def clear_states(self) -> None:
             super().clear_states()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from gpiozero import Button
 
@@ -45,13 +46,13 @@ class ButtonInput:
         log.debug("button ready name=%s pin=%s pull_up=%s", name, config.pin, config.pull_up)
 
     @property
-    def pin(self) -> object:
+    def pin(self) -> Any:  # gpiozero's pin (it ships no types); tests and the simulator drive it
         """The gpiozero pin (a MockPin under simulation: the simulator drives it)."""
         return self._device.pin
 
     @property
     def closed(self) -> bool:
-        return self._device.closed
+        return bool(self._device.closed)
 
     # gpiozero's thread: timestamp and hop.
     def _pressed_from_any_thread(self) -> None:

@@ -12,12 +12,15 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from device.config.schema import ControlsConfig
 from device.controls.board import Board, BoardError
-from device.controls.leds import BLUE, GREEN, RED, WHITE, Look, Pattern, Ring, pattern_for
+from device.controls.leds import BLUE, GREEN, RED, WHITE, Look, Pattern, RingMotion, pattern_for
 from device.core.vocabulary import DeviceState, Event
+
+if TYPE_CHECKING:
+    from device.controls.simulator import TerminalView
 
 STEP_S = 1.0
 
@@ -33,7 +36,7 @@ def walk(config: ControlsConfig) -> Iterator[tuple[str, Pattern]]:
         yield f"LED on (GPIO{pins[0] if pins else '?'})", Pattern(Look.SOLID, WHITE)
     elif leds.kind == "apa102":
         yield f"ring of {leds.count} going round (SPI {leds.spi_port}.{leds.spi_device})", Pattern(
-            Look.SOLID, WHITE, period_s=2.0, ring=Ring.SPIN)
+            Look.SOLID, WHITE, period_s=2.0, ring=RingMotion.SPIN)
         for name, colour in (("red", RED), ("green", GREEN), ("blue", BLUE)):
             yield f"ring all {name}", Pattern(Look.SOLID, colour)
     for state in DeviceState:
@@ -109,7 +112,7 @@ class _Printer:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.view = None
+        self.view: TerminalView | None = None
 
     def __call__(self, text: str) -> None:
         if self.view is not None:

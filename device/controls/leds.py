@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from device.config.schema import LedsConfig
 from device.core.vocabulary import DeviceState
@@ -56,7 +56,7 @@ class Look(StrEnum):
     PULSE = "pulse"
 
 
-class Ring(StrEnum):
+class RingMotion(StrEnum):
     """How a ring of pixels shows the pattern: all pixels alike, or a comet going round once per period."""
 
     FILL = "fill"
@@ -71,7 +71,7 @@ class Pattern:
     on_s: float = 0.5  # blink
     off_s: float = 0.5  # blink
     period_s: float = 1.0  # pulse, and one turn of a spinning ring
-    ring: Ring = Ring.FILL
+    ring: RingMotion = RingMotion.FILL
 
 
 OFF = Pattern()
@@ -80,11 +80,11 @@ FAILED_SETTLED = Pattern(Look.BLINK, RED, 0.3, on_s=0.15, off_s=1.85)
 
 PATTERNS: dict[DeviceState, Pattern] = {
     DeviceState.IDLE: OFF,
-    DeviceState.CONNECTING: Pattern(Look.BLINK, BLUE, 0.8, on_s=0.3, off_s=0.3, period_s=1.2, ring=Ring.SPIN),
+    DeviceState.CONNECTING: Pattern(Look.BLINK, BLUE, 0.8, on_s=0.3, off_s=0.3, period_s=1.2, ring=RingMotion.SPIN),
     DeviceState.PRECONNECT_BUFFERING: Pattern(Look.SOLID, WHITE, 0.6),
     DeviceState.INITIALIZING: Pattern(Look.SOLID, WHITE, 0.6),
     DeviceState.LISTENING: Pattern(Look.SOLID, GREEN, 1.0),
-    DeviceState.THINKING: Pattern(Look.PULSE, VIOLET, 1.0, period_s=1.2, ring=Ring.SPIN),
+    DeviceState.THINKING: Pattern(Look.PULSE, VIOLET, 1.0, period_s=1.2, ring=RingMotion.SPIN),
     DeviceState.SPEAKING: Pattern(Look.SOLID, CYAN, 0.6),
     DeviceState.MUTED: Pattern(Look.SOLID, RED, 0.8),
     DeviceState.RECONNECTING: Pattern(Look.BLINK, AMBER, 0.8, on_s=1.0, off_s=1.0),
@@ -116,7 +116,7 @@ def level(pattern: Pattern, t: float) -> float:
 
 def next_frame_in(pattern: Pattern, t: float, *, ring: bool = False) -> float | None:
     """Seconds until the rendering can change again (None: it never will). `ring`: a ring is being animated."""
-    if pattern.look is Look.PULSE or (ring and pattern.ring is Ring.SPIN and pattern.look is not Look.OFF):
+    if pattern.look is Look.PULSE or (ring and pattern.ring is RingMotion.SPIN and pattern.look is not Look.OFF):
         return 1.0 / FPS
     if pattern.look is Look.BLINK:
         cycle = pattern.on_s + pattern.off_s
@@ -133,7 +133,7 @@ def colour_at(pattern: Pattern, t: float, max_brightness: float = 1.0) -> RGB:
 
 def ring_pixels(pattern: Pattern, count: int, t: float, max_brightness: float = 1.0) -> list[RGB]:
     """Every pixel's colour at `t`. SPIN: a head going round once per period, its tail fading over a third."""
-    if pattern.ring is Ring.FILL or pattern.look is Look.OFF:
+    if pattern.ring is RingMotion.FILL or pattern.look is Look.OFF:
         return [colour_at(pattern, t, max_brightness)] * count
     head = (t / pattern.period_s % 1.0) * count
     tail = max(1.0, count / 3)
@@ -239,13 +239,13 @@ class Apa102Ring:
         self._last: list[int] | None = None
 
     @classmethod
-    def open(cls, config: LedsConfig, pin_factory: object | None = None) -> Apa102Ring:
+    def open(cls, config: LedsConfig, pin_factory: Any = None) -> Apa102Ring:  # Any: gpiozero ships no types
         from gpiozero import Device
 
         if pin_factory is None:
             Device.ensure_pin_factory()
             pin_factory = Device.pin_factory
-        spi = pin_factory.spi(port=config.spi_port, device=config.spi_device)  # type: ignore[attr-defined]
+        spi = pin_factory.spi(port=config.spi_port, device=config.spi_device)
         return cls(spi, config.count, config.brightness)
 
     def render(self, pattern: Pattern, t: float) -> None:

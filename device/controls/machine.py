@@ -10,6 +10,10 @@ What a snapshot holds — four facts that vary independently, never a flag that 
 - `turn_open`: push-to-talk only — the user is holding the button and their turn has been started. It decides
   whether a release must end a turn (a release after a long press that already ended the session must not).
 
+Beside them, `session` numbers the sessions the machine asked for: `StartSession` carries the number, the
+supervisor stamps it on every report, and a report about an earlier session (an end confirmed after a new
+press) is stale and dropped before the table sees it.
+
 The state a user sees (`Snapshot.state`) is derived, in the order of the official SDKs (components-js
 `useAgent`): failed; muted; connecting; pre-connect-buffering while joined and no agent state yet; else the
 agent's `lk.agent.state`. `alerting` is the age of a failure quantised by our own timer: the LEDs fast-blink
@@ -52,6 +56,7 @@ from device.core.vocabulary import (
     SessionBuffering,
     SessionConnecting,
     SessionEnded,
+    SessionEvent,
     SessionFailed,
     SessionReconnected,
     SessionReconnecting,
@@ -159,6 +164,7 @@ class Snapshot:
     mic_problem: str | None = None  # detail of MicLost while the mic is gone
     turn_open: bool = False
     alerting: bool = False  # a shown failure is younger than FAILED_ALERT_S
+    session: int = 0  # the number of the latest session asked for (0: none yet)
 
     @property
     def state(self) -> DeviceState:
@@ -174,7 +180,7 @@ class Snapshot:
                 return DeviceState.CONNECTING
             case Up(agent=None):
                 return DeviceState.PRECONNECT_BUFFERING
-            case Up(agent=agent):
+            case Up(agent=DeviceState() as agent):
                 return agent
             case Reconnecting():
                 return DeviceState.RECONNECTING
@@ -200,6 +206,34 @@ class Snapshot:
         return isinstance(self.link, Connecting | Up | Reconnecting)
 
 
+@dataclass(frozen=True)
+class ClientFlags:
+    """The flags of the official SDKs' agent state (components-js `useAgent`), derived from the link so that a
+    muted or failed display does not hide what the session is doing: `can_listen` — the mic reaches an agent (or
+    its pre-connect buffer); `is_pending` — on its way (connecting, reconnecting, agent initialising);
+    `is_connected` — the agent is there and working; `is_finished` — no session (ended or failed)."""
+
+    can_listen: bool = False
+    is_pending: bool = False
+    is_connected: bool = False
+    is_finished: bool = True
+
+
+_WORKING = (DeviceState.LISTENING, DeviceState.THINKING, DeviceState.SPEAKING)
+
+
+def client_flags(snap: Snapshot) -> ClientFlags:
+    link = snap.link
+    up = isinstance(link, Up)
+    agent = link.agent if isinstance(link, Up) else None
+    return ClientFlags(
+        can_listen=up and agent in (None, *_WORKING) and not snap.muted and snap.mic_problem is None,
+        is_pending=isinstance(link, Connecting | Reconnecting) or (up and agent is DeviceState.INITIALIZING),
+        is_connected=up and agent in _WORKING,
+        is_finished=isinstance(link, Down | Failed),
+    )
+
+
 def initial(mode: str, gestures: Mapping[str, str] | None = None) -> Snapshot:
     """The snapshot at boot: no session, unmuted. A mode that starts at boot then gets StartRequested."""
     return Snapshot(profile=Profile.for_mode(mode, gestures))
@@ -218,18 +252,21 @@ def ignore(snap: Snapshot, event: Event, now: float) -> Result:
 
 def begin_session(snap: Snapshot, event: Event, now: float) -> Result:
     # Show connecting at once (the press must feel instant); the supervisor confirms with SessionConnecting.
-    return replace(snap, link=Connecting()), [StartSession(), PlayEarcon("listening")]
+    n = snap.session + 1
+    return replace(snap, link=Connecting(), session=n), [StartSession(n), PlayEarcon("listening")]
 
 
 def begin_session_and_turn(snap: Snapshot, event: Event, now: float) -> Result:
-    return replace(snap, link=Connecting(), turn_open=True), [StartSession(), StartTurn(), PlayEarcon("listening")]
+    n = snap.session + 1
+    effects: list[Effect] = [StartSession(n), StartTurn(n), PlayEarcon("listening")]
+    return replace(snap, link=Connecting(), turn_open=True, session=n), effects
 
 
 def begin_turn(snap: Snapshot, event: Event, now: float) -> Result:
     """Start (or, while the agent speaks, barge in with) the user's turn."""
     if snap.turn_open:
         return snap, []
-    return replace(snap, turn_open=True), [StartTurn(), PlayEarcon("listening")]
+    return replace(snap, turn_open=True), [StartTurn(snap.session), PlayEarcon("listening")]
 
 
 def end_turn(snap: Snapshot, event: Event, now: float) -> Result:
@@ -388,7 +425,7 @@ TABLE: dict[tuple[type, object], Handler] = _grid([
     (TimerFired,          timer,         timer,         timer,         timer,          timer),
 ])  # fmt: skip
 
-EVENT_TYPES: tuple[type, ...] = tuple(dict.fromkeys(key for _link, key in TABLE))
+EVENT_TYPES: tuple[type, ...] = tuple(dict.fromkeys(key for _link, key in TABLE if isinstance(key, type)))
 
 
 def transition(snap: Snapshot, event: Event, now: float) -> Result:
@@ -400,6 +437,9 @@ def transition(snap: Snapshot, event: Event, now: float) -> Result:
     handler = TABLE.get((type(snap.link), type(event)))
     if handler is None:
         raise TypeError(f"not an event of the device state machine: {event!r}")
+    if isinstance(event, SessionEvent) and event.session not in (None, snap.session):
+        log.debug("stale session report dropped event=%r current=%d", event, snap.session)
+        return snap, []
     new, effects = handler(snap, event, now)
     return _on_failure_change(snap, new, effects)
 

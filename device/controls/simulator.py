@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from device.controls.board import Board
 from device.controls.leds import Pattern, colour_at
@@ -97,7 +97,7 @@ class KeyReader:
         self.stdin = stdin
         self.on_key = on_key
         self._fd: int | None = None
-        self._saved_mode: list | None = None
+        self._saved_mode: list[Any] | None = None  # termios.tcgetattr's list
 
     @property
     def active(self) -> bool:
@@ -180,7 +180,7 @@ class Simulator:
         # A pulled-up button reads pressed when its pin is low (wired to ground).
         low = pressed == button.config.pull_up
         pin = button.pin
-        (pin.drive_low if low else pin.drive_high)()  # type: ignore[attr-defined]
+        (pin.drive_low if low else pin.drive_high)()
 
     def close(self) -> None:
         """Give the terminal back as it was. Idempotent."""

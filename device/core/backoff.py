@@ -27,7 +27,7 @@ class Backoff:
         if not self.failures:
             return 0.0
         # min() keeps 2**n finite when retrying forever
-        return min(self.cap_s, self.base_s * 2 ** min(self.failures - 1, 60))
+        return min(self.cap_s, self.base_s * 2.0 ** min(self.failures - 1, 60))
 
     def next_delay(self) -> float | None:
         """Record one failed attempt; the delay before the next one, or None when the budget is spent."""

@@ -8,7 +8,7 @@ agent) and timers; all are plain frozen dataclasses so the transition function s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -111,39 +111,48 @@ class MuteRequested(Event):
 
 # From the session supervisor.
 @dataclass(frozen=True)
-class SessionConnecting(Event):
+class SessionEvent(Event):
+    """A report about one session. `session` is the number the device machine gave it when it asked for it
+    (`StartSession.session`); a report about an earlier session is stale and the machine drops it. None means
+    "the current one" (a test feeding the machine directly)."""
+
+    session: int | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class SessionConnecting(SessionEvent):
     pass
 
 
 @dataclass(frozen=True)
-class SessionBuffering(Event):
+class SessionBuffering(SessionEvent):
     """Room joined and mic published; audio is being buffered for an agent that is not there yet."""
 
 
 @dataclass(frozen=True)
-class AgentStateChanged(Event):
+class AgentStateChanged(SessionEvent):
     state: str  # lk.agent.state: initializing | listening | thinking | speaking (| idle)
 
 
 @dataclass(frozen=True)
-class SessionReconnecting(Event):
+class SessionReconnecting(SessionEvent):
     pass
 
 
 @dataclass(frozen=True)
-class SessionReconnected(Event):
+class SessionReconnected(SessionEvent):
     pass
 
 
 @dataclass(frozen=True)
-class SessionFailed(Event):
+class SessionFailed(SessionEvent):
     reason: FailureReason
     detail: str = ""
     retry_in_s: float | None = None  # the supervisor will retry after this delay; None = it gave up
 
 
 @dataclass(frozen=True)
-class SessionEnded(Event):
+class SessionEnded(SessionEvent):
     reason: str = ""  # "idle-timeout", "max-length", "requested", "agent-ended", ...
 
 
@@ -173,7 +182,7 @@ class Effect:
 
 @dataclass(frozen=True)
 class StartSession(Effect):
-    pass
+    session: int = 0  # the number its events will carry
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,8 @@ class EndSession(Effect):
 @dataclass(frozen=True)
 class StartTurn(Effect):
     """Push-to-talk: the user's turn begins (mark the pre-roll; call the agent's start_turn RPC)."""
+
+    session: int = 0  # the session it belongs to (a turn with no session running starts this one)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
@@ -32,23 +32,25 @@ from device.core.vocabulary import (
     ChangeVolume,
     DeviceState,
     Effect,
-    EndRequested,
     EndSession,
     EndTurn,
     Event,
-    MuteRequested,
     PlayEarcon,
-    SessionEnded,
     SetMuted,
     StartRequested,
     StartSession,
     StartTurn,
 )
+from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.notify import Notifier, watchdog_interval
 from device.daemon.signals import SignalHandlers, stop_within
-from device.daemon.status import StatusBoard
+from device.daemon.status import DeviceStatus, StatusOutlets
 from device.daemon.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from device.audio.engine import AudioEngine
+    from device.session.ports import SessionPort
 
 log = logging.getLogger("device.daemon.app")
 
@@ -108,14 +110,13 @@ class App:
         self.config_path = config_path
         self.simulate = simulate
         self.notifier = Notifier.from_env()
-        self.status = StatusBoard(notify_status=self.notifier.status, status_file=config.daemon.status_file,
-                                  metrics=self.metrics, transcripts=self.transcripts)
+        self.status = StatusOutlets(notify_status=self.notifier.status, status_file=config.daemon.status_file,
+                                    details=self.device_status)
         self.signals = SignalHandlers(on_reload=self.reload)
         self.parts: Components | None = None
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
         self._reload_error: str | None = None
-        self._ending = 0  # EndSession effects being carried out: their SessionEnded is only a confirmation
         self.reloads = 0
         self.exit_code = EXIT_OK
 
@@ -127,11 +128,6 @@ class App:
         parts = self.parts
         if parts is None:
             return
-        if isinstance(event, SessionEnded) and self._ending:
-            # The supervisor confirming an end the machine already made (it went idle on the request). Fed to
-            # the machine it would end the NEXT session when a press came in between (press right after `end`).
-            log.debug("session end confirmed reason=%s", event.reason)
-            return
         log.debug("event %r", event)
         before = parts.snapshot.state, parts.snapshot.reason
         had_session = not isinstance(parts.snapshot.link, Down)
@@ -141,9 +137,9 @@ class App:
         if had_session and isinstance(snap.link, Down) and snap.state is DeviceState.IDLE:
             self._restart_if_bloated(parts.config.daemon.restart_above_rss_mb)
         if (snap.state, snap.reason) != before:
-            reason = str(snap.reason) if snap.reason else None
-            if reason:
-                log.info("state state=%s reason=%s detail=%s", snap.state, reason, snap.detail or snap.reason.message)
+            if snap.reason is not None:
+                log.info("state state=%s reason=%s detail=%s", snap.state, snap.reason,
+                         snap.detail or snap.reason.message)
             else:
                 log.info("state state=%s", snap.state)
         self._publish_state()
@@ -182,16 +178,12 @@ class App:
             return
         audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
         match effect:
-            case StartSession():
-                await supervisor.start(audio.mark(preroll))
+            case StartSession(session=session):
+                await supervisor.start(audio.mark(preroll), session=session)
             case EndSession(reason=reason):
-                self._ending += 1
-                try:
-                    await supervisor.end(reason)
-                finally:
-                    self._ending -= 1
-            case StartTurn():
-                await supervisor.start_turn(audio.mark(preroll))
+                await supervisor.end(reason)
+            case StartTurn(session=session):
+                await supervisor.start_turn(audio.mark(preroll), session=session)
             case EndTurn():
                 await supervisor.end_turn()
             case CancelTurn():
@@ -208,64 +200,51 @@ class App:
 
     # ---- control socket ----------------------------------------------------------------------------------------
 
-    async def handle(self, cmd: dict[str, Any]) -> None:
+    async def handle(self, cmd: Command) -> None:
         parts = self.parts
         if parts is None:
             raise ControlError("the daemon is reloading; try again in a moment")
-        match cmd["cmd"]:
-            case "start":
-                self.feed(StartRequested())
-            case "end":
-                self.feed(EndRequested("control"))
-            case "mute":
-                self.feed(MuteRequested(True))
-            case "unmute":
-                self.feed(MuteRequested(False))
+        if cmd.spec.event is not None:
+            self.feed(cmd.spec.event())
+            return
+        match cmd.name:
             case "say":
                 from device.session.supervisor import SessionError
 
                 try:
-                    await parts.supervisor.send_text(str(cmd.get("text", "")))
+                    await parts.supervisor.send_text(cmd.text)
                 except SessionError as e:
                     raise ControlError(str(e)) from None
             case "press" | "release":
                 button = parts.board.buttons.get("main")
                 if button is None:
                     raise ControlError("no main button is configured (controls.button)")
-                pressed = cmd["cmd"] == "press"
+                pressed = cmd.name == "press"
                 low = pressed == button.config.pull_up  # a pulled-up button reads pressed when low
                 (button.pin.drive_low if low else button.pin.drive_high)()
             case other:
-                raise ControlError(f"unknown command {other!r}")
+                raise ControlError(f"command {other!r} has no handler in this daemon")
 
-    def metrics(self) -> Mapping[str, Any]:
+    def device_status(self) -> DeviceStatus:
+        """What every outlet shows beside the state (the outlets stamp state, reason and since)."""
+        from device.controls.machine import client_flags
+
         parts = self.parts
         if parts is None:
-            return {}
-        status = parts.supervisor.status()
-        m: dict[str, Any] = dict(status.get("metrics", {}))
-        uplink = status.get("preconnect") or {}
-        if uplink.get("dropped_ms"):  # the running session's audio no agent heard, and why
-            m["session_audio_dropped_ms"] = uplink["dropped_ms"]
-            m["session_audio_drop_reason"] = uplink.get("drop_reason", "")
-        stats = parts.audio.stats()
-        for key in ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
-                    "input_reopens", "output_reopens"):
-            if key in stats:
-                m[f"audio_{key}"] = stats[key]
-        process = status.get("process")
-        if process:  # session.process warm / on_demand: one child per session
-            m["session_processes_started"] = process["started"]
-        m["mic_open"] = parts.audio.mic_open
-        m["reloads"] = self.reloads
-        if self._reload_error:
-            m["reload_error"] = self._reload_error
-        return m
-
-    def transcripts(self) -> Sequence[Mapping[str, str]]:
-        """The agent's last final transcript segments (`lk.transcription`), oldest first, for `status`."""
-        parts = self.parts
-        return list(parts.supervisor.status().get("transcripts") or []) if parts is not None else []
+            return DeviceStatus(reloads=self.reloads, reload_error=self._reload_error)
+        snap = parts.snapshot
+        return DeviceStatus(
+            message=snap.reason.message if snap.reason else "",
+            detail=snap.detail,
+            muted=snap.muted,
+            volume=round(parts.audio.player.volume, 3),
+            mic_open=parts.audio.mic_open,
+            flags=client_flags(snap),
+            session=parts.supervisor.status(),
+            audio=parts.audio.stats(),
+            reloads=self.reloads,
+            reload_error=self._reload_error,
+        )
 
     async def _refresh_status(self) -> None:
         parts = self.parts
@@ -369,7 +348,7 @@ class App:
             self.notifier.close()
 
 
-def make_supervisor(config: Config, audio: Any, emit: Any) -> Any:
+def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None]) -> SessionPort:
     """The session supervisor, in this process or one child process per session (`session.process`)."""
     if config.session.process == "inline":
         from device.session.supervisor import Supervisor

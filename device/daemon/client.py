@@ -14,6 +14,9 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from device.core.codec import DecodeError, from_json
+from device.daemon.status import DeviceStatus
+
 REPLY_TIMEOUT_S = 15.0
 
 
@@ -116,18 +119,32 @@ class ControlClient:
             yield self.read(timeout_s=0)
 
 
+def parse_status(snap: Mapping[str, Any]) -> DeviceStatus:
+    """The daemon's snapshot message as the `DeviceStatus` it was rendered from."""
+    try:
+        return from_json(DeviceStatus, dict(snap))
+    except DecodeError as e:
+        raise ClientError(f"the daemon sent a status this version cannot read ({e}); are both the same version?") \
+            from None
+
+
 def format_snapshot(snap: Mapping[str, Any]) -> str:
-    lines = [f"state: {snap.get('state')}"]
-    if snap.get("reason"):
-        lines.append(f"reason: {snap['reason']}")
-    metrics = snap.get("metrics") or {}
-    if metrics:
-        lines.append("metrics:")
-        lines.extend(_format_metrics(metrics, indent=2))
-    transcripts = snap.get("transcripts") or []
-    if transcripts:
+    status = parse_status(snap)
+    lines = [f"state: {status.state}"]
+    if status.reason:
+        lines.append(f"reason: {status.reason}" + (f" — {status.message}" if status.message else ""))
+    if status.detail:
+        lines.append(f"detail: {status.detail}")
+    session = status.session
+    if status.volume is not None:
+        lines.append(f"volume: {status.volume:.2f}" + (" (muted)" if status.muted else ""))
+    if session.agent.identity:
+        lines.append(f"agent: {session.agent.identity} ({session.agent.state or 'no state yet'})")
+    if session.transcripts:
         lines.append("transcripts:")
-        lines.extend(f"  {t.get('speaker', '?')}: {t.get('text', '')}" for t in transcripts)
+        lines.extend(f"  {t.speaker}: {t.text}" for t in session.transcripts)
+    lines.append("metrics:")
+    lines.extend(_format_metrics(status.metrics(), indent=2))
     return "\n".join(lines)
 
 

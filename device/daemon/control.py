@@ -1,9 +1,11 @@
 """The local control socket: a unix stream socket speaking newline-delimited JSON, one object per line.
 
-On connect the server sends `{"type":"snapshot","state":...,"reason":...,"metrics":{...}}`, then one
+On connect the server sends `{"type":"snapshot", ...}` — the daemon's `DeviceStatus` (`daemon/status.py`:
+state, reason, session, agent, transcripts, mute, volume, the client flags) with its flat `metrics` — then one
 `{"type":"state","state":...,"reason":...,"t":<unix time>}` per change. A client sends commands, one object a
-line: `{"cmd":"start"}`, `end`, `mute`, `unmute`, `{"cmd":"say","text":...}`, and (simulate mode only)
-`press` / `release`; each is answered `{"type":"ok"}` or `{"type":"error","message":...}`.
+line, from the table in `daemon/commands.py`: `{"cmd":"start"}`, `end`, `mute`, `unmute`,
+`{"cmd":"say","text":...}`, and (simulate mode only) `press` / `release`; each is answered `{"type":"ok"}` or
+`{"type":"error","message":...}`.
 
 The socket is local but its peers are not trusted to be well-behaved: garbage, invalid UTF-8, non-object JSON
 and unknown commands get an error reply; a line over `MAX_LINE` bytes gets one and the connection is closed.
@@ -23,9 +25,11 @@ import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from device.daemon.commands import Command, CommandInvalid, parse
+from device.daemon.status import DeviceStatus, status_json
 
 log = logging.getLogger("device.daemon.control")
 
@@ -33,9 +37,6 @@ MAX_LINE = 64 * 1024
 QUEUE_SIZE = 256
 MAX_CLIENTS = 32
 COMMAND_TIMEOUT_S = 10.0
-MAX_SAY_CHARS = 4096
-COMMANDS = ("start", "end", "mute", "unmute", "say")
-SIMULATE_COMMANDS = ("press", "release")
 
 
 class ControlError(Exception):
@@ -47,45 +48,13 @@ class ControlSocketInUse(RuntimeError):
 
 
 class CommandHandler(Protocol):
-    async def handle(self, cmd: dict[str, Any]) -> None:
-        """Carry out a validated command (`{"cmd": "say", "text": "hi"}`); raise ControlError to refuse it."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    state: str
-    reason: str | None = None
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-    transcripts: tuple[Mapping[str, str], ...] = ()  # the agent's last final segments: {"speaker", "text"}
+    async def handle(self, cmd: Command) -> None:
+        """Carry out a validated command; raise ControlError to refuse it."""
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    # default=str: a metric of an unexpected type (a Path, an enum) must not break the status of the daemon.
+    # default=str: a value of an unexpected type (a Path, an enum) must not break the status of the daemon.
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
-
-
-def validate(msg: Any, simulate: bool) -> dict[str, Any]:
-    """A decoded line → the command dict the handler receives, or ControlError saying what is wrong."""
-    if not isinstance(msg, dict):
-        raise ControlError('expected a JSON object such as {"cmd": "start"}')
-    cmd = msg.get("cmd")
-    if not isinstance(cmd, str):
-        raise ControlError('missing "cmd": expected {"cmd": "start"} (or end, mute, unmute, say)')
-    if cmd in SIMULATE_COMMANDS:
-        if not simulate:
-            raise ControlError(f"{cmd} is only accepted when the daemon runs with --simulate")
-        return {"cmd": cmd}
-    if cmd not in COMMANDS:
-        known = ", ".join(COMMANDS + (SIMULATE_COMMANDS if simulate else ()))
-        raise ControlError(f"unknown command {cmd[:40]!r}; expected one of {known}")
-    if cmd == "say":
-        text = msg.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ControlError('say needs a non-empty "text" string')
-        if len(text) > MAX_SAY_CHARS:
-            raise ControlError(f"say text is longer than {MAX_SAY_CHARS} characters")
-        return {"cmd": "say", "text": text}
-    return {"cmd": cmd}
 
 
 class _Client:
@@ -130,7 +99,7 @@ class ControlServer:
         self,
         path: str | os.PathLike[str],
         handler: CommandHandler,
-        snapshot: Callable[[], Snapshot],
+        snapshot: Callable[[], DeviceStatus],
         *,
         mode: int = 0o660,
         simulate: bool = False,
@@ -256,9 +225,7 @@ class ControlServer:
                 except Exception as e:
                     log.warning("status refresh failed error=%s", e)
             # Snapshot and registration with no await between: no state change is lost or duplicated.
-            s = self.snapshot()
-            client.send({"type": "snapshot", "state": str(s.state), "reason": s.reason, "metrics": dict(s.metrics),
-                         "transcripts": [dict(t) for t in s.transcripts]})
+            client.send({"type": "snapshot", **status_json(self.snapshot())})
             self._clients.add(client)
             client.writer_task = asyncio.create_task(self._write_loop(client))
             await self._read_loop(client)
@@ -323,10 +290,10 @@ class ControlServer:
                 raise ControlError(f"invalid JSON: {e.msg} at column {e.colno}") from None
             except (ValueError, RecursionError):  # e.g. an integer of 5,000 digits, or 60,000 nested brackets
                 raise ControlError("invalid JSON: a value is too large or nested too deeply") from None
-            cmd = validate(msg, self.simulate)
-            log.info("control command cmd=%s", cmd["cmd"])
+            cmd = parse(msg, self.simulate)
+            log.info("control command cmd=%s", cmd.name)
             await asyncio.wait_for(self.handler.handle(cmd), timeout=self.command_timeout_s)
-        except ControlError as e:
+        except (ControlError, CommandInvalid) as e:
             client.send({"type": "error", "message": str(e)})
         except TimeoutError:
             log.warning("control command timed out timeout_s=%.1f", self.command_timeout_s)

@@ -1,8 +1,12 @@
-"""The one place the daemon's visible state goes out: systemd's STATUS=, control-socket clients, the status file.
+"""The daemon's status: one frozen `DeviceStatus`, and the one place it goes out — systemd's STATUS=, control-socket
+clients, the status file.
 
-The app calls `board.set_state(state, reason)` on every change of the device state; the board forwards it,
-once, to every outlet, and answers the control server's snapshot requests with the state, the reason and the
-app's metrics. A failing outlet is logged and skipped: the status must never take the daemon down.
+The app calls `outlets.set_state(state, reason)` on every change of the device state; the outlets forward it,
+once, to every outlet, and answer the control server's snapshot requests with `snapshot()`: the app's
+`DeviceStatus` (session, agent, transcripts, audio counters, mute, volume, the client flags) stamped with the
+state, its reason and since when. `status_json` is its rendering for JSON peers (socket, file), and the client
+rebuilds it with `device.core.codec.from_json`. A failing outlet is logged and skipped: the status must never
+take the daemon down.
 """
 
 from __future__ import annotations
@@ -12,15 +16,81 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from device.daemon.control import Snapshot
+from device.audio.stats import AudioStats
+from device.controls.machine import ClientFlags
+from device.core.codec import to_json
+from device.core.log import redactor
+from device.session.status import SessionStatus
 
 log = logging.getLogger("device.daemon.status")
 
 Listener = Callable[[str, str | None], None]
+_AUDIO_METRICS = ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
+                  "input_reopens", "output_reopens")
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Everything a client is told about the device, in one value."""
+
+    state: str = "idle"
+    reason: str | None = None  # a FailureReason value, or why a reload failed
+    message: str = ""  # the sentence for `reason`
+    detail: str = ""
+    since: float = 0.0  # unix time of the last change of state or reason
+    muted: bool = False
+    volume: float | None = None
+    mic_open: bool = False
+    flags: ClientFlags = ClientFlags()
+    session: SessionStatus = SessionStatus()
+    audio: AudioStats | None = None
+    reloads: int = 0
+    reload_error: str | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """The flat counters monitoring reads (`metrics` in the socket's snapshot and the status file)."""
+        s = self.session
+        m: dict[str, Any] = {
+            "sessions": s.metrics.sessions,
+            "reconnects": s.metrics.reconnects,
+            "failures": dict(s.metrics.failures),
+            "preconnect_bytes_sent": s.metrics.preconnect_bytes_sent,
+            "press_to_listening_ms": s.metrics.press_to_listening_ms,
+        }
+        if s.preconnect is not None and s.preconnect.dropped_ms:  # the running session's audio no agent heard
+            m["session_audio_dropped_ms"] = s.preconnect.dropped_ms
+            m["session_audio_drop_reason"] = s.preconnect.drop_reason
+        if self.audio is not None:
+            m.update({f"audio_{key}": getattr(self.audio, key) for key in _AUDIO_METRICS})
+        if s.process is not None:  # session.process warm / on_demand: one child per session
+            m["session_processes_started"] = s.process.started
+        m["mic_open"] = self.mic_open
+        m["reloads"] = self.reloads
+        if self.reload_error:
+            m["reload_error"] = self.reload_error
+        return m
+
+
+def status_json(status: DeviceStatus) -> dict[str, Any]:
+    """`DeviceStatus` as JSON, with its flat `metrics` beside the structure, secrets redacted as in the log (a
+    failure's detail can quote a token endpoint's answer, which may echo the credential)."""
+    rendered: dict[str, Any] = _redacted({**to_json(status), "metrics": status.metrics()}, redactor().redact)
+    return rendered
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]
+    return value
 
 
 def status_text(state: str, reason: str | None) -> str:
@@ -43,20 +113,18 @@ def write_status_file(path: str | os.PathLike[str], payload: Mapping[str, Any]) 
         raise
 
 
-class StatusBoard:
+class StatusOutlets:
     def __init__(
         self,
         notify_status: Callable[[str], object] | None = None,
         status_file: str | None = None,
-        metrics: Callable[[], Mapping[str, Any]] = dict,
-        transcripts: Callable[[], Sequence[Mapping[str, str]]] = tuple,
+        details: Callable[[], DeviceStatus] = DeviceStatus,
         clock: Callable[[], float] = time.time,
         initial_state: str = "idle",
     ):
         self.notify_status = notify_status
         self.status_file = status_file
-        self.metrics = metrics
-        self.transcripts = transcripts
+        self.details = details
         self.clock = clock
         self.state = initial_state
         self.reason: str | None = None
@@ -68,8 +136,8 @@ class StatusBoard:
         """Call `listener(state, reason)` on every change (e.g. `control_server.publish_state`)."""
         self._listeners.append(listener)
 
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.state, self.reason, dict(self.metrics()), tuple(self.transcripts()))
+    def snapshot(self) -> DeviceStatus:
+        return replace(self.details(), state=self.state, reason=self.reason, since=self.since)
 
     def set_state(self, state: str, reason: str | None = None) -> bool:
         """Publish a change; False (and nothing sent) if the state and reason are what they already were."""
@@ -87,16 +155,15 @@ class StatusBoard:
         for listener in list(self._listeners):
             self._safely("listener", listener, self.state, self.reason)
         if self.status_file:
-            self._write_file()
+            self._write_file(self.status_file)
 
-    def _write_file(self) -> None:
-        payload = {"state": self.state, "reason": self.reason, "since": self.since, "metrics": dict(self.metrics())}
+    def _write_file(self, path: str) -> None:
         try:
-            write_status_file(self.status_file, payload)  # type: ignore[arg-type]
+            write_status_file(path, status_json(self.snapshot()))
         except OSError as e:
             if not self._file_failing:
                 log.warning("status file not written path=%s error=%s (further failures are not logged)",
-                            self.status_file, e.strerror or e)
+                            path, e.strerror or e)
             self._file_failing = True
         else:
             self._file_failing = False

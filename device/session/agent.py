@@ -41,7 +41,7 @@ def speaks_for(participant: Any, agent_identity: str | None) -> bool:
         return False
     if participant.identity == agent_identity:
         return True
-    return participant.attributes.get(PUBLISH_ON_BEHALF_ATTR) == agent_identity
+    return bool(participant.attributes.get(PUBLISH_ON_BEHALF_ATTR) == agent_identity)
 
 
 def disconnect_reason_name(value: int) -> str:

@@ -9,6 +9,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from device.core.codec import to_json
+from device.session.status import SessionStatus
+
 log = logging.getLogger("device.session.device_rpc")
 
 SET_VOLUME, END_SESSION, GET_STATUS = "device.set_volume", "device.end_session", "device.get_status"
@@ -20,7 +23,7 @@ def register(
     *,
     set_volume: Callable[[float], float],
     request_end: Callable[[str], None],
-    get_status: Callable[[], dict[str, Any]],
+    get_status: Callable[[], SessionStatus],
 ) -> None:
     from livekit import rtc
 
@@ -41,7 +44,7 @@ def register(
         return json.dumps({"ok": True})
 
     def on_get_status(data: rtc.RpcInvocationData) -> str:
-        return json.dumps(get_status(), default=str)
+        return json.dumps(to_json(get_status()), default=str)
 
     local_participant.register_rpc_method(SET_VOLUME, on_set_volume)
     local_participant.register_rpc_method(END_SESSION, on_end_session)

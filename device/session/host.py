@@ -7,10 +7,11 @@ aborts the process on some native errors. So the daemon keeps the microphone, th
 LEDs, and runs each session here: when the session ends this process exits and takes that memory with it, and
 a native crash ends one session, not the device.
 
-The daemon sends a `hello` (configuration, identity, mute, volume, log levels), then calls; this side answers
-each call, and sends the supervisor's events, its status whenever it changes, its log records (the daemon's
-handlers format and redact them), the agent's audio to play, and `over` once the session has ended. The mic
-arrives as ring chunks for each reader the supervisor opens. Signals are the daemon's: this process ignores
+The messages are `session/protocol.py`'s: the daemon sends a `Hello` (configuration, identity, mute, volume, log
+levels), then `Call`s; this side answers each with a `Reply`, and sends the supervisor's events, its status
+whenever it changes, its log records (the daemon's handlers format and redact them), the agent's audio to
+play, and `Over` once the session has ended. The mic arrives as ring `Chunk`s for each reader the supervisor
+opens. Signals are the daemon's: this process ignores
 SIGTERM/SIGINT/SIGHUP and ends when told to or when the daemon's end of the socket closes.
 """
 
@@ -26,16 +27,46 @@ import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from device.core.vocabulary import Event
 from device.session.ipc import Channel, ChannelClosed
+from device.session.ports import SessionPort
+from device.session.protocol import (
+    Beat,
+    Call,
+    Chunk,
+    Close,
+    Closed,
+    CloseReader,
+    Emitted,
+    Eof,
+    Flush,
+    Hello,
+    Log,
+    OpenReader,
+    Over,
+    Play,
+    Ready,
+    Reply,
+    Request,
+    StartFailed,
+    Status,
+    Volume,
+    perform,
+)
+from device.session.status import SessionStatus
+
+if TYPE_CHECKING:
+    from livekit import rtc
+
+    from device.config.schema import Config
+    from device.session.ports import AudioPort
 
 log = logging.getLogger("device.session.host")
 
-CALLS = frozenset({"start", "end", "start_turn", "end_turn", "cancel_turn", "set_muted", "send_text", "wait_quiet",
-                   "refresh"})
 STATUS_EVERY_S = 0.1
 BEAT_EVERY_S = 1.0  # with nothing else to say, "still here": the daemon kills a child silent for longer
 CLOSE_ON_EOF_S = 5.0
@@ -81,13 +112,13 @@ class RemotePlayer:
     @volume.setter
     def volume(self, value: float) -> None:  # the daemon's player clamps it
         self._volume = float(value)
-        self._chan.send("volume", self._volume)
+        self._chan.send(Volume(self._volume))
 
-    def push(self, frame: Any) -> None:
-        self._chan.send("play", bytes(frame.data), frame.sample_rate, frame.num_channels, frame.samples_per_channel)
+    def push(self, frame: rtc.AudioFrame) -> None:
+        self._chan.send(Play(bytes(frame.data), frame.sample_rate, frame.num_channels, frame.samples_per_channel))
 
     def flush(self) -> None:
-        self._chan.send("flush")
+        self._chan.send(Flush())
 
 
 class RemoteAudio:
@@ -107,12 +138,12 @@ class RemoteAudio:
         self._next += 1
         reader = RemoteReader(self, self._next)
         self._readers[reader.rid] = reader
-        self._chan.send("open_reader", reader.rid, int(start_index))
+        self._chan.send(OpenReader(reader.rid, int(start_index)))
         return reader
 
     def close_reader(self, rid: int) -> None:
         if self._readers.pop(rid, None) is not None:
-            self._chan.send("close_reader", rid)
+            self._chan.send(CloseReader(rid))
 
     def deliver(self, rid: int, first: int, data: bytes) -> None:
         reader = self._readers.get(rid)
@@ -138,62 +169,71 @@ class LogForwarder(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             exc = logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text
-            message = ("log", record.name, record.levelno, record.getMessage(), exc)
+            message = Log(record.name, record.levelno, record.getMessage(), exc)
         except Exception:
             self.handleError(record)
             return
         if threading.get_ident() == self._thread:
-            self._chan.send(*message)
+            self._chan.send(message)
         else:  # the SDK logs from its own threads
-            self._loop.call_soon_threadsafe(lambda: self._chan.send(*message))
+            self._loop.call_soon_threadsafe(self._chan.send, message)
 
 
-def _setup_logging(chan: Channel, levels: dict[str, int]) -> None:
+def _setup_logging(chan: Channel, levels: tuple[tuple[str, int], ...]) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(LogForwarder(chan, asyncio.get_running_loop()))
-    for name, level in levels.items():
+    for name, level in levels:
         logging.getLogger(name or None).setLevel(level)
 
 
-def default_factory(config: Any, audio: Any, emit: Callable[[Any], None], **kwargs: Any) -> Any:
+class Factory(Protocol):
+    """What builds the child's supervisor: the real one, or (tests) one on fakes named `module:function`."""
+
+    def __call__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, identity: str,
+                 muted: bool, on_session_over: Callable[[], None]) -> SessionPort: ...
+
+
+def default_factory(config: Config, audio: AudioPort, emit: Callable[[Event], None], *, identity: str,
+                    muted: bool, on_session_over: Callable[[], None]) -> SessionPort:
     from device.session.supervisor import Supervisor
 
-    return Supervisor(config, audio, emit, **kwargs)
+    return Supervisor(config, audio, emit, identity=identity, muted=muted, on_session_over=on_session_over)
 
 
-def _load(spec: str | None) -> Callable[..., Any]:
+def _load(spec: str | None) -> Factory:
     """`module:function` (tests build their supervisor from fakes), or the real one."""
     if not spec:
         return default_factory
     module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    factory: Factory = getattr(importlib.import_module(module), name)
+    return factory
 
 
 class Host:
-    def __init__(self, chan: Channel, settings: dict[str, Any]) -> None:
+    def __init__(self, chan: Channel, hello: Hello) -> None:
         self.chan = chan
-        self.audio = RemoteAudio(chan, settings["sample_rate"], settings["volume"])
-        self._last_status: Any = None
+        self.audio = RemoteAudio(chan, hello.sample_rate, hello.volume)
+        self._last_status: SessionStatus | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        factory = _load(settings.get("factory"))
-        self.sup = factory(settings["config"], self.audio, self._emit, identity=settings["identity"],
-                           muted=settings["muted"], on_session_over=self._over)
+        factory = _load(hello.factory)
+        self.sup = factory(hello.config, self.audio, self._emit, identity=hello.identity, muted=hello.muted,
+                           on_session_over=self._over)
 
-    def _emit(self, event: Any) -> None:
-        self.chan.send("event", event)
+    def _emit(self, event: Event) -> None:
+        self.chan.send(Emitted(event))
         self.push_status()
 
     def _over(self) -> None:
         self.push_status()
-        self.chan.send("over")
+        self.chan.send(Over())
 
     def push_status(self) -> None:
         status = self.sup.status()
         if status != self._last_status:
             self._last_status = status
-            self.chan.send("status", status)
+            self.chan.send(Status(status))
 
     async def _status_ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -203,16 +243,16 @@ class Host:
             self.push_status()
             if loop.time() - beat >= BEAT_EVERY_S:
                 beat = loop.time()
-                self.chan.send("beat")
+                self.chan.send(Beat())
 
-    async def _call(self, cid: int, method: str, args: tuple[Any, ...]) -> None:
+    async def _call(self, cid: int, request: Request) -> None:
         error = None
         try:
-            await getattr(self.sup, method)(*args)
+            await perform(self.sup, request)
         except Exception as e:
             error = f"{e}" or type(e).__name__
         self.push_status()  # before the reply: the status after a call is there when the call returns
-        self.chan.send("reply", cid, error)
+        self.chan.send(Reply(cid, error))
 
     async def serve(self) -> None:
         ticker = asyncio.get_running_loop().create_task(self._status_ticker())
@@ -223,27 +263,23 @@ class Host:
                 except ChannelClosed:  # the daemon is gone: end the session cleanly, quickly
                     await asyncio.wait_for(self.sup.aclose(), CLOSE_ON_EOF_S)
                     return
-                kind = message[0]
-                if kind == "chunk":
-                    self.audio.deliver(*message[1:])
-                elif kind == "eof":
-                    self.audio.end(message[1])
-                elif kind == "call":
-                    _, cid, method, args = message
-                    if method not in CALLS:
-                        self.chan.send("reply", cid, f"unknown call {method!r}")
-                        continue
-                    task = asyncio.get_running_loop().create_task(self._call(cid, method, args))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                elif kind == "close":
-                    await self.sup.aclose()
-                    self.push_status()
-                    self.chan.send("closed")
-                    await self.chan.drain()
-                    return
-                else:
-                    log.warning("unknown message kind=%r", kind)
+                match message:
+                    case Chunk(rid, first, data):
+                        self.audio.deliver(rid, first, data)
+                    case Eof(rid):
+                        self.audio.end(rid)
+                    case Call(cid, request):
+                        task = asyncio.get_running_loop().create_task(self._call(cid, request))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                    case Close():
+                        await self.sup.aclose()
+                        self.push_status()
+                        self.chan.send(Closed())
+                        await self.chan.drain()
+                        return
+                    case _:
+                        log.warning("unexpected message from the daemon message=%s", type(message).__name__)
         finally:
             ticker.cancel()
 
@@ -261,19 +297,18 @@ async def _main(fd: int) -> int:
         hello = await chan.recv()
     except ChannelClosed:
         return 1
-    if hello[0] != "hello":
+    if not isinstance(hello, Hello):
         return 1
-    settings: dict[str, Any] = hello[1]
-    _setup_logging(chan, settings.get("log_levels", {}))
+    _setup_logging(chan, hello.log_levels)
     try:
-        _warm_up(settings["config"].livekit.token_source)
-        host = Host(chan, settings)
+        _warm_up(hello.config.livekit.token_source)
+        host = Host(chan, hello)
     except Exception as e:
         log.exception("session process could not start")
-        chan.send("failed", f"{type(e).__name__}: {e}")
+        chan.send(StartFailed(f"{type(e).__name__}: {e}"))
         await chan.drain()
         return 1
-    chan.send("ready", os.getpid())
+    chan.send(Ready(os.getpid()))
     with contextlib.suppress(ChannelClosed, TimeoutError):
         await host.serve()
     with contextlib.suppress(ChannelClosed):

@@ -1,4 +1,4 @@
-"""Messages between the daemon and its session process: length-prefixed pickles on a private socketpair.
+"""The daemon ↔ session-process channel: `protocol` messages as length-prefixed pickles on a private socketpair.
 
 Pickle is safe here: both ends are this program, the socket is a `socketpair()` inherited by exactly one child,
 never a path or a port anyone else can reach. Every message is one `write()` of one frame, so messages sent
@@ -13,7 +13,9 @@ import pickle
 import socket
 import struct
 import types
-from typing import Any
+from typing import Any, cast
+
+from device.session.protocol import MESSAGE_TYPES, Message
 
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 64 * 2**20  # a message this big is a bug, not audio (the largest is a 200 ms chunk)
@@ -31,7 +33,7 @@ class ChannelClosed(Exception):
     """The other end went away."""
 
 
-def encode(message: Any) -> bytes:
+def encode(message: Message) -> bytes:
     body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(body)) + body
 
@@ -48,7 +50,7 @@ class Channel:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_MESSAGE)
         return cls(reader, writer)
 
-    def send(self, *message: Any) -> None:
+    def send(self, message: Message) -> None:
         """Queue one message (never blocks; the socket's buffer and the other end's reader keep up)."""
         if self._writer.is_closing():
             return
@@ -60,7 +62,7 @@ class Channel:
         except (ConnectionError, RuntimeError) as e:
             raise ChannelClosed(str(e)) from e
 
-    async def recv(self) -> tuple[Any, ...]:
+    async def recv(self) -> Message:
         try:
             header = await self._reader.readexactly(_HEADER.size)
             (size,) = _HEADER.unpack(header)
@@ -70,9 +72,9 @@ class Channel:
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             raise ChannelClosed("the other end closed the channel") from e
         message = pickle.loads(body)
-        if not isinstance(message, tuple) or not message:
-            raise ChannelClosed(f"malformed message {type(message).__name__}")
-        return message
+        if not isinstance(message, MESSAGE_TYPES):
+            raise ChannelClosed(f"malformed message {type(message).__name__}: not one of the protocol's")
+        return cast("Message", message)  # the isinstance above is the check
 
     def close(self) -> None:
         self._writer.close()

@@ -1,7 +1,7 @@
 """The session policy: a pure state machine (ESP32 `engine.c` style). Inputs in, actions out, no I/O.
 
 Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers are
-actions (`Arm`/`Cancel`) and come back as `TimerFired` inputs; the shell arms them on its injectable clock.
+actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them on its injectable clock.
 
 | timer        | armed when                                   | fires →                                          |
 |--------------|----------------------------------------------|--------------------------------------------------|
@@ -98,17 +98,17 @@ class Disconnected(Input):
 
 
 @dataclass(frozen=True)
-class Reconnecting(Input):
+class RoomReconnecting(Input):
     pass
 
 
 @dataclass(frozen=True)
-class Reconnected(Input):
+class RoomReconnected(Input):
     pass
 
 
 @dataclass(frozen=True)
-class TimerFired(Input):
+class TimerDue(Input):
     name: str
 
 
@@ -207,13 +207,13 @@ class Policy:
                 return self._agent_state(state)
             case AgentLeft(deliberate):
                 return self._agent_left(deliberate)
-            case Reconnecting():
+            case RoomReconnecting():
                 return self._reconnecting()
-            case Reconnected():
+            case RoomReconnected():
                 return self._reconnected()
             case Disconnected(name):
                 return self._disconnected(name)
-            case TimerFired(name):
+            case TimerDue(name):
                 return self._timer(name)
             case UserSpeech():
                 return self._rearm_idle() if self.idle_armed else []

@@ -1,4 +1,6 @@
-"""What the session needs from the audio engine (`device/audio/engine.py` provides it; tests use a fake).
+"""The session layer's two boundaries: what it needs from the audio engine (`AudioPort`; `device/audio/engine.py`
+provides it, tests use a fake) and what it offers the daemon (`SessionPort`; the in-process `Supervisor` and the
+session-process `RemoteSupervisor` both implement it, so the daemon does not know which one it has).
 
 The session reads the microphone from a ring index onward (history first, then live, contiguous chunks whose
 lengths are multiples of 10 ms) and pushes the agent's audio to a player. Nothing here imports livekit at
@@ -14,6 +16,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from livekit import rtc
+
+    from device.session.status import SessionStatus
 
 Chunk = tuple[int, np.ndarray]  # (index of the first sample in the ring, int16 mono samples)
 
@@ -36,10 +40,49 @@ class Player(Protocol):
 
 class AudioPort(Protocol):
     sample_rate: int
-    player: Player
+
+    @property
+    def player(self) -> Player: ...
 
     def mark(self, preroll_ms: int) -> int:
         """The ring index `preroll_ms` before now (a press or a session start)."""
         ...
 
     def reader(self, start_index: int) -> AudioReader: ...
+
+
+class SessionPort(Protocol):
+    """A session supervisor as the daemon drives it. `session` is the device machine's number for the session a
+    start begins; every event the session emits carries it, so a late report of an earlier one is recognised."""
+
+    async def start(self, mark: int, *, session: int = 0) -> None:
+        """Start a session whose audio begins at ring index `mark` (the pre-roll already included)."""
+        ...
+
+    async def end(self, reason: str = "requested") -> None: ...
+
+    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
+        """Push-to-talk: start a session if none runs, then the user's turn (barge-in while the agent speaks)."""
+        ...
+
+    async def end_turn(self) -> None: ...
+
+    async def cancel_turn(self) -> None: ...
+
+    async def set_muted(self, muted: bool) -> None: ...
+
+    async def send_text(self, text: str) -> None:
+        """Typed text to the agent (`lk.chat`); SessionError when no session is connected."""
+        ...
+
+    def status(self) -> SessionStatus: ...
+
+    async def refresh(self) -> None:
+        """Bring `status()` up to date (a session process pushes it; this asks for an exact one)."""
+        ...
+
+    async def wait_quiet(self) -> None:
+        """Return once everything posted so far has been handled."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,6 +1,7 @@
 """The uplink: one reader of the mic ring, routed chunk by chunk to a buffer, the pre-connect stream, or live.
 
-From the session's mark, every chunk the reader yields goes to exactly one place, decided under one lock:
+From the session's mark, every chunk the reader yields goes to exactly one place (`routing.Route`); where the
+route goes next is the pure `routing.decide`, and the steps it names are carried out here, under one lock:
 
     BUFFER  — no agent yet: kept in a bounded buffer (oldest audio dropped past the cap)
     STREAM  — LiveKit's pre-connect protocol: a byte stream on `lk.agent.pre-connect-audio-buffer` to the agent,
@@ -21,7 +22,6 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ import numpy as np
 from device.audio.levels import rms_dbfs
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
+from device.session.routing import Facts, Route, Step, decide
+from device.session.status import UplinkStatus
 
 log = logging.getLogger("device.session.preconnect")
 
@@ -38,13 +40,7 @@ STREAM_BUDGET_S = 2.5  # livekit-agents cancels a pre-connect stream not complet
 STREAM_WRITE_MS = 100  # append to the stream in ~100 ms pieces while waiting for the subscription
 WRITE_PIECE_S = 0.5  # the buffered backlog goes out in pieces of at most this
 LIVE_BATCH_MS = 40  # per-call FFI cost dominates capture_frame: batch 10 ms chunks
-
-
-class Route(StrEnum):
-    DISCARD = "discard"
-    BUFFER = "buffer"
-    STREAM = "stream"
-    LIVE = "live"
+MAX_STEPS = 8  # a routing pass takes at most a few steps (hold → rebuffer → open → go live); more is a bug
 
 
 @dataclass
@@ -150,12 +146,10 @@ class Uplink:
         # evidence (status, tests)
         self.streams: list[StreamRecord] = []
         self.live_starts: list[int] = []  # ring index of the first live sample after each switch to LIVE
-        self.live_samples = 0
         self._live_start_pending = False
         self.bytes_sent = 0
         self.dropped_samples = 0
         self.drop_reason = ""
-        self.discarded_samples = 0
         self.gaps = 0
         self._next_index: int | None = None
         self._last_speech: int | None = None
@@ -255,16 +249,16 @@ class Uplink:
         await self.detach(keep_buffering=False)
         self.reader.close()
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "route": str(self.route),
-            "buffered_ms": int(self.buffer.samples * 1000 / self.rate),
-            "bytes_sent": self.bytes_sent,
-            "streams": len(self.streams),
-            "last_stream_closed": self.streams[-1].closed if self.streams else "",
-            "dropped_ms": int(self.dropped_samples * 1000 / self.rate),
-            "drop_reason": self.drop_reason,
-        }
+    def snapshot(self) -> UplinkStatus:
+        return UplinkStatus(
+            route=str(self.route),
+            buffered_ms=int(self.buffer.samples * 1000 / self.rate),
+            bytes_sent=self.bytes_sent,
+            streams=len(self.streams),
+            last_stream_closed=self.streams[-1].closed if self.streams else "",
+            dropped_ms=int(self.dropped_samples * 1000 / self.rate),
+            drop_reason=self.drop_reason,
+        )
 
     # -- the pump's side --------------------------------------------------------------------------------------
 
@@ -283,8 +277,8 @@ class Uplink:
 
     async def _route_chunk(self, first: int, samples: np.ndarray) -> None:
         if self.muted or self.route is Route.DISCARD:
-            self.discarded_samples += len(samples)
-        elif self.route is Route.BUFFER:
+            return
+        if self.route is Route.BUFFER:
             self.dropped_samples += self.buffer.append(first, samples)
         elif self.route is Route.STREAM:
             self._stream_append(first, samples)
@@ -323,43 +317,56 @@ class Uplink:
             if not self._kick_again:
                 return
 
+    def facts(self) -> Facts:
+        return Facts(
+            route=self.route, attached=self._lp is not None, preconnect=self.preconnect, sid=bool(self.sid),
+            agent=self.agent, stream_agent=self._writer_agent, subscribed=self.subscribed, expired=self._expired,
+            reconnecting=self._reconnecting, republished=self._republished, held=self._after_reconnect,
+        )
+
     async def _reconcile(self) -> None:
-        if self._lp is None:
-            return
-        if self._reconnecting and self.route in (Route.LIVE, Route.STREAM):
-            # the connection is down: keep what the user says (bounded) for a re-send after a full restart
-            if self.route is Route.STREAM:
-                await self._close_stream("reconnecting", go_live=False)
-            self._pend_live.clear()
-            self._pend_live_n = 0
-            self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
-            self._set_route(Route.BUFFER)
-            self._after_reconnect = True
-        if not self._reconnecting and self._after_reconnect and not self._republished and self.subscribed:
-            # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
-            self._after_reconnect = False
-            dropped = self.buffer.clear()
-            self.dropped_samples += dropped
-            self.drop_reason = "resumed: the live track continued"
-            # say so: these are the user's words from the reconnect, and no agent will hear them
-            log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
-                     dropped * 1000 // self.rate)
-            self._set_route(Route.LIVE)
-        if self._republished and self.route is Route.LIVE:
-            # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
-            self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
-            self._set_route(Route.BUFFER)
-        if self._reconnecting:
-            return
-        if self.route is Route.BUFFER and self.sid and self.agent and self.preconnect:
-            await self._open_stream()
-        if self.route is Route.STREAM:
-            if self.agent is None or self._writer_agent != self.agent:
+        for _ in range(MAX_STEPS):
+            step = decide(self.facts())
+            if step is None:
+                return
+            await self._take(step)
+        log.error("uplink routing did not settle after %d steps facts=%s", MAX_STEPS, self.facts())
+
+    async def _take(self, step: Step) -> None:
+        match step:
+            case Step.HOLD:
+                # the connection is down: keep what the user says (bounded) for a re-send after a full restart
+                if self.route is Route.STREAM:
+                    await self._close_stream("reconnecting", go_live=False)
+                self._pend_live.clear()
+                self._pend_live_n = 0
+                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
+                self._set_route(Route.BUFFER)
+                self._after_reconnect = True
+            case Step.RESUME_LIVE:
+                # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
+                self._after_reconnect = False
+                dropped = self.buffer.clear()
+                self.dropped_samples += dropped
+                self.drop_reason = "resumed: the live track continued"
+                # say so: these are the user's words from the reconnect, and no agent will hear them
+                log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                         dropped * 1000 // self.rate)
+                self._set_route(Route.LIVE)
+            case Step.REBUFFER:
+                # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
+                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
+                self._set_route(Route.BUFFER)
+            case Step.OPEN_STREAM:
+                await self._open_stream()
+            case Step.ABANDON:
                 await self._close_stream("agent-left", go_live=False)
                 self.buffer = ChunkBuffer(int(self.max_buffer_s * self.rate))
                 self._set_route(Route.BUFFER)
-            elif self.subscribed or self._expired:
-                await self._close_stream("subscribed" if self.subscribed else "deadline", go_live=True)
+            case Step.GO_LIVE:
+                await self._close_stream("subscribed", go_live=True)
+            case Step.GO_LIVE_LATE:
+                await self._close_stream("deadline", go_live=True)
 
     async def _open_stream(self) -> None:
         assert self.sid is not None and self.agent is not None
@@ -378,6 +385,7 @@ class Uplink:
             log.warning("pre-connect stream could not open error=%s: going live without it", e)
             self.dropped_samples += sum(len(c) for _, c in chunks)
             self.drop_reason = f"stream failed to open: {e}"
+            self._after_reconnect = self._republished = False  # given up on a buffer for this SID: live it is
             self._set_route(Route.LIVE)
             return
         self._writer_agent = self.agent
@@ -453,7 +461,6 @@ class Uplink:
         if self._live_start_pending:
             self._live_start_pending = False
             self.live_starts.append(first)
-        self.live_samples += n
         try:
             await self._source.capture_frame(rtc.AudioFrame(data, self.rate, 1, n))
         except Exception as e:

@@ -26,8 +26,8 @@ import os
 import signal
 import socket
 import sys
-from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,41 @@ from device.config.schema import Config
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.ipc import Channel, ChannelClosed
-from device.session.ports import AudioPort
-from device.session.supervisor import SessionError
+from device.session.ports import AudioPort, AudioReader
+from device.session.protocol import (
+    Beat,
+    Call,
+    CancelTurnCall,
+    Chunk,
+    Close,
+    Closed,
+    CloseReader,
+    Emitted,
+    EndCall,
+    EndTurnCall,
+    Eof,
+    Flush,
+    Hello,
+    Log,
+    Message,
+    OpenReader,
+    Over,
+    Play,
+    Ready,
+    RefreshCall,
+    Reply,
+    Request,
+    SendTextCall,
+    SetMutedCall,
+    StartCall,
+    StartFailed,
+    StartTurnCall,
+    Status,
+    Volume,
+    WaitQuietCall,
+)
+from device.session.status import ProcessStatus, SessionStatus
+from device.session.supervisor import SessionError, turns_status
 from device.session.tokens import build_request
 from device.session.turns import Turns
 
@@ -52,17 +85,9 @@ _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LI
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def idle_status(config: Config) -> dict[str, Any]:
+def idle_status(config: Config) -> SessionStatus:
     """What `Supervisor.status()` says before any session (no child yet)."""
-    turns = Turns(config.session.turns, enabled=config.session.profile.turns)
-    return {
-        "phase": "idle", "room": None, "identity": None, "agent": {"identity": None, "state": None},
-        "muted": False, "turns": {"rpc": turns.active, "fallback": turns.enabled and not turns.supported},
-        "transcripts": [], "preconnect": None,
-        "last_failure": None,
-        "metrics": {"sessions": 0, "reconnects": 0, "failures": {}, "preconnect_bytes_sent": 0,
-                    "press_to_listening_ms": None},
-    }
+    return SessionStatus(turns=turns_status(Turns(config.session.turns, enabled=config.session.profile.turns)))
 
 
 class ChildGone(SessionError):
@@ -77,8 +102,9 @@ class Child:
         self.proc: asyncio.subprocess.Process | None = None
         self.chan: Channel | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.status: dict[str, Any] = idle_status(owner._cfg)
+        self.status = idle_status(owner._cfg)
         self.starts = 0  # start/start_turn calls sent (a current child that died idle had one pending)
+        self.session = 0  # the device machine's number of the session it was asked to start
         self.alive = True  # until its channel closes
         self.heard = asyncio.get_running_loop().time()  # when it last sent anything
         self.hung = False
@@ -86,14 +112,14 @@ class Child:
         self.crashed = False  # it died while serving the device (its session was shown as failed)
         self._calls: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
-        self._readers: dict[int, tuple[Any, asyncio.Task[None]]] = {}
+        self._readers: dict[int, tuple[AudioReader, asyncio.Task[None]]] = {}
         self._pump: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def spawn(self, hello: dict[str, Any]) -> None:
+    async def spawn(self, hello: Hello) -> None:
         ours, theirs = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
@@ -105,11 +131,11 @@ class Child:
         finally:
             theirs.close()
         self.chan = await Channel.open(ours)
-        self.muted = hello["muted"]
-        self.chan.send("hello", hello)
+        self.muted = hello.muted
+        self.chan.send(hello)
         self._pump = asyncio.get_running_loop().create_task(self._read())
 
-    async def call(self, method: str, *args: Any) -> None:
+    async def call(self, request: Request) -> None:
         if self.chan is None or not _ready(self):
             raise SessionError("the session process is not ready")
         if not self.alive:
@@ -117,9 +143,10 @@ class Child:
         cid = next(self._ids)
         reply: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._calls[cid] = reply
-        if method in ("start", "start_turn"):
+        if isinstance(request, StartCall | StartTurnCall):
             self.starts += 1
-        self.chan.send("call", cid, method, args)
+            self.session = request.session
+        self.chan.send(Call(cid, request))
         error = await reply
         if error is not None:
             raise ChildGone(error) if not self.alive else SessionError(error)
@@ -129,7 +156,7 @@ class Child:
         if self.chan is None or not _ready(self):
             self.kill()  # still starting: no session in it to end
         else:
-            self.chan.send("close")
+            self.chan.send(Close())
         try:
             await asyncio.wait_for(self.wait(), grace)
         except TimeoutError:
@@ -184,48 +211,50 @@ class Child:
             self.chan.close()
             self.owner._gone(self, code)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
+    def _handle(self, message: Message) -> None:
         owner = self.owner
-        if kind == "log":
-            _, name, level, text, exc = message
-            record = logging.makeLogRecord({"name": name, "levelno": level, "levelname": logging.getLevelName(level),
-                                            "msg": text, "exc_text": exc})
-            logging.getLogger(name).handle(record)
-        elif kind == "status":
-            self.status = message[1]
-        elif kind == "reply":
-            reply = self._calls.pop(message[1], None)
-            if reply is not None and not reply.done():
-                reply.set_result(message[2])
-        elif kind == "ready":
-            if not self.ready.done():
-                self.ready.set_result(None)
-            log.info("session process ready pid=%s", message[1])
-        elif kind == "failed":
-            if not self.ready.done():
-                self.ready.set_exception(SessionError(f"the session process could not start: {message[1]}"))
-        elif kind == "open_reader":
-            self._open_reader(message[1], message[2])
-        elif kind == "close_reader":
-            entry = self._readers.pop(message[1], None)
-            if entry is not None:
-                entry[0].close()
-                entry[1].cancel()
-        elif self is not owner.current or owner.closed:
-            pass  # a retired child's late events and audio are not the device's any more
-        elif kind == "event":
-            owner.emit(message[1])
-        elif kind == "play":
-            owner.play(*message[1:])
-        elif kind == "flush":
-            owner.audio.player.flush()
-        elif kind == "volume":
-            owner.audio.player.volume = message[1]
-        elif kind == "over":
-            owner.session_over(self)
-        elif kind not in ("closed", "beat"):
-            log.warning("unknown message from the session process kind=%r", kind)
+        match message:
+            case Log(name, level, text, exc):
+                record = logging.makeLogRecord({"name": name, "levelno": level,
+                                                "levelname": logging.getLevelName(level), "msg": text,
+                                                "exc_text": exc})
+                logging.getLogger(name).handle(record)
+            case Status(status):
+                self.status = status
+            case Reply(cid, error):
+                reply = self._calls.pop(cid, None)
+                if reply is not None and not reply.done():
+                    reply.set_result(error)
+            case Ready(pid):
+                if not self.ready.done():
+                    self.ready.set_result(None)
+                log.info("session process ready pid=%s", pid)
+            case StartFailed(detail):
+                if not self.ready.done():
+                    self.ready.set_exception(SessionError(f"the session process could not start: {detail}"))
+            case OpenReader(rid, start):
+                self._open_reader(rid, start)
+            case CloseReader(rid):
+                entry = self._readers.pop(rid, None)
+                if entry is not None:
+                    entry[0].close()
+                    entry[1].cancel()
+            case Closed() | Beat():
+                pass
+            case Emitted() | Play() | Flush() | Volume() | Over() if self is not owner.current or owner.closed:
+                pass  # a retired child's late events and audio are not the device's any more
+            case Emitted(event):
+                owner.emit(event)
+            case Play(data, rate, channels, samples):
+                owner.play(data, rate, channels, samples)
+            case Flush():
+                owner.audio.player.flush()
+            case Volume(volume):
+                owner.audio.player.volume = volume
+            case Over():
+                owner.session_over(self)
+            case _:
+                log.warning("unexpected message from the session process message=%s", type(message).__name__)
 
     def check(self, now: float, limit: float) -> None:
         """Kill a ready child that has said nothing for `limit` seconds (a blocked loop, a native deadlock): its
@@ -241,13 +270,13 @@ class Child:
         task = asyncio.get_running_loop().create_task(self._stream(rid, reader))
         self._readers[rid] = (reader, task)
 
-    async def _stream(self, rid: int, reader: Any) -> None:
+    async def _stream(self, rid: int, reader: AudioReader) -> None:
         assert self.chan is not None
         try:
             async for first, samples in reader:
-                self.chan.send("chunk", rid, first, samples.tobytes())
+                self.chan.send(Chunk(rid, first, samples.tobytes()))
                 await self.chan.drain()
-            self.chan.send("eof", rid)
+            self.chan.send(Eof(rid))
         except ChannelClosed:
             pass
         finally:
@@ -271,9 +300,8 @@ class RemoteSupervisor:
         self._children: set[Child] = set()
         self._spare: asyncio.Task[Child] | None = None  # the next session's child, starting or ready
         self._respawns = _respawn_backoff()  # children that failed to start or died, in a row
-        self._totals: Counter[str] = Counter()
-        self._failure_totals: Counter[str] = Counter()
-        self._kept: dict[str, Any] = {"last_failure": None, "transcripts": [], "press_to_listening_ms": None}
+        self._kept = SessionStatus()  # what retired children leave: metrics summed, last failure and transcripts
+        self._session = 0  # the device machine's number of the latest session asked for
         self.closed = False
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[Any]] = set()
@@ -286,19 +314,21 @@ class RemoteSupervisor:
 
     # ---- the Supervisor API ----------------------------------------------------------------------------------
 
-    async def start(self, mark: int) -> None:
-        await self._start("start", mark)
+    async def start(self, mark: int, *, session: int = 0) -> None:
+        await self._start(StartCall(mark, session))
 
-    async def start_turn(self, mark: int | None = None) -> None:
-        await self._start("start_turn", self.audio.mark(self._cfg.audio.preroll_ms) if mark is None else mark)
+    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
+        mark = self.audio.mark(self._cfg.audio.preroll_ms) if mark is None else mark
+        await self._start(StartTurnCall(mark, session))
 
-    async def _start(self, method: str, mark: int) -> None:
+    async def _start(self, request: StartCall | StartTurnCall) -> None:
+        self._session = request.session
         for _ in range(2):
-            child = await self._child_or_fail()
+            child = await self._child_or_fail(request.session)
             if child is None:
                 return
             try:
-                await child.call(method, mark)
+                await child.call(request)
             except ChildGone:
                 if child.crashed or self.closed:
                     return  # already shown as failed(internal)
@@ -310,53 +340,42 @@ class RemoteSupervisor:
             log.info("start reached a session process that was ending; starting again in a fresh one")
 
     async def end(self, reason: str = "requested") -> None:
-        await self._if_running("end", reason)
+        await self._if_running(EndCall(reason))
 
     async def end_turn(self) -> None:
-        await self._if_running("end_turn")
+        await self._if_running(EndTurnCall())
 
     async def cancel_turn(self) -> None:
-        await self._if_running("cancel_turn")
+        await self._if_running(CancelTurnCall())
 
     async def set_muted(self, muted: bool) -> None:
         self._muted = muted
         child = self.current
         if child is not None:
             child.muted = muted
-        await self._if_running("set_muted", muted)
+        await self._if_running(SetMutedCall(muted))
 
     async def send_text(self, text: str) -> None:
         child = self.current
         if child is None or not _ready(child):
             raise SessionError("no session is connected; start one first (press the button or `voice-device start`)")
-        await child.call("send_text", text)
+        await child.call(SendTextCall(text))
 
     async def refresh(self) -> None:
         """Bring `status()` up to date (the child pushes it every 0.1 s and on every event; this is exact)."""
         child = self.current
         if child is not None and _ready(child):
             with contextlib.suppress(SessionError, TimeoutError):
-                await asyncio.wait_for(child.call("refresh"), REFRESH_TIMEOUT_S)
+                await asyncio.wait_for(child.call(RefreshCall()), REFRESH_TIMEOUT_S)
 
     async def wait_quiet(self) -> None:
-        await self._if_running("wait_quiet")
+        await self._if_running(WaitQuietCall())
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SessionStatus:
         child = self.current
-        status = dict(child.status) if child is not None else idle_status(self._cfg)
-        status["muted"] = self._muted
-        for key in ("last_failure", "transcripts"):
-            if not status.get(key):
-                status[key] = self._kept[key]
-        m = dict(status["metrics"])
-        for key in ("sessions", "reconnects", "preconnect_bytes_sent"):
-            m[key] = m.get(key, 0) + self._totals[key]
-        m["failures"] = dict(Counter(m.get("failures", {})) + self._failure_totals)
-        if m.get("press_to_listening_ms") is None:
-            m["press_to_listening_ms"] = self._kept["press_to_listening_ms"]
-        status["metrics"] = m
-        status["process"] = {"pid": child.pid if child else None, "started": self._started}
-        return status
+        status = child.status if child is not None else idle_status(self._cfg)
+        return replace(status.carried_over(self._kept), muted=self._muted,
+                       process=ProcessStatus(child.pid if child else None, self._started))
 
     async def aclose(self) -> None:
         """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
@@ -391,17 +410,17 @@ class RemoteSupervisor:
     def _grace(self) -> float:
         return CLOSE_GRACE_S + self._cfg.session.connect_timeout_s
 
-    def _hello(self) -> dict[str, Any]:
+    def _hello(self) -> Hello:
         root, lk = logging.getLogger(), logging.getLogger("livekit")
-        return {
-            "config": self._cfg,
-            "identity": self._identity,
-            "muted": self._muted,
-            "volume": float(self.audio.player.volume),
-            "sample_rate": self.audio.sample_rate,
-            "factory": self._factory,
-            "log_levels": {"": root.getEffectiveLevel(), "livekit": lk.getEffectiveLevel()},
-        }
+        return Hello(
+            config=self._cfg,
+            identity=self._identity,
+            muted=self._muted,
+            volume=float(self.audio.player.volume),
+            sample_rate=self.audio.sample_rate,
+            factory=self._factory,
+            log_levels=(("", root.getEffectiveLevel()), ("livekit", lk.getEffectiveLevel())),
+        )
 
     def _prepare(self) -> asyncio.Task[Child]:
         """The spare: the child the next session will run in, started now unless one is starting or ready."""
@@ -438,10 +457,9 @@ class RemoteSupervisor:
         self._respawns.reset()
         return child
 
-    async def _child_or_fail(self) -> Child | None:
+    async def _child_or_fail(self, session: int) -> Child | None:
         """The ready child, starting one if needed; None (and the session shown as failed) if none can start."""
-        if self.closed:
-            raise SessionError("the session supervisor is closed")
+        self._check_open()
         child = self.current
         if child is not None and _ready(child) and child.alive:
             return child
@@ -452,7 +470,7 @@ class RemoteSupervisor:
         except (SessionError, OSError, TimeoutError) as e:
             detail = str(e) or f"no session process ready within {PRESS_WAIT_S:.0f} s (still starting)"
             log.error("session process unavailable error=%s", detail)
-            self.emit(SessionFailed(FailureReason.INTERNAL, detail))
+            self.emit(SessionFailed(FailureReason.INTERNAL, detail, session=session))
             return None
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -463,15 +481,19 @@ class RemoteSupervisor:
         self.current = child
         if child.muted != self._muted:  # muted while this one waited as the spare
             with contextlib.suppress(ChildGone):
-                await child.call("set_muted", self._muted)
+                await child.call(SetMutedCall(self._muted))
             child.muted = self._muted
         return child
 
-    async def _if_running(self, method: str, *args: Any) -> None:
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionError("the session supervisor is closed")
+
+    async def _if_running(self, request: Request) -> None:
         child = self.current
         if child is not None and _ready(child):
             with contextlib.suppress(ChildGone):  # its session is over: nothing left to end, mute or wait for
-                await child.call(method, *args)
+                await child.call(request)
 
     def session_over(self, child: Child) -> None:
         """The child's session ended: retire it. A start already on its way to it is made again in a fresh one
@@ -485,15 +507,7 @@ class RemoteSupervisor:
 
     def _retire(self, child: Child) -> None:
         self.current = None
-        m = child.status.get("metrics", {})
-        for key in ("sessions", "reconnects", "preconnect_bytes_sent"):
-            self._totals[key] += int(m.get(key) or 0)
-        self._failure_totals.update(m.get("failures", {}))
-        if m.get("press_to_listening_ms") is not None:
-            self._kept["press_to_listening_ms"] = m["press_to_listening_ms"]
-        for key in ("last_failure", "transcripts"):
-            if child.status.get(key):
-                self._kept[key] = child.status[key]
+        self._kept = child.status.carried_over(self._kept)
         task = asyncio.get_running_loop().create_task(child.close(self._grace()))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
@@ -506,7 +520,7 @@ class RemoteSupervisor:
             log.debug("session process exited pid=%s code=%s", child.pid, code)
             return
         # a current child is retired when its session ends: idle with a start sent means that start is pending
-        in_session = child.status.get("phase", "idle") != "idle" or child.starts > 0
+        in_session = child.status.phase != "idle" or child.starts > 0
         child.crashed = True
         self._retire(child)
         if self.closed:
@@ -519,7 +533,8 @@ class RemoteSupervisor:
             if self._cfg.session.profile.keeps_session:  # nobody presses a smart speaker: start again, in a new one
                 retry = self._crashes.next_delay() or 0.0  # never None: no attempt limit
                 self._later(retry, self._restart_kept_session)
-            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry))
+            self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry,
+                                    session=child.session))
 
     def _later(self, delay: float, fn: Callable[[], Any]) -> None:
         async def run() -> None:
@@ -532,7 +547,7 @@ class RemoteSupervisor:
 
     async def _restart_kept_session(self) -> None:
         if not self.closed and self.current is None:
-            await self.start(self.audio.mark(self._cfg.audio.preroll_ms))
+            await self.start(self.audio.mark(self._cfg.audio.preroll_ms), session=self._session)
 
     # ---- to the daemon ---------------------------------------------------------------------------------------
 

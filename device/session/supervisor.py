@@ -18,7 +18,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 from device.config.schema import Config
@@ -26,6 +27,7 @@ from device.core.vocabulary import (
     Event,
     FailureReason,
     SessionEnded,
+    SessionEvent,
     SessionFailed,
     SessionReconnecting,
 )
@@ -56,18 +58,26 @@ from device.session.policy import (
     Input,
     Phase,
     Policy,
-    Reconnected,
-    Reconnecting,
+    RoomReconnected,
+    RoomReconnecting,
     Start,
     Stop,
     Teardown,
-    TimerFired,
+    TimerDue,
     TurnBegan,
     TurnFinished,
     UserSpeech,
 )
 from device.session.ports import AudioPort
 from device.session.preconnect import Uplink
+from device.session.status import (
+    AgentStatus,
+    FailureStatus,
+    SessionMetrics,
+    SessionStatus,
+    TranscriptLine,
+    TurnsStatus,
+)
 from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
@@ -97,6 +107,24 @@ class Attempt:
     abandoned: bool = False
     disposed: bool = False
     playback: dict[str, tuple[asyncio.Task[None], Any]] = field(default_factory=dict)
+
+    def is_abandoned(self) -> bool:
+        return self.abandoned
+
+
+@dataclass
+class _Tally:
+    """The counters behind `SessionMetrics`, over this supervisor's life."""
+
+    sessions: int = 0
+    reconnects: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    preconnect_bytes_sent: int = 0
+    press_to_listening_ms: int | None = None
+
+
+def turns_status(turns: Turns) -> TurnsStatus:
+    return TurnsStatus(rpc=turns.active, fallback=turns.enabled and not turns.supported)
 
 
 class Supervisor:
@@ -146,31 +174,28 @@ class Supervisor:
         self._worker: asyncio.Task[None] | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._closed = False
-        self.metrics: dict[str, Any] = {
-            "sessions": 0,
-            "reconnects": 0,
-            "failures": Counter(),
-            "preconnect_bytes_sent": 0,
-            "press_to_listening_ms": None,
-        }
+        self._session = 0  # the device machine's number of the running (or last) session
+        self._tally = _Tally()
         self.last_failure: SessionFailed | None = None
 
     # ---- public API ------------------------------------------------------------------------------------------
 
-    async def start(self, mark: int) -> None:
-        """Start a session whose audio begins at ring index `mark` (already includes the pre-roll)."""
+    async def start(self, mark: int, *, session: int = 0) -> None:
+        """Start a session whose audio begins at ring index `mark` (already includes the pre-roll); its events
+        carry `session`."""
         if self._closed:
             raise SessionError("the session supervisor is closed")
-        await self._submit(functools.partial(self._begin, mark))
+        await self._submit(functools.partial(self._begin, mark, session))
 
     async def end(self, reason: str = "requested") -> None:
         await self._submit(Stop(reason))
 
-    async def start_turn(self, mark: int | None = None) -> None:
+    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
         """A press in push-to-talk: start a session if none runs, then the agent's start_turn (barge-in while it
         speaks)."""
         if self._policy.phase is Phase.IDLE:
-            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms))
+            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms),
+                             session=session)
         await self._submit(functools.partial(self._turn, "start"))
 
     async def end_turn(self) -> None:
@@ -190,32 +215,28 @@ class Supervisor:
         await att.room.local_participant.send_text(text, topic=CHAT_TOPIC)
         log.info("text sent topic=%s chars=%d", CHAT_TOPIC, len(text))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SessionStatus:
         att = self._attempt
-        uplink = self._uplink.snapshot() if self._uplink else None
-        sent = self.metrics["preconnect_bytes_sent"] + (self._uplink.bytes_sent if self._uplink else 0)
-        return {
-            "phase": str(self._policy.phase),
-            "room": att.request.room_name if att else None,
-            "identity": att.request.participant_identity if att else None,
-            "agent": {"identity": self._agent, "state": self._policy.agent_state},
-            "muted": self._muted,
-            "turns": {"rpc": self._turns.active, "fallback": self._turns.enabled and not self._turns.supported},
-            "transcripts": [{"speaker": t.speaker, "text": t.text} for t in self._transcripts.last],
-            "preconnect": uplink,
-            "last_failure": (
-                {"reason": str(self.last_failure.reason), "message": self.last_failure.reason.message,
-                 "detail": self.last_failure.detail, "retry_in_s": self.last_failure.retry_in_s}
-                if self.last_failure else None
+        uplink = self._uplink
+        t = self._tally
+        return SessionStatus(
+            phase=str(self._policy.phase),
+            room=att.request.room_name if att else None,
+            identity=att.request.participant_identity if att else None,
+            agent=AgentStatus(self._agent, self._policy.agent_state),
+            muted=self._muted,
+            turns=turns_status(self._turns),
+            transcripts=tuple(TranscriptLine(x.speaker, x.text) for x in self._transcripts.last),
+            preconnect=uplink.snapshot() if uplink else None,
+            last_failure=FailureStatus.of(self.last_failure) if self.last_failure else None,
+            metrics=SessionMetrics(
+                sessions=t.sessions,
+                reconnects=t.reconnects,
+                failures=MappingProxyType(dict(t.failures)),
+                preconnect_bytes_sent=t.preconnect_bytes_sent + (uplink.bytes_sent if uplink else 0),
+                press_to_listening_ms=t.press_to_listening_ms,
             ),
-            "metrics": {
-                "sessions": self.metrics["sessions"],
-                "reconnects": self.metrics["reconnects"],
-                "failures": dict(self.metrics["failures"]),
-                "preconnect_bytes_sent": sent,
-                "press_to_listening_ms": self.metrics["press_to_listening_ms"],
-            },
-        }
+        )
 
     async def refresh(self) -> None:
         """`status()` is always current in this process (a session process's proxy fetches it here)."""
@@ -306,11 +327,12 @@ class Supervisor:
 
     # ---- session and attempts --------------------------------------------------------------------------------
 
-    def _begin(self, mark: int) -> list[Input]:
+    def _begin(self, mark: int, session: int) -> list[Input]:
+        self._session = session  # a start while one runs (e.g. waiting to retry) makes it the session asked for
         if self._policy.phase is not Phase.IDLE:
             log.info("start ignored: a session is already %s", self._policy.phase)
             return []
-        self.metrics["sessions"] += 1
+        self._tally.sessions += 1
         self._press_t = self._clock.now()
         self._uplink = Uplink(
             self._audio.reader(mark),
@@ -332,7 +354,7 @@ class Supervisor:
         self._uplink = self._uplink_task = None
         if uplink is not None:
             await uplink.aclose()
-            self.metrics["preconnect_bytes_sent"] += uplink.bytes_sent
+            self._tally.preconnect_bytes_sent += uplink.bytes_sent
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -393,7 +415,7 @@ class Supervisor:
         att.in_room_connect = True
         await room.connect(creds.server_url, creds.participant_token, options)
         att.in_room_connect = False
-        if att.abandoned:
+        if att.is_abandoned():  # a method, not the attribute: _teardown sets it while connect() awaits
             return
         lp = room.local_participant
         device_rpc.register(lp, set_volume=self._set_volume, request_end=self._request_end,
@@ -517,7 +539,7 @@ class Supervisor:
 
     def _agent_state(self, state: str) -> list[Input]:
         if state == "listening" and self._press_t is not None:
-            self.metrics["press_to_listening_ms"] = round((self._clock.now() - self._press_t) * 1000)
+            self._tally.press_to_listening_ms = round((self._clock.now() - self._press_t) * 1000)
             self._press_t = None
         if state in READY_STATES:
             self._post(None, self._flush_turns)  # after the policy has seen the state
@@ -562,12 +584,12 @@ class Supervisor:
     def _reconnecting(self) -> list[Input]:
         if self._uplink is not None:
             self._uplink.reconnecting()
-        return [Reconnecting()]
+        return [RoomReconnecting()]
 
     def _reconnected(self) -> list[Input]:
         if self._uplink is not None:
             self._uplink.reconnected()
-        return [Reconnected()]
+        return [RoomReconnected()]
 
     def _disconnected(self, reason: int) -> list[Input]:
         return [Disconnected(disconnect_reason_name(reason))]
@@ -629,11 +651,13 @@ class Supervisor:
         if self._timer_gen[name] != gen:
             return []
         self._timers.pop(name, None)
-        return [TimerFired(name)]
+        return [TimerDue(name)]
 
     def _publish(self, event: Event) -> None:
+        if isinstance(event, SessionEvent):
+            event = replace(event, session=self._session)
         if isinstance(event, SessionFailed):
-            self.metrics["failures"][str(event.reason)] += 1
+            self._tally.failures[str(event.reason)] += 1
             self.last_failure = event
             retry = f"{event.retry_in_s:.1f}" if event.retry_in_s is not None else "never"
             log.warning("session failed reason=%s retry_in_s=%s detail=%s message=%r", event.reason, retry,
@@ -641,7 +665,7 @@ class Supervisor:
         elif isinstance(event, SessionEnded):
             log.info("session ended reason=%s", event.reason)
         elif isinstance(event, SessionReconnecting):
-            self.metrics["reconnects"] += 1
+            self._tally.reconnects += 1
             log.info("session reconnecting")
         try:
             self._emit_cb(event)

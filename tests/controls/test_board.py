@@ -77,7 +77,7 @@ async def test_kiosk_hold_to_talk_press_release_then_long_press_ends(rig) -> Non
     r = rig("push_to_talk", button=MAIN)
     r.pin().drive_low()
     await settle()
-    assert r.take() == [StartSession(), StartTurn()]
+    assert r.take() == [StartSession(1), StartTurn(1)]
     assert r.board.pattern is not None and r.snap.state is DeviceState.CONNECTING
     await r.clock.advance(0.5)
     r.pin().drive_high()
@@ -85,7 +85,7 @@ async def test_kiosk_hold_to_talk_press_release_then_long_press_ends(rig) -> Non
     assert r.take() == [EndTurn()]
     await r.clock.advance(1.0)
     await r.press(hold=1.2)  # a long press: the turn starts, then the session ends; the release adds nothing
-    assert r.take() == [StartTurn(), EndSession("button")]
+    assert r.take() == [StartTurn(1), EndSession("button")]
     assert r.snap.state is DeviceState.IDLE
 
 
@@ -100,7 +100,7 @@ async def test_a_double_press_replaces_the_single_press_and_means_its_own_action
     assert r.take() == []  # a double press in idle: the single press's start was never sent
     await r.press(hold=0.05)
     await r.clock.advance(0.5)
-    assert r.take() == [StartSession(), StartTurn(), EndTurn()]
+    assert r.take() == [StartSession(1), StartTurn(1), EndTurn()]
 
 
 async def test_speaker_press_toggles_mute_and_the_led_turns_red_in_the_same_tick(rig, mock_pins) -> None:
@@ -118,7 +118,7 @@ async def test_speaker_press_toggles_mute_and_the_led_turns_red_in_the_same_tick
 async def test_appliance_press_starts_next_press_ends_and_a_hold_is_just_a_press(rig) -> None:
     r = rig("toggle", button=MAIN)
     await r.press()
-    assert r.take() == [StartSession()]
+    assert r.take() == [StartSession(1)]
     await r.press(hold=2.0)
     assert r.take() == [EndSession("button")]
 

@@ -18,7 +18,7 @@ from device.controls.leds import (
     LedDriver,
     Look,
     Pattern,
-    Ring,
+    RingMotion,
     apa102_frame,
     level,
     next_frame_in,
@@ -261,7 +261,7 @@ def test_ring_writes_only_when_the_bytes_change() -> None:
 
 
 def test_spinning_ring_moves_its_head_round_once_per_period() -> None:
-    spin = Pattern(Look.SOLID, RED, 1.0, period_s=1.2, ring=Ring.SPIN)
+    spin = Pattern(Look.SOLID, RED, 1.0, period_s=1.2, ring=RingMotion.SPIN)
     heads = []
     for step in range(12):
         pixels = ring_pixels(spin, 12, step * 0.1)

@@ -12,8 +12,10 @@ from device.controls.machine import (
     FAILED_ALERT_TIMER,
     LINKS,
     TABLE,
+    ClientFlags,
     Profile,
     Snapshot,
+    client_flags,
     initial,
     transition,
 )
@@ -81,7 +83,7 @@ class Device:
 
 def test_every_event_type_is_handled_or_ignored_in_every_link_state() -> None:
     declared = {c for c in vars(events).values() if isinstance(c, type) and issubclass(c, events.Event)}
-    declared.discard(events.Event)
+    declared -= {events.Event, events.SessionEvent}  # the bases are not events of their own
     assert set(EVENT_TYPES) == declared
     for link in LINKS:
         for ev in declared:
@@ -120,7 +122,7 @@ def test_an_unknown_mode_or_gesture_action_is_a_sentence() -> None:
 def test_kiosk_press_from_idle_starts_the_session_and_the_turn_at_once() -> None:
     d = Device("push_to_talk")
     fx = d(Pressed())
-    assert fx == [StartSession(), StartTurn(), PlayEarcon("listening")]
+    assert fx == [StartSession(1), StartTurn(1), PlayEarcon("listening")]
     assert d.state is DeviceState.CONNECTING
 
 
@@ -138,7 +140,7 @@ def test_kiosk_press_while_agent_speaks_barges_in_with_a_new_turn() -> None:
     d.agent_listening()
     d(AgentStateChanged("thinking"), AgentStateChanged("speaking"))
     assert d.state is DeviceState.SPEAKING
-    assert d(Pressed()) == [StartTurn(), PlayEarcon("listening")]
+    assert d(Pressed()) == [StartTurn(1), PlayEarcon("listening")]
 
 
 def test_kiosk_long_press_ends_the_session_and_its_release_ends_nothing_more() -> None:
@@ -167,7 +169,7 @@ def test_release_without_a_turn_is_ignored() -> None:
 
 def test_speaker_starts_when_the_daemon_asks_and_the_button_mutes() -> None:
     d = Device("always_on")
-    assert d(StartRequested()) == [StartSession(), PlayEarcon("listening")]
+    assert d(StartRequested()) == [StartSession(1), PlayEarcon("listening")]
     d.agent_listening()
     assert d(Pressed()) == [SetMuted(True)]
     assert d.state is DeviceState.MUTED
@@ -207,7 +209,7 @@ def test_mute_requested_sets_and_repeats_are_no_ops() -> None:
 
 def test_appliance_press_starts_and_the_next_press_ends() -> None:
     d = Device("toggle")
-    assert d(Pressed()) == [StartSession(), PlayEarcon("listening")]
+    assert d(Pressed()) == [StartSession(1), PlayEarcon("listening")]
     assert d(Released()) == []
     d.agent_listening()
     assert d(Pressed()) == [EndSession("button"), PlayEarcon("stopped")]
@@ -220,7 +222,7 @@ def test_appliance_session_ended_by_idle_timeout_returns_to_idle_with_the_stoppe
     d.agent_listening()
     assert d(SessionEnded("idle-timeout")) == [PlayEarcon("stopped")]
     assert d.state is DeviceState.IDLE
-    assert d(Pressed())[0] == StartSession()
+    assert d(Pressed())[0] == StartSession(2)
 
 
 def test_gesture_overrides_replace_the_profile_map() -> None:
@@ -298,7 +300,7 @@ def test_a_press_in_failed_retries() -> None:
     d(Pressed(), SessionFailed(FailureReason.UNREACHABLE))
     d(Released())
     fx = d(Pressed())
-    assert fx == [StartSession(), StartTurn(), PlayEarcon("listening"), CancelTimer(FAILED_ALERT_TIMER)]
+    assert fx == [StartSession(2), StartTurn(2), PlayEarcon("listening"), CancelTimer(FAILED_ALERT_TIMER)]
     assert d.state is DeviceState.CONNECTING and not d.snap.alerting
 
 
@@ -356,3 +358,44 @@ def test_an_old_timer_is_harmless() -> None:
     d = Device("toggle")
     assert d(TimerFired("something-else"), TimerFired(FAILED_ALERT_TIMER)) == []
     assert d.state is DeviceState.IDLE
+
+
+# ---- session numbers: a report about an earlier session is stale ----------------------------------------------
+
+
+def test_each_session_asked_for_gets_the_next_number() -> None:
+    d = Device("toggle")
+    assert d(Pressed())[0] == StartSession(1)
+    d(SessionConnecting(session=1), SessionEnded("idle-timeout", session=1))
+    assert d(Pressed())[0] == StartSession(2)
+
+
+def test_a_late_end_of_the_previous_session_does_not_end_the_next_one() -> None:
+    # `ctl end` then a press at once: the supervisor's confirmation of the first end arrives after the press
+    d = Device("toggle")
+    d(Pressed(), SessionConnecting(session=1), SessionBuffering(session=1))
+    d(EndRequested("control"))
+    assert d(Pressed())[0] == StartSession(2)
+    assert d(SessionEnded("requested", session=1)) == []
+    assert d.state is DeviceState.CONNECTING
+    d(SessionBuffering(session=2), AgentStateChanged("listening", session=2))
+    assert d.state is DeviceState.LISTENING
+    d(SessionFailed(FailureReason.AGENT_LEFT, session=1))  # stale: ignored too
+    assert d.state is DeviceState.LISTENING
+
+
+def test_the_client_flags_follow_the_link_not_the_display() -> None:
+    d = Device("toggle")
+    assert client_flags(d.snap) == ClientFlags(is_finished=True)
+    d(Pressed())
+    assert client_flags(d.snap) == ClientFlags(is_pending=True, is_finished=False)
+    d(SessionBuffering())
+    assert client_flags(d.snap) == ClientFlags(can_listen=True, is_finished=False)
+    d(AgentStateChanged("initializing"))
+    assert client_flags(d.snap) == ClientFlags(is_pending=True, is_finished=False)
+    d(AgentStateChanged("listening"))
+    assert client_flags(d.snap) == ClientFlags(can_listen=True, is_connected=True, is_finished=False)
+    d(MuteRequested(True))  # muted: still connected, but the mic reaches nobody
+    assert client_flags(d.snap) == ClientFlags(is_connected=True, is_finished=False)
+    d(SessionFailed(FailureReason.AUTH))
+    assert client_flags(d.snap) == ClientFlags(is_finished=True)

@@ -10,24 +10,24 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from typing import Any
 
+from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer
 from device.daemon.notify import Notifier, watchdog_interval
 from device.daemon.signals import SignalHandlers, stop_within
-from device.daemon.status import StatusBoard
+from device.daemon.status import StatusOutlets
 from device.daemon.watchdog import Watchdog
 
 
 class Device:
-    def __init__(self, board: StatusBoard) -> None:
+    def __init__(self, board: StatusOutlets) -> None:
         self.board = board
         self.last_capture = time.monotonic()
 
-    async def handle(self, cmd: dict[str, Any]) -> None:
-        if cmd["cmd"] == "start":
+    async def handle(self, cmd: Command) -> None:
+        if cmd.name == "start":
             self.board.set_state("connecting")
-        elif cmd["cmd"] == "end":
+        elif cmd.name == "end":
             if self.board.state == "idle":
                 raise ControlError("no session to end")
             self.board.set_state("idle")
@@ -38,7 +38,7 @@ class Device:
 
 async def main(socket_path: str) -> int:
     notifier = Notifier.from_env()
-    board = StatusBoard(notify_status=notifier.status, metrics=lambda: {"sessions": 0})
+    board = StatusOutlets(notify_status=notifier.status)
     device = Device(board)
     server = ControlServer(socket_path, device, board.snapshot)
     board.subscribe(server.publish_state)

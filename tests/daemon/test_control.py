@@ -16,7 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device.daemon.control import MAX_LINE, ControlError, ControlServer, ControlSocketInUse, Snapshot
+from device.daemon.commands import Command
+from device.daemon.control import MAX_LINE, ControlError, ControlServer, ControlSocketInUse
+from device.daemon.status import DeviceStatus
+from device.session.status import SessionMetrics, SessionStatus
 
 TIMEOUT = 5.0
 
@@ -29,12 +32,12 @@ class Recorder:
         self.refuse: str | None = None
         self.crash = False
 
-    async def handle(self, cmd: dict[str, Any]) -> None:
+    async def handle(self, cmd: Command) -> None:
         if self.crash:
             raise RuntimeError("bug in the app")
         if self.refuse:
             raise ControlError(self.refuse)
-        self.commands.append(cmd)
+        self.commands.append(cmd.to_json())
 
 
 class Peer:
@@ -81,7 +84,7 @@ def recorder() -> Recorder:
 
 
 def make_server(path: Path, recorder: Recorder, **kw: Any) -> ControlServer:
-    snap = Snapshot("idle", None, {"sessions": 2, "failures": {"auth": 1}})
+    snap = DeviceStatus("idle", None, session=SessionStatus(metrics=SessionMetrics(sessions=2, failures={"auth": 1})))
     return ControlServer(path, recorder, lambda: snap, clock=lambda: 1700000000.5, **kw)
 
 
@@ -100,8 +103,9 @@ async def connect(server: ControlServer) -> Peer:
 
 async def test_a_client_first_receives_the_snapshot(server: ControlServer) -> None:
     peer = await connect(server)
-    assert await peer.read() == {"type": "snapshot", "state": "idle", "reason": None,
-                                 "metrics": {"sessions": 2, "failures": {"auth": 1}}, "transcripts": []}
+    snap = await peer.read()
+    assert (snap["type"], snap["state"], snap["reason"]) == ("snapshot", "idle", None)
+    assert (snap["metrics"]["sessions"], snap["metrics"]["failures"]) == (2, {"auth": 1})
     peer.close()
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from device.daemon.control import ControlServer
 from device.daemon.notify import Notifier
-from device.daemon.status import StatusBoard, status_text
+from device.daemon.status import DeviceStatus, StatusOutlets, status_json, status_text
+from device.session.status import SessionMetrics, SessionStatus
 from tests.daemon.conftest import NotifySocket
 from tests.daemon.test_control import Peer, Recorder
 
@@ -23,15 +24,18 @@ def test_status_text_names_the_reason_of_a_failure() -> None:
 
 def test_a_change_reaches_systemd_listeners_and_the_file_once(notify_socket: NotifySocket, tmp_path: Path) -> None:
     seen: list[tuple[str, str | None]] = []
-    board = StatusBoard(Notifier(notify_socket.address).status, str(tmp_path / "status.json"),
-                        metrics=lambda: {"sessions": 1}, clock=lambda: 1700000000.0)
+    details = DeviceStatus(session=SessionStatus(metrics=SessionMetrics(sessions=1)))
+    board = StatusOutlets(Notifier(notify_socket.address).status, str(tmp_path / "status.json"),
+                          details=lambda: details, clock=lambda: 1700000000.0)
     board.subscribe(lambda s, r: seen.append((s, r)))
     assert board.set_state("failed", "auth") is True
     assert board.set_state("failed", "auth") is False  # no change, nothing sent
     assert notify_socket.messages() == [{"STATUS": "failed: auth"}]
     assert seen == [("failed", "auth")]
-    assert json.loads((tmp_path / "status.json").read_text()) == {
-        "state": "failed", "reason": "auth", "since": 1700000000.0, "metrics": {"sessions": 1}}
+    written = json.loads((tmp_path / "status.json").read_text())
+    assert (written["state"], written["reason"], written["since"]) == ("failed", "auth", 1700000000.0)
+    assert written["metrics"]["sessions"] == 1
+    assert written == status_json(DeviceStatus("failed", "auth", since=1700000000.0, session=details.session))
 
 
 def test_a_broken_outlet_does_not_stop_the_others(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -40,7 +44,7 @@ def test_a_broken_outlet_does_not_stop_the_others(tmp_path: Path, caplog: pytest
     def broken(state: str, reason: str | None) -> None:
         raise RuntimeError("bug")
 
-    board = StatusBoard(status_file=str(tmp_path / "missing-dir" / "status.json"))
+    board = StatusOutlets(status_file=str(tmp_path / "missing-dir" / "status.json"))
     board.subscribe(broken)
     board.subscribe(lambda s, r: seen.append(s))
     board.set_state("listening")
@@ -51,7 +55,7 @@ def test_a_broken_outlet_does_not_stop_the_others(tmp_path: Path, caplog: pytest
 
 async def test_control_clients_get_the_boards_snapshot_and_changes() -> None:
     d = Path(tempfile.mkdtemp(prefix="vd-s-"))
-    board = StatusBoard(metrics=lambda: {"reconnects": 2})
+    board = StatusOutlets(details=lambda: DeviceStatus(session=SessionStatus(metrics=SessionMetrics(reconnects=2))))
     board.set_state("muted")
     server = ControlServer(d / "control.sock", Recorder(), board.snapshot)
     board.subscribe(server.publish_state)
@@ -59,11 +63,48 @@ async def test_control_clients_get_the_boards_snapshot_and_changes() -> None:
     try:
         reader, writer = await asyncio.open_unix_connection(str(server.path))
         peer = Peer(reader, writer)
-        assert await peer.read() == {"type": "snapshot", "state": "muted", "reason": None,
-                                     "metrics": {"reconnects": 2}, "transcripts": []}
+        snap = await peer.read()
+        assert (snap["type"], snap["state"], snap["reason"], snap["metrics"]["reconnects"]) == (
+            "snapshot", "muted", None, 2)
         board.set_state("connecting")
         assert (await peer.read())["state"] == "connecting"
         peer.close()
     finally:
         await server.close()
         d.rmdir()
+
+
+def test_the_status_json_is_read_back_as_the_same_device_status() -> None:
+    from device.audio.stats import AudioStats
+    from device.controls.machine import ClientFlags
+    from device.core.codec import from_json
+    from device.core.vocabulary import FailureReason
+    from device.session.status import (
+        AgentStatus,
+        FailureStatus,
+        ProcessStatus,
+        TranscriptLine,
+        TurnsStatus,
+        UplinkStatus,
+    )
+
+    session = SessionStatus(
+        phase="connected", room="voice-device-1", identity="device-1", agent=AgentStatus("agent-1", "speaking"),
+        turns=TurnsStatus(rpc=True), transcripts=(TranscriptLine("agent-1", "It is sunny."),),
+        preconnect=UplinkStatus("live", bytes_sent=96000, streams=1, last_stream_closed="subscribed"),
+        last_failure=FailureStatus(FailureReason.AGENT_LEFT, "", 1.5),
+        metrics=SessionMetrics(sessions=4, failures={"agent-left": 1}, press_to_listening_ms=120),
+        process=ProcessStatus(4321, 5))
+    status = DeviceStatus("speaking", None, since=1700000000.0, volume=0.6, mic_open=True,
+                          flags=ClientFlags(can_listen=True, is_connected=True, is_finished=False), session=session,
+                          audio=AudioStats(frames_captured=100, mic_open=True), reloads=1)
+    wire = json.loads(json.dumps(status_json(status)))
+    assert from_json(DeviceStatus, wire) == status
+    assert wire["metrics"]["session_processes_started"] == 5 and wire["flags"]["is_connected"] is True
+
+
+def test_a_status_field_of_the_wrong_type_is_named() -> None:
+    from device.core.codec import DecodeError, from_json
+
+    with pytest.raises(DecodeError, match=r"DeviceStatus\.session\.metrics\.sessions"):
+        from_json(DeviceStatus, {"state": "idle", "session": {"metrics": {"sessions": "four"}}})

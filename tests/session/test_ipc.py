@@ -11,6 +11,8 @@ import pytest
 
 from device.config.schema import Config, LiveKitConfig
 from device.session.ipc import MAX_MESSAGE, Channel, ChannelClosed, encode
+from device.session.protocol import Chunk, Hello, Status
+from device.session.status import SessionStatus
 
 
 async def pair() -> tuple[Channel, socket.socket]:
@@ -22,13 +24,13 @@ async def test_messages_arrive_whole_and_in_order_with_the_configs_read_only_map
     a_sock, b_sock = socket.socketpair()
     a, b = await Channel.open(a_sock), await Channel.open(b_sock)
     config = Config(livekit=LiveKitConfig(attributes=types.MappingProxyType({"room": "kitchen"})))
-    a.send("hello", {"config": config})
-    a.send("chunk", 1, 480, b"\x01\x00" * 480)
+    a.send(Hello(config, "device-1", False, 0.8, 48000, None, (("", 20),)))
+    a.send(Chunk(1, 480, b"\x01\x00" * 480))
     await a.drain()
-    kind, settings = await b.recv()
-    assert kind == "hello" and settings["config"] == config
-    assert isinstance(settings["config"].livekit.attributes, types.MappingProxyType)
-    assert await b.recv() == ("chunk", 1, 480, b"\x01\x00" * 480)
+    hello = await b.recv()
+    assert isinstance(hello, Hello) and hello.config == config
+    assert isinstance(hello.config.livekit.attributes, types.MappingProxyType)
+    assert await b.recv() == Chunk(1, 480, b"\x01\x00" * 480)
     a.close()
     with pytest.raises(ChannelClosed):
         await b.recv()
@@ -44,8 +46,9 @@ async def test_an_oversized_frame_ends_the_channel_instead_of_allocating_it() ->
     theirs.close()
 
 
-@pytest.mark.parametrize("body", [pickle.dumps(["not", "a", "tuple"]), pickle.dumps(())])
-async def test_a_message_that_is_not_a_non_empty_tuple_ends_the_channel(body: bytes) -> None:
+@pytest.mark.parametrize("body", [pickle.dumps(["not", "a", "message"]), pickle.dumps(()),
+                                  pickle.dumps(("status", {"phase": "idle"}))])
+async def test_a_message_that_is_not_one_of_the_protocols_ends_the_channel(body: bytes) -> None:
     chan, theirs = await pair()
     theirs.sendall(struct.pack("!I", len(body)) + body)
     with pytest.raises(ChannelClosed, match="malformed"):
@@ -56,7 +59,7 @@ async def test_a_message_that_is_not_a_non_empty_tuple_ends_the_channel(body: by
 
 async def test_a_frame_cut_short_by_the_other_end_closing_ends_the_channel() -> None:
     chan, theirs = await pair()
-    frame = encode(("status", {"phase": "idle"}))
+    frame = encode(Status(SessionStatus()))
     theirs.sendall(frame[:-3])
     theirs.close()
     with pytest.raises(ChannelClosed):

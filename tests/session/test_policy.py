@@ -34,12 +34,12 @@ from device.session.policy import (
     Emit,
     Phase,
     Policy,
-    Reconnected,
-    Reconnecting,
+    RoomReconnected,
+    RoomReconnecting,
     Start,
     Stop,
     Teardown,
-    TimerFired,
+    TimerDue,
     TurnBegan,
     TurnFinished,
     UserSpeech,
@@ -95,30 +95,30 @@ def test_the_agent_timer_picks_the_sdk_reason():
     p = policy()
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    assert emitted(p.handle(TimerFired("agent")))[0].reason is FailureReason.AGENT_DID_NOT_JOIN
+    assert emitted(p.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_DID_NOT_JOIN
     q = connected(policy(), state="initializing")
-    assert emitted(q.handle(TimerFired("agent")))[0].reason is FailureReason.AGENT_NOT_INITIALIZED
+    assert emitted(q.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_NOT_INITIALIZED
 
 
 def test_an_agent_leaving_is_a_failure_only_after_the_grace_unless_a_reconnect_explains_it():
     p = connected(policy())
     assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft())
-    actions = p.handle(Reconnecting())  # a full restart reports participants gone first
+    actions = p.handle(RoomReconnecting())  # a full restart reports participants gone first
     assert Cancel("agent-gone") in actions and emitted(actions) == [SessionReconnecting()]
-    assert p.handle(TimerFired("agent-gone")) == []
+    assert p.handle(TimerDue("agent-gone")) == []
     p.handle(AgentJoined("agent-1"))
-    assert emitted(p.handle(Reconnected())) == [SessionReconnected()]
+    assert emitted(p.handle(RoomReconnected())) == [SessionReconnected()]
     q = connected(policy())
     q.handle(AgentLeft())
-    assert emitted(q.handle(TimerFired("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
+    assert emitted(q.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
 
 def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
     p = connected(policy(agent_connect_timeout_s=15))
-    p.handle(Reconnecting())
+    p.handle(RoomReconnecting())
     p.handle(AgentLeft())
-    assert Arm("agent-gone", 15) in p.handle(Reconnected())
-    assert emitted(p.handle(TimerFired("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
+    assert Arm("agent-gone", 15) in p.handle(RoomReconnected())
+    assert emitted(p.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
 
 def test_auth_is_retried_once_with_a_fresh_token_in_the_same_room_then_final():
@@ -136,13 +136,13 @@ def test_a_network_failure_waits_a_full_jitter_delay_then_reconnects_in_the_same
     delay = random.Random(1).uniform(0, 1.0)
     assert Arm("retry", pytest.approx(delay)) in actions and Teardown("failed: unreachable") in actions
     assert emitted(actions)[0].retry_in_s == pytest.approx(delay) and p.phase is Phase.WAITING
-    assert p.handle(TimerFired("retry")) == [Emit(SessionConnecting()), Connect(fresh_token=False, new_room=False)]
+    assert p.handle(TimerDue("retry")) == [Emit(SessionConnecting()), Connect(fresh_token=False, new_room=False)]
 
 
 def test_a_lost_connection_retries_in_a_new_room_with_a_fresh_token():
     p = connected(policy())
     p.handle(Disconnected("SIGNAL_CLOSE"))
-    assert p.handle(TimerFired("retry"))[-1] == Connect(fresh_token=True, new_room=True)
+    assert p.handle(TimerDue("retry"))[-1] == Connect(fresh_token=True, new_room=True)
 
 
 def test_final_failures_are_not_retried_except_by_always_on():
@@ -170,7 +170,7 @@ def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
     assert p.handle(TurnFinished()) == [Arm("idle", 30)]
     assert Cancel("idle") in p.handle(AgentState("thinking"))
     p.handle(AgentState("listening"))
-    assert emitted(p.handle(TimerFired("idle"))) == [SessionEnded("idle-timeout")]
+    assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout")]
 
 
 @pytest.mark.parametrize(("mode", "idle"), [("always_on", 30.0), ("push_to_talk", 0.0)])
@@ -183,7 +183,7 @@ def test_the_preconnect_timer_drops_the_buffer_only_if_no_agent_came():
     p = policy(dispatched=False, agent_connect_timeout_s=20)
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    assert p.handle(TimerFired("preconnect")) == [DropBuffer("no agent joined within 20 s")]
+    assert p.handle(TimerDue("preconnect")) == [DropBuffer("no agent joined within 20 s")]
 
 
 def test_stop_in_any_phase_tears_down_and_ends_and_stale_inputs_are_ignored():
@@ -191,7 +191,7 @@ def test_stop_in_any_phase_tears_down_and_ends_and_stale_inputs_are_ignored():
     p.handle(Start())
     actions = p.handle(Stop())
     assert actions[0] == Teardown("requested") and emitted(actions) == [SessionEnded("requested")]
-    assert p.handle(ConnectSucceeded()) == [] and p.handle(Stop()) == [] and p.handle(TimerFired("agent")) == []
+    assert p.handle(ConnectSucceeded()) == [] and p.handle(Stop()) == [] and p.handle(TimerDue("agent")) == []
 
 
 def test_a_double_start_is_ignored():

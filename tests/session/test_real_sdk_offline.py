@@ -37,4 +37,4 @@ async def test_a_refused_connect_with_the_real_sdk_is_an_unreachable_failure():
         await asyncio.wait_for(sup.aclose(), 10)
     (f,) = [e for e in events if isinstance(e, SessionFailed)]
     assert f.reason is FailureReason.UNREACHABLE and f.retry_in_s is None, f
-    assert sup.status()["phase"] == "idle"
+    assert sup.status().phase == "idle"

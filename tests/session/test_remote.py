@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
 from device.session.remote import RemoteSupervisor
+from device.session.status import ProcessStatus
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort
 from tests.session.hostfactory import SPEECH
@@ -56,7 +58,7 @@ class Rig:
         mark = self.audio.mark(preroll_ms)
         before = len(self.audio.player.frames)
         await self.sup.start(mark)
-        pid = self.sup.status()["process"]["pid"]
+        pid = self.sup.status().process.pid
         await until(self.listening, "agent listening")
         await until(lambda: len(self.audio.player.frames) >= before + len(SPEECH), "the agent's audio played")
         self.audio.speak(300)
@@ -91,8 +93,8 @@ async def test_each_session_runs_in_its_own_child_and_the_child_exits_after_it(c
         assert second != first
         await until(lambda: not alive(second), "the second session's process to exit")
         status = rig.sup.status()
-        assert status["metrics"]["sessions"] == 2  # summed over children
-        assert status["process"]["started"] >= 2
+        assert status.metrics.sessions == 2  # summed over children
+        assert status.process is not None and status.process.started >= 2
         identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
                       if "session connecting" in r.getMessage()}
         assert identities == {"device-test"}
@@ -142,7 +144,7 @@ async def test_mute_set_while_the_spare_waits_reaches_it_before_its_session(capl
         await rig.sup.set_muted(True)
         await rig.session()
         assert sent_lines(caplog)[-1]["muted"] == "True"
-        assert rig.sup.status()["muted"] is True
+        assert rig.sup.status().muted is True
     finally:
         await rig.sup.aclose()
 
@@ -176,7 +178,7 @@ async def test_a_child_that_stops_answering_is_killed_its_session_fails_and_the_
     try:
         rig.audio.speak(300)
         await rig.sup.start(rig.audio.mark(100))
-        pid = rig.sup.status()["process"]["pid"]
+        pid = rig.sup.status().process.pid
         failed = await until(lambda: rig.of(SessionFailed), "the hung session to fail")
         assert failed[0].reason is FailureReason.INTERNAL and "stopped answering" in failed[0].detail
         await until(lambda: not alive(pid), "the hung process to be gone")
@@ -196,13 +198,13 @@ async def test_a_start_queued_behind_the_end_of_a_session_starts_in_a_fresh_chil
         rig.audio.speak(300)
         await rig.sup.start(rig.audio.mark(100))
         await until(rig.listening, "agent listening")
-        second = rig.sup.status()["process"]["pid"]
+        second = rig.sup.status().process.pid
         rig.events.clear()
         await asyncio.gather(rig.sup.end("requested"), rig.sup.start(rig.audio.mark(100)))
         await until(rig.listening, "agent listening in the new session")
-        third = rig.sup.status()["process"]["pid"]
+        third = rig.sup.status().process.pid
         assert len({first, second, third}) == 3
-        assert rig.sup.status()["phase"] != "idle"
+        assert rig.sup.status().phase != "idle"
     finally:
         await rig.sup.aclose()
 
@@ -242,7 +244,7 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
         failed = rig.of(SessionFailed)
         assert len(failed) == 1 and failed[0].reason is FailureReason.INTERNAL
         assert "could not start" in failed[0].detail and "no_such_factory" in failed[0].detail
-        assert rig.sup.status()["phase"] == "idle"
+        assert rig.sup.status().phase == "idle"
         await rig.sup.end()  # nothing running: a no-op, not an error
     finally:
         await rig.sup.aclose()
@@ -254,7 +256,7 @@ async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(
 
     for mode in ("push_to_talk", "toggle", "always_on"):
         rig = make_rig(mode=mode)
-        assert idle_status(rig.sup._cfg) == {**rig.sup.status(), "identity": None}, mode
+        assert idle_status(rig.sup._cfg) == replace(rig.sup.status(), identity=None), mode
 
 
 @pytest.mark.parametrize(("source", "warmed"), [("local", "livekit.api,aiohttp"), ("literal", "")])
@@ -278,9 +280,9 @@ async def test_on_demand_starts_no_child_until_the_press() -> None:
     rig = Rig(warm=False)
     try:
         await asyncio.sleep(0.5)
-        assert rig.sup.status()["process"] == {"pid": None, "started": 0}
+        assert rig.sup.status().process == ProcessStatus(pid=None, started=0)
         await rig.session()
-        assert rig.sup.status()["process"]["started"] == 1
+        assert rig.sup.status().process.started == 1
     finally:
         await rig.sup.aclose()
 
@@ -292,7 +294,7 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
     rig.audio.speak(300)
     await rig.sup.start(rig.audio.mark(100))
     await until(rig.listening, "agent listening")
-    pid = rig.sup.status()["process"]["pid"]
+    pid = rig.sup.status().process.pid
     await rig.sup.aclose()
     assert not alive(pid)
     assert sent_lines(caplog), "the room was disconnected (CLIENT_INITIATED) before the child exited"

@@ -22,6 +22,7 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session.preconnect import TOPIC
+from device.session.status import AgentStatus, TranscriptLine, TurnsStatus
 from device.session.supervisor import SessionError
 from tests.session.conftest import make_config
 from tests.session.fakes import (
@@ -58,7 +59,7 @@ async def test_join_then_initializing_then_listening_drives_the_device_state(mak
     await rig.settle()
 
     assert [e.state for e in rig.of(AgentStateChanged)] == ["initializing", "listening"]
-    assert rig.sup.status()["agent"] == {"identity": "agent-1", "state": "listening"}
+    assert rig.sup.status().agent == AgentStatus("agent-1", "listening")
 
 
 async def test_agent_already_in_the_room_at_connect_is_recognised_without_an_event(make_rig):
@@ -76,10 +77,10 @@ async def test_avatar_publishing_on_behalf_of_the_agent_is_not_taken_for_the_age
     await rig.start()
     avatar = rig.room.agent_joins("avatar-1", attributes={"lk.publish_on_behalf": "agent-1"})
     await rig.settle()
-    assert rig.sup.status()["agent"]["identity"] is None
+    assert rig.sup.status().agent.identity is None
     rig.room.agent_joins("agent-1", state="listening")
     await rig.settle()
-    assert rig.sup.status()["agent"]["identity"] == "agent-1"
+    assert rig.sup.status().agent.identity == "agent-1"
 
     rig.room.publish_agent_audio(avatar)
     await rig.settle()
@@ -94,7 +95,7 @@ async def test_a_second_start_while_a_session_runs_is_ignored(make_rig):
     await rig.start()
     await rig.start()
     assert len(rig.rooms.made) == 1
-    assert rig.sup.status()["metrics"]["sessions"] == 1
+    assert rig.sup.status().metrics.sessions == 1
 
 
 async def test_each_session_gets_a_fresh_room_and_a_fresh_token(make_rig):
@@ -148,7 +149,7 @@ async def test_preconnect_stream_carries_speech_from_the_mark_and_live_continues
     assert uplink.streams[0].first == mark and uplink.live_starts == [uplink.streams[0].end]
     assert len(sent) + len(live) == rig.audio.produced - mark  # nothing lost, nothing twice
     assert uplink.gaps == 0
-    assert rig.sup.status()["metrics"]["preconnect_bytes_sent"] == 2 * len(sent)
+    assert rig.sup.status().metrics.preconnect_bytes_sent == 2 * len(sent)
 
 
 async def test_live_audio_is_batched_into_few_capture_calls(make_rig):
@@ -206,8 +207,8 @@ async def test_without_an_agent_before_the_timeout_the_buffer_is_dropped_and_sta
     await rig.start()
     rig.audio.speak(300)
     await rig.run_for(5.1)
-    pre = rig.sup.status()["preconnect"]
-    assert pre["drop_reason"] == "no agent joined within 5 s" and pre["dropped_ms"] == 300
+    pre = rig.sup.status().preconnect
+    assert pre is not None and pre.drop_reason == "no agent joined within 5 s" and pre.dropped_ms == 300
     rig.audio.speak(100)
     await rig.settle()
     rig.room.agent_joins()  # a late agent gets only what was said after the drop
@@ -225,7 +226,7 @@ async def test_agent_never_joins_fails_with_the_sdk_sentence_and_tears_down(make
     assert failed.reason is FailureReason.AGENT_DID_NOT_JOIN and failed.retry_in_s is None
     assert failed.reason.message == "Agent did not join the room."
     assert rig.media.sources[0].closed and not rig.room.connected
-    assert rig.sup.status()["phase"] == "idle"
+    assert rig.sup.status().phase == "idle"
 
 
 async def test_agent_that_joins_but_never_initializes_fails_with_the_second_sentence(make_rig):
@@ -314,7 +315,7 @@ async def test_full_reconnect_resends_speech_captured_while_disconnected_with_th
     assert writer.closed and uplink.live_starts[-1] == uplink.streams[-1].end
     after = source.samples()[live_before:]
     np.testing.assert_array_equal(after, pattern(uplink.streams[-1].end, len(after)))
-    assert rig.sup.status()["metrics"]["reconnects"] == 1
+    assert rig.sup.status().metrics.reconnects == 1
 
 
 async def test_resend_after_reconnect_is_bounded_by_config(make_rig):
@@ -455,7 +456,7 @@ async def test_end_during_connect_ends_at_once_and_the_late_room_is_disconnected
     await rig.sup.start(0)
     await rig.sup.end()
     assert rig.of(SessionEnded)[-1].reason == "requested"
-    assert rig.sup.status()["phase"] == "idle"
+    assert rig.sup.status().phase == "idle"
     await rig.run_for(5.5)
     assert rig.rooms.last.disconnects  # the abandoned attempt cleaned up after itself
     assert not rig.of(SessionFailed)
@@ -477,7 +478,7 @@ async def test_disconnect_reasons_become_typed_failures(make_rig, reason, failur
     await rig.settle()
     (failed,) = rig.of(SessionFailed)
     assert failed.reason is failure and (failed.retry_in_s is not None) == retried
-    assert rig.sup.status()["metrics"]["failures"] == {str(failure): 1}
+    assert rig.sup.status().metrics.failures == {str(failure): 1}
 
 
 async def test_retry_after_a_lost_connection_uses_a_fresh_room(make_rig):
@@ -488,6 +489,21 @@ async def test_retry_after_a_lost_connection_uses_a_fresh_room(make_rig):
     await rig.run_for(rig.of(SessionFailed)[0].retry_in_s + 0.1)
     first, second = rig.tokens.requests
     assert first.room_name != second.room_name
+
+
+async def test_every_report_carries_the_session_number_and_a_start_during_a_retry_adopts_it(make_rig):
+    # the device machine drops reports about an earlier session: a press while the supervisor waits to retry
+    # (the machine's session 2) must be answered by that retry, not by reports still numbered 1
+    rig = make_rig()
+    await rig.sup.start(rig.audio.mark(0), session=1)
+    await rig.settle()
+    assert {e.session for e in rig.events} == {1}
+    rig.room.drop(rtc.DisconnectReason.SERVER_SHUTDOWN)
+    await rig.settle()
+    assert rig.of(SessionFailed)[-1].session == 1
+    await rig.sup.start(rig.audio.mark(0), session=2)
+    await rig.run_for(rig.of(SessionFailed)[0].retry_in_s + 0.1)
+    assert rig.of(SessionConnecting)[-1].session == 2 and rig.of(SessionBuffering)[-1].session == 2
 
 
 async def test_room_deleted_by_the_agent_ends_the_session(make_rig):
@@ -559,7 +575,7 @@ async def test_press_to_listening_latency_is_measured_on_the_clock(make_rig):
     await rig.run_for(1.5)
     rig.room.set_agent_state(agent, "listening")
     await rig.settle()
-    assert rig.sup.status()["metrics"]["press_to_listening_ms"] == 1500
+    assert rig.sup.status().metrics.press_to_listening_ms == 1500
 
 
 # ---- turns ------------------------------------------------------------------------------------------------------
@@ -604,7 +620,7 @@ async def test_an_agent_without_turn_rpcs_falls_back_once_to_its_own_turn_detect
             await rig.settle()
     assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn"]
     assert sum("turns fallback" in r.getMessage() for r in caplog.records) == 1
-    assert rig.sup.status()["turns"] == {"rpc": False, "fallback": True}
+    assert rig.sup.status().turns == TurnsStatus(rpc=False, fallback=True)
 
 
 async def test_a_press_while_the_agent_speaks_is_barge_in(make_rig):
@@ -651,7 +667,7 @@ async def test_final_transcripts_are_kept_for_status_and_interim_ones_ignored(ma
     handler(FakeTextReader("hel", {"lk.transcription_final": "false"}), "agent-1")
     handler(FakeTextReader("hello there", {"lk.transcription_final": "true"}), "agent-1")
     await rig.settle()
-    assert rig.sup.status()["transcripts"] == [{"speaker": "agent-1", "text": "hello there"}]
+    assert rig.sup.status().transcripts == (TranscriptLine("agent-1", "hello there"),)
 
 
 async def test_send_text_goes_on_lk_chat_and_needs_a_session(make_rig):
