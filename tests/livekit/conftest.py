@@ -16,12 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.livekit.network import Capture, tools_missing
+from tests.livekit.network import Capture, DeviceSide, tag_device_connections, tools_missing
 from tests.livekit.server import API_KEY, API_SECRET, Server, unavailable_reason
 from tests.livekit.worker_proc import Worker, agent_unavailable_reason
 from tests.polling import wait_for
 from tests.stubsfu.netns import NetNs, NetNsUnavailable
 from tests.wire.daemon import Daemon, daemon_config, launch_daemon
+
+# The test agent answers start_turn this late (a busy agent, a slow network): the device must keep its pre-connect
+# stream open until the answer, or the agent — its input off until then — discards the buffer (routing.py).
+START_TURN_DELAY_S = 0.5
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,6 +52,7 @@ def livekit_ns() -> Iterator[NetNs]:
         require(str(e))
         raise
     try:
+        tag_device_connections(ns)  # the faults of tests/livekit/network.py hit the device's connections only
         yield ns
     finally:
         ns.delete()
@@ -75,11 +80,17 @@ def server(livekit_ns: NetNs, workdir: Path, capture: Capture) -> Iterator[Serve
 
 
 @pytest.fixture(scope="module")
-def worker(server: Server, workdir: Path) -> Iterator[Worker]:
-    """The push-to-talk agent `vd-agent` (the daemon's configs below dispatch it)."""
-    w = Worker(server, workdir, "vd-agent").start()
+def module_worker(server: Server, workdir: Path) -> Iterator[Worker]:
+    w = Worker(server, workdir, "vd-agent", start_turn_delay_s=START_TURN_DELAY_S).start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def worker(module_worker: Worker) -> Worker:
+    """The push-to-talk agent `vd-agent` (the daemon's configs below dispatch it), registered with the server
+    that runs now: started again if a test killed it, waited for if the server was restarted."""
+    return module_worker.ensure_registered()
 
 
 def real_config(server: Server, path: Path, socket: Path, *, agent_name: str = "vd-agent",
@@ -92,7 +103,7 @@ def real_config(server: Server, path: Path, socket: Path, *, agent_name: str = "
 def launch_real_daemon(server: Server, directory: Path, pulse_server: str, **config: Any) -> Daemon:
     stamp = time.monotonic_ns()
     cfg = real_config(server, directory / f"daemon-{stamp}.yaml", directory / f"ctl-{stamp}.sock", **config)
-    return launch_daemon(server.ns, directory, cfg, pulse_server)
+    return launch_daemon(DeviceSide.of(server.ns), directory, cfg, pulse_server)
 
 
 def room_of(daemon: Daemon, timeout: float = 20.0) -> str:

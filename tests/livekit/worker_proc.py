@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ class Worker:
     workdir: Path
     agent_name: str
     push_to_talk: bool = True
+    start_turn_delay_s: float = 0.0
     process: LineProcess | None = None
+    _server_starts_at_start: int = 0
+    _starts: int = 0
 
     @property
     def record_dir(self) -> Path:
@@ -64,10 +68,32 @@ class Worker:
                 "--api-secret", API_SECRET, "--agent-name", self.agent_name, "--record", str(self.record_dir)]
         if self.push_to_talk:
             argv.append("--ptt")
+        if self.start_turn_delay_s:
+            argv += ["--start-turn-delay", str(self.start_turn_delay_s)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
-        self.process = LineProcess(self.server.ns.command(argv), self.workdir / f"agent-{self.agent_name}.log", env=env)
+        self._server_starts_at_start = self.server.starts
+        self._starts += 1
+        log = self.workdir / f"agent-{self.agent_name}-{self._starts}.log"
+        self.process = LineProcess(self.server.ns.command(argv), log, env=env)
         self.process.wait_line(lambda line: line.startswith("agent worker registered"), REGISTER_TIMEOUT_S)
+        return self
+
+    def registrations(self) -> int:
+        return self.log().count("registered worker") if self.process else 0
+
+    def ensure_registered(self, timeout: float = REGISTER_TIMEOUT_S) -> Worker:
+        """Running and registered with the server as it is now (once per server start), else started again."""
+        if self.process is None or self.process.proc.poll() is not None:
+            return self.start()
+        deadline = time.monotonic() + timeout
+        while self.registrations() < self.server.starts - self._server_starts_at_start + 1:
+            if self.process.proc.poll() is not None:
+                return self.start()
+            if time.monotonic() > deadline:
+                self.stop()
+                return self.start()
+            time.sleep(0.2)
         return self
 
     def room(self, name: str) -> RoomRecording:

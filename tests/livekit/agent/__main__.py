@@ -26,14 +26,20 @@ def parse() -> argparse.Namespace:
     p.add_argument("--agent-name", required=True)
     p.add_argument("--record", required=True, help="folder for the per-room recordings")
     p.add_argument("--ptt", action="store_true", help="manual turns: start_turn / end_turn / cancel_turn RPCs")
+    p.add_argument("--start-turn-delay", type=float, default=0.0,
+                   help="seconds start_turn waits before it enables the input (a slow agent)")
     return p.parse_args()
 
 
 async def run(args: argparse.Namespace) -> None:
     os.environ["VD_AGENT_RECORD"] = args.record
     os.environ["VD_AGENT_PTT"] = "1" if args.ptt else "0"
+    os.environ["VD_AGENT_START_TURN_DELAY"] = str(args.start_turn_delay)
     server = AgentServer(ws_url=args.url, api_key=args.api_key, api_secret=args.api_secret,
                          job_executor_type=JobExecutorType.THREAD, num_idle_processes=0, host="127.0.0.1", port=0,
+                         # the default load is the machine's CPU use; the server dispatches only to a worker whose
+                         # load is below 1, so a busy 2-core test machine would make it refuse jobs at random
+                         load_fnc=lambda: 0.0,
                          setup_fnc=prewarm, initialize_process_timeout=60.0, shutdown_process_timeout=5.0)
     server.rtc_session(entrypoint, agent_name=args.agent_name)
 

@@ -8,6 +8,7 @@ pushed (from the session's own log record), each STT stream's frames, the LLM's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ INPUT_RATE = 48000  # the device captures at 48 kHz: no resampler between its bu
 class Settings:
     record: Path
     push_to_talk: bool
+    start_turn_delay_s: float = 0.0  # start_turn waits this long before enabling the input (a slow agent)
 
 
 class PreConnectReport(logging.Handler):
@@ -52,7 +54,8 @@ class PreConnectReport(logging.Handler):
 
 
 def settings_from_env() -> Settings:
-    return Settings(record=Path(os.environ["VD_AGENT_RECORD"]), push_to_talk=os.environ.get("VD_AGENT_PTT") == "1")
+    return Settings(record=Path(os.environ["VD_AGENT_RECORD"]), push_to_talk=os.environ.get("VD_AGENT_PTT") == "1",
+                    start_turn_delay_s=float(os.environ.get("VD_AGENT_START_TURN_DELAY", "0")))
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -77,7 +80,7 @@ async def entrypoint(ctx: JobContext) -> None:
     recorder.event("session_started", identity=ctx.room.local_participant.identity)
     if settings.push_to_talk:
         session.input.set_audio_enabled(False)
-        _register_turns(ctx.room.local_participant, session, recorder)
+        _register_turns(ctx.room.local_participant, session, recorder, settings.start_turn_delay_s)
 
 
 async def _shutdown(recorder: Recorder, agents_log: logging.Logger, report: logging.Handler) -> None:
@@ -96,13 +99,17 @@ def _record_session(session: AgentSession[Any], recorder: Recorder) -> None:
     session.on("close", lambda ev: recorder.event("session_closed", reason=str(ev.reason)))
 
 
-def _register_turns(lp: rtc.LocalParticipant, session: AgentSession[Any], recorder: Recorder) -> None:
+def _register_turns(lp: rtc.LocalParticipant, session: AgentSession[Any], recorder: Recorder,
+                    start_turn_delay_s: float) -> None:
     async def start_turn(data: rtc.RpcInvocationData) -> str:
         recorder.event("rpc", method="start_turn", caller=data.caller_identity)
+        if start_turn_delay_s > 0:
+            await asyncio.sleep(start_turn_delay_s)
         session.interrupt()
         session.clear_user_turn()
         session.room_io.set_participant(data.caller_identity)
         session.input.set_audio_enabled(True)
+        recorder.event("input_enabled", caller=data.caller_identity)
         return "ok"
 
     async def end_turn(data: rtc.RpcInvocationData) -> str:
