@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VOICE_DEVICE_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins
-  iproute2 espeak-ng sox systemd tcpdump nftables)
+  iproute2 espeak-ng sox systemd tcpdump nftables iptables libnetfilter-queue-dev)
 
 say() { echo "setup: $*" >&2; }
 
@@ -67,6 +67,14 @@ if [[ ! -f "$agent_stamp" || "$(cat "$agent_stamp")" != "${AGENT_PINS[*]}" ]]; t
     say "the test agent's install did not complete (whole log in $log)"; exit 1
   fi
   echo "${AGENT_PINS[*]}" > "$agent_stamp"
+fi
+# The real-stack delay fault (tests/livekit/delay_queue.py): the kernel's NFQUEUE target read by NetfilterQueue
+# (built against libnetfilter-queue-dev), in the test venv only; the daemon never imports it.
+NFQ_PIN="NetfilterQueue==1.1.0"
+if ! "$VENV/bin/python" -c 'import netfilterqueue' 2>/dev/null; then
+  say "installing $NFQ_PIN into $VENV (tests only)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$NFQ_PIN" > "$VENV/.nfq-pip.log" 2>&1 \
+    || { tail -20 "$VENV/.nfq-pip.log" >&2; say "$NFQ_PIN did not install (log in $VENV/.nfq-pip.log)"; exit 1; }
 fi
 server_rc=0
 bash "$ROOT/scripts/livekit-server.sh" >/dev/null || server_rc=$?
