@@ -3,9 +3,11 @@ worker running an AgentSession (recording STT, scripted LLM, espeak-ng TTS, sile
 
 Speech starts before the press; the agent is dispatched by the name in the device's token; the session's own
 room_io takes the pre-connect buffer; what the agent's STT was fed is compared with the reference speech. The
-same session then sends typed text, shows the agent's transcripts, and outlives its token: the token expires
-(and the server's one-minute leeway passes), the network is cut, and the session resumes on the token the
-server refreshed. Every packet of the module is captured and must stay inside the namespace.
+agent answers start_turn late (conftest.START_TURN_DELAY_S): without the device holding its stream open until
+that answer, the agent would discard the whole buffer. The same session then sends typed text, shows the agent's
+transcripts, and outlives its token: the token expires (and the server's one-minute leeway passes), the device's
+network is cut, and the session resumes on the token the server refreshed. Every packet of the module is
+captured and must stay inside the namespace.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ from tests.wire.rig import play_into_mic
 from tests.wire.signals import (
     OPUS_LOOKAHEAD_S,
     RATE,
+    continuation,
     correlation,
     find_lag,
+    first_sound,
     local_lag,
     onset,
     read_wav,
     speech,
     speech_tools_missing,
+    voices,
     write_wav,
 )
 
@@ -51,13 +56,20 @@ pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
 UTTERANCE = ("Hello there. This is the voice device speaking before the button was pressed, "
              "and it goes on talking while the agent joins the room.")
+# Two more voices under the first, staggered, so the seam (wherever the join puts it) never falls on a pause
+OTHER_VOICES = [("Meanwhile a second voice keeps counting: one, two, three, four, five, six, seven, eight, nine, ten, "
+                 "eleven, twelve.", "en+f3"),
+                ("And a third one reads the alphabet: a b c d e f g h i j k l m n o p q r s t u v w x y z, and again.",
+                 "en+m3")]
 TYPED = "What is the weather like"
 PRESS_AFTER_SPEECH_S = 0.3
 PREROLL_MS = 500
 TOKEN_TTL_S = 15
 SERVER_LEEWAY_S = 60  # livekit/protocol auth/verifier.go: tokenLeeway = time.Minute
-CUT_S = 8.0
-RECEIVER_STRETCH_MS = 30.0
+CUT_S = 8.0  # silent, then the device's old connections are reset (tests/livekit/network.py)
+# A 10 ms frame lost or sent twice moves the live audio by >= 10 ms: the seam is judged finer than that, with room
+# for locating the first decoded sample (the codec's fade-in)
+SEAM_SLACK_MS = 3.0
 
 
 @dataclass
@@ -98,10 +110,10 @@ def _turn(session: Session, audio_rig: Any, wav: Path, *, before_press_s: float)
 
 
 @pytest.fixture(scope="module")
-def session(server: Server, worker: Worker, audio_rig: Any, workdir: Path) -> Iterator[Session]:
+def session(server: Server, module_worker: Worker, audio_rig: Any, workdir: Path) -> Iterator[Session]:
     if (why := speech_tools_missing()) is not None:
         pytest.skip(why)
-    wavs = {"utterance": write_wav(workdir / "utterance.wav", speech(UTTERANCE)),
+    wavs = {"utterance": write_wav(workdir / "utterance.wav", voices([(UTTERANCE, "en"), *OTHER_VOICES])),
             "short": write_wav(workdir / "short.wav", speech("One two three four five.", seed=9))}
     room = f"vd-conv-{secrets.token_hex(3)}"
     token = device_token(room, "device-conv", ttl=timedelta(seconds=TOKEN_TTL_S))
@@ -110,7 +122,7 @@ def session(server: Server, worker: Worker, audio_rig: Any, workdir: Path) -> It
                                 agent_connect_timeout_s=20.0, session={"idle_timeout_s": 600},
                                 livekit={"token_source": "literal", "token": token})
     try:
-        yield Session(daemon=daemon, room=room, token=token, expires=expires, recording=worker.room(room),
+        yield Session(daemon=daemon, room=room, token=token, expires=expires, recording=module_worker.room(room),
                       speech=wavs)
     finally:
         daemon.process.stop()
@@ -165,26 +177,41 @@ def test_the_real_preconnect_handler_takes_the_buffer_from_the_first_word(first_
 
 
 def test_live_audio_continues_where_the_buffer_stopped_within_the_codec_delay(first_turn: FirstTurn) -> None:
-    """The agent's receiver plays digital silence until its first decoded packet (libwebrtc's playout, measured
-    110–125 ms here): that run is the receiver's, not the device's (the test speech is never digital zero). The
-    speech after it must continue where the buffer stopped: a lost 10 ms frame shows as < 0. Above, the Opus
-    look-ahead (6.5 ms) plus what the receiver's jitter buffer (NetEQ) stretches its first packets by (measured
-    +5.7 to +16.7 ms) is allowed: RECEIVER_STRETCH_MS. The device's own seam is sample-exact (tests/wire)."""
+    """The agent's receiver plays digital silence until its first decoded packet (libwebrtc's playout): that run
+    is the receiver's, not the device's (the test speech is never digital zero). After it, the live audio must
+    continue where the buffer stopped, delayed by the codec's look-ahead (Opus 6.5 ms): a 10 ms frame lost shows
+    as < 0, one sent twice as >= +10 ms. The reference is three voices at once, so the 20 ms windows judged right
+    after the seam always hold speech; each window's own lag is printed (a drift is the receiver's jitter buffer
+    stretching its first packets). The device's own seam is sample-exact (tests/wire, tests/session)."""
     seam_index = round(first_turn.pushed_s * RATE)
     source, heard = first_turn.source, first_turn.heard
     lag = find_lag(source, heard[:seam_index])
-    assert seam_index - lag < len(source) - RATE // 2, "the seam must fall inside the utterance to be judged"
+    assert seam_index - lag < len(source) - RATE, "the seam must fall inside the utterance to be judged"
     before = local_lag(source, heard, seam_index - RATE // 20, RATE // 20, lag)
-    silence = int(np.flatnonzero(heard[seam_index:] != 0)[0])
-    # a 200 ms stretch (a 20 ms one can fall on the noise bed between words, which Opus does not keep sample-true)
-    after = local_lag(source, heard, seam_index + silence + RATE // 100, RATE // 5, before.lag + silence,
-                      search=RATE // 20)
-    extra_ms = (after.lag - before.lag - silence) * 1000 / RATE
-    print(f"seam: receiver's silence {silence * 1000 / RATE:.1f} ms, then speech at {extra_ms:+.2f} ms "
-          f"(Opus look-ahead {OPUS_LOOKAHEAD_S * 1000:.1f} ms); before {before}, after {after}")
+    silence = first_sound(heard[seam_index:seam_index + 2 * RATE])  # where the decoded live audio begins
+    assert silence is not None, "no live audio after the pre-connect buffer"
+    live = continuation(source, heard, seam_index + silence, before.lag + silence)
+    extra_ms = [(w.lag - before.lag - silence) * 1000 / RATE for w in live]
+    print(f"seam: receiver's silence {silence * 1000 / RATE:.0f} ms; then per 20 ms window the live audio sits at "
+          + ", ".join(f"{e:+.1f} ms (r {w.correlation:.2f})" for e, w in zip(extra_ms, live, strict=True))
+          + f" (Opus look-ahead {OPUS_LOOKAHEAD_S * 1000:.1f} ms); before the seam {before}")
     assert before.correlation > 0.99
-    assert after.correlation > 0.5, f"live audio after the seam is not the utterance: {after}"
-    assert -1.0 <= extra_ms <= OPUS_LOOKAHEAD_S * 1000 + RECEIVER_STRETCH_MS
+    judged = [e for e, w in zip(extra_ms, live, strict=True) if w.correlation > 0.8]
+    assert len(judged) >= 3, f"live audio after the seam is not the utterance: {live}"
+    # + : audio the live side repeats (or the codec's pre-echo, up to its look-ahead); − : audio lost
+    assert -SEAM_SLACK_MS <= judged[0] <= OPUS_LOOKAHEAD_S * 1000 + SEAM_SLACK_MS, f"live audio at {judged[0]:+.1f} ms"
+
+
+def test_the_stream_stayed_open_until_the_agent_had_taken_the_turn(session: Session, first_turn: FirstTurn) -> None:
+    """The agent's input was off until its (late) start_turn ran: its pre-connect handler pushed the buffer after
+    that, so none of it was discarded. Without the device waiting for the answer (routing.Facts.turn_pending)
+    the buffer completed at the subscription, ~0.5 s too early, and the STT got none of the pre-roll."""
+    enabled = session.recording.events("input_enabled")
+    pushed = [e for e in session.recording.events("preconnect") if e["message"].endswith("buffer pushed")]
+    assert enabled and pushed
+    print(f"agent input enabled at +0 ms; buffer pushed at {(pushed[0]['t'] - enabled[0]['t']) * 1000:+.0f} ms")
+    assert pushed[0]["t"] >= enabled[0]["t"]
+    assert re.search(r"pre-connect stream closed reason=subscribed", session.daemon.log())
 
 
 def test_push_to_talk_turns_go_through_the_agents_rpcs(session: Session, first_turn: FirstTurn) -> None:
@@ -229,39 +256,56 @@ def test_voice_device_status_shows_the_agents_transcriptions(session: Session, t
 
 @pytest.fixture(scope="module")
 def after_expiry(session: Session, server: Server, typed: list[str], audio_rig: Any) -> dict[str, Any]:
-    """Wait out the token (and the server's leeway), prove it is dead, then cut the network."""
+    """Wait out the token (and the server's leeway), prove it is dead, then cut the device's network: 8 s silent,
+    then back with the device's old connections reset, so the SDK finds its websocket broken on a network that
+    works and resumes. (A silent cut alone, shorter than the SDK's 15 s ping timeout, is never noticed: no
+    resume, nothing refreshed is used. One longer than that is noticed while still cut, the SDK's first resume
+    attempt fails, and it escalates to a full restart: livekit rust-sdks rtc_engine reconnect logic.)"""
     wait = session.expires + SERVER_LEEWAY_S + 2 - time.time()
     if wait > 0:
         time.sleep(wait)
-    refused = server.admin("try-join", device_token(session.room, "device-probe", ttl=timedelta(seconds=1),
-                                                    agent_name=None))
     original = server.admin("try-join", session.token)
     assert session.daemon.snapshot()["state"] == "listening", "the session did not outlive its token"
-    mark = session.daemon.mark()
+    mark, log_at, server_at = session.daemon.mark(), len(session.daemon.log()), len(server.log())
+    cut_at = time.time()
     network.cut(server.ns)
     try:
         time.sleep(CUT_S)
+        dropped = network.counted_packets(server.ns)
     finally:
-        dropped = network.dropped_packets(server.ns)
-        network.restore(server.ns)
-    session.daemon.wait_state("reconnecting", timeout=20, after=mark)
-    session.daemon.wait_state("listening", timeout=60, after=mark)
+        network.restore(server.ns, reset=True)
+    try:
+        session.daemon.wait_state("reconnecting", timeout=20, after=mark)
+        session.daemon.wait_state("listening", timeout=60, after=mark)
+    finally:
+        network.clear(server.ns)
     states = session.daemon.states()[mark:]
     before = len(session.recording.events("rpc"))
     _turn(session, audio_rig, session.speech["short"], before_press_s=0.0)
-    return {"original": original, "probe": refused, "states": states, "dropped": dropped,
-            "rpcs_before": before}
+    return {"original": original, "states": states, "dropped": dropped, "rpcs_before": before, "cut_at": cut_at,
+            "daemon_log": session.daemon.log()[log_at:], "before_log": session.daemon.log()[:log_at],
+            "server_log": server.log()[server_at:]}
 
 
-def test_the_session_outlives_its_token_and_then_survives_a_network_cut(session: Session,
-                                                                       after_expiry: dict[str, Any]) -> None:
-    print(f"original token now: {after_expiry['original']}; states over the {CUT_S} s cut: "
-          f"{after_expiry['states']}; packets dropped {after_expiry['dropped']}")
+def test_the_session_outlives_its_token_and_then_resumes_after_a_network_cut(session: Session,
+                                                                            after_expiry: dict[str, Any]) -> None:
+    """The resume after the cut was made with the token the server refreshed: the original was refused (401)
+    by then, the server accepted the device's reconnect, the SDK resumed (same mic track, no republish) and the
+    device never fetched a token again (a literal token: a fresh fetch could only give the expired one)."""
+    device_lines = [line for line in after_expiry["server_log"].splitlines() if '"participant": "device-conv"' in line]
+    resumed = [line for line in device_lines if "resuming RTC session" in line]
+    started = [line for line in device_lines if "starting RTC session" in line]
+    print(f"original token now: {after_expiry['original']}; states over the {CUT_S} s cut: {after_expiry['states']}; "
+          f"packets dropped {after_expiry['dropped']}; the server resumed the device {len(resumed)}x, "
+          f"started it anew {len(started)}x")
     assert after_expiry["original"].startswith("refused:") and "401" in after_expiry["original"]
+    assert "token refreshed by the server" in after_expiry["before_log"]
     assert after_expiry["dropped"] > 0, "the cut dropped nothing: it was not a cut"
-    metrics = session.daemon.snapshot()["metrics"]
-    assert not metrics.get("failures"), metrics
-    assert "failed" not in after_expiry["states"]
+    assert "reconnecting" in after_expiry["states"] and "failed" not in after_expiry["states"]
+    assert resumed and not started, "the server did not resume the device's session"
+    assert "mic republished" not in after_expiry["daemon_log"], "a full restart, not a resume"
+    assert "session connecting" not in after_expiry["daemon_log"], "the device started over with a token fetch"
+    assert not session.daemon.snapshot()["metrics"].get("failures")
     rpcs = session.recording.events("rpc")[after_expiry["rpcs_before"]:]
     assert [e["method"] for e in rpcs] == ["start_turn", "end_turn"], "no turn after the cut"
     assert len(session.recording.events("job")) == 1, "the session was resumed, not a new room and agent"
@@ -279,7 +323,9 @@ def test_the_ice_servers_handed_to_clients_are_inside_the_namespace(server: Serv
     assert all(f"{server.ns.server_ip}:{TURN_PORT}" in u for u in urls), urls
 
 
-def test_no_packet_left_the_namespace(capture: Capture, after_expiry: dict[str, Any]) -> None:
+def test_no_packet_left_the_namespace(capture: Capture, first_turn: FirstTurn, typed: list[str]) -> None:
+    """Every packet of the module so far (server start, dispatch, the conversation, the token's expiry and the
+    cut when they ran) went between the namespace's own addresses."""
     packets = capture.stop()
     print(f"{len(packets)} packets captured in the namespace; foreign: {capture.foreign()[:5]}")
     assert len(packets) > 1000, "the capture saw almost nothing: it proves nothing"
