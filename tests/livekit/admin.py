@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from tests.livekit.server import API_KEY, API_SECRET
@@ -49,7 +50,9 @@ def main() -> int:
     url, verb, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     out = asyncio.run(try_join(url, args[0]) if verb == "try-join" else room_service(url, verb, args))
     print(out, flush=True)
-    return 0
+    # a refused connect leaves the SDK's native threads retrying; interpreter teardown under them can abort the
+    # process (SIGABRT) after the answer is out: leave without it (shared/docs/test-rig-facts.md)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,14 @@ class Delay:
         return int(found[-1]) if found else 0
 
 
+def _address(endpoint: str) -> str:
+    """tcpdump's `10.231.5.1.7880` / `10.231.5.1` (ICMP: no port) / `fe80::1.5353` → the address alone."""
+    try:
+        return str(ipaddress.ip_address(endpoint))
+    except ValueError:
+        return str(ipaddress.ip_address(endpoint.rsplit(".", 1)[0]))
+
+
 @dataclass
 class Capture:
     ns: NetNs
@@ -176,8 +184,8 @@ class Capture:
             self.proc.wait(timeout=10)
         text = subprocess.run(["tcpdump", "-r", str(self.path), "-n", "-q", "-t"], capture_output=True, text=True,
                               timeout=120).stdout
-        self.packets = [(m.group(1), m.group(2)) for m in re.finditer(
-            r"IP6? (\S+?)(?:\.\d+)? > (\S+?)(?:\.\d+)?: ", text)]
+        self.packets = [(_address(m.group(1)), _address(m.group(2)))
+                        for m in re.finditer(r"(?:^|\s)IP6? (\S+) > (\S+): ", text, re.MULTILINE)]
         return self.packets
 
     def foreign(self) -> list[tuple[str, str]]:
