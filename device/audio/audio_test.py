@@ -88,7 +88,8 @@ async def record_and_play(config: AudioConfig, seconds: float, out: TextIO | Non
     try:
         if not await _wait_mic(engine):
             return 1
-        out.write(f"recording {seconds:g} s from {engine.input_device.name!r}: speak now\n")  # type: ignore[union-attr]
+        name = engine.input_device.name if engine.input_device else "?"
+        out.write(f"recording {seconds:g} s from {name!r}: speak now\n")
         audio = await _collect(engine, engine.now_index(), int(seconds * engine.sample_rate), out)
         peak = int(np.abs(audio.astype(np.int32)).max()) if audio.shape[0] else 0
         seconds_got = audio.shape[0] / engine.sample_rate

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
 
+from device.audio.devices import PaStream
 from device.audio.ring import Ring
 
 PA_INPUT_OVERFLOW = 0x2  # paInputOverflow in the callback's status flags
@@ -40,7 +40,7 @@ class Capture:
         self.block_adc = np.zeros(ring_blocks, dtype=np.float64)  # monotonic ADC time of each slot's block
         self._wake = wake
         self._result = (None, PA_CONTINUE)
-        self.stream: Any = None
+        self.stream: PaStream = None
         self.callbacks = 0
         self.input_overflows = 0
         self.short_blocks = 0  # callbacks whose size was not the block size (dropped; should never happen)

@@ -9,7 +9,10 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+
+from device.core.dynamic import PaStream, PyAudio
+
+__all__ = ["PaStream", "PyAudio"]  # re-exported for the engine, capture and player
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class DeviceInfo:
     is_default_input: bool
     is_default_output: bool
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -43,14 +46,14 @@ def quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def open_pyaudio() -> Any:
+def open_pyaudio() -> PyAudio:
     import pyaudio
 
     with quiet_stderr():
         return pyaudio.PyAudio()
 
 
-def list_devices(pa: Any | None = None) -> list[DeviceInfo]:
+def list_devices(pa: PyAudio | None = None) -> list[DeviceInfo]:
     own = pa is None
     pa = pa or open_pyaudio()
     try:

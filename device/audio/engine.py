@@ -17,16 +17,25 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
 
 from device.audio.capture import Capture
-from device.audio.devices import DeviceInfo, DeviceNotFound, list_devices, open_pyaudio, pick_device, quiet_stderr
+from device.audio.devices import (
+    DeviceInfo,
+    DeviceNotFound,
+    PaStream,
+    PyAudio,
+    list_devices,
+    open_pyaudio,
+    pick_device,
+    quiet_stderr,
+)
 from device.audio.earcons import load_earcons
 from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
 from device.audio.stats import AudioStats
+from device.audio.waker import Waker
 from device.config.schema import AudioConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, MicLost, MicRestored
@@ -69,9 +78,9 @@ class AudioEngine:
         self._out_backoff = self._device_backoff()
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
         self._earcons = load_earcons(config.earcons)
-        self._pa: Any = None
+        self._pa: PyAudio | None = None
         self._capture: Capture | None = None
-        self._waker: Any = None
+        self._waker: Waker | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.mic_open = False
@@ -89,8 +98,6 @@ class AudioEngine:
 
     async def start(self) -> None:
         """Open the devices. A device that is missing is logged, reported and retried in the background."""
-        from device.audio.waker import Waker
-
         loop = asyncio.get_running_loop()
         self._stopping = False
         self._pump.closed = False
@@ -282,11 +289,15 @@ class AudioEngine:
                 continue
             try:
                 with quiet_stderr():
-                    if self._pa.is_format_supported(rate, **kwargs):
+                    if self._portaudio().is_format_supported(rate, **kwargs):
                         return rate
             except ValueError:
                 continue
         return self.sample_rate
+
+    def _portaudio(self) -> PyAudio:
+        assert self._pa is not None, "start() initialised PortAudio"
+        return self._pa
 
     def _open_input(self) -> bool:
         import pyaudio
@@ -299,10 +310,11 @@ class AudioEngine:
             return False
         rate = self._device_rate_for(dev, "input")
         block = rate * self.config.block_ms // 1000
+        assert self._waker is not None, "start() made the waker"
         capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake)
         try:
             with quiet_stderr():
-                stream = self._pa.open(
+                stream = self._portaudio().open(
                     format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=capture.callback, start=False,
                 )
@@ -340,7 +352,7 @@ class AudioEngine:
             block = rate * self.config.block_ms // 1000
             self.player.attach(rate, block)
             with quiet_stderr():
-                stream = self._pa.open(
+                stream = self._portaudio().open(
                     format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=self.player.callback, start=False,
                 )
@@ -414,14 +426,14 @@ class AudioEngine:
             log.exception("audio on_event handler failed event=%s", type(event).__name__)
 
 
-def _active(stream: Any) -> bool:
+def _active(stream: PaStream) -> bool:
     try:
         return bool(stream.is_active())
     except OSError:
         return False
 
 
-def _close_stream(stream: Any) -> None:
+def _close_stream(stream: PaStream) -> None:
     # Close without stop_stream: Pa_CloseStream aborts an active stream (pending buffers dropped, the callback
     # thread cancelled), while Pa_StopStream waits for the device to drain — and a hung device (a suspended sink,
     # a USB speaker gone mid-write) never drains, which blocked the event loop for good.

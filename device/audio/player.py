@@ -21,11 +21,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from device.audio.devices import PaStream
 from device.audio.ring import Overrun, Ring
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.audio.player")
 
@@ -42,11 +46,11 @@ class Player:
         self.underrun_samples = 0
         self.overruns = 0  # audio pushed so far ahead that it overwrote unplayed audio
         self.samples_played = 0  # non-silent-by-intent samples handed to the device
-        self.stream: Any = None
+        self.stream: PaStream = None
         self.on_demand: Callable[[], None] | None = None  # called when audio is pushed and no stream is open
         self.idle_blocks = 0  # consecutive callbacks with nothing to play (the engine closes an idle stream)
         self.last_callback_monotonic = 0.0
-        self._resamplers: dict[int, Any] = {}
+        self._resamplers: dict[int, rtc.AudioResampler] = {}
         self._configure(rate, block=rate // 50)
 
     def _configure(self, rate: int, block: int) -> None:
@@ -85,7 +89,7 @@ class Player:
     def volume(self, value: float) -> None:
         self._volume = min(1.0, max(0.0, float(value)))
 
-    def push(self, frame: Any) -> None:
+    def push(self, frame: rtc.AudioFrame) -> None:
         """Queue an `rtc.AudioFrame` (any rate, any channel count) for playback."""
         samples = np.frombuffer(frame.data, dtype=np.int16)
         if frame.num_channels > 1:

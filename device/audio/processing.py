@@ -96,7 +96,9 @@ class FrameProcessor:
 
     def _run(self, fs: _FrameSet, block: np.ndarray, *, reverse: bool) -> None:
         calls = _check(block, fs.call)
-        call = self._apm.process_reverse_stream if reverse else self._apm.process_stream  # type: ignore[union-attr]
+        apm = self._apm
+        assert apm is not None, "process() and process_reverse() return early without an APM"
+        call = apm.process_reverse_stream if reverse else apm.process_stream
         n = fs.call
         for i in range(calls):
             fs.samples[:] = block[i * n : (i + 1) * n]

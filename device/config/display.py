@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+
+from device.core.dynamic import JSON, FieldValue
 
 MASK = "***"
 
 
-def to_dict(obj: Any, mask: bool = True) -> Any:
+def to_dict(obj: FieldValue, mask: bool = True) -> JSON:
     """A dataclass tree as plain dicts/lists, secret fields shown as `***` when `mask`."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {}
+        out: dict[str, JSON] = {}
         for f in dataclasses.fields(obj):
             if f.metadata.get("internal"):
                 continue
@@ -28,7 +29,7 @@ def to_dict(obj: Any, mask: bool = True) -> Any:
     return obj
 
 
-def secret_values(obj: Any) -> list[str]:
+def secret_values(obj: FieldValue) -> list[str]:
     """Every non-empty secret string in a config tree (for the log redaction filter)."""
     found: list[str] = []
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

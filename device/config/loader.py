@@ -18,13 +18,13 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from device.config.errors import ConfigError
 from device.config.schema import Config
+from device.core.dynamic import FieldValue, TypeForm
 
 log = logging.getLogger("device.config")
 
@@ -100,7 +100,7 @@ def _compose(text: str, ctx: _Ctx) -> yaml.Node | None:
 _constructor = yaml.SafeLoader("")
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node) -> FieldValue:
     try:
         return _constructor.construct_object(node, deep=True)
     except yaml.YAMLError:
@@ -114,7 +114,7 @@ def _is_null(node: yaml.Node | None) -> bool:
     return node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null")
 
 
-def _build(cls: type, node: yaml.Node | None, path: str, ctx: _Ctx) -> Any:
+def _build(cls: type, node: yaml.Node | None, path: str, ctx: _Ctx) -> FieldValue:
     if _is_null(node):
         return cls()
     assert node is not None
@@ -122,7 +122,7 @@ def _build(cls: type, node: yaml.Node | None, path: str, ctx: _Ctx) -> Any:
         raise ctx.error(f"expected a mapping of keys, got {_describe(node)}", node, path or "(top level)")
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, FieldValue] = {}
     for key_node, value_node in node.value:
         key = _scalar(key_node)
         keypath = f"{path}.{key}" if path else str(key)
@@ -139,14 +139,14 @@ def _build(cls: type, node: yaml.Node | None, path: str, ctx: _Ctx) -> Any:
     return cls(**kwargs)
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def _unwrap_optional(tp: TypeForm) -> tuple[TypeForm, bool]:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return args[0], len(args) < len(typing.get_args(tp))
     return tp, False
 
 
-def _value(tp: Any, meta: Mapping[str, Any], node: yaml.Node, keypath: str, ctx: _Ctx) -> Any:
+def _value(tp: TypeForm, meta: Mapping[str, FieldValue], node: yaml.Node, keypath: str, ctx: _Ctx) -> FieldValue:
     tp, optional = _unwrap_optional(tp)
     if _is_null(node):
         if optional:
@@ -178,8 +178,8 @@ def _value(tp: Any, meta: Mapping[str, Any], node: yaml.Node, keypath: str, ctx:
 
 
 def _scalar_value(
-    tp: Any, meta: Mapping[str, Any], node: yaml.Node, keypath: str, ctx: _Ctx, coerce_str: bool = False
-) -> Any:
+    tp: TypeForm, meta: Mapping[str, FieldValue], node: yaml.Node, keypath: str, ctx: _Ctx, coerce_str: bool = False
+) -> FieldValue:
     if not isinstance(node, yaml.ScalarNode):
         raise ctx.error(f"expected a single value, got {_describe(node)}", node, keypath)
     raw = _scalar(node)
@@ -196,7 +196,7 @@ def _scalar_value(
     return value
 
 
-def _coerce(tp: Any, raw: Any, node: yaml.Node, keypath: str, ctx: _Ctx) -> Any:
+def _coerce(tp: TypeForm, raw: FieldValue, node: yaml.Node, keypath: str, ctx: _Ctx) -> FieldValue:
     if tp is bool:
         if isinstance(raw, bool):
             return raw
@@ -216,7 +216,8 @@ def _coerce(tp: Any, raw: Any, node: yaml.Node, keypath: str, ctx: _Ctx) -> Any:
     raise ctx.error(f"unsupported type {tp}", node, keypath)  # pragma: no cover - schema bug
 
 
-def _check_bounds(value: Any, meta: Mapping[str, Any], node: yaml.Node, keypath: str, ctx: _Ctx) -> None:
+def _check_bounds(value: FieldValue, meta: Mapping[str, FieldValue], node: yaml.Node, keypath: str, ctx: _Ctx
+                  ) -> None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         listed = ", ".join(str(c) for c in choices)
@@ -265,7 +266,7 @@ def _expand(text: str, node: yaml.Node, keypath: str, ctx: _Ctx) -> str:
 
 
 def _apply_env_overrides(config: Config, ctx: _Ctx) -> Config:
-    changes: dict[str, Any] = {}  # LiveKitConfig field → value (dataclasses.replace takes them by name)
+    changes: dict[str, FieldValue] = {}  # LiveKitConfig field → value (dataclasses.replace takes them by name)
     for var, attr in ENV_OVERRIDES.items():
         value = ctx.env.get(var)
         if value:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
 
 import yaml
 
 from device.config.schema import Config
+from device.core.dynamic import FieldValue
 
 HEADER = """\
 # voice-device configuration reference: every key, its default and what it does.
@@ -22,7 +22,7 @@ HEADER = """\
 """
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: FieldValue) -> str:
     if isinstance(value, tuple):
         value = list(value)
     elif isinstance(value, typing.Mapping):
@@ -31,7 +31,7 @@ def _scalar(value: Any) -> str:
     return dumped.strip().removesuffix("...").strip()
 
 
-def _checks(meta: typing.Mapping[str, Any]) -> str:
+def _checks(meta: typing.Mapping[str, FieldValue]) -> str:
     parts = []
     if "choices" in meta:
         parts.append("one of " + ", ".join(str(c) for c in meta["choices"]))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
+from device.core.dynamic import FieldSpec, FieldValue
 from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
 
 SAMPLE_RATES = (16000, 24000, 48000)
@@ -19,7 +19,7 @@ LED_KINDS = ("none", "led", "pwmled", "rgbled", "apa102")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def opt(default: Any, doc: str, **checks: Any) -> Any:
+def opt(default: FieldValue, doc: str, **checks: FieldValue) -> FieldSpec:
     """A dataclass field with its documentation and the loader's checks in metadata."""
     meta = {"doc": doc, **checks}
     if isinstance(default, (dict, list)):
@@ -28,7 +28,7 @@ def opt(default: Any, doc: str, **checks: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
-def section(cls: type, doc: str) -> Any:
+def section(cls: type, doc: str) -> FieldSpec:
     return field(default_factory=cls, metadata={"doc": doc})
 
 
@@ -167,6 +167,10 @@ class DaemonConfig:
     control_socket_mode: int = opt(0o660, "permission bits of the control socket (octal)", min=0, max=0o777, octal=True)
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
+    state_dir: str | None = opt(
+        None, "where the device keeps what must survive a restart or a reboot (mute); default: systemd's "
+        "StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), nowhere when run by hand")
+    boot_muted: bool = opt(False, "start muted at every start-up, whatever mute was when it stopped")
     restart_above_rss_mb: int = opt(
         0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "
         "for session.process: inline, where the livekit 1.2.1 native core keeps ~0.6 MB per session (0 = never)",

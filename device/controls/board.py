@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from device.config.schema import ButtonConfig, ControlsConfig
 from device.controls.button import ButtonInput
-from device.controls.leds import LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
+from device.controls.leds import LED_DRIVERS, LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
 from device.core.vocabulary import Event
+
+if TYPE_CHECKING:
+    from device.controls.machine import Snapshot
 
 log = logging.getLogger("device.controls.board")
 
@@ -35,7 +38,7 @@ class BoardError(Exception):
 class View(Protocol):
     """Something else that shows the state (the simulator's terminal line): told the snapshot and each frame."""
 
-    def show(self, snapshot: object) -> None: ...
+    def show(self, snapshot: Snapshot) -> None: ...
     def render(self, pattern: Pattern, t: float) -> None: ...
     def close(self) -> None: ...
 
@@ -65,7 +68,7 @@ def simulated_pin_class() -> type:
 
     from gpiozero.pins.mock import MockPWMPin
 
-    class SimulatedPin(MockPWMPin):  # type: ignore[misc]
+    class SimulatedPin(MockPWMPin):  # type: ignore[misc]  # gpiozero ships no types: its classes are Any
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             self.states: deque[object] = deque(self.states, maxlen=SIMULATED_PIN_HISTORY)
@@ -87,7 +90,7 @@ class Board:
             from gpiozero.pins.mock import MockFactory
 
             pin_factory = self._own_factory = MockFactory(pin_class=simulated_pin_class())
-        if simulate and spi is None and config.leds.kind == "apa102":
+        if simulate and spi is None and config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi:
             spi = MemorySpi()
         self.pin_factory = pin_factory
         self.buttons: dict[str, ButtonInput] = {}
@@ -124,9 +127,9 @@ class Board:
         if self.leds is not None:
             self.leds.add(view)
 
-    def show(self, snapshot: object) -> None:
-        """Show a `controls.machine.Snapshot` on the LEDs and views now (same loop tick as the transition)."""
-        state, alerting = snapshot.state, snapshot.alerting  # type: ignore[attr-defined]
+    def show(self, snapshot: Snapshot) -> None:
+        """Show the machine's snapshot on the LEDs and views now (same loop tick as the transition)."""
+        state, alerting = snapshot.state, snapshot.alerting
         if self.leds is not None:
             self.leds.show(pattern_for(state, alerting=alerting))
         for view in self._views:
@@ -158,7 +161,8 @@ def _explain(e: Exception, config: ControlsConfig) -> str:
         return f"a GPIO pin is used twice or by another program ({e}); give each button and LED its own pin"
     if isinstance(e, PinInvalidPin):
         return f"a configured pin does not exist on this board ({e}); use BCM GPIO numbers"
-    if isinstance(e, SPIError) or (config.leds.kind == "apa102" and isinstance(e, OSError)):
+    spi_kind = config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi
+    if isinstance(e, SPIError) or (spi_kind and isinstance(e, OSError)):
         return (f"the APA102 ring's SPI bus {config.leds.spi_port}.{config.leds.spi_device} could not be opened "
                 f"({e}); enable SPI (raspi-config → Interface Options → SPI) and check controls.leds.spi_*")
     if isinstance(e, ValueError):

@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from gpiozero import Button
 
 from device.config.schema import ButtonConfig
 from device.controls.gestures import GestureRecognizer
+from device.core.dynamic import GpioPin
 from device.core.vocabulary import Event
 
 log = logging.getLogger("device.controls.button")
@@ -46,7 +46,7 @@ class ButtonInput:
         log.debug("button ready name=%s pin=%s pull_up=%s", name, config.pin, config.pull_up)
 
     @property
-    def pin(self) -> Any:  # gpiozero's pin (it ships no types); tests and the simulator drive it
+    def pin(self) -> GpioPin:  # tests and the simulator drive it
         """The gpiozero pin (a MockPin under simulation: the simulator drives it)."""
         return self._device.pin
 

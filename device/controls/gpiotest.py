@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from device.config.schema import ControlsConfig
 from device.controls.board import Board, BoardError
-from device.controls.leds import BLUE, GREEN, RED, WHITE, Look, Pattern, RingMotion, pattern_for
+from device.controls.leds import Pattern, led_kind, pattern_for
 from device.core.vocabulary import DeviceState, Event
 
 if TYPE_CHECKING:
@@ -27,18 +27,7 @@ STEP_S = 1.0
 
 def walk(config: ControlsConfig) -> Iterator[tuple[str, Pattern]]:
     """The LED check, one step at a time: each channel alone, then each state's pattern."""
-    leds = config.leds
-    pins = list(leds.pins)
-    if leds.kind == "rgbled":
-        for name, colour, pin in zip(("red", "green", "blue"), (RED, GREEN, BLUE), pins, strict=False):
-            yield f"LED {name} (GPIO{pin})", Pattern(Look.SOLID, colour)
-    elif leds.kind in ("led", "pwmled"):
-        yield f"LED on (GPIO{pins[0] if pins else '?'})", Pattern(Look.SOLID, WHITE)
-    elif leds.kind == "apa102":
-        yield f"ring of {leds.count} going round (SPI {leds.spi_port}.{leds.spi_device})", Pattern(
-            Look.SOLID, WHITE, period_s=2.0, ring=RingMotion.SPIN)
-        for name, colour in (("red", RED), ("green", GREEN), ("blue", BLUE)):
-            yield f"ring all {name}", Pattern(Look.SOLID, colour)
+    yield from led_kind(config.leds).check(config.leds)
     for state in DeviceState:
         yield f"pattern for {state}", pattern_for(state)
     yield f"pattern for {DeviceState.FAILED} after the alert", pattern_for(DeviceState.FAILED, alerting=False)
@@ -80,11 +69,12 @@ async def run_gpio_test(config: ControlsConfig, *, simulate: bool, stdout: TextI
             printer(f"buttons: {buttons}; LEDs: {config.leds.kind}; q or Ctrl-C ends")
         if not board.buttons:
             printer("no button configured (controls.button)")
-        steps = list(walk(config)) if board.leds is not None and board.leds.outputs else []
-        while steps and not done.is_set():
+        leds = board.leds
+        steps = list(walk(config)) if leds is not None and leds.outputs else []
+        while leds is not None and steps and not done.is_set():
             for label, pattern in steps:
                 printer.step(label)
-                board.leds.show(pattern)  # type: ignore[union-attr]
+                leds.show(pattern)
                 if await _wait(done, STEP_S * (3 if label.startswith("pattern") else 1)):
                     break
         await done.wait()  # no LEDs to walk: print gestures until asked to stop

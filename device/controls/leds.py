@@ -27,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Protocol
 
 from device.config.schema import LedsConfig
+from device.core.dynamic import GpioPinFactory
 from device.core.vocabulary import DeviceState
 
 log = logging.getLogger("device.controls.leds")
@@ -239,7 +241,7 @@ class Apa102Ring:
         self._last: list[int] | None = None
 
     @classmethod
-    def open(cls, config: LedsConfig, pin_factory: Any = None) -> Apa102Ring:  # Any: gpiozero ships no types
+    def open(cls, config: LedsConfig, pin_factory: GpioPinFactory | None = None) -> Apa102Ring:
         from gpiozero import Device
 
         if pin_factory is None:
@@ -258,28 +260,72 @@ class Apa102Ring:
         self.spi.close()
 
 
-def open_outputs(config: LedsConfig, pin_factory: object | None = None,
-                 spi: SpiWriter | None = None) -> list[LedOutput]:
-    """The outputs `controls.leds` describes (none for kind `none`). `spi` replaces the APA102's SPI bus."""
+# ---- the drivers: one entry per `controls.leds.kind` -----------------------------------------------------------
+
+Steps = Iterator[tuple[str, Pattern]]
+
+
+@dataclass(frozen=True)
+class LedKind:
+    """One kind of LED hardware: how to open it from `controls.leds`, and what `gpio-test` lights on it."""
+
+    open: Callable[[LedsConfig, GpioPinFactory | None, SpiWriter | None], list[LedOutput]]
+    check: Callable[[LedsConfig], Steps] = lambda leds: iter(())  # gpio-test: each channel alone, named
+    spi: bool = False  # driven over SPI (--simulate stands a memory bus in for it; errors name the bus)
+
+
+def _pins(config: LedsConfig, n: int, what: str) -> tuple[int, ...]:
     pins = tuple(config.pins)
-    match config.kind:
-        case "none":
-            return []
-        case "led" | "pwmled":
-            if len(pins) != 1:
-                raise ValueError(f"controls.leds.pins: kind {config.kind} needs exactly one pin, got {list(pins)}")
-            if config.kind == "led":
-                return [SingleLed(pins[0], config.active_high, pin_factory)]
-            return [PwmLed(pins[0], config.active_high, config.brightness, pin_factory)]
-        case "rgbled":
-            if len(pins) != 3:
-                raise ValueError(f"controls.leds.pins: kind rgbled needs three pins (r, g, b), got {list(pins)}")
-            return [RgbLed(pins, config.active_high, config.brightness, pin_factory)]
-        case "apa102":
-            if spi is not None:
-                return [Apa102Ring(spi, config.count, config.brightness)]
-            return [Apa102Ring.open(config, pin_factory)]
-    raise ValueError(f"controls.leds.kind: unknown kind {config.kind!r}")
+    if len(pins) != n:
+        raise ValueError(f"controls.leds.pins: kind {config.kind} needs {what}, got {list(pins)}")
+    return pins
+
+
+def _one_led_check(leds: LedsConfig) -> Steps:
+    yield f"LED on (GPIO{leds.pins[0] if leds.pins else '?'})", Pattern(Look.SOLID, WHITE)
+
+
+def _rgb_check(leds: LedsConfig) -> Steps:
+    for name, colour, pin in zip(("red", "green", "blue"), (RED, GREEN, BLUE), leds.pins, strict=False):
+        yield f"LED {name} (GPIO{pin})", Pattern(Look.SOLID, colour)
+
+
+def _ring_check(leds: LedsConfig) -> Steps:
+    yield f"ring of {leds.count} going round (SPI {leds.spi_port}.{leds.spi_device})", Pattern(
+        Look.SOLID, WHITE, period_s=2.0, ring=RingMotion.SPIN)
+    for name, colour in (("red", RED), ("green", GREEN), ("blue", BLUE)):
+        yield f"ring all {name}", Pattern(Look.SOLID, colour)
+
+
+def _open_ring(config: LedsConfig, factory: GpioPinFactory | None, spi: SpiWriter | None) -> list[LedOutput]:
+    return [Apa102Ring(spi, config.count, config.brightness) if spi is not None else Apa102Ring.open(config, factory)]
+
+
+# A new LED driver is a `LedOutput` class above and one entry here; `config/schema.py` LED_KINDS names the same
+# kinds for the config's checks (tests/controls/test_leds.py keeps the two equal).
+LED_DRIVERS: Mapping[str, LedKind] = MappingProxyType({
+    "none": LedKind(lambda c, f, s: []),
+    "led": LedKind(lambda c, f, s: [SingleLed(_pins(c, 1, "exactly one pin")[0], c.active_high, f)],
+                   check=_one_led_check),
+    "pwmled": LedKind(lambda c, f, s: [PwmLed(_pins(c, 1, "exactly one pin")[0], c.active_high, c.brightness, f)],
+                      check=_one_led_check),
+    "rgbled": LedKind(lambda c, f, s: [RgbLed(_pins(c, 3, "three pins (r, g, b)"), c.active_high, c.brightness, f)],
+                      check=_rgb_check),
+    "apa102": LedKind(_open_ring, check=_ring_check, spi=True),
+})
+
+
+def led_kind(config: LedsConfig) -> LedKind:
+    kind = LED_DRIVERS.get(config.kind)
+    if kind is None:
+        raise ValueError(f"controls.leds.kind: unknown kind {config.kind!r}")
+    return kind
+
+
+def open_outputs(config: LedsConfig, pin_factory: GpioPinFactory | None = None,
+                 spi: SpiWriter | None = None) -> list[LedOutput]:
+    """The outputs `controls.leds` describes (none for kind `none`). `spi` replaces an SPI driver's bus."""
+    return led_kind(config).open(config, pin_factory, spi)
 
 
 class LedDriver:

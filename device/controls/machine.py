@@ -383,7 +383,8 @@ def _grid(rows: list[tuple[object, ...]]) -> dict[tuple[type, object], Handler]:
     for key, *cells in rows:
         assert len(cells) == len(LINKS), key
         for link, handler in zip(LINKS, cells, strict=True):
-            table[(link, key)] = handler  # type: ignore[assignment]
+            assert callable(handler), (key, link)
+            table[(link, key)] = handler
     return table
 
 
@@ -397,11 +398,13 @@ ACTIONS: dict[tuple[type, object], Handler] = _grid([
     ("end_session",     _,                       end_session,   end_session,   end_session,   end_session),
     ("toggle_session",  begin_session,           end_session,   end_session,   end_session,   begin_session),
     ("toggle_mute",     toggle_mute,             toggle_mute,   toggle_mute,   toggle_mute,   toggle_mute),
+    ("mute_or_start",   begin_session,           toggle_mute,   toggle_mute,   toggle_mute,   toggle_mute),
     ("none",            _,                       _,             _,             _,             _),
 ])  # fmt: skip
 
 # The device table: every event type, per link. A press in Failed retries (start actions → StartSession), except
-# on always_on, where the press stays the mute switch (a privacy control must always work; the supervisor retries).
+# on always_on, where the press stays the mute switch (a privacy control must always work; the supervisor retries);
+# there it starts a session only when none runs (after an explicit end).
 # Down ignores supervisor reports other than a new attempt: they are stale after we ended the session ourselves.
 # Failed ignores SessionEnded so a failure stays on show until the user or a retry moves on.
 TABLE: dict[tuple[type, object], Handler] = _grid([

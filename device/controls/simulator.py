@@ -17,10 +17,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from device.controls.board import Board
 from device.controls.leds import Pattern, colour_at
+from device.core.dynamic import TermiosAttrs
+
+if TYPE_CHECKING:
+    from device.controls.machine import Snapshot
 
 log = logging.getLogger("device.controls.simulator")
 
@@ -37,8 +41,8 @@ class TerminalView:
         self._dot = ""
         self._drawn = ""
 
-    def show(self, snapshot: object) -> None:
-        state, reason = snapshot.state, snapshot.reason  # type: ignore[attr-defined]
+    def show(self, snapshot: Snapshot) -> None:
+        state, reason = snapshot.state, snapshot.reason
         text = str(state)
         if reason is not None:
             text += f" — {reason}: {reason.message}"
@@ -97,7 +101,7 @@ class KeyReader:
         self.stdin = stdin
         self.on_key = on_key
         self._fd: int | None = None
-        self._saved_mode: list[Any] | None = None  # termios.tcgetattr's list
+        self._saved_mode: TermiosAttrs | None = None
 
     @property
     def active(self) -> bool:
@@ -188,9 +192,9 @@ class Simulator:
         self.view.close()
 
 
-def _isatty(stream: object) -> bool:
+def _isatty(stream: TextIO) -> bool:
     try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
+        return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
 

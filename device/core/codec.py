@@ -15,6 +15,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
+from device.core.dynamic import JSON, TypeForm
+
 T = TypeVar("T")
 
 
@@ -22,7 +24,7 @@ class DecodeError(ValueError):
     """What a peer sent does not fit the type; the message names the field."""
 
 
-def to_json(value: object) -> Any:
+def to_json(value: object) -> JSON:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
@@ -38,7 +40,7 @@ def from_json(cls: type[T], data: object, where: str = "") -> T:
     return cast(T, _decode(cls, data, where or cls.__name__))
 
 
-def _decode(tp: Any, data: object, where: str) -> object:
+def _decode(tp: TypeForm, data: object, where: str) -> object:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)

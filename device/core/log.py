@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}")
 MIN_SECRET_LEN = 8  # shorter "secrets" are development placeholders (livekit-server --dev uses "secret")
@@ -56,6 +57,10 @@ class KVFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """Ours: a second setup_logging replaces it instead of adding another."""
+
+
 _filter = RedactFilter()
 
 
@@ -67,10 +72,9 @@ def setup_logging(level: str = "info", verbosity: int = 0, secrets: Iterable[str
     effective = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbosity))
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_voice_device", False):
+        if isinstance(h, _Handler):
             root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._voice_device = True  # type: ignore[attr-defined]
+    handler = _Handler(sys.stderr)
     handler.setFormatter(KVFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
     handler.addFilter(_filter)
     root.addHandler(handler)

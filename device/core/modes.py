@@ -21,6 +21,7 @@ GESTURE_ACTIONS = (
     "end_session",
     "toggle_session",
     "toggle_mute",
+    "mute_or_start",
     "none",
 )
 
@@ -31,8 +32,8 @@ class Mode:
     gestures: Mapping[str, str]  # gesture → action, for the main button
     turns: bool = False  # push-to-talk turns: the agent's start_turn / end_turn RPCs, a turn held while pressed
     starts_at_boot: bool = False  # the daemon asks for a session as soon as it is up
-    keeps_session: bool = False  # failures retried without a budget, an ended session reopened, a lost session
-    #                               process replaced: nobody is there to press a button
+    keeps_session: bool = False  # failures retried without a budget and a lost session process replaced: nobody
+    #                               is there to press a button (an explicit end still ends it: see the policy)
     idle_timeout: bool = True  # session.idle_timeout_s ends a session whose agent waits for speech
     max_length: bool = True  # session.max_session_s caps a session
 
@@ -47,8 +48,9 @@ def _gestures(press: str, release: str = "none", long_press: str = "none", doubl
 MODES: Mapping[str, Mode] = MappingProxyType({
     # kiosk: hold to talk; a press while the agent speaks is a barge-in; a long press ends the session.
     "push_to_talk": Mode("push_to_talk", _gestures("start_turn", "end_turn", "end_session"), turns=True),
-    # smart speaker: the session is kept up by the daemon and supervisor; the button is a mute switch.
-    "always_on": Mode("always_on", _gestures("toggle_mute"), starts_at_boot=True, keeps_session=True,
+    # a permanent room: up from boot and through failures; the button is a mute switch, and starts the session
+    # again after an explicit end (`ctl end`, the agent ending it).
+    "always_on": Mode("always_on", _gestures("mute_or_start"), starts_at_boot=True, keeps_session=True,
                       idle_timeout=False, max_length=False),
     # appliance: press to start, press again to end.
     "toggle": Mode("toggle", _gestures("toggle_session")),

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
@@ -35,6 +35,7 @@ from device.core.vocabulary import (
     EndSession,
     EndTurn,
     Event,
+    MuteRequested,
     PlayEarcon,
     SetMuted,
     StartRequested,
@@ -44,12 +45,14 @@ from device.core.vocabulary import (
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.notify import Notifier, watchdog_interval
+from device.daemon.saved import Saved, load, save, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets
 from device.daemon.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from device.audio.engine import AudioEngine
+    from device.controls.simulator import Simulator
     from device.session.ports import SessionPort
 
 log = logging.getLogger("device.daemon.app")
@@ -77,7 +80,7 @@ class Components:
         self.timers = LoopTimers(loop, app.feed)
         self.supervisor = make_supervisor(config, self.audio, app.feed)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
-        self.simulator: Any = None
+        self.simulator: Simulator | None = None
 
     async def start(self, app: App) -> None:
         await self.audio.start()
@@ -117,6 +120,9 @@ class App:
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
         self._reload_error: str | None = None
+        self._saved_at = state_path(config.daemon)
+        # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
+        self.muted = config.daemon.boot_muted or load(self._saved_at).muted
         self.reloads = 0
         self.exit_code = EXIT_OK
 
@@ -189,6 +195,8 @@ class App:
             case CancelTurn():
                 await supervisor.cancel_turn()
             case SetMuted(muted=muted):
+                self.muted = muted
+                save(self._saved_at, Saved(muted))
                 await supervisor.set_muted(muted)
             case ChangeVolume(delta=delta):
                 audio.player.volume = min(1.0, max(0.0, audio.player.volume + delta))
@@ -271,6 +279,9 @@ class App:
         self.parts = parts
         await parts.start(self)
         self._publish_state()
+        if self.muted:  # before any session: nothing the mic hears may leave the device first
+            log.info("starting muted (saved state or daemon.boot_muted)")
+            self.feed(MuteRequested(True))
         if config.session.profile.starts_at_boot:
             self.feed(StartRequested())
 
@@ -292,6 +303,7 @@ class App:
             await old.close()
         self.config = new
         self.status.status_file = new.daemon.status_file
+        self._saved_at = state_path(new.daemon)
         try:
             await self._bring_up(new)
         finally:

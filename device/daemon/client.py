@@ -12,9 +12,9 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
 
 from device.core.codec import DecodeError, from_json
+from device.core.dynamic import JSON
 from device.daemon.status import DeviceStatus
 
 REPLY_TIMEOUT_S = 15.0
@@ -30,7 +30,7 @@ class ControlClient:
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
         self._buffer = b""
-        self._skipped: deque[dict[str, Any]] = deque()  # messages `command` read past while awaiting its reply
+        self._skipped: deque[dict[str, JSON]] = deque()  # messages `command` read past while awaiting its reply
 
     def __enter__(self) -> ControlClient:
         self.connect()
@@ -62,13 +62,13 @@ class ControlClient:
             self._sock.close()
             self._sock = None
 
-    def read(self, timeout_s: float | None = None) -> dict[str, Any]:
+    def read(self, timeout_s: float | None = None) -> dict[str, JSON]:
         """The next message; `timeout_s=None` uses the client's reply timeout, 0 waits for ever."""
         if self._skipped:
             return self._skipped.popleft()
         return self._receive(timeout_s)
 
-    def _receive(self, timeout_s: float | None) -> dict[str, Any]:
+    def _receive(self, timeout_s: float | None) -> dict[str, JSON]:
         assert self._sock is not None, "connect() first"
         self._sock.settimeout(None if timeout_s == 0 else (timeout_s or self.timeout_s))
         while b"\n" not in self._buffer:
@@ -91,13 +91,13 @@ class ControlClient:
             raise ClientError("the daemon sent something unexpected; is this a voice-device socket?")
         return message
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, JSON]:
         message = self.read()
         if message.get("type") != "snapshot":
             raise ClientError(str(message.get("message") or "the daemon did not send its status"))
         return message
 
-    def command(self, cmd: Mapping[str, Any]) -> dict[str, Any]:
+    def command(self, cmd: Mapping[str, JSON]) -> dict[str, JSON]:
         """Send one command and return its reply (`ok` or `error`); state messages that arrive first (the
         command's own effect often does) are kept for the next `read`."""
         assert self._sock is not None, "connect() first"
@@ -113,13 +113,13 @@ class ControlClient:
                 return message
             self._skipped.append(message)
 
-    def follow(self) -> Iterator[dict[str, Any]]:
+    def follow(self) -> Iterator[dict[str, JSON]]:
         """Every message after the snapshot, for ever (until the daemon closes the connection)."""
         while True:
             yield self.read(timeout_s=0)
 
 
-def parse_status(snap: Mapping[str, Any]) -> DeviceStatus:
+def parse_status(snap: Mapping[str, JSON]) -> DeviceStatus:
     """The daemon's snapshot message as the `DeviceStatus` it was rendered from."""
     try:
         return from_json(DeviceStatus, dict(snap))
@@ -128,7 +128,7 @@ def parse_status(snap: Mapping[str, Any]) -> DeviceStatus:
             from None
 
 
-def format_snapshot(snap: Mapping[str, Any]) -> str:
+def format_snapshot(snap: Mapping[str, JSON]) -> str:
     status = parse_status(snap)
     lines = [f"state: {status.state}"]
     if status.reason:
@@ -148,7 +148,7 @@ def format_snapshot(snap: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _format_metrics(metrics: Mapping[str, Any], indent: int) -> list[str]:
+def _format_metrics(metrics: Mapping[str, JSON], indent: int) -> list[str]:
     out = []
     for key, value in metrics.items():
         if isinstance(value, Mapping):
@@ -159,7 +159,7 @@ def _format_metrics(metrics: Mapping[str, Any], indent: int) -> list[str]:
     return out
 
 
-def format_state(message: Mapping[str, Any]) -> str:
+def format_state(message: Mapping[str, JSON]) -> str:
     t = message.get("t")
     when = datetime.fromtimestamp(t).strftime("%Y-%m-%dT%H:%M:%S") if isinstance(t, (int, float)) else "-"
     reason = f" ({message['reason']})" if message.get("reason") else ""

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
+from device.core.dynamic import JSON
 from device.core.vocabulary import EndRequested, Event, MuteRequested, StartRequested
 
 MAX_SAY_CHARS = 4096
@@ -60,7 +60,7 @@ def names(simulate: bool = True) -> tuple[str, ...]:
     return tuple(n for n, c in COMMANDS.items() if simulate or not c.simulate_only)
 
 
-def parse(msg: Any, simulate: bool) -> Command:
+def parse(msg: JSON, simulate: bool) -> Command:
     """A decoded JSON line → a `Command`, or CommandInvalid saying what is wrong."""
     if not isinstance(msg, dict):
         raise CommandInvalid('expected a JSON object such as {"cmd": "start"}')

@@ -26,8 +26,9 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from device.core.dynamic import JSON
 from device.daemon.commands import Command, CommandInvalid, parse
 from device.daemon.status import DeviceStatus, status_json
 
@@ -52,7 +53,7 @@ class CommandHandler(Protocol):
         """Carry out a validated command; raise ControlError to refuse it."""
 
 
-def encode(message: Mapping[str, Any]) -> bytes:
+def encode(message: Mapping[str, JSON]) -> bytes:
     # default=str: a value of an unexpected type (a Path, an enum) must not break the status of the daemon.
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=str).encode() + b"\n"
 
@@ -67,7 +68,7 @@ class _Client:
         self.closed = False
         self.writer_task: asyncio.Task[None] | None = None
 
-    def send(self, message: Mapping[str, Any]) -> bool:
+    def send(self, message: Mapping[str, JSON]) -> bool:
         """Queue a message; False (and the client closed) when its queue is full: it stopped reading."""
         if self.closed:
             return False

@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from device.audio.stats import AudioStats
 from device.controls.machine import ClientFlags
 from device.core.codec import to_json
+from device.core.dynamic import JSON
 from device.core.log import redactor
 from device.session.status import SessionStatus
 
@@ -52,10 +52,10 @@ class DeviceStatus:
     reloads: int = 0
     reload_error: str | None = None
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> dict[str, JSON]:
         """The flat counters monitoring reads (`metrics` in the socket's snapshot and the status file)."""
         s = self.session
-        m: dict[str, Any] = {
+        m: dict[str, JSON] = {
             "sessions": s.metrics.sessions,
             "reconnects": s.metrics.reconnects,
             "failures": dict(s.metrics.failures),
@@ -76,14 +76,14 @@ class DeviceStatus:
         return m
 
 
-def status_json(status: DeviceStatus) -> dict[str, Any]:
+def status_json(status: DeviceStatus) -> dict[str, JSON]:
     """`DeviceStatus` as JSON, with its flat `metrics` beside the structure, secrets redacted as in the log (a
     failure's detail can quote a token endpoint's answer, which may echo the credential)."""
-    rendered: dict[str, Any] = _redacted({**to_json(status), "metrics": status.metrics()}, redactor().redact)
+    rendered: dict[str, JSON] = _redacted({**to_json(status), "metrics": status.metrics()}, redactor().redact)
     return rendered
 
 
-def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+def _redacted(value: JSON, redact: Callable[[str], str]) -> JSON:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -98,7 +98,7 @@ def status_text(state: str, reason: str | None) -> str:
     return f"{state}: {reason}" if reason else state
 
 
-def write_status_file(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
+def write_json_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -> None:
     """Replace `path` atomically (write a sibling, then rename): a reader never sees half a file."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -159,7 +159,7 @@ class StatusOutlets:
 
     def _write_file(self, path: str) -> None:
         try:
-            write_status_file(path, status_json(self.snapshot()))
+            write_json_file(path, status_json(self.snapshot()))
         except OSError as e:
             if not self._file_failing:
                 log.warning("status file not written path=%s error=%s (further failures are not logged)",

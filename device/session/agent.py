@@ -7,21 +7,28 @@ avatar worker (which is also kind AGENT but carries `lk.publish_on_behalf`). Its
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from device.core.dynamic import ProtobufEnum
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 AGENT_STATE_ATTR = "lk.agent.state"
 PUBLISH_ON_BEHALF_ATTR = "lk.publish_on_behalf"
 READY_STATES = frozenset({"listening", "thinking", "speaking"})  # components-js isConnected
 
 
-def _enum_name(enum: Any, value: int) -> str:
+def _enum_name(enum: ProtobufEnum, value: int | None) -> str:
+    if value is None:
+        return ""
     try:
         return str(enum.Name(value))
     except (ValueError, TypeError):
         return ""
 
 
-def is_agent(participant: Any) -> bool:
+def is_agent(participant: rtc.Participant) -> bool:
     from livekit import rtc
 
     if _enum_name(rtc.ParticipantKind, participant.kind) != "PARTICIPANT_KIND_AGENT":
@@ -29,13 +36,13 @@ def is_agent(participant: Any) -> bool:
     return not participant.attributes.get(PUBLISH_ON_BEHALF_ATTR)
 
 
-def is_active(participant: Any) -> bool:
+def is_active(participant: rtc.Participant) -> bool:
     from livekit import rtc
 
     return _enum_name(rtc.ParticipantState, participant.state) == "PARTICIPANT_STATE_ACTIVE"
 
 
-def speaks_for(participant: Any, agent_identity: str | None) -> bool:
+def speaks_for(participant: rtc.Participant, agent_identity: str | None) -> bool:
     """True for the agent itself and for an avatar publishing on its behalf (its audio is the agent's voice)."""
     if agent_identity is None:
         return False
@@ -44,7 +51,7 @@ def speaks_for(participant: Any, agent_identity: str | None) -> bool:
     return bool(participant.attributes.get(PUBLISH_ON_BEHALF_ATTR) == agent_identity)
 
 
-def disconnect_reason_name(value: int) -> str:
+def disconnect_reason_name(value: int | None) -> str:
     from livekit import rtc
 
     return _enum_name(rtc.DisconnectReason, value) or "UNKNOWN_REASON"

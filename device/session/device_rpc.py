@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device.core.codec import to_json
 from device.session.status import SessionStatus
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.session.device_rpc")
 
@@ -19,7 +22,7 @@ INVALID_ARGUMENT = 2001  # codes 1001-1999 are the SDK's own
 
 
 def register(
-    local_participant: Any,
+    local_participant: rtc.LocalParticipant,
     *,
     set_volume: Callable[[float], float],
     request_end: Callable[[str], None],

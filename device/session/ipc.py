@@ -13,7 +13,7 @@ import pickle
 import socket
 import struct
 import types
-from typing import Any, cast
+from typing import cast
 
 from device.session.protocol import MESSAGE_TYPES, Message
 
@@ -22,7 +22,7 @@ MAX_MESSAGE = 64 * 2**20  # a message this big is a bug, not audio (the largest 
 
 
 # The configuration's read-only maps (attributes, metadata) travel as the same read-only maps.
-def readonly(mapping: dict[Any, Any]) -> types.MappingProxyType[Any, Any]:
+def readonly(mapping: dict[str, str]) -> types.MappingProxyType[str, str]:
     return types.MappingProxyType(mapping)
 
 

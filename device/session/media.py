@@ -6,32 +6,34 @@ agent's voice. Nothing else in the session constructs rtc media objects.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 
 class Media(Protocol):
-    def audio_source(self, sample_rate: int) -> Any: ...
+    def audio_source(self, sample_rate: int) -> rtc.AudioSource: ...
 
-    def mic_track(self, source: Any) -> Any: ...
+    def mic_track(self, source: rtc.AudioSource) -> rtc.LocalAudioTrack: ...
 
-    def audio_stream(self, track: Any, sample_rate: int) -> AsyncIterator[Any]:
-        """Yields events with a `.frame` (an rtc.AudioFrame); has `aclose()`."""
+    def audio_stream(self, track: rtc.Track, sample_rate: int) -> rtc.AudioStream:
+        """Yields `rtc.AudioFrameEvent`s (their `.frame` is the agent's audio); has `aclose()`."""
         ...
 
 
 class RtcMedia:
-    def audio_source(self, sample_rate: int) -> Any:
+    def audio_source(self, sample_rate: int) -> rtc.AudioSource:
         from livekit import rtc
 
         return rtc.AudioSource(sample_rate, 1, queue_size_ms=1000)
 
-    def mic_track(self, source: Any) -> Any:
+    def mic_track(self, source: rtc.AudioSource) -> rtc.LocalAudioTrack:
         from livekit import rtc
 
         return rtc.LocalAudioTrack.create_audio_track("microphone", source)
 
-    def audio_stream(self, track: Any, sample_rate: int) -> Any:
+    def audio_stream(self, track: rtc.Track, sample_rate: int) -> rtc.AudioStream:
         from livekit import rtc
 
         return rtc.AudioStream(track, sample_rate=sample_rate, num_channels=1)

@@ -378,12 +378,9 @@ class Policy:
         return [*actions, Arm("retry", delay), Emit(SessionFailed(reason, detail, delay))]
 
     def _end(self, reason: str) -> list[Action]:
+        """An end — asked for (`ctl end`, a long press, the agent's `device.end_session`, the agent closing the room)
+        or a timer's — ends the session for real in every mode; only failures are retried."""
         actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
         self._forget_agent()
-        if self.keeps_session and reason not in ("requested", "shutdown"):
-            # a kept session (always_on) stays up: the agent closing the room starts a new one
-            self.phase = Phase.WAITING
-            self._next_connect = Connect(fresh_token=True, new_room=True)
-            return [*actions, Emit(SessionEnded(reason)), Arm("retry", self.cfg.backoff.base_s)]
         self.phase = Phase.IDLE
         return [*actions, Cancel("max"), Emit(SessionEnded(reason))]

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
 from device.session.routing import Facts, Route, Step, decide
 from device.session.status import UplinkStatus
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.session.preconnect")
 
@@ -113,7 +117,7 @@ class Uplink:
         max_buffer_s: float,
         resend_s: float,
         speech_threshold_dbfs: float,
-        on_speech: Any = None,
+        on_speech: Callable[[], None] | None = None,
     ):
         self.reader = reader
         self.rate = sample_rate
@@ -127,8 +131,8 @@ class Uplink:
         self.buffer = ChunkBuffer(int(max_buffer_s * sample_rate))
         self.muted = False
         # what the room side told us
-        self._lp: Any = None
-        self._source: Any = None
+        self._lp: rtc.LocalParticipant | None = None
+        self._source: rtc.AudioSource | None = None
         self.sid: str | None = None
         self.agent: str | None = None
         self.subscribed = False
@@ -138,7 +142,7 @@ class Uplink:
         self.turn_pending = False  # push-to-talk: start_turn sent (or queued) and not answered yet
         # the open stream
         self._writer_agent: str | None = None
-        self._writer: Any = None
+        self._writer: rtc.ByteStreamWriter | None = None
         self._deadline: Timer | None = None
         self._expired = False
         self._pend_stream: list[np.ndarray] = []
@@ -164,7 +168,7 @@ class Uplink:
 
     # -- control (synchronous: called from room callbacks on the loop) ----------------------------------------
 
-    def attach(self, local_participant: Any, source: Any, sid: str) -> None:
+    def attach(self, local_participant: rtc.LocalParticipant, source: rtc.AudioSource, sid: str) -> None:
         """A connect attempt published the mic: route to the stream once an agent is there (or live at once)."""
         self._lp, self._source, self.sid = local_participant, source, sid
         self.subscribed = False
@@ -382,7 +386,7 @@ class Uplink:
                 await self._close_stream("deadline", go_live=True)
 
     async def _open_stream(self) -> None:
-        assert self.sid is not None and self.agent is not None
+        assert self._lp is not None and self.sid is not None and self.agent is not None  # decide() checked
         chunks = self.buffer.take()
         attributes = {"sampleRate": str(self.rate), "channels": "1", "trackId": self.sid}
         record = StreamRecord(track_id=self.sid, agent=self.agent)

@@ -26,10 +26,9 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from device.config.schema import Config
 from device.core.backoff import Backoff
@@ -304,7 +303,7 @@ class RemoteSupervisor:
         self._session = 0  # the device machine's number of the latest session asked for
         self.closed = False
         self._started = 0  # children started so far
-        self._bg: set[asyncio.Task[Any]] = set()
+        self._bg: set[asyncio.Task[None]] = set()
         self._silent_limit = silent_limit_s
         self._crashes = _respawn_backoff()  # sessions lost to a dead child since one last ended normally
         self._timers: set[asyncio.Task[None]] = set()
@@ -536,7 +535,7 @@ class RemoteSupervisor:
             self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry,
                                     session=child.session))
 
-    def _later(self, delay: float, fn: Callable[[], Any]) -> None:
+    def _later(self, delay: float, fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
             await asyncio.sleep(delay)
             await fn()

@@ -15,12 +15,13 @@ import asyncio
 import functools
 import inspect
 import logging
+import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device.config.schema import Config
 from device.core.vocabulary import (
@@ -44,6 +45,7 @@ from device.session.classify import classify_connect_error
 from device.session.clock import Clock, LoopClock, Timer, within
 from device.session.media import Media, RtcMedia
 from device.session.policy import (
+    Action,
     AgentJoined,
     AgentLeft,
     AgentState,
@@ -82,6 +84,14 @@ from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
 
+if TYPE_CHECKING:
+    from livekit import rtc
+
+    # What the worker's inbox carries: a policy input, or a step to run on the worker (a call, a room callback),
+    # which returns the inputs it produced (or an awaitable of them).
+    Step = Callable[[], list[Input] | Awaitable[list[Input] | None] | None]
+    Item = Input | Step
+
 log = logging.getLogger("device.session.supervisor")
 
 DISCONNECT_TIMEOUT_S = 5.0
@@ -98,15 +108,15 @@ class Attempt:
     id: int
     request: TokenRequest
     fresh: bool
-    room: Any = None
-    source: Any = None
-    track: Any = None
-    publication: Any = None
+    room: rtc.Room | None = None
+    source: rtc.AudioSource | None = None
+    track: rtc.LocalAudioTrack | None = None
+    publication: rtc.LocalTrackPublication | None = None
     task: asyncio.Task[None] | None = None
     in_room_connect: bool = False
     abandoned: bool = False
     disposed: bool = False
-    playback: dict[str, tuple[asyncio.Task[None], Any]] = field(default_factory=dict)
+    playback: dict[str, tuple[asyncio.Task[None], rtc.AudioStream]] = field(default_factory=dict)
 
     def is_abandoned(self) -> bool:
         return self.abandoned
@@ -134,11 +144,11 @@ class Supervisor:
         audio: AudioPort,
         emit: Callable[[Event], None],
         *,
-        room_factory: Callable[[], Any] | None = None,
+        room_factory: Callable[[], rtc.Room] | None = None,
         token_source: TokenSource | None = None,
         clock: Clock | None = None,
         media: Media | None = None,
-        rng: Any = None,
+        rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
         identity: str | None = None,
         muted: bool = False,
@@ -171,7 +181,7 @@ class Supervisor:
         self._press_t: float | None = None
         self._timers: dict[str, Timer] = {}
         self._timer_gen: Counter[str] = Counter()
-        self._inbox: asyncio.Queue[tuple[int | None, Any, asyncio.Future[None] | None]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[int | None, Item, asyncio.Future[None] | None]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -211,9 +221,10 @@ class Supervisor:
     async def send_text(self, text: str) -> None:
         """Send typed text to the agent on `lk.chat`."""
         att = self._attempt
-        if att is None or att.publication is None or self._policy.phase not in (Phase.CONNECTED,):
+        room = att.room if att is not None and att.publication is not None else None
+        if room is None or self._policy.phase is not Phase.CONNECTED:
             raise SessionError("no session is connected; start one first (press the button or `voice-device start`)")
-        await att.room.local_participant.send_text(text, topic=CHAT_TOPIC)
+        await room.local_participant.send_text(text, topic=CHAT_TOPIC)
         log.info("text sent topic=%s chars=%d", CHAT_TOPIC, len(text))
 
     def status(self) -> SessionStatus:
@@ -264,13 +275,13 @@ class Supervisor:
 
     # ---- the worker ------------------------------------------------------------------------------------------
 
-    async def _submit(self, item: Any) -> None:
+    async def _submit(self, item: Item) -> None:
         self._ensure_worker()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait((None, item, done))
         await done
 
-    def _post(self, attempt_id: int | None, item: Any) -> None:
+    def _post(self, attempt_id: int | None, item: Item) -> None:
         if not self._closed:
             self._inbox.put_nowait((attempt_id, item, None))
 
@@ -291,7 +302,7 @@ class Supervisor:
                     done.set_result(None)
                 self._inbox.task_done()
 
-    async def _process(self, item: Any) -> None:
+    async def _process(self, item: Item) -> None:
         if isinstance(item, Input):
             inputs = [item]
         else:
@@ -310,7 +321,7 @@ class Supervisor:
         for action in self._policy.handle(inp):
             await self._do(action)
 
-    async def _do(self, action: Any) -> None:
+    async def _do(self, action: Action) -> None:
         match action:
             case Emit(event):
                 self._publish(event)
@@ -432,14 +443,16 @@ class Supervisor:
         self._post(att.id, functools.partial(self._on_connected, att))
 
     def _on_connected(self, att: Attempt) -> list[Input]:
-        log.info("session connected room=%s track=%s", att.request.room_name, att.publication.sid)
+        room, source, publication = att.room, att.source, att.publication
+        assert room is not None and source is not None and publication is not None, "posted after publish_track"
+        log.info("session connected room=%s track=%s", att.request.room_name, publication.sid)
         if self._uplink is not None:
-            self._uplink.attach(att.room.local_participant, att.source, att.publication.sid)
+            self._uplink.attach(room.local_participant, source, publication.sid)
         inputs: list[Input] = [ConnectSucceeded()]
         # an agent already in the room fires no participant_active: look at who is here
-        for p in list(att.room.remote_participants.values()):
+        for p in list(room.remote_participants.values()):
             inputs += self._consider(p)
-        for p in list(att.room.remote_participants.values()):
+        for p in list(room.remote_participants.values()):
             for pub in list(p.track_publications.values()):
                 if pub.track is not None:
                     self._maybe_play(att, pub.track, p)
@@ -497,7 +510,7 @@ class Supervisor:
 
     # ---- room events (registered before connect; each runs in the worker, tagged with its attempt) ----------
 
-    def _wire(self, room: Any, att: Attempt) -> None:
+    def _wire(self, room: rtc.Room, att: Attempt) -> None:
         post = functools.partial(self._post, att.id)
         p = functools.partial
         room.on("participant_connected", lambda participant: post(p(self._consider, participant)))
@@ -513,7 +526,7 @@ class Supervisor:
         room.on("reconnected", lambda: post(self._reconnected))
         room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
 
-    def _consider(self, participant: Any) -> list[Input]:
+    def _consider(self, participant: rtc.Participant) -> list[Input]:
         if not is_agent(participant):
             return []
         inputs: list[Input] = []
@@ -532,7 +545,7 @@ class Supervisor:
             inputs += self._agent_state(state)
         return inputs
 
-    def _attributes_changed(self, changed: dict[str, str], participant: Any) -> list[Input]:
+    def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> list[Input]:
         if self._agent is None:
             return self._consider(participant)
         if participant.identity == self._agent and AGENT_STATE_ATTR in changed:
@@ -547,7 +560,7 @@ class Supervisor:
             self._post(None, self._flush_turns)  # after the policy has seen the state
         return [AgentState(state)]
 
-    def _participant_left(self, participant: Any) -> list[Input]:
+    def _participant_left(self, participant: rtc.RemoteParticipant) -> list[Input]:
         if participant.identity != self._agent:
             return []
         reason = disconnect_reason_name(participant.disconnect_reason)
@@ -557,7 +570,7 @@ class Supervisor:
             self._uplink.set_agent(None)
         return [AgentLeft(deliberate=reason == "CLIENT_INITIATED")]
 
-    def _maybe_play(self, att: Attempt, track: Any, participant: Any) -> None:
+    def _maybe_play(self, att: Attempt, track: rtc.Track, participant: rtc.Participant) -> None:
         from livekit import rtc
 
         if rtc.TrackKind.Name(track.kind) != "KIND_AUDIO" or not speaks_for(participant, self._agent):
@@ -569,15 +582,15 @@ class Supervisor:
         att.playback[track.sid] = (task, stream)
         log.info("playing agent audio participant=%s track=%s", participant.identity, track.sid)
 
-    async def _play(self, stream: Any) -> None:
+    async def _play(self, stream: rtc.AudioStream) -> None:
         async for event in stream:
             self._audio.player.push(event.frame)
 
-    def _local_subscribed(self, track: Any) -> None:
+    def _local_subscribed(self, track: rtc.Track) -> None:
         if self._uplink is not None:
             self._uplink.track_subscribed(track.sid)
 
-    def _republished(self, att: Attempt, publication: Any, previous_sid: str) -> None:
+    def _republished(self, att: Attempt, publication: rtc.LocalTrackPublication, previous_sid: str) -> None:
         log.info("mic republished previous=%s track=%s", previous_sid, publication.sid)
         att.publication = publication
         if self._uplink is not None:
@@ -615,11 +628,12 @@ class Supervisor:
 
     def _flush_turns(self) -> None:
         att = self._attempt
-        if (not self._turns.pending or att is None or att.publication is None or self._agent is None
+        room = att.room if att is not None and att.publication is not None else None
+        if (not self._turns.pending or room is None or self._agent is None
                 or self._policy.agent_state not in READY_STATES):
             return
         if self._turn_task is None or self._turn_task.done():
-            lp, agent = att.room.local_participant, self._agent
+            lp, agent = room.local_participant, self._agent
             self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(lp, agent))
 
     def _set_muted(self, muted: bool) -> None:
@@ -679,7 +693,7 @@ class Supervisor:
             log.exception("event consumer failed event=%r", event)
 
 
-def _rtc_room() -> Any:
+def _rtc_room() -> rtc.Room:
     from livekit import rtc
 
     return rtc.Room()

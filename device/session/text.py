@@ -7,7 +7,10 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.session.text")
 
@@ -31,13 +34,13 @@ class Transcripts:
         self.last: deque[Transcript] = deque(maxlen=keep)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def handler(self, reader: Any, participant_identity: str) -> None:
+    def handler(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
         """`room.register_text_stream_handler(TRANSCRIPTION_TOPIC, transcripts.handler)`"""
         task = asyncio.get_running_loop().create_task(self._read(reader, participant_identity))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read(self, reader: Any, identity: str) -> None:
+    async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
         try:
             text = await reader.read_all()
         except Exception as e:

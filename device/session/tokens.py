@@ -23,11 +23,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from device.config.schema import LiveKitConfig
+from device.core.dynamic import JSON
 from device.core.vocabulary import FailureReason
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("device.session.tokens")
 
@@ -63,8 +67,8 @@ class TokenRequest:
     agent_name: str | None = None
     agent_metadata: str | None = None
 
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"room_name": self.room_name, "participant_identity": self.participant_identity}
+    def body(self) -> dict[str, JSON]:
+        body: dict[str, JSON] = {"room_name": self.room_name, "participant_identity": self.participant_identity}
         if self.participant_name:
             body["participant_name"] = self.participant_name
         if self.participant_metadata:
@@ -84,7 +88,7 @@ class Credentials:
     server_url: str
     participant_token: str = field(repr=False)
 
-    def claims(self) -> dict[str, Any] | None:
+    def claims(self) -> dict[str, JSON] | None:
         return jwt_claims(self.participant_token)
 
 
@@ -92,7 +96,7 @@ class TokenSource(Protocol):
     async def fetch(self, request: TokenRequest) -> Credentials: ...
 
 
-def jwt_claims(token: str) -> dict[str, Any] | None:
+def jwt_claims(token: str) -> dict[str, JSON] | None:
     """The JWT's payload, decoded WITHOUT verification (only to read nbf/exp); None if it is not a JWT."""
     try:
         payload = token.split(".")[1]
@@ -153,7 +157,7 @@ def _excerpt(text: str) -> str:
     return _JWT.sub("<token>", " ".join(text.split()))[:EXCERPT_CHARS]
 
 
-async def _read_capped(resp: Any) -> str:
+async def _read_capped(resp: aiohttp.ClientResponse) -> str:
     """The answer's text, refusing (without reading it all) one over MAX_ANSWER_BYTES."""
     body = b""
     while len(body) <= MAX_ANSWER_BYTES:

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from device.config.schema import TurnsConfig
+
+if TYPE_CHECKING:
+    from livekit import rtc
 
 log = logging.getLogger("device.session.turns")
 
@@ -65,7 +68,7 @@ class Turns:
         """A (new) agent joined: its support is unknown; a press made before it came still goes to it."""
         self.supported = True
 
-    async def flush(self, local_participant: Any, agent: str) -> None:
+    async def flush(self, local_participant: rtc.LocalParticipant, agent: str) -> None:
         """Send the queued calls in order (the caller checked that the agent is ready)."""
         while self.pending and self.active:
             which = self.pending.pop(0)
@@ -75,7 +78,7 @@ class Turns:
         if not self.active:
             self._set_start_pending(False)
 
-    async def _call(self, local_participant: Any, agent: str, method: str) -> None:
+    async def _call(self, local_participant: rtc.LocalParticipant, agent: str, method: str) -> None:
         try:
             await local_participant.perform_rpc(destination_identity=agent, method=method, payload="")
             self.calls.append(method)

@@ -17,6 +17,7 @@ from device.core.vocabulary import (
     Event,
     PlayEarcon,
     SetMuted,
+    StartRequested,
     StartSession,
     StartTurn,
 )
@@ -105,6 +106,8 @@ async def test_a_double_press_replaces_the_single_press_and_means_its_own_action
 
 async def test_speaker_press_toggles_mute_and_the_led_turns_red_in_the_same_tick(rig, mock_pins) -> None:
     r = rig("always_on", button=MAIN)
+    r.feed(StartRequested())  # the daemon starts a speaker's session at boot; the button is then its mute
+    r.take()
     r.pin().drive_low()
     await settle()
     assert r.take() == [SetMuted(True)]

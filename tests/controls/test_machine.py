@@ -179,6 +179,17 @@ def test_speaker_starts_when_the_daemon_asks_and_the_button_mutes() -> None:
     assert d.state is DeviceState.SPEAKING
 
 
+def test_speaker_after_an_explicit_end_stays_idle_until_a_press_starts_it_again() -> None:
+    d = Device("always_on")
+    d(StartRequested())
+    d.agent_listening()
+    d(EndRequested("control"))
+    assert d.state is DeviceState.IDLE
+    assert d(Pressed()) == [StartSession(2), PlayEarcon("listening")]  # idle: the press starts, not mutes
+    d(SessionFailed(FailureReason.UNREACHABLE, retry_in_s=2.0))
+    assert d(Pressed()) == [SetMuted(True)]  # retrying by itself: the press stays the mute switch
+
+
 def test_speaker_release_and_long_press_do_nothing() -> None:
     d = Device("always_on")
     d(StartRequested())

@@ -266,3 +266,34 @@ def test_the_memory_limit_is_off_by_default(workdir, audio_rig) -> None:
         d.wait_status("idle", start=mark + 1)
         d.signal(signal.SIGTERM)
         assert d.wait() == 0, d.log()
+
+
+def test_mute_survives_a_reload_and_a_restart_and_boot_muted_wins_at_start_up(workdir, audio_rig) -> None:
+    config = base_config(workdir)
+    config["daemon"]["state_dir"] = str(workdir / "state")
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        mark = d.mark()
+        assert d.command("mute") == {"type": "ok"}
+        d.wait_status("muted", start=mark)
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.notify.wait(lambda m: m.get("READY") == "1", start=mark)
+        assert d.snapshot()["state"] == "muted"  # a reload keeps it
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()
+    assert (workdir / "state" / "state.json").exists()
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        wait_until(lambda: d.snapshot()["state"] == "muted", 10, "muted again after the restart")
+        assert d.command("unmute") == {"type": "ok"}
+        wait_until(lambda: d.snapshot()["state"] == "idle", 10, "unmuted")
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()
+    config["daemon"]["boot_muted"] = True
+    write_config(workdir / "config.yaml", config)
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        wait_until(lambda: d.snapshot()["state"] == "muted", 10, "boot_muted")
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()

@@ -152,13 +152,21 @@ def test_final_failures_are_not_retried_except_by_always_on():
         assert (failed.retry_in_s is not None) is retried
 
 
-def test_always_on_restarts_after_the_agent_closes_the_room_but_not_after_a_requested_end():
+@pytest.mark.parametrize("mode", ["always_on", "push_to_talk", "toggle"])
+@pytest.mark.parametrize("end", [Disconnected("ROOM_DELETED"), Stop("control"), Stop("agent-ended"),
+                                 Stop("requested")])
+def test_an_explicit_end_ends_the_session_for_real_in_every_mode(mode, end):
+    # the agent closing the room, `ctl end`, the agent's device.end_session: no reconnect, even for always_on
+    p = connected(policy(mode=mode))
+    actions = p.handle(end)
+    assert p.phase is Phase.IDLE and not [a for a in actions if isinstance(a, Arm)]
+    assert [type(e) for e in emitted(actions)] == [SessionEnded]
+
+
+def test_always_on_retries_a_failure_for_ever_but_not_an_end():
     p = connected(policy(mode="always_on"))
-    actions = p.handle(Disconnected("ROOM_DELETED"))
-    assert emitted(actions) == [SessionEnded("room-closed")] and p.phase is Phase.WAITING
-    q = connected(policy(mode="always_on"))
-    q.handle(Stop("requested"))
-    assert q.phase is Phase.IDLE
+    assert emitted(p.handle(Disconnected("SERVER_SHUTDOWN")))[0].retry_in_s is not None
+    assert p.phase is Phase.WAITING
 
 
 def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
