@@ -69,7 +69,8 @@ SERVER_LEEWAY_S = 60  # livekit/protocol auth/verifier.go: tokenLeeway = time.Mi
 CUT_S = 8.0  # silent, then the device's old connections are reset (tests/livekit/network.py)
 # The uplink routes whole reader chunks (audio.block_ms, 30 ms by default): a seam error loses or repeats one, and
 # moves the live audio by >= 30 ms. The receiver adds the codec's look-ahead (Opus 6.5 ms) and whatever its jitter
-# buffer (NetEQ) expands its first packets by — measured +0 to +6 ms on top here. Judged within 5 ms of those.
+# buffer (NetEQ) expands its first packets by: the first windows measured +0.5 to +5.6 ms in all, later ones up to
+# +14 ms. Judged from -5 ms to 5 ms short of a chunk.
 DEVICE_CHUNK_MS = 30
 SEAM_SLACK_MS = 5.0
 
@@ -178,7 +179,7 @@ def test_the_real_preconnect_handler_takes_the_buffer_from_the_first_word(first_
     assert c > 0.99, "the first 100 ms of speech are not intact"
 
 
-def test_live_audio_continues_where_the_buffer_stopped_within_the_codec_delay(first_turn: FirstTurn) -> None:
+def test_live_audio_continues_where_the_buffer_stopped_no_chunk_lost_or_repeated(first_turn: FirstTurn) -> None:
     """The agent's receiver plays digital silence until its first decoded packet (libwebrtc's playout): that run
     is the receiver's, not the device's (the test speech is never digital zero). After it, the live audio must
     continue where the buffer stopped, delayed by the codec's look-ahead (Opus 6.5 ms) and by what the receiver's
