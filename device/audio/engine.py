@@ -77,7 +77,7 @@ class AudioEngine:
         self._next_out = 0.0
         self._out_backoff = self._device_backoff()
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
-        self._earcons = load_earcons(config.earcons)
+        self._earcons = load_earcons(config.earcons, self.sample_rate)
         self._pa: PyAudio | None = None
         self._capture: Capture | None = None
         self._waker: Waker | None = None
@@ -142,15 +142,16 @@ class AudioEngine:
         back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
         return max(self.oldest_index(), self.now_index() - back)
 
-    def reader(self, start_index: int) -> FrameReader:
-        return FrameReader(self._pump, start_index)
+    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader:
+        """Processed audio from `start_index` on; `reuse`: chunks share one buffer (see FrameReader)."""
+        return FrameReader(self._pump, start_index, reuse=reuse)
 
     def capture_time(self, index: int) -> float:
         """Estimated `time.monotonic()` at which processed sample `index` reached the ADC."""
         return self._pump.capture_time(index)
 
     def play_earcon(self, name: str) -> None:
-        """Play a configured cue ("listening" | "stopped" | "error"); nothing if it is not configured."""
+        """Play a cue ("listening" | "stopped" | "error" | "wake" | "conversation_end"); nothing if it is off."""
         sound = self._earcons.get(name)
         if sound is None:
             return

@@ -6,7 +6,9 @@ starts where the previous one ended; if the consumer falls so far behind that th
 samples, the chunk jumps forward, the jump shows in `first_index`, and `dropped` counts the samples lost.
 When the engine stops, iteration ends after the last sample captured.
 Chunks batch every frame available at a wake-up (up to `max_chunk_ms`), so a consumer costs one await per
-PortAudio block, not one per 10 ms.
+PortAudio block, not one per 10 ms. A consumer that is done with each chunk before asking for the next (the
+wake-word detector, a level meter) can pass `reuse=True`: chunks are then views of one preallocated buffer,
+overwritten by the next chunk, and following the mic allocates no sample buffers at all.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ if TYPE_CHECKING:
 
 
 class FrameReader:
-    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200) -> None:
+    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, reuse: bool = False) -> None:
         self._pump = pump
         self._frame = pump.frame
         start_index = max(pump.ring.oldest(), min(int(start_index), pump.ring.total))  # what is still kept
         self.position = start_index - start_index % self._frame  # next index to deliver
         self.dropped = 0  # samples overwritten before this reader got them
         self._max = max(1, max_chunk_ms // 10) * self._frame
+        self._buffer = np.empty(self._max, dtype=np.int16) if reuse else None
         self.closed = False
 
     def __aiter__(self) -> FrameReader:
@@ -40,7 +43,7 @@ class FrameReader:
             avail = ring.total - self.position
             if avail >= self._frame:
                 n = min(avail - avail % self._frame, self._max)
-                out = np.empty(n, dtype=np.int16)
+                out = np.empty(n, dtype=np.int16) if self._buffer is None else self._buffer[:n]
                 try:
                     got = ring.read(self.position, out)
                 except Overrun as e:
