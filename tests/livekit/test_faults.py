@@ -273,24 +273,13 @@ def test_a_network_cut_mid_turn_resumes_and_the_words_lost_are_accounted(
     access point that lost its state): the SDK resumes the session. What the user said meanwhile: the part
     spoken while the SDK did not know (RTP into the void) is lost silently; the part held while it resumed is
     dropped and logged (`audio captured while reconnecting dropped ... ms=`)."""
-    daemon = start_daemon(session={"idle_timeout_s": 600})
-    dropped: list[int] = []
-
-    def cut() -> None:
-        network.cut(server.ns)
-        time.sleep(CUT_S)
-        dropped.append(network.counted_packets(server.ns))
-        network.restore(server.ns, reset=True)
-
-    try:
-        turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk, fault=cut, fault_after_s=1.0)
-    finally:
-        network.clear(server.ns)
+    turn, dropped = _turn_with_a_cut(server, start_daemon(session={"idle_timeout_s": 600}), worker, audio_rig, talk,
+                                     reset=True)
     held_ms = [int(m) for m in re.findall(r"audio captured while reconnecting dropped reason=.*? ms=(\d+)", turn.log)]
-    print(f"{CUT_S} s cut mid-turn: {dropped[0]} packets dropped; states {turn.states}; held while resuming and "
+    print(f"{CUT_S} s cut mid-turn: {dropped} packets dropped; states {turn.states}; held while resuming and "
           f"dropped {held_ms} ms; the agent's STT got {turn.heard_s:.2f} s of speech of {turn.played_s:.2f} s played "
           f"({turn.share:.0%}); release → speaking {turn.release_to_speaking_s:.2f} s")
-    assert dropped[0] > 0
+    assert dropped > 0
     assert "reconnecting" in turn.states and "failed" not in turn.states
     assert "mic republished" not in turn.log, "a full restart, not a resume"
     assert held_ms, "the audio held while resuming was not accounted for"
@@ -302,25 +291,32 @@ def test_a_silent_network_cut_shorter_than_the_ping_timeout_goes_unnoticed(
     """The same 4 s cut, but the link comes back as it was (no connection reset): the SDK's signal ping times out
     only after 15 s and ICE fails later still, so nothing notices — no reconnect, the session goes on — and what
     was said during the cut is lost without the device knowing (RTP into the void)."""
-    daemon = start_daemon(session={"idle_timeout_s": 600})
+    turn, dropped = _turn_with_a_cut(server, start_daemon(session={"idle_timeout_s": 600}), worker, audio_rig, talk,
+                                     reset=False)
+    print(f"{CUT_S} s silent cut mid-turn: {dropped} packets dropped; states {turn.states}; the agent's STT got "
+          f"{turn.heard_s:.2f} s of speech of {turn.played_s:.2f} s played ({turn.share:.0%}); release → speaking "
+          f"{turn.release_to_speaking_s:.2f} s")
+    assert dropped > 0
+    assert "reconnecting" not in turn.states and "failed" not in turn.states
+    assert turn.heard_s < turn.played_s - 1.0, "a 4 s cut lost no speech: the cut did not cut the audio"
+
+
+def _turn_with_a_cut(server: Server, daemon: Daemon, worker: Worker, audio_rig: Any, talk: Path, *,
+                     reset: bool) -> tuple[HeldTurn, int]:
+    """A held turn whose speech is cut CUT_S from 1 s in; returns it and the packets the cut dropped."""
     dropped: list[int] = []
 
     def cut() -> None:
         network.cut(server.ns)
         time.sleep(CUT_S)
         dropped.append(network.counted_packets(server.ns))
-        network.restore(server.ns)
+        network.restore(server.ns, reset=reset)
 
     try:
         turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk, fault=cut, fault_after_s=1.0)
     finally:
         network.clear(server.ns)
-    print(f"{CUT_S} s silent cut mid-turn: {dropped[0]} packets dropped; states {turn.states}; the agent's STT got "
-          f"{turn.heard_s:.2f} s of speech of {turn.played_s:.2f} s played ({turn.share:.0%}); release → speaking "
-          f"{turn.release_to_speaking_s:.2f} s")
-    assert dropped[0] > 0
-    assert "reconnecting" not in turn.states and "failed" not in turn.states
-    assert turn.heard_s < turn.played_s - 1.0, "a 4 s cut lost no speech: the cut did not cut the audio"
+    return turn, dropped[0]
 
 
 def _route(daemon: Daemon) -> str:
