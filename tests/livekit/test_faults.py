@@ -194,15 +194,38 @@ class HeldTurn:
         return self.heard_s / self.played_s
 
 
-def _held_turn(daemon: Daemon, recording: RoomRecording | LazyRecording, audio_rig: Any, wav: Path,
-               fault: Callable[[], None] | None = None, fault_after_s: float = 0.0) -> HeldTurn:
-    """Press (a new session: wait for the agent to listen), speak `wav` holding the button — `fault()` runs
-    `fault_after_s` into the speech — release, and wait for the agent's final transcript and its answer."""
-    log_at = len(daemon.log())
+def _connected(daemon: Daemon, recording: RoomRecording | LazyRecording) -> None:
+    """A session with its agent before the measured turn, so that turn's press does not have to wait for a join
+    (a loaded machine's slow join plus a long phrase would hold the button into its 10 s long press): press, wait
+    for the agent, release at once (an empty turn it answers), wait until it listens again."""
     mark = daemon.mark()
     daemon.ctl("press")
     daemon.wait_state("listening", timeout=40, after=mark)
     wait_for(lambda: _route(daemon) == "live", 15, "the device's mic to go live (the agent took the turn)")
+    mark = daemon.mark()
+    daemon.ctl("release")
+    wait_for(lambda: len(recording.events("llm_reply")) > 0, 20, "the agent to answer the empty turn")
+    wait_for(lambda: "speaking" in daemon.states()[mark:] and daemon.states()[-1] == "listening", 30,
+             "the agent to listen again")
+
+
+def _held_turn(daemon: Daemon, recording: RoomRecording | LazyRecording, audio_rig: Any, wav: Path,
+               fault: Callable[[], None] | None = None, fault_after_s: float = 0.0, *,
+               warm: bool = False) -> HeldTurn:
+    """Press, speak `wav` holding the button — `fault()` runs `fault_after_s` into the speech — release, and wait
+    for the agent's final transcript and its answer. Cold (a new session): the press starts the session and the
+    speech starts once the mic is live. `warm`: the session is `_connected` first; the speech starts once the
+    agent has taken the turn (its input is off until then)."""
+    if warm:
+        _connected(daemon, recording)
+    log_at = len(daemon.log())
+    mark = daemon.mark()
+    turns_before = len(recording.events("input_enabled"))
+    daemon.ctl("press")
+    if not warm:
+        daemon.wait_state("listening", timeout=40, after=mark)
+        wait_for(lambda: _route(daemon) == "live", 15, "the device's mic to go live (the agent took the turn)")
+    wait_for(lambda: len(recording.events("input_enabled")) > turns_before, 15, "the agent to take the turn")
     finals_before = len(recording.events("stt_final"))
     player = play_into_mic(audio_rig.pulse_server, wav)
     if fault is not None:
@@ -232,13 +255,12 @@ def test_ten_percent_loss_audio_keeps_flowing(server: Server, worker: Worker, st
     daemon = start_daemon(session={"idle_timeout_s": 600})
     try:
         turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk,
-                          fault=lambda: network.loss(server.ns, LOSS_PERCENT))
+                          fault=lambda: network.loss(server.ns, LOSS_PERCENT), warm=True)
         dropped = network.counted_packets(server.ns)
     finally:
         network.clear(server.ns)
-    print(f"{LOSS_PERCENT} % loss: {dropped} packets dropped; press → listening {turn.press_to_listening_ms} ms (no "
-          f"loss yet); the agent's STT got {turn.heard_s:.2f} s of speech of {turn.played_s:.2f} s played "
-          f"({turn.share:.0%}); release → speaking {turn.release_to_speaking_s:.2f} s; "
+    print(f"{LOSS_PERCENT} % loss: {dropped} packets dropped; the agent's STT got {turn.heard_s:.2f} s of speech "
+          f"of {turn.played_s:.2f} s played ({turn.share:.0%}); release → speaking {turn.release_to_speaking_s:.2f} s; "
           f"states {turn.states}")
     assert dropped > 0
     assert "failed" not in turn.states
@@ -313,7 +335,8 @@ def _turn_with_a_cut(server: Server, daemon: Daemon, worker: Worker, audio_rig: 
         network.restore(server.ns, reset=reset)
 
     try:
-        turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk, fault=cut, fault_after_s=1.0)
+        turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk, fault=cut, fault_after_s=1.0,
+                          warm=True)
     finally:
         network.clear(server.ns)
     return turn, dropped[0]
