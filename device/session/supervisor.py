@@ -73,6 +73,7 @@ from device.session.policy import (
 from device.session.ports import AudioPort
 from device.session.preconnect import Uplink
 from device.session.status import (
+    PRESS_LATENCIES_KEPT,
     AgentStatus,
     FailureStatus,
     SessionMetrics,
@@ -131,6 +132,12 @@ class _Tally:
     failures: Counter[str] = field(default_factory=Counter)
     preconnect_bytes_sent: int = 0
     press_to_listening_ms: int | None = None
+    press_to_listening: list[int] = field(default_factory=list)  # every press, bounded (recent())
+
+    def heard(self, ms: int) -> None:
+        self.press_to_listening_ms = ms
+        self.press_to_listening.append(ms)
+        del self.press_to_listening[:-PRESS_LATENCIES_KEPT]
 
 
 def turns_status(turns: Turns) -> TurnsStatus:
@@ -166,6 +173,7 @@ class Supervisor:
         self._media = media or RtcMedia()
         self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns)
+        self._turns.on_sent = self._turn_sent
         self._transcripts = Transcripts()
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
         self._on_session_over = on_session_over
@@ -246,6 +254,7 @@ class Supervisor:
                 failures=MappingProxyType(dict(t.failures)),
                 preconnect_bytes_sent=t.preconnect_bytes_sent + (uplink.bytes_sent if uplink else 0),
                 press_to_listening_ms=t.press_to_listening_ms,
+                press_to_listening_recent_ms=tuple(t.press_to_listening),
             ),
         )
 
@@ -551,9 +560,8 @@ class Supervisor:
         return []
 
     def _agent_state(self, state: str) -> list[Input]:
-        if state == "listening" and self._press_t is not None:
-            self._tally.press_to_listening_ms = round((self._clock.now() - self._press_t) * 1000)
-            self._press_t = None
+        if state == "listening":
+            self._listening_for_press()
         if state in READY_STATES:
             self._post(None, self._flush_turns)  # after the policy has seen the state
         return [AgentState(state)]
@@ -609,10 +617,28 @@ class Supervisor:
 
     # ---- turns, mute, agent-driven control -------------------------------------------------------------------
 
+    # ---- press → listening: each press once, when the agent is first listening for it ----------------------
+    # A session's first press waits for the agent to join and say `listening`. A later press (push-to-talk turns)
+    # usually finds it listening already, after its reply: that press is answered when its `start_turn` call
+    # returns (the agent has opened the turn) — or at once when the agent takes no turn calls — not when the agent
+    # next says `listening`, which is after its next reply. A press during the agent's reply (barge-in) is
+    # answered when the interrupted agent says `listening`.
+
+    def _listening_for_press(self) -> None:
+        if self._press_t is not None:
+            self._tally.heard(round((self._clock.now() - self._press_t) * 1000))
+            self._press_t = None
+
+    def _turn_sent(self, which: str) -> None:
+        if which == "start" and self._policy.agent_state == "listening":
+            self._listening_for_press()
+
     def _turn(self, which: str) -> list[Input]:
         if which == "start":
             if self._policy.phase is not Phase.IDLE:
                 self._press_t = self._press_t or self._clock.now()
+                if self._policy.agent_state == "listening" and not self._turns.active:
+                    self._listening_for_press()  # nothing to open: the agent listens already
             if self._policy.agent_state == "speaking":
                 self._audio.player.flush()  # barge-in: stop playing at once; start_turn interrupts the agent
                 log.info("barge-in agent=%s", self._agent)

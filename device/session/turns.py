@@ -8,6 +8,7 @@ stops calling. Calls made before the agent is ready wait in order and go out whe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from device.config.schema import TurnsConfig
@@ -27,6 +28,7 @@ class Turns:
         self.supported = True  # until the agent says otherwise
         self.pending: list[str] = []
         self.calls: list[str] = []  # methods actually called (status, tests)
+        self.on_sent: Callable[[str], None] | None = None  # after each call ("start" | "end" | "cancel") returned
 
     def method(self, which: str) -> str:
         return {"start": self.cfg.start_method, "end": self.cfg.end_method, "cancel": self.cfg.cancel_method}[which]
@@ -53,6 +55,8 @@ class Turns:
         while self.pending and self.active:
             which = self.pending.pop(0)
             await self._call(local_participant, agent, self.method(which))
+            if self.on_sent is not None:
+                self.on_sent(which)
 
     async def _call(self, local_participant: rtc.LocalParticipant, agent: str, method: str) -> None:
         try:
