@@ -49,6 +49,7 @@ from device.session.protocol import (
     OpenReader,
     Over,
     Play,
+    PlayEnd,
     Ready,
     Reply,
     Request,
@@ -116,6 +117,9 @@ class RemotePlayer:
 
     def push(self, frame: rtc.AudioFrame) -> None:
         self._chan.send(Play(bytes(frame.data), frame.sample_rate, frame.num_channels, frame.samples_per_channel))
+
+    def end(self) -> None:
+        self._chan.send(PlayEnd())
 
     def flush(self) -> None:
         self._chan.send(Flush())

@@ -35,6 +35,10 @@ class Player(Protocol):
 
     def push(self, frame: rtc.AudioFrame) -> None: ...
 
+    def end(self) -> None:
+        """Nothing more follows for now: play out what is buffered (the agent stopped speaking)."""
+        ...
+
     def flush(self) -> None: ...
 
 

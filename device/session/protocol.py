@@ -4,7 +4,7 @@ The daemon (`session/remote.py`) starts the child with a `Hello`, then makes `Ca
 method each, answered by a `Reply` with the same `cid` — streams the mic as `Chunk`s for each reader the child
 opens, and ends it with `Close`. The child (`session/host.py`) says `Ready` (or `StartFailed`), forwards the
 supervisor's events (`Emitted`), its status (`Status`), its log records (`Log`), the agent's audio (`Play`,
-`Flush`, `Volume`), `Over` once its session has ended, and `Beat` when it has nothing else to say.
+`PlayEnd`, `Flush`, `Volume`), `Over` once its session has ended, and `Beat` when it has nothing else to say.
 `ipc.Channel` carries them as pickles and refuses anything that is not one of these.
 """
 
@@ -187,6 +187,11 @@ class Play:
 
 
 @dataclass(frozen=True)
+class PlayEnd:
+    """The agent stopped speaking: the player plays out its tail."""
+
+
+@dataclass(frozen=True)
 class Flush:
     pass
 
@@ -223,8 +228,8 @@ class Beat:
 
 
 ToChild = Hello | Call | Chunk | Eof | Close
-ToDaemon = (Ready | StartFailed | Reply | Log | Status | Emitted | Play | Flush | Volume | Over | OpenReader
-            | CloseReader | Closed | Beat)
+ToDaemon = (Ready | StartFailed | Reply | Log | Status | Emitted | Play | PlayEnd | Flush | Volume | Over
+            | OpenReader | CloseReader | Closed | Beat)
 Message = ToChild | ToDaemon
 MESSAGE_TYPES: tuple[type, ...] = (Hello, Call, Chunk, Eof, Close, Ready, StartFailed, Reply, Log, Status, Emitted,
-                                   Play, Flush, Volume, Over, OpenReader, CloseReader, Closed, Beat)
+                                   Play, PlayEnd, Flush, Volume, Over, OpenReader, CloseReader, Closed, Beat)

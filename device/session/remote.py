@@ -54,6 +54,7 @@ from device.session.protocol import (
     OpenReader,
     Over,
     Play,
+    PlayEnd,
     Ready,
     RefreshCall,
     Reply,
@@ -246,6 +247,8 @@ class Child:
                 owner.emit(event)
             case Play(data, rate, channels, samples):
                 owner.play(data, rate, channels, samples)
+            case PlayEnd():
+                owner.audio.player.end()
             case Flush():
                 owner.audio.player.flush()
             case Volume(volume):

@@ -84,6 +84,7 @@ from device.session.status import (
 from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
+from device.session.voice import STREAM_FRAME_MS, VoiceGate
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -583,14 +584,22 @@ class Supervisor:
             return
         if track.sid in att.playback:
             return
-        stream = self._media.audio_stream(track, self._audio.sample_rate)
+        stream = self._media.audio_stream(track, self._audio.sample_rate, STREAM_FRAME_MS)
         task = asyncio.get_running_loop().create_task(self._play(stream))
         att.playback[track.sid] = (task, stream)
         log.info("playing agent audio participant=%s track=%s", participant.identity, track.sid)
 
     async def _play(self, stream: rtc.AudioStream) -> None:
+        import numpy as np
+
+        gate = VoiceGate()
+        player = self._audio.player
         async for event in stream:
-            self._audio.player.push(event.frame)
+            frame = event.frame
+            if gate.admit(np.frombuffer(frame.data, dtype=np.int16), frame.duration):
+                player.push(frame)
+            elif gate.ended():
+                player.end()
 
     def _local_subscribed(self, track: rtc.Track) -> None:
         if self._uplink is not None:

@@ -88,10 +88,14 @@ class FakePlayer:
     def __init__(self) -> None:
         self.frames: list[Any] = []
         self.flushes = 0
+        self.ends = 0
         self.volume = 0.8
 
     def push(self, frame: Any) -> None:
         self.frames.append(frame)
+
+    def end(self) -> None:
+        self.ends += 1
 
     def flush(self) -> None:
         self.flushes += 1
@@ -225,7 +229,8 @@ class FakeMedia:
     def mic_track(self, source: FakeSource) -> FakeTrack:
         return FakeTrack()
 
-    def audio_stream(self, track: Any, sample_rate: int) -> FakeAudioStream:
+    def audio_stream(self, track: Any, sample_rate: int, frame_ms: int) -> FakeAudioStream:
+        self.frame_ms = frame_ms
         self.streams.append(FakeAudioStream(track))
         return self.streams[-1]
 

@@ -27,6 +27,7 @@ EXAMPLES: list[p.Message] = [
     p.Status(SessionStatus(phase="connected", room="r1")),
     p.Emitted(SessionFailed(FailureReason.AUTH, "401", None, session=3)),
     p.Play(b"\x00\x00" * 480, 48000, 1, 480),
+    p.PlayEnd(),
     p.Flush(),
     p.Volume(0.25),
     p.Over(),

@@ -84,10 +84,32 @@ async def test_avatar_publishing_on_behalf_of_the_agent_is_not_taken_for_the_age
 
     rig.room.publish_agent_audio(avatar)
     await rig.settle()
-    frame = rtc.AudioFrame(np.zeros(160, np.int16).tobytes(), RATE, 1, 160)
+    frame = rtc.AudioFrame(np.full(160, 1000, np.int16).tobytes(), RATE, 1, 160)
     rig.media.streams[0].queue.put_nowait(frame)
     await rig.settle()
     assert rig.audio.player.frames == [frame]
+
+
+async def test_the_agents_silence_between_replies_is_not_played_and_its_end_is_told(make_rig):
+    rig = make_rig()
+    await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.publish_agent_audio(agent)
+    await rig.settle()
+    assert rig.media.frame_ms == 40  # batched natively: one event per 40 ms
+
+    def frame(level: int) -> rtc.AudioFrame:
+        return rtc.AudioFrame(np.full(640, level, np.int16).tobytes(), RATE, 1, 640)
+
+    stream = rig.media.streams[0].queue
+    for level in [0] * 5 + [3000] * 3 + [0] * 20 + [-2000] + [0] * 3:  # silence, a reply, 0.8 s quiet, a word
+        stream.put_nowait(frame(level))
+    await rig.settle()
+    played = [int(np.frombuffer(bytes(f.data), np.int16)[0]) for f in rig.audio.player.frames]
+    # the reply and its first 0.5 s of quiet (pauses between words are played), then nothing until the next word
+    assert played == [3000] * 3 + [0] * 12 + [-2000] + [0] * 3
+    assert rig.audio.player.ends == 1  # told once, when the quiet after the reply began to be dropped
 
 
 async def test_a_second_start_while_a_session_runs_is_ignored(make_rig):
