@@ -145,6 +145,11 @@ class AudioEngine:
     def reader(self, start_index: int) -> FrameReader:
         return FrameReader(self._pump, start_index)
 
+    @property
+    def ring_fd(self) -> int:
+        """The memfd of the processed ring (audio/shared.py), for a session process to map."""
+        return self._pump.ring.fd
+
     def capture_time(self, index: int) -> float:
         """Estimated `time.monotonic()` at which processed sample `index` reached the ADC."""
         return self._pump.capture_time(index)

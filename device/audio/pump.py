@@ -20,7 +20,8 @@ import numpy as np
 
 from device.audio.levels import rms_dbfs
 from device.audio.processing import FrameProcessor
-from device.audio.ring import Overrun, Ring
+from device.audio.ring import Overrun
+from device.audio.shared import SharedRing
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -37,8 +38,9 @@ class Pump:
     def __init__(self, rate: int, ring_seconds: float, processor: FrameProcessor, player: Player | None) -> None:
         self.rate = rate
         self.frame = rate // 100
-        # Whole frames only, so every index the ring hands out sits on a 10 ms boundary.
-        self.ring = Ring(max(1, int(ring_seconds * 100)) * self.frame)
+        # Whole frames only, so every index the ring hands out sits on a 10 ms boundary. In shared memory: a
+        # session process reads the mic from it by index (audio/shared.py).
+        self.ring = SharedRing(max(1, int(ring_seconds * 100)) * self.frame)
         self.processor = processor
         self.player = player
         self._capture: Capture | None = None

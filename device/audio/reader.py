@@ -56,6 +56,20 @@ class FrameReader:
             await self._pump.wait_new()
         raise StopAsyncIteration
 
+    async def advance(self) -> int:
+        """What `__anext__` does without copying: wait for at least a frame more, take everything available and
+        return the index it ends at (the samples below it can be read from the ring by another process)."""
+        ring = self._pump.ring
+        while not self.closed:
+            avail = ring.total - self.position
+            if avail >= self._frame:
+                self.position += avail - avail % self._frame
+                return self.position
+            if self._pump.closed:
+                break
+            await self._pump.wait_new()
+        raise StopAsyncIteration
+
     def available(self) -> int:
         """Samples ready to be read without waiting."""
         return max(0, self._pump.ring.total - self.position)

@@ -34,11 +34,12 @@ class Overrun(Exception):
 class Ring:
     """Preallocated int16 mono ring; single writer; monotonic sample counter."""
 
-    def __init__(self, capacity_samples: int) -> None:
+    def __init__(self, capacity_samples: int, buffer: np.ndarray | None = None) -> None:
+        """`buffer`: int16 storage of at least `capacity_samples` to use (shared memory), else one is allocated."""
         if capacity_samples <= 0:
             raise ValueError("ring capacity must be positive")
         self.capacity = int(capacity_samples)
-        self._buf = np.zeros(self.capacity, dtype=np.int16)
+        self._buf = np.zeros(self.capacity, dtype=np.int16) if buffer is None else buffer[: self.capacity]
         self.total = 0  # index of the next sample to be written
         self._reserved = 0  # total + the length of a write in progress
         self.overruns = 0  # reads that found their start overwritten

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
+from device.audio.shared import SharedRing
 from device.session.tokens import Credentials, TokenRequest
 
 # ---- time -------------------------------------------------------------------------------------------------------
@@ -122,6 +123,15 @@ class FakeReader:
         self.pos += n
         return first, self.port.samples[first : first + n].copy()
 
+    async def advance(self) -> int:
+        while not self.closed and self.pos >= self.port.produced:
+            self.port.changed.clear()
+            await self.port.changed.wait()
+        if self.closed:
+            raise StopAsyncIteration
+        self.pos = self.port.produced
+        return self.pos
+
     def close(self) -> None:
         self.closed = True
         self.port.changed.set()
@@ -138,9 +148,19 @@ class FakeAudioPort:
         self.changed = asyncio.Event()
         self.chunk = sample_rate * chunk_ms // 1000
         self.readers: list[FakeReader] = []
+        self._ring: SharedRing | None = None  # for session processes, made when one asks
+
+    @property
+    def ring_fd(self) -> int:
+        if self._ring is None:
+            self._ring = SharedRing(self.sample_rate * 120)
+            self._ring.write(self.samples)
+        return self._ring.fd
 
     def _append(self, data: np.ndarray) -> None:
         self.samples = np.concatenate([self.samples, data])
+        if self._ring is not None:
+            self._ring.write(data)
         self.produced += len(data)
         self.changed.set()
 

@@ -16,8 +16,6 @@ from device.session.status import SessionStatus
 EXAMPLES: list[p.Message] = [
     p.Hello(Config(), "device-1", True, 0.5, 16000, "tests.session.hostfactory:scripted", (("", 20),)),
     p.Call(7, p.StartCall(mark=480, session=3)),
-    p.Chunk(1, 960, b"\x00\x01" * 160),
-    p.Eof(1),
     p.Close(),
     p.Ready(1234),
     p.StartFailed("ImportError: no livekit"),
