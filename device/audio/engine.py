@@ -137,13 +137,16 @@ class AudioEngine:
         return self._pump.ring.oldest()
 
     def mark(self, preroll_ms: int) -> int:
-        """`now_index()` minus `preroll_ms`, clamped to the oldest sample still kept (on a 10 ms boundary)."""
+        """`now_index()` minus `preroll_ms`, clamped to the oldest sample still kept (on a 10 ms boundary). The
+        pump first takes what the capture has (idle, the loop wakes only every ~100 ms)."""
+        self._pump.run()
         frame = self._pump.frame
         back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
         return max(self.oldest_index(), self.now_index() - back)
 
-    def reader(self, start_index: int) -> FrameReader:
-        return FrameReader(self._pump, start_index)
+    def reader(self, start_index: int, *, live: bool = True) -> FrameReader:
+        """The ring from `start_index` on (see FrameReader: `live` for a session's mic, not for a detector)."""
+        return FrameReader(self._pump, start_index, live=live)
 
     @property
     def ring_fd(self) -> int:

@@ -22,14 +22,19 @@ if TYPE_CHECKING:
 
 
 class FrameReader:
-    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200) -> None:
+    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, live: bool = True) -> None:
+        """`live`: a session's mic — the echo canceller runs and the loop wakes every block while it is open, and
+        the ring from `start_index` on is processed if it was captured while idle (pump.py). A reader that is not
+        live (a wake-word detector) reads the ring as it is, at the pace the pump runs."""
         self._pump = pump
         self._frame = pump.frame
+        self.closed = False
+        if live:
+            pump.add_live_reader(self, int(start_index))
         start_index = max(pump.ring.oldest(), min(int(start_index), pump.ring.total))  # what is still kept
         self.position = start_index - start_index % self._frame  # next index to deliver
         self.dropped = 0  # samples overwritten before this reader got them
         self._max = max(1, max_chunk_ms // 10) * self._frame
-        self.closed = False
 
     def __aiter__(self) -> FrameReader:
         return self

@@ -67,6 +67,17 @@ class Ring:
             self._buf[: n - first] = samples[first:]
         self.total = total + n
 
+    def overwrite(self, start: int, samples: np.ndarray) -> None:
+        """Replace samples the ring holds from index `start` (the pump processing the pre-roll in place, before any
+        live reader reads it); `total` does not move."""
+        n = samples.shape[0]
+        if start < self.oldest() or start + n > self.total:
+            raise ValueError(f"samples {start}..{start + n} are not all in the ring ({self.oldest()}..{self.total})")
+        pos = start % self.capacity
+        first = min(n, self.capacity - pos)
+        self._buf[pos : pos + first] = samples[:first]
+        self._buf[: n - first] = samples[first:]
+
     def read(self, start: int, out: np.ndarray) -> int:
         """Copy from index `start` into `out`; returns how many samples were copied (0 if none yet).
 
