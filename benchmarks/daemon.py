@@ -14,7 +14,9 @@
   by cross-correlation; kept = (the mic sample at the press) − (heard.wav's first sample). DSP off for this
   session, so heard.wav is the mic sample for sample; `audio.preroll_ms` is 500.
 - `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`, with its
-  ready session process (`idle_rss_daemon_mb`: the daemon process alone).
+  ready session process (`idle_rss_daemon_mb`: the daemon process alone). `idle_footprint_mb`: the same
+  processes' resident pages with each physical page counted once (summed RSS counts the interpreter, numpy and
+  the livekit library twice: both processes map them).
 - `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`;
   `active_cpu_inline_percent` the same with `session.process: inline` in the same run (no session process).
 - The peers (benchmarks/peers.py), each joining the same stub with the same speech playing into the same mic,
@@ -46,12 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.stack import Bench, cpu_percents, proc_stats
+from benchmarks.stack import Bench, cpu_percents, footprint_bytes, proc_stats, tree_pids
 from tests.wire.harness import PYTHON, LineProcess, mint_token
 
 AGENT_DELAY_S = 0.5
 IDLE_BEFORE_PRESS_S = 2.0
-RATE = 48000
 
 
 def startup(bench: Bench, repeats: int) -> dict[str, Any]:
@@ -79,9 +80,9 @@ def startup(bench: Bench, repeats: int) -> dict[str, Any]:
 class MicRecorder:
     """parec on the virtual mic, keeping (monotonic arrival time, total samples so far) per chunk."""
 
-    def __init__(self, pulse_server: str) -> None:
+    def __init__(self, pulse_server: str, rate: int) -> None:
         self.proc = subprocess.Popen(
-            ["parec", "-d", "mic", "--rate=48000", "--channels=1", "--format=s16le", "--raw", "--latency-msec=10"],
+            ["parec", "-d", "mic", f"--rate={rate}", "--channels=1", "--format=s16le", "--raw", "--latency-msec=10"],
             env={**os.environ, "PULSE_SERVER": pulse_server}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.chunks: list[bytes] = []
         self.marks: list[tuple[float, int]] = []
@@ -116,7 +117,8 @@ def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
     stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
     daemon = bench.daemon(bench.config(stub.url, dsp=False))
     daemon.wait_ready()
-    recorder = MicRecorder(bench.pulse_server)
+    rate = int(daemon.config["audio"].get("sample_rate", _audio_default("sample_rate")))
+    recorder = MicRecorder(bench.pulse_server, rate)
     time.sleep(0.5)
     from tests.wire.rig import play_into_mic
 
@@ -136,11 +138,13 @@ def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
     heard = read_wav(stub.session_dir(1) / "heard.wav")
     meta = json.loads((stub.session_dir(1) / "meta.json").read_text())
     seam = int(meta["live_first_sample_index"]) or len(heard)
-    start_in_mic = find_lag(heard[: min(seam, RATE)], mic)  # mic index of heard.wav's first sample
+    # heard.wav is at the buffer's rate, the pipeline's (the recorder records the mic at that rate too)
+    assert int(meta["sample_rate"]) == rate, meta
+    start_in_mic = find_lag(heard[: min(seam, rate)], mic)  # mic index of heard.wav's first sample
     press_in_mic = recorder.index_at(t_press)
     daemon.signal(15)
     daemon.wait(timeout=10)
-    return {"preroll_kept_ms": round((press_in_mic - start_in_mic) * 1000 / RATE, 1),
+    return {"preroll_kept_ms": round((press_in_mic - start_in_mic) * 1000 / rate, 1),
             "preroll_config_ms": bench.config("x")["audio"]["preroll_ms"],
             "preconnect_status": meta.get("preconnect_status")}
 
@@ -154,6 +158,7 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
     time.sleep(2.0)  # settle after start-up
     idle_cpu, idle_pulse = cpu_percents([daemon.pid, bench.pulse_pid], seconds)
     idle = proc_stats(daemon.pid)  # the daemon and its ready session process (session.process: warm)
+    idle_footprint = footprint_bytes(tree_pids(daemon.pid))
     # active: a session with the agent listening while speech plays into the mic; the peers alternate with it
     long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
                                 "long")
@@ -177,6 +182,7 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
     return {
         "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle["rss_bytes"] / 2**20, 1),
         "idle_rss_daemon_mb": round(idle["daemon_rss_bytes"] / 2**20, 1), "idle_processes": idle["processes"],
+        "idle_footprint_mb": round(idle_footprint / 2**20, 1),
         "idle_cpu_pulseaudio_percent": round(idle_pulse, 2),
         "active_cpu_percent": round(ours, 2),
         "active_cpu_mediadevices_percent": round(md, 2),
@@ -219,7 +225,7 @@ def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audi
 
     dsp = [flag for flag, key in (("aec", "echo_cancellation"), ("ns", "noise_suppression"),
                                   ("hpf", "high_pass_filter"), ("agc", "auto_gain_control"))
-           if audio.get(key, _dsp_default(key))]
+           if audio.get(key, _audio_default(key))]
     token = mint_token(identity=f"peer-{name}", room=f"peer-{name}")
     env = {**os.environ, "PULSE_SERVER": bench.pulse_server, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -237,10 +243,10 @@ def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audi
     return cpu, pulse
 
 
-def _dsp_default(key: str) -> bool:
+def _audio_default(key: str) -> Any:
     from device.config.schema import AudioConfig
 
-    return bool(getattr(AudioConfig(), key))
+    return getattr(AudioConfig(), key)
 
 
 def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
@@ -298,6 +304,7 @@ ROWS = [
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
     ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
     ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
+    ("daemon idle footprint (both, each shared page once)", "idle_footprint_mb", "{:.1f} MB"),
     ("daemon active-session CPU (with its session process)", "active_cpu_percent", "{:.1f} % of a core"),
     ("peer on rtc.MediaDevices, same stub and speech", "active_cpu_mediadevices_percent", "{:.1f} % of a core"),
     ("peer on rtc.PlatformAudio, same stub and speech", "active_cpu_platformaudio_percent", "{:.1f} % of a core"),

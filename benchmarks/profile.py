@@ -65,9 +65,14 @@ def process_name(pid: int) -> str:
     return " ".join(words[:3])
 
 
-def window(root: int, seconds: float, perf_dir: Path | None, py_spy: str | None, tag: str) -> dict[str, Any]:
+def window(root: int, seconds: float, perf_dir: Path | None, py_spy: str | None, tag: str,
+           beside: dict[int, str] | None = None) -> dict[str, Any]:
+    """Per-thread CPU of `root`'s tree over `seconds`; `beside` (pid → name): processes measured alongside and
+    reported apart (the sound server), not in the total."""
     pids = tree_pids(root)
     names = {p: process_name(p) for p in pids}
+    apart = dict(beside or {})
+    names.update(apart)
     tools = []
     if perf_dir is not None:
         for p in pids:
@@ -83,9 +88,9 @@ def window(root: int, seconds: float, perf_dir: Path | None, py_spy: str | None,
                 [py_spy, "record", "--pid", str(p), "--duration", str(int(seconds)), "--rate", "200",
                  "--format", "raw", "--threads", "--nonblocking", "--output", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    a, t0 = thread_times(pids), time.monotonic()
+    a, t0 = thread_times(pids + list(apart)), time.monotonic()
     time.sleep(seconds)
-    b, wall = thread_times(pids), time.monotonic() - t0
+    b, wall = thread_times(pids + list(apart)), time.monotonic() - t0
     for t in tools:
         t.wait(timeout=seconds + 120)
     per_process: dict[str, float] = defaultdict(float)
@@ -96,7 +101,7 @@ def window(root: int, seconds: float, perf_dir: Path | None, py_spy: str | None,
         per_process[names.get(pid, str(pid))] += used
         per_thread[names.get(pid, str(pid))][comm] += used
     return {
-        "total_percent": round(sum(per_process.values()), 2),
+        "total_percent": round(sum(v for k, v in per_process.items() if k not in apart.values()), 2),
         "processes": {k: round(v, 2) for k, v in per_process.items()},
         "threads": {proc: {k: round(v, 2) for k, v in sorted(t.items(), key=lambda kv: -kv[1]) if v > 0}
                     for proc, t in per_thread.items()},
@@ -127,7 +132,8 @@ def run(seconds: float, perf_dir: Path | None, py_spy: str | None, config_overri
         daemon = bench.daemon(config)
         daemon.wait_ready()
         time.sleep(3.0)  # the ready session process has imported livekit
-        result: dict[str, Any] = {"idle": window(daemon.pid, seconds, perf_dir, py_spy, "idle")}
+        pulse = {bench.pulse_pid: "sound server (apart)"}
+        result: dict[str, Any] = {"idle": window(daemon.pid, seconds, perf_dir, py_spy, "idle", pulse)}
         wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 4,
                                "long")
         mark = daemon.mark()
@@ -135,7 +141,7 @@ def run(seconds: float, perf_dir: Path | None, py_spy: str | None, config_overri
         daemon.wait_status("listening", timeout=30, start=mark)
         player = play_into_mic(bench.pulse_server, wav)
         time.sleep(0.5)
-        result["active"] = window(daemon.pid, seconds, perf_dir, py_spy, "active")
+        result["active"] = window(daemon.pid, seconds, perf_dir, py_spy, "active", pulse)
         player.kill()
         daemon.command("end")
         daemon.wait_status("idle", timeout=30, start=mark + 1)
