@@ -60,6 +60,7 @@ from device.session.protocol import (
     Status,
     Volume,
     perform,
+    starts_a_session,
 )
 from device.session.status import SessionStatus
 
@@ -265,11 +266,18 @@ def _load(spec: str | None) -> Factory:
     return factory
 
 
+def status_every(started: bool) -> float:
+    """How often the child looks at its status: every 0.1 s once a session has started (its counters move between
+    events); the spare child, which has nothing to report, only beats, once a second."""
+    return STATUS_EVERY_S if started else BEAT_EVERY_S
+
+
 class Host:
     def __init__(self, chan: Channel, hello: Hello, view: RingView, mic: socket.socket) -> None:
         self.chan = chan
         self.audio = RemoteAudio(chan, hello.sample_rate, hello.volume, view, mic)
         self._last_status: SessionStatus | None = None
+        self.started = False  # a start call came (see status_every)
         self._tasks: set[asyncio.Task[None]] = set()
         factory = _load(hello.factory)
         self.sup = factory(hello.config, self.audio, self._emit, identity=hello.identity, muted=hello.muted,
@@ -293,13 +301,15 @@ class Host:
         loop = asyncio.get_running_loop()
         beat = loop.time()
         while True:
-            await asyncio.sleep(STATUS_EVERY_S)
+            await asyncio.sleep(status_every(self.started))
             self.push_status()
             if loop.time() - beat >= BEAT_EVERY_S:
                 beat = loop.time()
                 self.chan.send(Beat())
 
     async def _call(self, cid: int, request: Request) -> None:
+        if starts_a_session(request):
+            self.started = True
         error = None
         try:
             await perform(self.sup, request)
