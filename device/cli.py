@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from device import __version__
@@ -256,6 +257,45 @@ def cmd_audio_test(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     run = loopback(audio) if args.loopback else record_and_play(audio, args.seconds)
     return asyncio.run(run)
+
+
+def _wake_test_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to listen (default 30)")
+    p.add_argument("--model", action="append", metavar="NAME|PATH",
+                   help="a built-in wake word or a microWakeWord JSON file (repeatable; default: wake_word.models)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between score lines (default 1)")
+
+
+@command("wake-test", "live wake-word scores from the microphone, to tune wake_word.models and cutoffs")
+@arguments(_wake_test_args)
+def cmd_wake_test(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import os
+
+    from device.audio.wake_test import wake_test
+    from device.config.schema import AudioConfig, WakeWordConfig
+    from device.config.wake_models import ModelSpecError, describe, is_path
+
+    if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
+        audio, wake = AudioConfig(), WakeWordConfig()  # no installed config yet: the defaults
+    else:
+        config = load_or_exit(args.config)
+        audio, wake = config.audio, config.wake_word
+    if not 0 < args.seconds <= 3600 or not 0.1 <= args.interval <= 60:
+        print("voice-device: --seconds must be between 0 and 3600 and --interval between 0.1 and 60", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.model:
+        try:
+            models = [describe(m, Path.cwd()) for m in args.model]  # a bad one is named now, not mid-test
+        except ModelSpecError as e:
+            print(f"voice-device: --model: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        specs = tuple(str(d.json_path) if is_path(m) else m for m, d in zip(args.model, models, strict=True))
+        cutoffs = {k: v for k, v in wake.cutoffs.items() if k in {d.name for d in models}}
+        wake = dataclasses.replace(wake, models=specs, cutoffs=cutoffs)
+    return asyncio.run(wake_test(audio, wake, args.seconds, args.interval))
 
 
 def _gpio_test_args(p: argparse.ArgumentParser) -> None:

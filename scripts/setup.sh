@@ -45,7 +45,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   log="$VENV/.voice-device-pip.log"
   if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" > "$log" 2>&1 \
-    || ! "$VENV/bin/python" -c 'import device, livekit.rtc, pyaudio, gpiozero, numpy, yaml'; then
+    || ! "$VENV/bin/python" -c 'import device, livekit.rtc, pyaudio, gpiozero, numpy, yaml, pymicro_wakeword, pymicro_vad'; then
     grep -v -e "^WARNING: Location" -e "is ignored: it is neither" "$log" | tail -40 >&2
     say "the install did not complete (pip's output above, whole log in $log)"; exit 1
   fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def _error(text: str, name: str = "kiosk.yaml") -> ConfigError:
         (LOCAL + "audio:\n  sample_rate: 16000\n  sample_rate: 24000\n", 8, "audio.sample_rate", "duplicate"),
         (LOCAL + "audio: [1, 2]\n", 6, "audio", "expected a mapping"),
         (LOCAL + "  room: ${NOPE}\n", 6, "livekit.room", "NOPE is not set"),
+        (LOCAL + "wake_word:\n  models: [okay_nabu, hey_siri]\n", 7, "wake_word.models[1]",
+         "no built-in wake word 'hey_siri'; the built-in ones are okay_nabu, hey_jarvis, alexa, hey_mycroft"),
+        (LOCAL + "wake_word:\n  models:\n    - alexa\n    - models/kitchen.json\n", 9, "wake_word.models[1]",
+         "no such file: "),
+        (LOCAL + "wake_word:\n  models: [alexa, alexa]\n", 7, "wake_word.models[1]", "listed twice"),
+        (LOCAL + "wake_word:\n  models: []\n", 7, "wake_word.models", "at least one wake word"),
+        (LOCAL + "wake_word:\n  models: [alexa]\n  cutoffs:\n    okay_nabu: 0.8\n", 9,
+         "wake_word.cutoffs.okay_nabu", "no such model in wake_word.models (they are alexa)"),
+        (LOCAL + "wake_word:\n  cutoffs:\n    okay_nabu: 1.5\n", 8, "wake_word.cutoffs.okay_nabu", "at most 0.999"),
+        (LOCAL + "wake_word:\n  cutoffs: {okay_nabu: high}\n", 7, "wake_word.cutoffs.okay_nabu", "expected a number"),
+        (LOCAL + "wake_word:\n  refractory_s: 0.1\n", 7, "wake_word.refractory_s", "at least 0.5"),
+        (LOCAL + "wake_word:\n  follow_up_s: -1\n", 7, "wake_word.follow_up_s", "at least 0.0"),
     ],
 )
 def test_bad_values_name_file_line_and_key(text: str, line: int, key: str, words: str) -> None:
@@ -143,6 +156,47 @@ def test_secrets_from_environment_do_not_warn(tmp_path: Path, caplog: pytest.Log
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_wake_word_defaults_listen_for_okay_nabu_with_the_models_own_cutoff() -> None:
+    ww = load_config_text(LOCAL).wake_word
+    assert ww.models == ("okay_nabu",) and dict(ww.cutoffs) == {}
+    assert (ww.refractory_s, ww.send_wake_phrase) == (2.0, True)
+    assert 2.0 <= ww.follow_up_s <= 10.0
+
+
+def _custom_model(folder: Path, name: str, tflite: bytes | None = None) -> None:
+    from device.config.wake_models import builtin_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    description = json.loads((builtin_dir() / "okay_nabu.json").read_text())
+    description["model"] = f"{name}.tflite"
+    (folder / f"{name}.json").write_text(json.dumps(description))
+    (folder / f"{name}.tflite").write_bytes(tflite or (builtin_dir() / "okay_nabu.tflite").read_bytes())
+
+
+def test_a_custom_wake_word_path_is_relative_to_the_config_file_and_made_absolute(tmp_path: Path) -> None:
+    _custom_model(tmp_path / "models", "kitchen")
+    path = tmp_path / "etc" / "device.yaml"
+    path.parent.mkdir()
+    path.write_text(LOCAL + "wake_word:\n  models: [../models/kitchen.json, alexa]\n  cutoffs: {kitchen: 0.9}\n")
+    ww = load_config(path, env={}).wake_word
+    assert ww.models == (str(tmp_path / "models" / "kitchen.json"), "alexa")
+    assert dict(ww.cutoffs) == {"kitchen": 0.9}
+
+
+def test_a_custom_wake_word_whose_model_file_is_missing_or_wrong_names_file_line_and_key(tmp_path: Path) -> None:
+    _custom_model(tmp_path, "kitchen")
+    (tmp_path / "kitchen.tflite").unlink()
+    path = tmp_path / "device.yaml"
+    path.write_text(LOCAL + "wake_word:\n  models:\n    - ./kitchen.json\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert (info.value.line, info.value.key) == (8, "wake_word.models[0]")
+    assert "kitchen.tflite, which does not exist" in str(info.value)
+    _custom_model(tmp_path, "kitchen", tflite=b"not a model at all")
+    with pytest.raises(ConfigError, match="is not a TensorFlow Lite model"):
+        load_config(path, env={})
 
 
 def test_reference_file_is_complete_and_current() -> None:

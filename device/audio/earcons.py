@@ -1,5 +1,6 @@
-"""Earcons: short WAV cues (listening, stopped, error) loaded once and played through the player.
+"""Earcons: short cues (listening, stopped, error, wake, conversation_end) loaded once, played through the player.
 
+Each cue is `builtin` (synthesised by device/audio/chimes.py, the default), a WAV file, or null (silence).
 Loaded at engine start so a bad path is reported once, as a sentence, and never at the moment of a press.
 A missing or unreadable file disables that cue; the device works without sounds.
 """
@@ -11,11 +12,13 @@ import wave
 
 import numpy as np
 
+from device.audio.chimes import chime
 from device.config.schema import EarconsConfig
 
 log = logging.getLogger("device.audio.earcons")
 
-NAMES = ("listening", "stopped", "error")
+NAMES = ("listening", "stopped", "error", "wake", "conversation_end")
+BUILTIN = "builtin"
 
 
 class EarconError(Exception):
@@ -37,11 +40,15 @@ def load_wav(path: str) -> tuple[np.ndarray, int]:
     return data, rate
 
 
-def load_earcons(config: EarconsConfig) -> dict[str, tuple[np.ndarray, int]]:
+def load_earcons(config: EarconsConfig, rate: int) -> dict[str, tuple[np.ndarray, int]]:
+    """The configured cues as (samples, rate); built-in ones are made at `rate` (the pipeline's)."""
     sounds: dict[str, tuple[np.ndarray, int]] = {}
     for name in NAMES:
         path = getattr(config, name)
         if not path:
+            continue
+        if path == BUILTIN:
+            sounds[name] = (chime(name, rate), rate)
             continue
         try:
             sounds[name] = load_wav(path)

@@ -77,7 +77,7 @@ class AudioEngine:
         self._next_out = 0.0
         self._out_backoff = self._device_backoff()
         self._pump = Pump(self.sample_rate, config.ring_seconds, self.processor, self.player)
-        self._earcons = load_earcons(config.earcons)
+        self._earcons = load_earcons(config.earcons, self.sample_rate)
         self._pa: PyAudio | None = None
         self._capture: Capture | None = None
         self._waker: Waker | None = None
@@ -144,9 +144,10 @@ class AudioEngine:
         back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
         return max(self.oldest_index(), self.now_index() - back)
 
-    def reader(self, start_index: int, *, live: bool = True) -> FrameReader:
-        """The ring from `start_index` on (see FrameReader: `live` for a session's mic, not for a detector)."""
-        return FrameReader(self._pump, start_index, live=live)
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader:
+        """The ring from `start_index` on; `reuse`: chunks share one buffer; `live`: a session's mic, not a
+        detector's (see FrameReader)."""
+        return FrameReader(self._pump, start_index, reuse=reuse, live=live)
 
     @property
     def ring_fd(self) -> int:
@@ -158,7 +159,7 @@ class AudioEngine:
         return self._pump.capture_time(index)
 
     def play_earcon(self, name: str) -> None:
-        """Play a configured cue ("listening" | "stopped" | "error"); nothing if it is not configured."""
+        """Play a cue ("listening" | "stopped" | "error" | "wake" | "conversation_end"); nothing if it is off."""
         sound = self._earcons.get(name)
         if sound is None:
             return

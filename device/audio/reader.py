@@ -6,7 +6,9 @@ starts where the previous one ended; if the consumer falls so far behind that th
 samples, the chunk jumps forward, the jump shows in `first_index`, and `dropped` counts the samples lost.
 When the engine stops, iteration ends after the last sample captured.
 Chunks batch every frame available at a wake-up (up to `max_chunk_ms`), so a consumer costs one await per
-PortAudio block, not one per 10 ms.
+PortAudio block, not one per 10 ms. A consumer that is done with each chunk before asking for the next (the
+wake-word detector, a level meter) can pass `reuse=True`: chunks are then views of one preallocated buffer,
+overwritten by the next chunk, and following the mic allocates no sample buffers at all.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ if TYPE_CHECKING:
 
 
 class FrameReader:
-    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, live: bool = True) -> None:
+    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, reuse: bool = False,
+                 live: bool = True) -> None:
         """`live`: a session's mic — the echo canceller runs and the loop wakes every block while it is open, and
         the ring from `start_index` on is processed if it was captured while idle (pump.py). A reader that is not
-        live (a wake-word detector) reads the ring as it is, at the pace the pump runs."""
+        live (the wake-word detector) reads the ring as it is, at the pace the pump runs."""
         self._pump = pump
         self._frame = pump.frame
         self.closed = False
@@ -35,6 +38,7 @@ class FrameReader:
         self.position = start_index - start_index % self._frame  # next index to deliver
         self.dropped = 0  # samples overwritten before this reader got them
         self._max = max(1, max_chunk_ms // 10) * self._frame
+        self._buffer = np.empty(self._max, dtype=np.int16) if reuse else None
 
     def __aiter__(self) -> FrameReader:
         return self
@@ -45,7 +49,7 @@ class FrameReader:
             avail = ring.total - self.position
             if avail >= self._frame:
                 n = min(avail - avail % self._frame, self._max)
-                out = np.empty(n, dtype=np.int16)
+                out = np.empty(n, dtype=np.int16) if self._buffer is None else self._buffer[:n]
                 try:
                     got = ring.read(self.position, out)
                 except Overrun as e:

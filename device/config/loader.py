@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from device.config import wake_models
 from device.config.errors import ConfigError
 from device.config.schema import Config
 from device.core.dynamic import FieldValue, TypeForm
@@ -38,6 +39,7 @@ SERVICE_GROUP = "voice-device"
 class _Ctx:
     file: str
     env: Mapping[str, str]
+    dir: Path | None = None  # relative paths in the file are relative to its folder
     lines: dict[str, int] = dataclasses.field(default_factory=dict)
     literal_secrets: list[str] = dataclasses.field(default_factory=list)
 
@@ -54,7 +56,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError("no such file; pass --config with a path to a YAML file", file=str(p)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {e}", file=str(p)) from None
-    ctx = _Ctx(file=p.name, env=os.environ if env is None else env)
+    ctx = _Ctx(file=p.name, env=os.environ if env is None else env, dir=p.resolve().parent)
     config = _load(text, ctx, source=str(p))
     if ctx.literal_secrets:
         _warn_if_readable(p)
@@ -74,7 +76,7 @@ def _load(text: str, ctx: _Ctx, source: str) -> Config:
         raise ConfigError(f"invalid YAML: {e.problem or e.context}", file=ctx.file,
                           line=mark.line + 1 if mark else None) from None
     config = _apply_env_overrides(config, ctx)
-    _cross_checks(config, ctx)
+    config = _cross_checks(config, ctx)
     return dataclasses.replace(config, source=source)
 
 
@@ -159,11 +161,14 @@ def _value(tp: TypeForm, meta: Mapping[str, FieldValue], node: yaml.Node, keypat
         if not isinstance(node, yaml.SequenceNode):
             raise ctx.error(f"expected a list, got {_describe(node)}", node, keypath)
         item_tp = typing.get_args(tp)[0]
+        for i, n in enumerate(node.value):
+            ctx.lines[f"{keypath}[{i}]"] = n.start_mark.line + 1
         return tuple(_scalar_value(item_tp, meta, n, f"{keypath}[{i}]", ctx) for i, n in enumerate(node.value))
     if origin is dict:
         if not isinstance(node, yaml.MappingNode):
             raise ctx.error(f"expected a mapping, got {_describe(node)}", node, keypath)
-        out: dict[str, str] = {}
+        value_tp = typing.get_args(tp)[1]
+        out: dict[str, FieldValue] = {}
         for k_node, v_node in node.value:
             k = _scalar(k_node)
             sub = f"{keypath}.{k}"
@@ -172,7 +177,10 @@ def _value(tp: TypeForm, meta: Mapping[str, FieldValue], node: yaml.Node, keypat
                 hint = difflib.get_close_matches(str(k), allowed, n=1)
                 extra = f"did you mean '{hint[0]}'?" if hint else f"expected one of {', '.join(allowed)}"
                 raise ctx.error(f"unknown key; {extra}", k_node, sub)
-            out[str(k)] = _scalar_value(str, meta, v_node, sub, ctx, coerce_str=True)
+            if str(k) in out:
+                raise ctx.error("duplicate key", k_node, sub)
+            ctx.lines[sub] = k_node.start_mark.line + 1
+            out[str(k)] = _scalar_value(value_tp, meta, v_node, sub, ctx, coerce_str=value_tp is str)
         return types.MappingProxyType(out)
     return _scalar_value(tp, meta, node, keypath, ctx)
 
@@ -292,7 +300,7 @@ _REQUIRED_BY_SOURCE = {
 }
 
 
-def _cross_checks(config: Config, ctx: _Ctx) -> None:
+def _cross_checks(config: Config, ctx: _Ctx) -> Config:
     lk = config.livekit
     for attr in _REQUIRED_BY_SOURCE[lk.token_source]:
         if not getattr(lk, attr):
@@ -320,6 +328,36 @@ def _cross_checks(config: Config, ctx: _Ctx) -> None:
             raise ConfigError(f"GPIO {button.pin} is already used by {other}",
                               file=ctx.file, line=ctx.lines.get(key), key=key)
         pins[button.pin] = key
+    return _check_wake_word(config, ctx)
+
+
+def _check_wake_word(config: Config, ctx: _Ctx) -> Config:
+    """Every wake-word model must exist (a built-in name, or a JSON file whose model file exists); relative paths
+    become absolute (the daemon runs from /); cutoffs must name a configured model."""
+    ww = config.wake_word
+    if not ww.models:
+        raise ConfigError("list at least one wake word (e.g. [okay_nabu])", file=ctx.file,
+                          line=ctx.lines.get("wake_word.models"), key="wake_word.models")
+    resolved: list[str] = []
+    names: dict[str, str] = {}
+    for i, spec in enumerate(ww.models):
+        key = f"wake_word.models[{i}]"
+        line = ctx.lines.get(key) or ctx.lines.get("wake_word.models")
+        try:
+            description = wake_models.describe(spec, ctx.dir)
+        except wake_models.ModelSpecError as e:
+            raise ConfigError(str(e), file=ctx.file, line=line, key=key) from None
+        if description.name in names:
+            raise ConfigError(f"{description.name!r} is listed twice (also {names[description.name]})",
+                              file=ctx.file, line=line, key=key)
+        names[description.name] = key
+        resolved.append(str(description.json_path) if wake_models.is_path(spec) else spec)
+    for name in ww.cutoffs:
+        if name not in names:
+            key = f"wake_word.cutoffs.{name}"
+            raise ConfigError(f"no such model in wake_word.models (they are {', '.join(names)})", file=ctx.file,
+                              line=ctx.lines.get(key), key=key)
+    return dataclasses.replace(config, wake_word=dataclasses.replace(ww, models=tuple(resolved)))
 
 
 def _describe(node: yaml.Node) -> str:

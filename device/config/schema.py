@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from device.config.wake_models import BUILTIN_WAKE_WORDS
 from device.core.dynamic import FieldSpec, FieldValue
 from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
 
@@ -32,11 +33,18 @@ def section(cls: type, doc: str) -> FieldSpec:
     return field(default_factory=cls, metadata={"doc": doc})
 
 
+EARCON_DOC = " (a WAV file; 'builtin' = the sound that ships with voice-device; null = silence)"
+
+
 @dataclass(frozen=True)
 class EarconsConfig:
-    listening: str | None = opt(None, "WAV played when the device starts listening (a press, a session start)")
-    stopped: str | None = opt(None, "WAV played when the user's turn or the session ends")
-    error: str | None = opt(None, "WAV played when the session fails")
+    listening: str | None = opt("builtin", "played when the device starts listening (a press, a session start)"
+                                + EARCON_DOC)
+    stopped: str | None = opt("builtin", "played when the user's turn or the session ends" + EARCON_DOC)
+    error: str | None = opt("builtin", "played when the session fails" + EARCON_DOC)
+    wake: str | None = opt("builtin", "played when the wake word is heard" + EARCON_DOC)
+    conversation_end: str | None = opt("builtin", "played when the follow-up window closes with nobody speaking"
+                                       + EARCON_DOC)
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class AudioConfig:
     volume: float = opt(0.8, "playback volume, 0.0 to 1.0 (software)", min=0.0, max=1.0)
     jitter_ms: int = opt(60, "playback jitter buffer target in ms", min=20, max=1000)
     reopen_backoff_max_s: float = opt(10.0, "longest wait between attempts to reopen a lost device", min=0.1)
-    earcons: EarconsConfig = section(EarconsConfig, "optional sounds")
+    earcons: EarconsConfig = section(EarconsConfig, "sounds the device makes (built in by default)")
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,33 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class WakeWordConfig:
+    models: tuple[str, ...] = opt(
+        ["okay_nabu"], f"wake words listened for: built-in names ({', '.join(BUILTIN_WAKE_WORDS)}) or paths of "
+        "microWakeWord JSON files (relative to this file); each model adds about 0.15 % of a core here",
+    )
+    cutoffs: dict[str, float] = opt(
+        {}, "probability cutoff per model, overriding the model's own (okay_nabu 0.85, hey_jarvis 0.97, alexa 0.9, "
+        "hey_mycroft 0.95): higher = fewer false wakes and more misses; keyed by model name (a built-in name or the "
+        "JSON file's name without .json); tune with `voice-device wake-test`", min=0.01, max=0.999,
+    )
+    refractory_s: float = opt(2.0, "after a detection, the wake word is not heard again for this long", min=0.5,
+                              max=30.0)
+    send_wake_phrase: bool = opt(
+        True, "the agent's audio starts just before the wake phrase (it hears 'okay nabu, what time is it'); false: "
+        "it starts where the wake word was detected",
+    )
+    follow_up_s: float = opt(
+        5.0, "after the agent's answer, listen this long for more without the wake word; the session ends when "
+        "nobody speaks (0 = end at once)", min=0.0, max=60.0,
+    )
+    vad_threshold: float = opt(
+        0.7, "speech probability (pymicro-vad) above which a 10 ms frame counts as speech in the follow-up window "
+        "(lower hears softer speech and more of the television)", min=0.05, max=0.95,
+    )
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("info", "log level", choices=LOG_LEVELS)
 
@@ -190,6 +225,7 @@ class Config:
     controls: ControlsConfig = section(ControlsConfig, "button and LEDs")
     livekit: LiveKitConfig = section(LiveKitConfig, "server, tokens and agent dispatch")
     session: SessionConfig = section(SessionConfig, "session supervisor")
+    wake_word: WakeWordConfig = section(WakeWordConfig, "the wake word, heard on the device (voice-device wake-test)")
     daemon: DaemonConfig = section(DaemonConfig, "daemon, systemd and control socket")
     logging: LoggingConfig = section(LoggingConfig, "logging")
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})

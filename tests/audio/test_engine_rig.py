@@ -216,15 +216,26 @@ async def test_a_configured_earcon_is_played_through_the_speaker(make_engine, tm
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes(tone(660, 0.3, 16000).tobytes())
-    engine = make_engine(replace(PLAIN, earcons=EarconsConfig(listening=str(path))))
+    engine = make_engine(replace(PLAIN, earcons=EarconsConfig(listening=str(path), error=None)))
     await engine.start()
     start = engine.now_index()
     engine.play_earcon("listening")
-    engine.play_earcon("error")  # not configured: nothing happens
+    engine.play_earcon("error")  # switched off: nothing happens
     x = await record(engine, start, 0.7)
     sounding = np.nonzero(np.abs(x) > 1000)[0]
     assert sounding.shape[0] > 0.2 * 48000
     assert abs(peak_hz(x[sounding[0] : sounding[0] + 9600], 48000) - 660) <= 10
+
+
+async def test_the_built_in_wake_cue_is_played_by_default(make_engine):
+    engine = make_engine()  # PLAIN leaves audio.earcons at its defaults: the sounds that ship with the device
+    await engine.start()
+    start = engine.now_index()
+    engine.play_earcon("wake")
+    x = await record(engine, start, 1.2)  # the output stream opens on demand: allow for it under load
+    sounding = np.nonzero(np.abs(x) > 1000)[0]
+    assert sounding.shape[0] > 0.1 * 48000
+    assert abs(peak_hz(x[sounding[0] : sounding[0] + 3840], 48000) - 659.3) <= 15  # its first note, E5
 
 
 async def test_the_speaker_stream_closes_when_idle_and_reopens_for_the_next_sound(make_engine):

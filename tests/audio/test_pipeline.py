@@ -94,6 +94,21 @@ async def test_a_reader_left_behind_reports_the_gap_in_index_and_dropped():
     assert np.array_equal(chunk, expected(first, chunk.shape[0]))
 
 
+async def test_a_reader_that_reuses_its_buffer_hands_out_the_same_audio_in_one_buffer():
+    cap, pump = rig()
+    feed(cap, pump, 0, 10)
+    plain, reusing = FrameReader(pump, 0), FrameReader(pump, 0, reuse=True)
+    first, a = await reusing.__anext__()
+    kept = a.copy()
+    feed(cap, pump, 10, 10)
+    second, b = await reusing.__anext__()
+    assert np.shares_memory(a, b)  # no new sample buffer per chunk
+    assert (first, second) == (0, kept.shape[0])
+    assert np.array_equal(kept, expected(0, kept.shape[0])) and np.array_equal(b, expected(second, b.shape[0]))
+    got = await collect(plain, kept.shape[0] + b.shape[0])
+    assert np.array_equal(np.concatenate([c for _, c in got]), np.concatenate([kept, b]))
+
+
 async def test_a_start_older_than_the_ring_begins_at_the_oldest_sample_kept():
     cap, pump = rig(ring_seconds=1.0)
     feed(cap, pump, 0, 80)

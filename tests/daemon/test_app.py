@@ -136,7 +136,7 @@ def test_sighup_with_a_broken_config_keeps_running_and_a_fixed_one_reloads(workd
         snap = d.snapshot()
         assert snap["metrics"]["reloads"] == 1
         assert snap["reason"] is None and "reload_error" not in snap["metrics"]
-        assert snap["state"] == "idle"  # a reload rebuilds the parts: mute was the old machine's
+        assert snap["state"] == "muted"  # a reload rebuilds the parts, and mute means mute: it survives it
         assert snap["metrics"]["mic_open"] is True
         d.signal(signal.SIGTERM)
         assert d.wait() == 0

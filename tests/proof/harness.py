@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from device.audio.earcons import NAMES as EARCON_NAMES
 from device.daemon.client import ControlClient
 from tests.polling import wait_for as wait_until  # noqa: F401 - re-exported for the proof tests
 
@@ -46,9 +47,12 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
 
 def base_config(workdir: Path, **sections: Mapping[str, Any]) -> dict[str, Any]:
     """A push-to-talk config with a main button, a control socket and status file in `workdir`, and a token
-    endpoint on a closed local port (nothing at start needs the network); `sections` replace whole sections."""
+    endpoint on a closed local port (nothing at start needs the network); `sections` replace whole sections.
+    The built-in cues are off: these tests follow the daemon's own playback streams on the rig, and a chime from
+    a failure would be one more (with them on, the speaker-vanishing test lost track of its stream after the
+    token-endpoint tests; a test that wants a cue sets audio.earcons itself)."""
     config: dict[str, Any] = {
-        "audio": {"block_ms": 20, "noise_suppression": False},
+        "audio": {"block_ms": 20, "noise_suppression": False, "earcons": dict.fromkeys(EARCON_NAMES)},
         "controls": {"button": {"pin": 17}},
         "livekit": {"token_source": "endpoint", "endpoint": f"http://127.0.0.1:{closed_port()}/token",
                     "http_timeout_s": 2.0},

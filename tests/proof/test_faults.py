@@ -204,7 +204,7 @@ def test_the_speaker_vanishing_mid_playback_is_reopened_and_the_mic_and_session_
     endpoint.behaviour = "hang"
     config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
                                            "http_timeout_s": 60})
-    config["audio"]["earcons"] = {"listening": str(_tone_wav(workdir / "long.wav", 6.0))}
+    config["audio"]["earcons"] |= {"listening": str(_tone_wav(workdir / "long.wav", 6.0))}
     config["session"]["connect_timeout_s"] = 60
     try:
         with DaemonProcess(write_config(workdir / "config.yaml", config), pulse_server=audio_rig.pulse_server) as d:

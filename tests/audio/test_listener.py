@@ -1,0 +1,100 @@
+"""The listener, the hook between the engine and the detector, on a pump driven by hand (no sound card): it
+follows the processed ring from when it starts, reports each detection once, survives a failing handler, and
+starts afresh after a stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from device.audio.capture import Capture
+from device.audio.listener import WakeWordListener
+from device.audio.processing import FrameProcessor
+from device.audio.pump import Pump
+from device.audio.reader import FrameReader
+from device.audio.wakeword import Detection, WakeWordDetector
+from tests.audio.corpus import positive_clips, stream
+
+RATE = 48000
+BLOCK = RATE * 30 // 1000
+TIME_INFO = {"current_time": 100.0, "input_buffer_adc_time": 99.98, "output_buffer_dac_time": 0.0}
+
+
+class HandDriven:
+    """A capture callback and a pump, as the engine wires them; what the listener needs of the engine."""
+
+    def __init__(self) -> None:
+        passthrough = FrameProcessor(RATE, echo_cancellation=False, noise_suppression=False, high_pass_filter=False,
+                                     auto_gain_control=False, frames_per_call=3)
+        self.pump = Pump(RATE, 10.0, passthrough, None)
+        self.capture = Capture(RATE, BLOCK, 40, wake=lambda: None)
+        self.pump.attach(self.capture)
+
+    def now_index(self) -> int:
+        return self.pump.ring.total
+
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader:
+        return FrameReader(self.pump, start_index, reuse=reuse, live=live)
+
+    async def say(self, audio: np.ndarray) -> None:
+        """Deliver `audio` block by block, letting the loop run between blocks (as PortAudio paces them)."""
+        for i in range(0, audio.shape[0] - BLOCK + 1, BLOCK):
+            self.capture.callback(audio[i : i + BLOCK].tobytes(), BLOCK, TIME_INFO, 0)
+            self.pump.run()
+            await asyncio.sleep(0)
+
+
+@pytest.fixture
+def two_phrases(speech) -> np.ndarray:
+    audio, _ = stream(positive_clips(speech, "okay_nabu")[:2])
+    return audio
+
+
+async def test_each_phrase_is_reported_once_and_a_failing_handler_does_not_stop_the_listening(two_phrases):
+    ears = HandDriven()
+    heard: list[Detection] = []
+
+    def handler(d: Detection) -> None:
+        heard.append(d)
+        raise RuntimeError("a consumer's bug")
+
+    await ears.say(np.zeros(RATE, dtype=np.int16))  # a second before the listener starts: not listened to
+    listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), handler)
+    listener.start()
+    origin = ears.now_index()
+    await ears.say(two_phrases)
+    await asyncio.sleep(0.05)
+    assert [d.model for d in heard] == ["okay_nabu", "okay_nabu"]
+    assert all(origin <= d.start_index < d.index <= ears.now_index() for d in heard)
+    assert listener.detections == 2 and listener.running
+    await listener.stop()
+    assert not listener.running
+
+
+async def test_a_stopped_listener_hears_nothing_and_starts_again_from_now(two_phrases):
+    ears = HandDriven()
+    heard: list[Detection] = []
+    listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), heard.append)
+    listener.start()
+    await listener.stop()
+    await ears.say(two_phrases)  # said while stopped (muted)
+    assert heard == []
+    listener.start()
+    again = ears.now_index()
+    await ears.say(two_phrases)
+    await asyncio.sleep(0.05)
+    assert len(heard) == 2 and all(d.start_index >= again for d in heard)
+    await listener.stop()
+
+
+async def test_listening_for_the_wake_word_leaves_the_device_idle(two_phrases):
+    ears = HandDriven()
+    listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), lambda d: None)
+    listener.start()
+    await ears.say(two_phrases[: RATE // 2])
+    assert ears.capture.wake_every > 1 and not ears.pump.live()  # no echo canceller, no wake-up every block: the pump stays idle
+    assert ears.pump.raw_since is not None
+    await listener.stop()
+

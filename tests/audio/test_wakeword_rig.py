@@ -1,0 +1,126 @@
+"""The wake word through the real audio path: espeak-ng says "okay nabu" into the virtual room (PulseAudio's
+speaker looped into the microphone), PortAudio captures it, the pump runs the echo canceller, the listener feeds
+the detector, and the detection's ring indices point at the phrase in what the engine captured."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from device.audio.engine import AudioEngine
+from device.audio.listener import WakeWordListener
+from device.audio.wakeword import Detection, WakeWordDetector
+from device.cli import main
+from device.config.schema import AudioConfig
+from tests.audio.corpus import positive_clips
+from tests.wire.rig import play_into_mic
+from tests.wire.signals import find_lag, write_wav
+
+pytestmark = pytest.mark.audio
+RATE = 48000
+
+
+def said(speech, voice: str = "en-us", wpm: int = 150):
+    return next(c for c in positive_clips(speech, "okay_nabu") if (c.voice, c.wpm) == (voice, wpm))
+
+
+async def test_okay_nabu_said_in_the_room_is_heard_with_ring_indices_on_the_phrase(audio_rig, speech, tmp_path):
+    clip = said(speech)
+    wav = write_wav(tmp_path / "okay-nabu.wav", clip.samples)
+    engine = AudioEngine(AudioConfig())  # the defaults: echo canceller, noise suppression, high-pass on
+    heard: list[Detection] = []
+    chunks: list[tuple[int, np.ndarray]] = []
+    detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
+    listener = WakeWordListener(engine, detector, heard.append, on_chunk=lambda i, c: chunks.append((i, c.copy())))
+    await engine.start()
+    try:
+        listener.start()
+        await asyncio.sleep(2.0)  # the models settle on the room first, as on a device that has been listening
+        player = play_into_mic(audio_rig.pulse_server, wav)
+        async with asyncio.timeout(10):
+            while not heard:
+                await asyncio.sleep(0.05)
+        await asyncio.to_thread(player.wait, 10)
+    finally:
+        await listener.stop()
+        await engine.stop()
+    (d,) = heard
+    assert d.model == "okay_nabu" and d.probability > 0.85
+    first = chunks[0][0]
+    assert all(a + x.shape[0] == b for (a, x), (b, _) in itertools.pairwise(chunks))  # nothing lost
+    captured = np.concatenate([c for _, c in chunks])
+    at = first + find_lag(clip.samples, captured)  # ring index of the clip's first sample
+    start, end = at + clip.start, at + clip.end
+    assert -0.35 <= (d.start_index - start) / RATE <= 0.05, "the phrase start is not where the phrase began"
+    assert -0.15 <= (d.end_index - end) / RATE <= 0.1, "the phrase end is not where the phrase ended"
+    assert 0.0 <= (d.index - end) / RATE <= 1.0, "the detection is not just after the phrase"
+    assert listener.detections == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("echo_cancellation", [True, False])
+async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig, speech, echo_cancellation):
+    """What the speaker plays reaches the mic (the rig loops it back sample for sample); the detector listens to
+    the echo canceller's output, so the agent saying "okay nabu" is not the user saying it. Without the echo
+    canceller (the control) the same audio wakes it every time."""
+    clips = positive_clips(speech, "okay_nabu")[:3]
+    engine = AudioEngine(AudioConfig(echo_cancellation=echo_cancellation))
+    heard: list[Detection] = []
+    detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
+    listener = WakeWordListener(engine, detector, heard.append)
+    await engine.start()
+    try:
+        listener.start()
+        # Four seconds of the agent talking first: the canceller converges on the echo path.
+        reply = speech.say("here is the weather for today: sunny in the morning, clouds and some rain later on",
+                           "en-us", 170)
+        for sound in (reply, *(c.samples for c in clips)):
+            engine.player.push_samples(sound, RATE)
+        engine.player.end()
+        async with asyncio.timeout(30):
+            while engine.player.buffered_samples():
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # the last phrase's detection comes up to a second after it
+    finally:
+        await listener.stop()
+        await engine.stop()
+    peak = detector.take_peaks()["okay_nabu"]
+    if echo_cancellation:
+        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats().underruns})"
+        print(f"highest okay_nabu score on its own voice through the echo canceller: {peak:.3f}")
+    else:
+        assert len(heard) == len(clips)
+
+
+def test_wake_test_prints_scores_and_the_detection(audio_rig, speech, tmp_path, capsys):
+    wav = write_wav(tmp_path / "okay-nabu.wav", said(speech, "en", 170).samples)
+
+    async def speak_later() -> None:
+        await asyncio.sleep(2.5)
+        player = play_into_mic(audio_rig.pulse_server, wav)
+        await asyncio.to_thread(player.wait, 10)
+
+    async def both() -> int:
+        speaking = asyncio.create_task(speak_later())
+        code = await asyncio.to_thread(main, ["-q", "wake-test", "--seconds", "6", "--model", "okay_nabu",
+                                              "--model", "alexa"])
+        await speaking
+        return code
+
+    assert asyncio.run(both()) == 0
+    out = capsys.readouterr().out
+    assert "listening for okay_nabu (cutoff 0.85), alexa (cutoff 0.9)" in out
+    lines = re.findall(r"^ +\d+\.\d s  okay_nabu \d\.\d{3}[* ]  alexa \d\.\d{3}", out, re.MULTILINE)
+    assert len(lines) >= 5  # one score line a second
+    assert re.search(r"okay_nabu 0\.(8[5-9]|9\d)\d\*", out)  # the second it was said, marked above the cutoff
+    assert "detected okay_nabu" in out and "okay_nabu: 1 detection(s)" in out
+    assert "alexa: 0 detection(s)" in out
+
+
+def test_wake_test_names_a_bad_model_and_exits_2(capsys):
+    assert main(["-q", "wake-test", "--model", "hey_siri"]) == 2
+    assert "no built-in wake word 'hey_siri'" in capsys.readouterr().err
