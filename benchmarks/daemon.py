@@ -22,15 +22,17 @@
 - The peers (benchmarks/peers.py), each joining the same stub with the same speech playing into the same mic,
   measured the same way: `active_cpu_mediadevices_percent` (a hello-wakeword-style client on `rtc.MediaDevices`,
   the daemon's DSP) and `active_cpu_platformaudio_percent` (`rtc.PlatformAudio`, WebRTC's device module);
-  `active_cpu_ratio_vs_mediadevices` = ours / MediaDevices. The active windows of ours and the peers alternate
-  for `--rounds` rounds; each figure is the median of its rounds (`*_each` keeps them all).
+  `active_cpu_ratio_vs_mediadevices` = ours / MediaDevices (at its own 48 kHz); when the daemon's pipeline runs
+  at another rate, `*_mediadevices_at_our_rate_*` is the same peer at that rate too. The active windows of ours
+  and the peers alternate for `--rounds` rounds; each figure is the median of its rounds (`*_each` keeps them).
 - `*_pulseaudio_percent`: the virtual rig's sound server over the same windows. It is NOT in the figures above
   (nor in the peers'); it is reported so that work moved into the sound server (e.g. resampling for a device
   opened at another rate than the server's) shows.
 CPU and RSS are of the daemon and its session processes together (utime+stime of all their threads, plus
 children already reaped), from /proc; CPU as % of one core of this machine.
-- Hook for the wake word (issue 12): `wake_figures()` returns `wake_cpu_ratio_vs_livekit_wakeword` and
-  `idle_cpu_wake_ratio` once the daemon has a detector; until then it returns nothing and the JSON lacks them.
+- Hook for the wake word (issue 12): `wake_figures()` is where `idle_cpu_wake_ratio` goes once the daemon runs
+  the wake-word listener; until then it returns nothing (`wake_cpu_ratio_vs_livekit_wakeword` comes from
+  benchmarks/wakeword.py).
 """
 
 from __future__ import annotations
@@ -162,14 +164,20 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
     # active: a session with the agent listening while speech plays into the mic; the peers alternate with it
     long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
                                 "long")
-    windows: dict[str, list[tuple[float, float]]] = {"ours": [], "mediadevices": [], "platformaudio": []}
+    rate = int(config["audio"].get("sample_rate", _audio_default("sample_rate")))
+    peers = {"mediadevices": ("mediadevices", 48000), "platformaudio": ("platformaudio", 48000)}
+    if rate != 48000:  # MediaDevices at the daemon's rate too: the same samples to process
+        peers["mediadevices_at_our_rate"] = ("mediadevices", rate)
+    windows: dict[str, list[tuple[float, float]]] = {"ours": [], **{k: [] for k in peers}}
     for r in range(rounds):
         windows["ours"].append(active_session_cpu(bench, daemon, long_wav, seconds))
-        for role in ("mediadevices", "platformaudio"):
-            windows[role].append(peer_cpu(bench, stub, role, long_wav, seconds, config["audio"], f"{role}-{r}"))
+        for name, (role, peer_rate) in peers.items():
+            windows[name].append(peer_cpu(bench, stub, role, long_wav, seconds, config["audio"], f"{name}-{r}",
+                                          peer_rate))
     agent_s = AGENT_DELAY_S + _agent_init_s()
     latencies, firsts = [], []
     for _ in range(sessions):
+        spare_ready(daemon)
         time.sleep(IDLE_BEFORE_PRESS_S)
         metrics = bench.session(daemon, wav, turns=turns)
         each = [float(x) for x in metrics["press_to_listening_recent_ms"][-turns:]]
@@ -179,6 +187,11 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
     daemon.signal(15)
     daemon.wait(timeout=10)
     ours, md, pa = (statistics.median(c for c, _ in windows[k]) for k in ("ours", "mediadevices", "platformaudio"))
+    same_rate = {}
+    if "mediadevices_at_our_rate" in windows:
+        md_rate = statistics.median(c for c, _ in windows["mediadevices_at_our_rate"])
+        same_rate = {"active_cpu_mediadevices_at_our_rate_percent": round(md_rate, 2),
+                     "active_cpu_ratio_vs_mediadevices_at_our_rate": round(ours / max(0.01, md_rate), 2)}
     return {
         "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle["rss_bytes"] / 2**20, 1),
         "idle_rss_daemon_mb": round(idle["daemon_rss_bytes"] / 2**20, 1), "idle_processes": idle["processes"],
@@ -189,6 +202,8 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
         "active_cpu_platformaudio_percent": round(pa, 2),
         "active_cpu_ratio_vs_mediadevices": round(ours / max(0.01, md), 2),
         "active_cpu_ratio_vs_platformaudio": round(ours / max(0.01, pa), 2),
+        "pipeline_rate": rate,
+        **same_rate,
         **{f"active_cpu_{k}_each": [round(c, 2) for c, _ in v] for k, v in windows.items()},
         **{f"active_cpu_{k}_pulseaudio_percent": round(statistics.median(p for _, p in v), 2)
            for k, v in windows.items()},
@@ -200,6 +215,19 @@ def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds:
         "press_to_listening_turns_per_session": turns,
         "agent_delay_subtracted_ms": round(agent_s * 1000),
     }
+
+
+def spare_ready(daemon: Any, timeout: float = 30.0) -> None:
+    """Until the daemon's next session process has said it is ready (more `ready` children than sessions so far):
+    a press then measures a warm device, not the import of the child started when the last session ended (slower
+    than IDLE_BEFORE_PRESS_S on a loaded machine)."""
+    from tests.polling import wait_for
+
+    def ready() -> bool:
+        log = daemon.log()
+        return log.count("session process ready") > log.count(" attempt=1 ")
+
+    wait_for(ready, timeout, "a ready session process")
 
 
 def active_session_cpu(bench: Bench, daemon: Any, wav: Path, seconds: float) -> tuple[float, float]:
@@ -218,8 +246,8 @@ def active_session_cpu(bench: Bench, daemon: Any, wav: Path, seconds: float) -> 
     return cpu, pulse
 
 
-def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audio: dict[str, Any], name: str
-             ) -> tuple[float, float]:
+def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audio: dict[str, Any], name: str,
+             rate: int = 48000) -> tuple[float, float]:
     """The same window for a peer client (benchmarks/peers.py) in a fresh room of the same stub."""
     from tests.wire.rig import play_into_mic
 
@@ -231,7 +259,7 @@ def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audi
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     assert bench.netns is not None
     peer = LineProcess(bench.netns.command([PYTHON, "-m", "benchmarks.peers", "--role", role, "--url", stub.url,
-                                            "--token", token, "--dsp", ",".join(dsp)]),
+                                            "--token", token, "--dsp", ",".join(dsp), "--rate", str(rate)]),
                        bench.workdir / f"peer-{name}.log", env=env)
     try:
         peer.wait_line(lambda line: line == "ready", timeout=40)
@@ -270,9 +298,9 @@ def _agent_init_s() -> float:
 
 
 def wake_figures(bench: Bench, seconds: float) -> dict[str, Any]:
-    """The wake word's figures (issue 12), once the daemon runs a detector: `wake_cpu_ratio_vs_livekit_wakeword`
-    (our detector's CPU / the livekit-wakeword listener's pipeline on the same audio) and `idle_cpu_wake_ratio`
-    (idle CPU with the wake word on / off, same run). Nothing until then."""
+    """The hook for `idle_cpu_wake_ratio`: the daemon's idle CPU with the wake word listening / not listening, in
+    the same run, once the daemon runs the wake-word listener (a session mode that uses it; issue 12). Until then
+    nothing (benchmarks/wakeword.py measures the detector alone: `wake_cpu_ratio_vs_livekit_wakeword`)."""
     return {}
 
 
@@ -309,6 +337,9 @@ ROWS = [
     ("peer on rtc.MediaDevices, same stub and speech", "active_cpu_mediadevices_percent", "{:.1f} % of a core"),
     ("peer on rtc.PlatformAudio, same stub and speech", "active_cpu_platformaudio_percent", "{:.1f} % of a core"),
     ("active-session CPU ratio ours / MediaDevices", "active_cpu_ratio_vs_mediadevices", "{:.2f}"),
+    ("peer on rtc.MediaDevices at our pipeline rate / ratio",
+     ("active_cpu_mediadevices_at_our_rate_percent", "active_cpu_ratio_vs_mediadevices_at_our_rate"),
+     "{:.1f} % of a core / {:.2f}"),
     ("sound server during ours / MediaDevices / idle (not counted above)",
      ("active_cpu_ours_pulseaudio_percent", "active_cpu_mediadevices_pulseaudio_percent",
       "idle_cpu_pulseaudio_percent"), "{:.1f} / {:.1f} / {:.1f} %"),
@@ -322,6 +353,8 @@ ROWS = [
 
 def cell(result: dict[str, Any], key: str | tuple[str, ...], fmt: str) -> str:
     keys = (key,) if isinstance(key, str) else key
+    if any(k not in result for k in keys):  # a figure this run did not make (e.g. no peer at another rate)
+        return "—"
     return fmt.format(*(result[k] for k in keys))
 
 

@@ -6,7 +6,7 @@ Each is what a hello-wakeword-style client does once it is talking to the agent,
 - `mediadevices`: `rtc.MediaDevices` — `open_input()` (sounddevice callback → APM → `AudioSource`) published as
   the microphone, `open_output()` playing the agent's track through its mixer (and feeding the APM's reverse
   stream). The DSP matches the daemon's configuration (echo cancellation, noise suppression, high-pass; AGC as
-  configured), so both do the same processing.
+  configured), so both do the same processing; at its own 48 kHz, or `--rate` (the daemon's 16 kHz).
 - `platformaudio`: `rtc.PlatformAudio` — WebRTC's own audio device module captures, processes (its AEC, NS, AGC)
   and plays the agent by itself; the client only publishes its source.
 The client prints `ready` once the agent's `lk.agent.state` is `listening` and then just keeps the session
@@ -40,11 +40,11 @@ async def _agent_listening(room: Any) -> None:
     await done
 
 
-async def mediadevices(url: str, token: str, aec: bool, ns: bool, hpf: bool, agc: bool) -> None:
+async def mediadevices(url: str, token: str, aec: bool, ns: bool, hpf: bool, agc: bool, rate: int) -> None:
     from livekit import rtc
 
     room = rtc.Room()
-    devices = rtc.MediaDevices()
+    devices = rtc.MediaDevices(input_sample_rate=rate, output_sample_rate=rate)
     mic = devices.open_input(enable_aec=aec, noise_suppression=ns, high_pass_filter=hpf, auto_gain_control=agc)
     player = devices.open_output()
     started = False
@@ -101,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--dsp", default="aec,ns,hpf", help="MediaDevices processing: any of aec,ns,hpf,agc")
+    p.add_argument("--rate", type=int, default=48000, help="MediaDevices sample rate (default 48000, its own)")
     args = p.parse_args(argv)
     dsp = set(args.dsp.split(",")) if args.dsp else set()
     if args.role == "mediadevices":
-        run = mediadevices(args.url, args.token, "aec" in dsp, "ns" in dsp, "hpf" in dsp, "agc" in dsp)
+        run = mediadevices(args.url, args.token, "aec" in dsp, "ns" in dsp, "hpf" in dsp, "agc" in dsp, args.rate)
     else:
         run = platformaudio(args.url, args.token)
     asyncio.run(run)

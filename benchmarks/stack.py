@@ -193,12 +193,15 @@ class Bench:
     def session(self, daemon: DaemonProcess, wav: Path, *, turns: int = 1, timeout: float = 30.0) -> dict[str, Any]:
         """One full push-to-talk session of `turns` turns: press, speak the WAV into the mic, release, the agent
         answers (its reply is played); then end. Returns the daemon's metrics at the end."""
-        for _ in range(turns):
+        for turn in range(turns):
             heard = len(_press_latencies(daemon))
             mark = daemon.mark()
             player = play_into_mic(self.pulse_server, wav)
             daemon.command("press")
+            if turn == 0:
+                daemon.wait_status("listening", timeout=timeout, start=mark)
             # a later turn's press finds the device listening already: wait for the press's own latency instead
+            # (polled only then: each look is a call into the session process)
             wait_until(lambda n=heard: len(_press_latencies(daemon)) > n, timeout=timeout,
                        what="the press's press → listening")
             player.wait(timeout=timeout)

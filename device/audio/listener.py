@@ -4,8 +4,8 @@ A task follows the ring from the moment it starts, through a reader whose chunks
 each chunk to the detector with its ring index; each detection is handed to `on_detection` on the loop. The
 reader is not live (pump.py): listening for the wake word keeps neither the echo canceller nor every-block
 wake-ups running — the detector gets the mic as captured, about every 100 ms, while the device is idle, and the
-echo canceller's output while something plays or a session runs. Stopping closes the reader (no CPU while stopped); starting again
-resets the detector, since the audio in between was never heard.
+echo canceller's output while something plays or a session runs. Stopping closes the reader (no CPU while
+stopped); starting again resets the detector, since the audio in between was never heard.
 """
 
 from __future__ import annotations

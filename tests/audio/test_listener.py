@@ -94,7 +94,8 @@ async def test_listening_for_the_wake_word_leaves_the_device_idle(two_phrases):
     listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), lambda d: None)
     listener.start()
     await ears.say(two_phrases[: RATE // 2])
-    assert ears.capture.wake_every > 1 and not ears.pump.live()  # no echo canceller, no wake-up every block: the pump stays idle
+    # no echo canceller, no wake-up every block: the pump stays idle
+    assert ears.capture.wake_every > 1 and not ears.pump.live()
     assert ears.pump.raw_since is not None
     await listener.stop()
 

@@ -38,8 +38,8 @@ def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secr
     resampler between them; tests/wire/test_demo.py runs the default rate end to end.
     """
     config = {
-        "audio": {"sample_rate": 48000, "preroll_ms": preroll_ms, "echo_cancellation": False, "noise_suppression": False,
-                  "high_pass_filter": False, **(audio or {})},
+        "audio": {"sample_rate": 48000, "preroll_ms": preroll_ms, "echo_cancellation": False,
+                  "noise_suppression": False, "high_pass_filter": False, **(audio or {})},
         "controls": {"button": {"pin": 17, "hold_s": 10.0}, "leds": {"kind": "rgbled", "pins": [5, 6, 13]}},
         "livekit": {"token_source": "local", "url": url, "api_key": "devkey", "api_secret": api_secret,
                     "agent_name": "e2e-agent"},
