@@ -26,6 +26,9 @@ BLOCK = 480  # 10 ms
 TOPIC = "lk.agent.pre-connect-audio-buffer"
 
 
+LIVE_LEAD_S = 0.1
+
+
 def source_signal(seconds: float, seed: int = 7) -> np.ndarray:
     """Band-limited noise in 0.9 s bursts, 0.9 s of near-silence between them (int16, 48 kHz mono).
 
@@ -266,7 +269,10 @@ class Client:
         for i in range(blocks):
             if self.ended:
                 return
-            delay = start + (i + 1) * BLOCK / RATE - time.monotonic()
+            # Live frames go out LIVE_LEAD_S ahead of real time: the source's queue (200 ms) then rides out a stall
+            # of this process on a loaded machine, where an empty queue would have WebRTC send silence mid-signal.
+            lead = 0.0 if self.buffering and self.args.preconnect else LIVE_LEAD_S
+            delay = start + (i + 1) * BLOCK / RATE - lead - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             block = self.signal[i * BLOCK:(i + 1) * BLOCK]

@@ -143,10 +143,21 @@ def test_heard_wav_is_the_source_with_live_audio_joined_at_the_seam(echo_session
     source = source_signal(SIGNAL_S)
     seam = meta["live_first_sample_index"]
     assert np.array_equal(heard[:seam], source[:seam])
-    live = heard[seam: seam + RATE]  # one second of live audio after the seam
-    lag, correlation = _lag_and_correlation(source[seam:], live, search=RATE // 20)
-    assert correlation > 0.5, f"live audio does not match the source (best correlation {correlation:.2f})"
-    assert abs(lag) <= RATE // 100, f"seam off by {lag / RATE * 1000:.1f} ms (no gap or overlap expected)"
+    # The second after the seam, in 100 ms windows: the first window with signal locates the seam (no gap or
+    # overlap: lag within 10 ms); the windows with signal must match the source. Judged window by window, so one
+    # packet a loaded machine delivered late (aiortc's jitter buffer drops it) spoils one window, not the second.
+    win, search = RATE // 10, RATE // 20
+    found = []
+    for start in range(seam, seam + RATE, win):
+        reference = source[start: start + win].astype(np.float64)
+        if np.sqrt(np.mean(reference ** 2)) < 300:  # the quiet between bursts: nothing to find it by
+            continue
+        found.append(_lag_and_correlation(source[start:], heard[start: start + win], search=search))
+    assert len(found) >= 3, "the source has signal in the second after the seam"
+    lag = found[0][0]
+    correlation = float(np.median([c for _, c in found]))
+    assert correlation > 0.5, f"live audio does not match the source (median correlation {correlation:.2f}): {found}"
+    assert abs(lag) <= RATE // 100, f"seam off by {lag / RATE * 1000:.1f} ms (no gap or overlap expected): {found}"
 
 
 def test_agent_reply_audio_reaches_the_client(echo_session: EchoSession) -> None:
