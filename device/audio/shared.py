@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import weakref
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class SharedRing(Ring):
         if capacity_samples <= 0:
             raise ValueError("ring capacity must be positive")
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        self._closer = weakref.finalize(self, os.close, self.fd)  # an engine rebuilt by a reload leaks no fd
         size = HEADER_BYTES + 2 * int(capacity_samples)
         os.ftruncate(self.fd, size)
         self._map = mmap.mmap(self.fd, size)
@@ -46,7 +48,7 @@ class SharedRing(Ring):
         self._header[_TOTAL] = self.total
 
     def close(self) -> None:
-        os.close(self.fd)
+        self._closer()
 
 
 class RingView:

@@ -45,3 +45,15 @@ def test_another_process_reads_the_ring_through_the_inherited_memfd() -> None:
     out = subprocess.run([sys.executable, "-c", code, str(ring.fd)], pass_fds=(ring.fd,), capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert int(out.stdout) == int((np.arange(15000, 16000) % 1000).sum())
+
+
+def test_a_ring_that_is_gone_closes_its_memfd() -> None:
+    import gc
+
+    ring = SharedRing(160)
+    fd = ring.fd
+    os.fstat(fd)
+    del ring
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
