@@ -173,8 +173,8 @@ class Supervisor:
         self._clock = clock or LoopClock()
         self._media = media or RtcMedia()
         self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
-        self._turns = Turns(config.session.turns, enabled=config.session.profile.turns)
-        self._turns.on_sent = self._turn_sent
+        self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
+                            on_start_pending=self._turn_start_pending)
         self._transcripts = Transcripts()
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
         self._on_session_over = on_session_over
@@ -530,6 +530,7 @@ class Supervisor:
         room.on("track_subscribed", lambda track, pub, participant: post(p(self._maybe_play, att, track, participant)))
         room.on("local_track_subscribed", lambda track: post(p(self._local_subscribed, track)))
         room.on("local_track_republished", lambda pub, previous_sid: post(p(self._republished, att, pub, previous_sid)))
+        room.on("token_refreshed", lambda *_: log.info("token refreshed by the server"))  # used for reconnects
         room.on("reconnecting", lambda: post(self._reconnecting))
         room.on("reconnected", lambda: post(self._reconnected))
         room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
@@ -638,10 +639,6 @@ class Supervisor:
             self._tally.heard(round((self._clock.now() - self._press_t) * 1000))
             self._press_t = None
 
-    def _turn_sent(self, which: str) -> None:
-        if which == "start" and self._policy.agent_state == "listening":
-            self._listening_for_press()
-
     def _turn(self, which: str) -> list[Input]:
         if which == "start":
             if self._policy.phase is not Phase.IDLE:
@@ -654,6 +651,12 @@ class Supervisor:
         self._turns.queue(which)
         self._flush_turns()
         return [TurnBegan()] if which == "start" else [TurnFinished()]
+
+    def _turn_start_pending(self, pending: bool) -> None:
+        if self._uplink is not None:
+            self._uplink.set_turn_pending(pending)
+        if not pending and self._policy.agent_state == "listening":
+            self._listening_for_press()  # the agent answered the press's start_turn: it listens for this press
 
     def _flush_turns(self) -> None:
         att = self._attempt

@@ -28,7 +28,8 @@ READY_TIMEOUT_S = 20.0
 
 def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secret",
                   agent_connect_timeout_s: float = 10.0, preroll_ms: int = 500,
-                  audio: dict[str, Any] | None = None, session: dict[str, Any] | None = None) -> Path:
+                  audio: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
+                  livekit: dict[str, Any] | None = None) -> Path:
     """A push-to-talk config for the stub: local tokens (devkey), simulated button and RGB LED.
 
     The echo canceller and noise suppressor are off unless `audio` turns them on: they reshape the test speech
@@ -42,7 +43,7 @@ def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secr
                   "noise_suppression": False, "high_pass_filter": False, **(audio or {})},
         "controls": {"button": {"pin": 17, "hold_s": 10.0}, "leds": {"kind": "rgbled", "pins": [5, 6, 13]}},
         "livekit": {"token_source": "local", "url": url, "api_key": "devkey", "api_secret": api_secret,
-                    "agent_name": "e2e-agent"},
+                    "agent_name": "e2e-agent", **(livekit or {})},
         "session": {"mode": "push_to_talk", "agent_connect_timeout_s": agent_connect_timeout_s,
                     "idle_timeout_s": 60, **(session or {})},
         "daemon": {"control_socket": str(socket), "watchdog": False},

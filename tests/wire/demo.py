@@ -234,6 +234,9 @@ def parser() -> argparse.ArgumentParser:
                         "what the speaker played goes to DIR/speaker.wav")
     p.add_argument("--agent-delay", type=float, default=2.0, metavar="SECONDS",
                    help="the echo agent joins this long after the device (default 2)")
+    p.add_argument("--server", choices=("auto", "real", "stub"), default="auto",
+                   help="auto (default): the real livekit-server and agent when scripts/livekit-server.sh has built "
+                        "the server (needs root), else the stub SFU; real or stub forces one")
     p.add_argument("--agent-reply", default="echo", metavar="echo|FILE",
                    help="the agent answers with an echo of your turn (default) or with this WAV file")
     return p
@@ -249,6 +252,7 @@ class Demo:
         self.audio = Audio()
         self.network = Network()
         self.stub: subprocess.Popen[str] | None = None
+        self.real: Any = None  # tests.livekit.demo_stack.RealStack, when the real server runs
         self.daemon: subprocess.Popen[bytes] | None = None
         self.speaker: subprocess.Popen[bytes] | None = None
         self.stop_requested = False
@@ -267,7 +271,19 @@ class Demo:
         if real_server():
             server = f"LiveKit server {os.environ['LIVEKIT_URL']} (from LIVEKIT_URL)"
             start: Callable[[list[str]], list[str]] = lambda argv: argv  # noqa: E731
+        elif (why_not := self.real_stack_unavailable()) is None:
+            from tests.livekit.demo_stack import RealStack
+
+            self.real = RealStack(self.logs)
+            real_env = self.real.open()
+            os.environ.update(real_env)
+            env.update(real_env)
+            server = (f"livekit-server {real_env['LIVEKIT_URL']} (built by scripts/livekit-server.sh) with the test "
+                      f"agent {real_env['VOICE_DEVICE_AGENT']} (recording STT, espeak-ng voice)")
+            start = self.real.command
         else:
+            if self.args.server == "auto":
+                say(f"the real livekit-server is not used: {why_not}; using the stub SFU")
             self.network.open()
             self.stub, url = start_stub(self.network, self.args, self.logs)
             os.environ["VOICE_DEVICE_DEMO_URL"] = env["VOICE_DEVICE_DEMO_URL"] = url
@@ -295,13 +311,24 @@ class Demo:
         self.daemon = None
         return code
 
+    def real_stack_unavailable(self) -> str | None:
+        if self.args.server == "stub":
+            return "--server stub"
+        from tests.livekit.demo_stack import RealStack
+
+        why = RealStack.unavailable()
+        if why and self.args.server == "real":
+            raise DemoError(f"--server real: {why}")
+        return why
+
     def banner(self, server: str, control: str) -> None:
         pulse = self.audio.pulse_server or "<unset: the system's default devices>"
         lines = [
             f"server:         {server}",
             f"control socket: {control}",
             f"PULSE_SERVER={pulse}",
-            f"logs:           {self.logs}/daemon.log" + ("" if real_server() else f", {self.logs}/stub.log"),
+            f"logs:           {self.logs}/daemon.log" + ("" if real_server() or self.real
+                                                         else f", {self.logs}/stub.log"),
         ]
         if self.args.record:
             lines.append(f"recordings:     {self.args.record}")
@@ -322,6 +349,7 @@ class Demo:
             lambda: stop_process(self.daemon),
             lambda: stop_process(self.speaker),
             lambda: stop_process(self.stub),
+            lambda: self.real and self.real.close(),
             self.network.close,
             self.audio.close,
         ]
