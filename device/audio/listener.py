@@ -1,10 +1,11 @@
 """WakeWordListener: the hook between the audio engine and the wake-word detector.
 
-A task follows the processed ring (the echo canceller's output) from the moment it starts, one chunk per
-PortAudio block, through a reader whose chunks reuse one buffer, and feeds each chunk to the detector with its
-ring index; each detection is handed to `on_detection` on the loop. Nothing in the pump changes: the listener
-is one more reader, like a session's. Stopping closes the reader (no CPU while stopped); starting again
-resets the detector, since the audio in between was never heard.
+A task follows the ring from the moment it starts, through a reader whose chunks reuse one buffer, and feeds
+each chunk to the detector with its ring index; each detection is handed to `on_detection` on the loop. The
+reader is not live (pump.py): listening for the wake word keeps neither the echo canceller nor every-block
+wake-ups running — the detector gets the mic as captured, about every 100 ms, while the device is idle, and the
+echo canceller's output while something plays or a session runs. Stopping closes the reader (no CPU while
+stopped); starting again resets the detector, since the audio in between was never heard.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Ears(Protocol):
 
     def now_index(self) -> int: ...
 
-    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader: ...
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader: ...
 
 
 class WakeWordListener:
@@ -54,7 +55,7 @@ class WakeWordListener:
         if self._used:
             self.detector.reset()
         self._used = True
-        self._reader = self._ears.reader(self._ears.now_index(), reuse=True)
+        self._reader = self._ears.reader(self._ears.now_index(), reuse=True, live=False)
         self._task = asyncio.get_running_loop().create_task(self._run(self._reader), name="wake-word")
 
     async def stop(self) -> None:

@@ -60,10 +60,11 @@ class AudioConfig:
     input_channel: int | None = opt(
         None, "which of those channels is the pipeline's mono (0 = the first); absent = their average", min=0, max=7,
     )
-    sample_rate: int = opt(48000, "pipeline sample rate in Hz (mono int16)", choices=SAMPLE_RATES)
-    block_ms: int = opt(
-        30, "PortAudio callback block length in ms (30: CPU at par with livekit MediaDevices)", choices=(10, 20, 30, 40)
+    sample_rate: int = opt(
+        16000, "pipeline sample rate in Hz, mono int16 (16000: what speech-to-text and the wake word take)",
+        choices=SAMPLE_RATES,
     )
+    block_ms: int = opt(30, "PortAudio callback block length in ms", choices=(10, 20, 30, 40))
     ring_seconds: float = opt(10.0, "seconds of microphone audio the ring always holds", min=1.0, max=120.0)
     preroll_ms: int = opt(500, "audio kept from BEFORE a press or session start, in ms", min=0, max=5000)
     echo_cancellation: bool = opt(True, "run the echo canceller fed with what the speaker plays")

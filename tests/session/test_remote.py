@@ -300,3 +300,10 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
     assert sent_lines(caplog), "the room was disconnected (CLIENT_INITIATED) before the child exited"
     with pytest.raises(Exception, match="closed"):
         await rig.sup.start(0)
+
+
+def test_the_spare_child_looks_at_its_status_once_a_second_and_a_session_ten_times() -> None:
+    from device.session.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
+
+    assert status_every(False) == BEAT_EVERY_S == 1.0
+    assert status_every(True) == STATUS_EVERY_S == 0.1
