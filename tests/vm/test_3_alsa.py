@@ -22,38 +22,42 @@ PROBE = Path(__file__).with_name("engine_probe.py")
 WINDOW = RATE // 10  # 100 ms
 
 
-def best_match(ref: np.ndarray, recording: np.ndarray, around: int, reach: int) -> tuple[int, float]:
-    """The lag within `around` ± `reach` at which `ref` best matches `recording`, and the normalised correlation."""
-    lo, hi = max(0, around - reach), min(len(recording) - len(ref), around + reach)
-    if hi < lo:
-        return around, 0.0
-    seg = recording[lo: hi + len(ref)].astype(np.float64)
-    r = ref.astype(np.float64)
-    n = 1 << int(np.ceil(np.log2(len(seg) + len(r))))
-    xc = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(r, n)), n)[: hi - lo + 1]
-    energy = np.concatenate([[0.0], np.cumsum(seg ** 2)])
-    local = np.sqrt(np.maximum(energy[len(r):len(r) + hi - lo + 1] - energy[: hi - lo + 1], 1e-9))
-    scores = xc / (local * np.sqrt(np.sum(r ** 2)) + 1e-9)
-    best = int(np.argmax(scores))
-    return lo + best, float(scores[best])
-
-
-def windows_matching(source: np.ndarray, recording: np.ndarray) -> tuple[int, float, float]:
-    """(lag, median correlation of the 100 ms windows where the source speaks, share of them above 0.9). Each
-    window is found again within 50 ms of where the previous one was: a dropout under emulation (a lost period
-    shifts what follows) spoils its own window, not the rest."""
-    lag = find_lag(source, recording)
-    scores, at = [], lag
+def windows_found(source: np.ndarray, recording: np.ndarray) -> list[tuple[int, int, float]]:
+    """For each 100 ms window where `source` speaks: (its start in the source, where it best matches in the
+    whole recording, the normalised correlation there). Searched over the whole recording, not around one lag:
+    under emulation the capture overflows now and then (a lost period shifts everything after it) and a player
+    underrun inserts silence; each spoils the windows it touches, not the rest."""
+    rec = recording.astype(np.float64)
+    n = 1 << int(np.ceil(np.log2(len(rec) + WINDOW)))
+    spectrum = np.fft.rfft(rec, n)
+    energy = np.concatenate([[0.0], np.cumsum(rec ** 2)])
+    local = np.sqrt(np.maximum(energy[WINDOW:] - energy[:-WINDOW], 1e-9))  # per start 0 .. len(rec) - WINDOW
+    found = []
     for start in range(0, len(source) - WINDOW, WINDOW):
-        ref = source[start: start + WINDOW]
-        if np.sqrt(np.mean(ref.astype(np.float64) ** 2)) < 300:
+        ref = source[start: start + WINDOW].astype(np.float64)
+        if np.sqrt(np.mean(ref ** 2)) < 300:
             continue
-        found, score = best_match(ref, recording, at + start, RATE // 20)
-        scores.append(score)
-        if score > 0.9:
-            at = found - start
-    assert scores, (lag, len(recording))
-    return lag, float(np.median(scores)), float(np.mean(np.array(scores) > 0.9))
+        xc = np.fft.irfft(spectrum * np.conj(np.fft.rfft(ref, n)), n)[: len(local)]
+        scores = xc / (local * np.sqrt(np.sum(ref ** 2)) + 1e-9)
+        at = int(np.argmax(scores))
+        found.append((start, at, float(scores[at])))
+    assert found, len(recording)
+    return found
+
+
+def judged(what: str, source: np.ndarray, recording: np.ndarray) -> tuple[float, float]:
+    """(median correlation of the speech windows, share of them found intact, > 0.9); asserts that the windows
+    found intact sit in the recording in the source's order (the audio went through, not a stray match)."""
+    found = windows_found(source, recording)
+    scores = np.array([score for _s, _at, score in found])
+    intact = [(start, at) for start, at, score in found if score > 0.9]
+    lags = [(at - start) / RATE * 1000 for start, at in intact]
+    share = float(np.mean(scores > 0.9))
+    print(f"{what}: {len(found)} speech windows, median correlation {np.median(scores):.3f}, {share:.0%} intact; "
+          f"lag {min(lags, default=0):.0f}..{max(lags, default=0):.0f} ms")
+    positions = [at for _start, at in intact]
+    assert positions == sorted(positions), intact
+    return float(np.median(scores)), share
 
 
 def test_the_engine_captures_and_plays_speech_through_the_installers_default_beside_the_daemon(
@@ -76,14 +80,16 @@ def test_the_engine_captures_and_plays_speech_through_the_installers_default_bes
     print(f"\nengine probe: {counted}")
     mic = from_guest_mono(appliance, "/tmp/probe/mic.raw")
     ear = from_guest_stereo(appliance, "/tmp/probe/ear.raw")[:, 0]
-    lag, heard, share = windows_matching(vm_speech["utterance"], mic)
-    print(f"captured: lag {lag / RATE * 1000:.0f} ms, median window correlation {heard:.3f}, {share:.0%} above 0.9")
-    lag_out, played, share_out = windows_matching(reply, ear)
-    print(f"played: lag {lag_out / RATE * 1000:.0f} ms, median window correlation {played:.3f}, "
-          f"{share_out:.0%} above 0.9; underruns {counted['underruns']}")
+    for name, samples in (("mic", mic), ("ear", ear)):  # for a look afterwards (the VM is gone by then)
+        np.save(appliance.machine.workdir / f"engine-probe-{name}.npy", samples)
+    heard, share = judged("captured", vm_speech["utterance"], mic)
+    played, share_out = judged("played", reply, ear)
+    print(f"underruns {counted['underruns']}, input overflows {counted['input_overflows']}")
     assert "voice_device_mic" in counted["input_device"] or counted["input_device"] == "default", counted
-    assert heard > 0.9 and share > 0.8
-    assert played > 0.9 and share_out > 0.8
+    # Sample for sample where the audio went through (median 1.000 in every run); most of it does go through
+    # even on an emulated CPU shared with other work, whose overflows lose a period now and then.
+    assert heard > 0.99 and share > 0.5
+    assert played > 0.99 and share_out > 0.5
     assert appliance.status()["metrics"]["mic_open"] is True  # the daemon kept its mic meanwhile
 
 
@@ -123,14 +129,17 @@ def test_a_second_reader_records_the_mic_while_the_daemon_has_it(appliance: Appl
 
 
 def test_a_held_hw_mic_is_named_with_its_holder_then_captured_from_once_freed(appliance: Appliance) -> None:
-    """The daemon pointed at `hw:0,0` (plain ALSA, no sharing) while arecord holds it: one line names the holder,
-    the device shows failed: mic-unavailable, and the daemon captures from the device as soon as it is free."""
+    """The daemon pointed at `hw:0,0` (plain ALSA, no sharing; opened in stereo, one channel kept, as a 2-mic HAT
+    is) while arecord holds it: one line names the holder, the device shows failed: mic-unavailable, and the
+    daemon captures from the device as soon as it is free."""
     appliance.machine.run(["systemctl", "stop", UNIT], timeout=60).check()  # its dsnoop holds the card now
     holder = 0
     try:
         holder = int(appliance.sh("(arecord -q -D hw:Loopback,0 -f S16_LE -r 48000 -c 2 -d 600 /dev/null "
                                   "</dev/null >/dev/null 2>&1 & echo $!)").strip())
-        held = appliance.original_config.replace("  input_device: default\n", '  input_device: "hw:0,0"\n')
+        # as a stereo-only 2-mic HAT is used on hw:: both channels opened, the second one kept
+        held = appliance.original_config.replace("  input_device: default\n", '  input_device: "hw:0,0"\n'
+                                                 "  input_channels: 2\n  input_channel: 1\n")
         assert held != appliance.original_config
         appliance.write_config(held)
         cursor = appliance.cursor()
@@ -143,7 +152,7 @@ def test_a_held_hw_mic_is_named_with_its_holder_then_captured_from_once_freed(ap
         assert appliance.wait_state("failed", timeout=60) == "failed: mic-unavailable"
         appliance.sh(f"kill {holder}")
         restored = appliance.wait_journal("audio input restored", cursor, 120)
-        assert "audio input open device='Loopback: PCM (hw:0,0)'" in restored
+        assert "audio input open device='Loopback: PCM (hw:0,0)' rate=48000 channels=2" in restored
         appliance.wait_state("idle", timeout=60)
         first = appliance.status()["metrics"]["audio_frames_captured"]
         wait_for(lambda: appliance.status()["metrics"]["audio_frames_captured"] > first, 60, "frames from hw:0,0")
