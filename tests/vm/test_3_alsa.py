@@ -143,7 +143,7 @@ def test_a_held_hw_mic_is_named_with_its_holder_then_captured_from_once_freed(ap
         assert held != appliance.original_config
         appliance.write_config(held)
         cursor = appliance.cursor()
-        appliance.machine.run(["systemctl", "start", UNIT], timeout=180).check()
+        appliance.restart("start")
         line = appliance.wait_journal("is busy", cursor, 120)
         busy = next(x for x in line.splitlines() if "is busy" in x)
         print(f"\n{busy}")
