@@ -31,6 +31,8 @@ def test_a_second_install_changes_nothing_and_does_not_restart_the_service(appli
     for said in ("apt packages present", "is up to date", "keeping the existing /etc/voice-device/config.yaml"):
         assert said in r.stderr
     assert "try-restart" not in r.stderr and "running: useradd" not in r.stderr
+    # its closing words: which file to edit and which command confirms it
+    assert "1. edit /etc/voice-device/env" in r.stderr and "2. confirm it: sudo voice-device check" in r.stderr
     assert appliance.sh(SNAPSHOT) == before
     after_props = appliance.props()
     assert (after_props["MainPID"], after_props["NRestarts"]) == (before_props["MainPID"], before_props["NRestarts"])
