@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
 from device.core.log import redactor
@@ -82,9 +83,11 @@ class Components:
         self.supervisor = make_supervisor(config, self.audio, app.feed)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
+        self.mixer: MixerVolume | None = None
 
     async def start(self, app: App) -> None:
         await self.audio.start()
+        self.mixer = await attach_mixer(self.audio.player, self.config.audio.mixer, self.config.audio.mixer_device)
         self.board.show(self.snapshot)
         if app.simulate:
             from device.controls.simulator import Simulator
