@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -315,4 +316,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # As the daemon does (device/daemon/app.py): the SDK's native threads can abort the interpreter while it
+    # finalizes (a tokio worker calling back into Python: "panic in a function that cannot unwind", SIGABRT),
+    # seen twice in a loaded full run after everything had been said. All is closed and flushed: leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
