@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEFAULT_CONFIG = "/etc/voice-device/config.yaml"
+DEFAULT_ENV_FILE = "/etc/voice-device/env"  # the unit's EnvironmentFile=
 
 Handler = Callable[[argparse.Namespace], int]
 Setup = Callable[[argparse.ArgumentParser], None]
@@ -62,25 +63,57 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"YAML configuration (default {DEFAULT_CONFIG})")
 
 
-def load_or_exit(path: str) -> Config:
+def load_or_exit(path: str, env: dict[str, str] | None = None) -> Config:
     """Load the config or print the one-line error and exit 2 (no traceback)."""
     from device.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, env=env)
     except ConfigError as e:
         print(f"voice-device: {e}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def _check_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--env", metavar="FILE", help="read this systemd EnvironmentFile first, as the service does "
+                   f"(default {DEFAULT_ENV_FILE} when checking {DEFAULT_CONFIG})")
+
+
+def check_environment(args: argparse.Namespace) -> dict[str, str]:
+    """This environment plus the env file the service gets (`--env`, or the installed one for the installed
+    config); a file that cannot be read is said once, the check goes on without it."""
+    import os
+
+    from device.config.placeholders import read_env_file
+
+    env = dict(os.environ)
+    path = args.env or (DEFAULT_ENV_FILE if args.config == DEFAULT_CONFIG and os.path.exists(DEFAULT_ENV_FILE)
+                        else None)
+    if path is None:
+        return env
+    try:
+        env.update(read_env_file(path))
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"voice-device: cannot read {path} ({getattr(e, 'strerror', None) or e}): the secrets the service "
+              "gets are not checked (run it with sudo)", file=sys.stderr)
+    return env
+
+
 @command("check", "validate a configuration and print it resolved, secrets masked")
-@arguments(_config_arg)
+@arguments(_check_args)
 def cmd_check(args: argparse.Namespace) -> int:
     import yaml
 
     from device.config.display import to_dict
+    from device.config.placeholders import placeholders
 
-    config = load_or_exit(args.config)
+    config = load_or_exit(args.config, env=check_environment(args))
+    problems = placeholders(config)
+    for problem in problems:
+        print(f"voice-device: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
     print(f"# {config.source}: valid", file=sys.stderr)
     print(yaml.safe_dump(to_dict(config, mask=True), sort_keys=False, default_flow_style=False), end="")
     return EXIT_OK

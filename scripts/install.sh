@@ -2,25 +2,33 @@
 # Install voice-device as a systemd service on 64-bit Raspberry Pi OS (bookworm); safe to run again (upgrade).
 #
 #   sudo scripts/install.sh --profile kiosk|smart-speaker|appliance   install or upgrade
-#   sudo scripts/install.sh --uninstall                               remove it (the config and secrets stay)
+#   sudo scripts/install.sh --uninstall [--purge]                     remove it (--purge: the config and secrets too)
 #
 # What it does: apt packages (only those missing), the system user `voice-device` in the audio, gpio and spi
 # groups (creating missing groups), a venv in /opt/voice-device/venv with voice-device installed from this
-# checkout, /etc/voice-device/config.yaml from the profile (0640 root:voice-device; an existing one is kept),
-# /etc/voice-device/env for secrets (0600 root), and the systemd unit, installed and enabled.
+# checkout and /usr/local/bin/voice-device pointing into it, /etc/voice-device/config.yaml from the profile
+# (0640 root:voice-device; an existing one is kept), /etc/voice-device/env for secrets (0600 root), on plain
+# ALSA (no PulseAudio/PipeWire) a shared default sound device (dsnoop/dmix, so `arecord` works beside the daemon),
+# and the systemd unit, installed and enabled (in a chroot or image build: enabled for the next boot). The
+# service is restarted only when its venv or unit changed.
 #
 # Options:
 #   --profile NAME   the config to start from (needed only when /etc/voice-device/config.yaml does not exist)
-#   --uninstall      stop and remove the service, the venv and the user/groups this script created
+#   --uninstall      stop and remove the service, the venv, the ALSA file, the state directory and the
+#                    user/groups this script created; the config and secrets stay (owned by root) unless --purge
+#   --purge          with --uninstall: remove /etc/voice-device (config and secrets) too
+#   --alsa-card CARD the sound card to share on plain ALSA (its id from /proc/asound/cards, e.g. seeed2micvoicec,
+#                    or its number); default: the only card with a microphone, if there is exactly one
 #   --dry-run        print what would be done, change nothing
 #   --prefix DIR     install every file under DIR instead of / (tests); users, groups, apt and systemctl are
 #                    printed, not run
 #   --wheel FILE     install this built voice-device wheel instead of building the checkout
 #   --offline        pip uses no package index (with --wheel: no dependencies are installed either)
+#   --find-links DIR pip takes voice-device's dependencies (and build tools) from DIR, a wheelhouse, and no index
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PROFILE="" PREFIX="" DRY=0 UNINSTALL=0 WHEEL="" OFFLINE=0
+PROFILE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 WHEEL="" OFFLINE=0 FIND_LINKS="" ALSA_CARD=""
 SERVICE_USER=voice-device
 GROUPS_NEEDED=(audio gpio spi)
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils)
@@ -47,6 +55,11 @@ while [[ $# -gt 0 ]]; do
     --dry-run) DRY=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
     --offline) OFFLINE=1; shift ;;
+    --purge) PURGE=1; shift ;;
+    --find-links) FIND_LINKS="${2:?--find-links needs a directory}"; OFFLINE=1; shift 2 ;;
+    --find-links=*) FIND_LINKS="${1#*=}"; OFFLINE=1; shift ;;
+    --alsa-card) ALSA_CARD="${2:?--alsa-card needs a card id or number}"; shift 2 ;;
+    --alsa-card=*) ALSA_CARD="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" 2 ;;
   esac
@@ -64,6 +77,10 @@ ETC="$PREFIX/etc/voice-device"
 CONFIG="$ETC/config.yaml"
 ENVFILE="$ETC/env"
 UNIT="$PREFIX/etc/systemd/system/voice-device.service"
+LINK="$PREFIX/usr/local/bin/voice-device"
+ALSA_CONF="$PREFIX/etc/alsa/conf.d/60-voice-device.conf"
+STATE="$PREFIX/var/lib/voice-device"
+CHANGED=0  # the venv or the unit changed: a running service is restarted at the end
 
 # run: changes files (skipped by --dry-run). sys: changes the system outside the prefix (skipped by both).
 run() {
@@ -73,6 +90,8 @@ sys() {
   if [[ $DRY -eq 1 || -n "$PREFIX" ]]; then say "would run: $(shown "$@")"; else say "running: $(shown "$@")"; "$@"; fi
 }
 systemd_running() { [[ -z "$PREFIX" && -d /run/systemd/system ]]; }
+# An image being built (a chroot, pi-gen): systemctl enables units offline, for the next boot.
+systemd_offline() { [[ -z "$PREFIX" && ! -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
 record() {  # remember what this script created, so that --uninstall removes exactly that
   [[ $DRY -eq 1 ]] && return 0
   mkdir -p "$OPT"
@@ -158,8 +177,9 @@ install_venv() {
     record "venv $VENV"
   fi
   [[ $OFFLINE -eq 1 ]] && pip_args+=(--no-index)
+  [[ -n "$FIND_LINKS" ]] && pip_args+=(--find-links "$FIND_LINKS")
   if [[ -n "$WHEEL" ]]; then
-    [[ $OFFLINE -eq 1 ]] && pip_args+=(--no-deps)
+    [[ $OFFLINE -eq 1 && -z "$FIND_LINKS" ]] && pip_args+=(--no-deps)
     say "installing $(basename "$WHEEL") into $VENV"
     run "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall "${pip_args[@]}" "$WHEEL" \
       || die "pip could not install $WHEEL; see its output above"
@@ -175,6 +195,15 @@ install_venv() {
   fi
   run cp "$SRC/README.md" "$OPT/README.md"
   if [[ $DRY -eq 0 ]]; then echo "$want" > "$stamp"; fi
+  CHANGED=1
+}
+
+install_link() {  # the command on PATH, for `voice-device status` and `voice-device check`
+  if [[ -L "$LINK" && "$(readlink "$LINK")" == /opt/voice-device/venv/bin/voice-device ]]; then return; fi
+  if [[ -e "$LINK" || -L "$LINK" ]]; then say "note: $LINK exists and is not ours; leaving it"; return; fi
+  run mkdir -p "$(dirname "$LINK")"
+  run ln -s /opt/voice-device/venv/bin/voice-device "$LINK"
+  record "link ${LINK#"$PREFIX"}"  # without the prefix: a copied tree uninstalls its own
 }
 
 install_config() {
@@ -213,6 +242,109 @@ EOF
   run chmod 0600 "$ENVFILE"
 }
 
+sound_server() {  # PulseAudio or PipeWire routes ALSA's default through itself: leave ALSA to it
+  local f
+  for f in "$PREFIX"/etc/alsa/conf.d/99-pulse*.conf "$PREFIX"/etc/alsa/conf.d/*pipewire*.conf; do
+    [[ -e "$f" ]] && { echo "$f"; return 0; }
+  done
+  return 1
+}
+
+alsa_card() {  # --alsa-card, else the only card with a capture device (from /proc/asound/pcm)
+  if [[ -n "$ALSA_CARD" ]]; then echo "$ALSA_CARD"; return; fi
+  local cards
+  [[ -r /proc/asound/pcm ]] || return 1
+  cards="$(grep -E ': capture [0-9]+' /proc/asound/pcm | cut -d- -f1 | sort -u)"
+  [[ -n "$cards" && $(wc -l <<< "$cards") -eq 1 ]] || return 1
+  cat "/proc/asound/card$((10#$cards))/id" 2>/dev/null || echo "$((10#$cards))"
+}
+
+alsa_channels() {  # the fewest channels the card's capture device takes (2-mic HATs: 2); 2 when it cannot be asked
+  local least
+  least="$(timeout 5 arecord -D "$1" --dump-hw-params -d 1 -f S16_LE /dev/null 2>&1 \
+    | sed -n 's/^CHANNELS: *\[\{0,1\}\([0-9][0-9]*\).*/\1/p' | head -1)"
+  echo "${least:-2}"
+}
+
+alsa_text() {  # $1 card id or number, $2 the card's first device as ALSA names it, $3 capture channels
+  cat <<EOF
+# Written by voice-device's installer (scripts/install.sh --alsa-card $1); --uninstall removes it.
+# Plain ALSA lets one process at a time open a card. This makes ALSA's default device shared on card $1: the
+# microphone through dsnoop and the speaker through dmix (any user of the audio group), so \`arecord\` or
+# \`aplay\` work while voice-device runs. The card's mixer is the default control (\`amixer\`, volume).
+pcm.!default {
+  type asym
+  capture.pcm "voice_device_mic"
+  playback.pcm "voice_device_speaker"
+}
+ctl.!default {
+  type hw
+  card "$1"
+}
+pcm.voice_device_mic {
+  # dsnoop's shared memory sits at ipc_key + 2, dmix's at ipc_key and + 1: keys far apart (adjacent ones made
+  # the speaker fail with "unable to initialize sum ring buffer" while the mic was open)
+  type plug
+  slave.pcm {
+    type dsnoop
+    ipc_key 3077110
+    ipc_key_add_uid false
+    ipc_gid audio
+    ipc_perm 0660
+    slave { pcm "$2" channels $3 rate 48000 format S16_LE }
+  }
+  hint.description "voice-device: the shared microphone"
+}
+pcm.voice_device_speaker {
+  type plug
+  slave.pcm {
+    type dmix
+    ipc_key 3077130
+    ipc_key_add_uid false
+    ipc_gid audio
+    ipc_perm 0660
+    slave { pcm "$2" rate 48000 format S16_LE }
+  }
+  hint.description "voice-device: the shared speaker"
+}
+EOF
+}
+
+install_alsa() {
+  local server card slave channels text
+  if server="$(sound_server)"; then
+    say "a sound server owns ALSA's default here ($server): leaving ALSA alone"
+    return
+  fi
+  if [[ -e "$ALSA_CONF" ]] && ! grep -q "voice-device's installer" "$ALSA_CONF"; then
+    say "note: $ALSA_CONF is not ours; leaving it"
+    return
+  fi
+  if ! card="$(alsa_card)"; then
+    if [[ -e "$ALSA_CONF" ]]; then say "$ALSA_CONF kept"; return; fi
+    say "no single sound card with a microphone found: ALSA left as it is (one reader at a time holds the mic;"
+    say "  pass --alsa-card CARD to share a card, see /proc/asound/cards)"
+    return
+  fi
+  slave="hw:CARD=$card,DEV=0"
+  [[ "$card" =~ ^[0-9]+$ ]] && slave="hw:$card,0"
+  if grep -qsF "(scripts/install.sh --alsa-card $card)" "$ALSA_CONF"; then
+    # Not probed again (the daemon holds the card now): the channel count the first install saw.
+    channels="$(sed -n 's/.* channels \([0-9][0-9]*\) rate.*/\1/p' "$ALSA_CONF" | head -1)"
+  else
+    channels="$(alsa_channels "$slave")"
+  fi
+  text="$(alsa_text "$card" "$slave" "${channels:-2}")"
+  if [[ -f "$ALSA_CONF" && "$(cat "$ALSA_CONF")" == "$text" ]]; then say "$ALSA_CONF is up to date"; return; fi
+  say "writing $ALSA_CONF: card $card shared (dsnoop/dmix) as ALSA's default"
+  if [[ $DRY -eq 1 ]]; then say "would write $ALSA_CONF"; return; fi
+  mkdir -p "$(dirname "$ALSA_CONF")"
+  echo "$text" > "$ALSA_CONF"
+  chmod 0644 "$ALSA_CONF"
+  record "alsa ${ALSA_CONF#"$PREFIX"}"
+  CHANGED=1
+}
+
 install_unit() {
   local changed=0
   if ! cmp -s "$SRC/systemd/voice-device.service" "$UNIT"; then
@@ -220,13 +352,17 @@ install_unit() {
     run mkdir -p "$(dirname "$UNIT")"
     run install -m 0644 "$SRC/systemd/voice-device.service" "$UNIT"
     changed=1
+    CHANGED=1
   else
     say "$UNIT is up to date"
   fi
   if systemd_running; then
     [[ $changed -eq 1 ]] && sys systemctl daemon-reload
-    sys systemctl enable voice-device.service
-    sys systemctl try-restart voice-device.service
+    systemctl -q is-enabled voice-device.service 2>/dev/null || sys systemctl enable voice-device.service
+    if [[ $CHANGED -eq 1 ]]; then sys systemctl try-restart voice-device.service; fi
+  elif systemd_offline; then
+    systemctl -q is-enabled voice-device.service 2>/dev/null || sys systemctl enable voice-device.service
+    say "systemd is not running here (an image being built?): the service starts at the next boot"
   else
     say "systemd is not running here; on the device run: systemctl daemon-reload && systemctl enable voice-device"
     [[ -n "$PREFIX" || $DRY -eq 1 ]] && say "would run: systemctl enable voice-device.service"
@@ -240,10 +376,26 @@ uninstall() {
   else
     say "would run: systemctl disable --now voice-device.service"
   fi
+  if systemd_offline && systemctl -q is-enabled voice-device.service 2>/dev/null; then
+    sys systemctl disable voice-device.service
+  fi
   if [[ -e "$UNIT" ]]; then run rm -f "$UNIT"; fi
   if systemd_running; then sys systemctl daemon-reload; fi
   local created=()
   if [[ -f "$MANIFEST" ]]; then mapfile -t created < "$MANIFEST"; fi
+  for line in "${created[@]}"; do
+    case "$line" in
+      "link "*) if [[ -L "$PREFIX${line#link }" ]]; then run rm -f "$PREFIX${line#link }"; fi ;;
+      "alsa "*) if grep -qs "voice-device's installer" "$PREFIX${line#alsa }"; then run rm -f "$PREFIX${line#alsa }"; fi ;;
+    esac
+  done
+  # systemd's StateDirectory=: its files belong to the user removed below
+  if [[ -d "$STATE" ]]; then run rm -rf "$STATE"; fi
+  if [[ $PURGE -eq 1 ]]; then
+    if [[ -d "$ETC" ]]; then run rm -rf "$ETC"; fi
+  elif [[ -d "$ETC" ]]; then
+    sys chown -R root:root "$ETC"  # its group goes with the user
+  fi
   for line in "${created[@]}"; do
     [[ "$line" == "user $SERVICE_USER" ]] && sys userdel "$SERVICE_USER"
   done
@@ -251,7 +403,11 @@ uninstall() {
     if [[ "$line" == group\ * ]] && getent group "${line#group }" >/dev/null; then sys groupdel "${line#group }"; fi
   done
   if [[ -d "$OPT" ]]; then run rm -rf "$OPT"; fi
-  say "removed voice-device; kept $CONFIG and $ENVFILE (delete them by hand if you no longer need them)"
+  if [[ $PURGE -eq 1 ]]; then
+    say "removed voice-device, its configuration and secrets"
+  else
+    say "removed voice-device; kept $CONFIG and $ENVFILE (now root:root; --uninstall --purge removes them)"
+  fi
 }
 
 check_platform
@@ -263,7 +419,13 @@ fi
 install_apt
 install_user
 install_venv
+install_link
 install_config
+install_alsa
 install_unit
-say "done. Put secrets in $ENVFILE, check with: $VENV/bin/voice-device check --config $CONFIG"
-say "then: systemctl start voice-device && voice-device status"
+say "done. Next:"
+say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the profile's"
+say "     placeholders tokens.example.invalid and 'Bearer unset' are used), or LIVEKIT_URL, LIVEKIT_API_KEY and"
+say "     LIVEKIT_API_SECRET for a development server; the devices and pins are in $CONFIG"
+say "  2. confirm it: sudo voice-device check    (reads both files, says what is still to set)"
+say "  3. then: sudo systemctl restart voice-device && voice-device status"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian 12 / Raspberry Pi OS (64-bit) machine for voice-device development:
-# apt packages (only those missing), a virtualenv in .venv, the package with its test extra.
+# apt packages (only those missing; on x86_64 also qemu and debootstrap for the VM suite), a virtualenv in .venv,
+# the package with its test extra.
 # Sourced or run by scripts/demo and scripts/test; safe to run again (it skips what is already done).
 set -euo pipefail
 
@@ -18,16 +19,30 @@ case "$arch" in
      say "On a Raspberry Pi, install the 64-bit Raspberry Pi OS (bookworm)."; exit 1 ;;
 esac
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
+# The VM suite (tests/vm): qemu's software emulation of an x86_64 appliance, debootstrap for its image.
+# Without recommends: qemu's GUI and firmware extras are not needed for a headless -kernel boot.
+VM_PACKAGES=()
+[[ "$arch" == x86_64 ]] && VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs)
+
+apt_missing() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
+mapfile -t missing < <(apt_missing "${APT_PACKAGES[@]}")
+mapfile -t vm_missing < <(apt_missing "${VM_PACKAGES[@]}")
+if [[ ${#missing[@]} -gt 0 || ${#vm_missing[@]} -gt 0 ]]; then
   SUDO=""
   [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  say "installing apt packages: ${missing[*]}"
+  say "installing apt packages: ${missing[*]} ${vm_missing[*]}"
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [[ ${#vm_missing[@]} -gt 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${vm_missing[@]}" >/dev/null
+  fi
 fi
 
 PY="${PYTHON:-python3}"

@@ -20,11 +20,60 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env={**base, **(env or {})}, timeout=60)
 
 
+REAL = {"VOICE_DEVICE_TOKEN_ENDPOINT": "https://tokens.acme-voice.io/device", "VOICE_DEVICE_CREDENTIAL": "k3y"}
+
+
 @pytest.mark.parametrize("profile", ["kiosk", "smart-speaker", "appliance", "demo"])
-def test_check_accepts_every_profile(profile: str) -> None:
-    r = run("check", "--config", f"config/{profile}.yaml")
+def test_check_accepts_every_profile_once_its_placeholders_are_set(profile: str) -> None:
+    r = run("check", "--config", f"config/{profile}.yaml", env=REAL)
     assert r.returncode == 0, r.stderr
-    assert "token_source:" in r.stdout
+    assert "token_source:" in r.stdout and "valid" in r.stderr
+
+
+@pytest.mark.parametrize("profile", ["kiosk", "smart-speaker", "appliance"])
+def test_check_calls_a_profiles_placeholders_an_error_with_the_line_and_what_to_set(profile: str) -> None:
+    r = run("check", "--config", f"config/{profile}.yaml")
+    text = (ROOT / "config" / f"{profile}.yaml").read_text().splitlines()
+    endpoint = next(i for i, line in enumerate(text, 1) if line.strip().startswith("endpoint:"))
+    header = next(i for i, line in enumerate(text, 1) if "Authorization:" in line)
+    assert r.returncode == 2 and r.stdout == "" and ": valid" not in r.stderr
+    assert r.stderr.splitlines() == [
+        f"voice-device: {profile}.yaml:{endpoint}: livekit.endpoint: still the profile's placeholder "
+        "(https://tokens.example.invalid/voice-device): set VOICE_DEVICE_TOKEN_ENDPOINT in /etc/voice-device/env "
+        "(or replace the value here)",
+        f"voice-device: {profile}.yaml:{header}: livekit.endpoint_headers.Authorization: still the profile's "
+        "placeholder (a placeholder credential): set VOICE_DEVICE_CREDENTIAL in /etc/voice-device/env (or replace "
+        "the value here)",
+    ]
+
+
+def test_check_reads_the_env_file_the_service_gets(tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    env.write_text("# secrets\nVOICE_DEVICE_TOKEN_ENDPOINT='https://tokens.acme-voice.io/device'\n"
+                   "VOICE_DEVICE_CREDENTIAL=k3y\n")
+    half = tmp_path / "half"
+    half.write_text("VOICE_DEVICE_CREDENTIAL=k3y\n")
+    assert run("check", "--config", "config/kiosk.yaml", "--env", str(env)).returncode == 0
+    r = run("check", "--config", "config/kiosk.yaml", "--env", str(half))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "VOICE_DEVICE_TOKEN_ENDPOINT" in r.stderr
+
+
+def test_check_says_when_it_cannot_read_the_env_file(tmp_path: Path) -> None:
+    r = run("check", "--config", "config/demo.yaml", "--env", str(tmp_path / "missing"))
+    assert r.returncode == 0
+    assert f"cannot read {tmp_path / 'missing'}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_accepts_a_literal_reserved_name_only_where_the_source_does_not_use_it(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("livekit:\n  token_source: local\n  url: ws://10.0.0.5:7880\n  api_key: k\n  api_secret: s\n"
+                 "  endpoint: https://tokens.example.invalid/x\n")
+    f.chmod(0o600)
+    assert run("check", "--config", str(f)).returncode == 0
+    f.write_text("livekit:\n  token_source: local\n  url: wss://lk.example.com\n  api_key: k\n  api_secret: s\n")
+    r = run("check", "--config", str(f))
+    assert r.returncode == 2
+    assert "c.yaml:3: livekit.url: still the profile's placeholder (wss://lk.example.com): replace it" in r.stderr
 
 
 def test_check_masks_secrets_in_its_output() -> None:

@@ -203,3 +203,14 @@ def test_reference_file_is_complete_and_current() -> None:
     assert (ROOT / "config" / "reference.yaml").read_text() == reference_text(), (
         "config/reference.yaml is stale: run python -m device.config.reference > config/reference.yaml"
     )
+
+
+def test_the_led_power_pin_may_not_share_a_pin_with_a_button_or_an_led() -> None:
+    base = "livekit:\n  token_source: local\n  url: ws://h:1\n  api_key: k\n  api_secret: s\n"
+    ok = load_config_text(base + "controls:\n  leds:\n    kind: apa102\n    power_pin: 5\n")
+    assert ok.controls.leds.power_pin == 5
+    with pytest.raises(ConfigError, match=r"<config>:11: controls.button.pin: GPIO 5 is already used by "
+                                          r"controls.leds.power_pin"):
+        load_config_text(base + "controls:\n  leds:\n    kind: apa102\n    power_pin: 5\n  button:\n    pin: 5\n")
+    with pytest.raises(ConfigError, match=r"controls.leds.power_pin: GPIO 18 is already used by controls.leds.pins"):
+        load_config_text(base + "controls:\n  leds:\n    kind: pwmled\n    pins: [18]\n    power_pin: 18\n")

@@ -6,7 +6,10 @@ The hot path is `_callback`, run by PortAudio's thread once per block (default 2
   array, counts overflows and wakes the loop through an eventfd — every block while something is live, every
   `wake_every` blocks (about 100 ms) while the device is idle (`pump.py`);
 - it allocates no sample buffer, takes no lock, logs nothing and never calls into asyncio or the SDK;
-- its cost is dominated by PortAudio's own Python call (≈ 20–40 µs); the copy of 1,920 bytes is noise.
+- its cost is dominated by PortAudio's own Python call (≈ 20–40 µs); the copy of 1,920 bytes is noise;
+- a device opened with several channels (a stereo-only 2-mic HAT on `hw:`) is reduced to mono on the way into
+  the slot: one channel copied out of the interleaved block, or all averaged through a preallocated int32
+  accumulator (numpy with `out=`: a view object per call, no sample buffer).
 What the callback stores, the pump (on the loop thread) reads; `Ring`'s reserve/commit protocol makes a read
 that races an overwrite detectable.
 """
@@ -28,7 +31,9 @@ PA_CONTINUE = 0
 class Capture:
     """One open input stream and the raw ring it fills (device rate, int16 mono)."""
 
-    def __init__(self, rate: int, block: int, ring_blocks: int, wake: Callable[[], None]) -> None:
+    def __init__(self, rate: int, block: int, ring_blocks: int, wake: Callable[[], None], *, channels: int = 1,
+                 channel: int | None = None) -> None:
+        """`channels`: as the stream is opened; `channel`: the one kept (None: their average)."""
         self.rate = rate
         self.block = block  # samples per callback, at the device rate
         self.ring = Ring(block * ring_blocks)
@@ -36,6 +41,11 @@ class Capture:
         nbytes = block * 2
         # Prebuilt slice objects, one per slot: the callback indexes them instead of computing offsets.
         self._slots = tuple(slice(i * nbytes, (i + 1) * nbytes) for i in range(ring_blocks))
+        self.channels = channels
+        self.channel = channel
+        self._slot_arrays = tuple(self.ring._buf[i * block:(i + 1) * block] for i in range(ring_blocks))
+        self._acc = np.zeros(block, dtype=np.int32)
+        self._tmp = np.zeros(block, dtype=np.int32)
         self._next = tuple((i + 1) % ring_blocks for i in range(ring_blocks))
         self._slot = 0
         self.block_adc = np.zeros(ring_blocks, dtype=np.float64)  # monotonic ADC time of each slot's block
@@ -61,7 +71,10 @@ class Capture:
         ring = self.ring
         slot = self._slot
         ring._reserved = ring.total + frame_count
-        self._mv[self._slots[slot]] = in_data
+        if self.channels == 1:
+            self._mv[self._slots[slot]] = in_data
+        else:
+            self._to_mono(in_data, self._slot_arrays[slot])
         # PortAudio's clock is not time.monotonic(): carry the ADC time over as "this long before now".
         self.block_adc[slot] = now - (time_info["current_time"] - time_info["input_buffer_adc_time"])
         ring.total = ring._reserved
@@ -73,6 +86,19 @@ class Capture:
             self._unwoken = 0
             self._wake()
         return self._result
+
+    def _to_mono(self, in_data: bytes, out: np.ndarray) -> None:
+        frames = np.frombuffer(in_data, dtype=np.int16).reshape(self.block, self.channels)
+        if self.channel is not None:
+            np.copyto(out, frames[:, self.channel])
+            return
+        acc, tmp = self._acc, self._tmp
+        np.copyto(acc, frames[:, 0])  # one channel at a time: np.sum over the axis would buffer a cast (~5 KB)
+        for k in range(1, self.channels):
+            np.copyto(tmp, frames[:, k])
+            np.add(acc, tmp, out=acc)
+        np.floor_divide(acc, self.channels, out=acc)
+        np.copyto(out, acc, casting="unsafe")
 
     def adc_time(self, index: int) -> float:
         """Monotonic ADC time of raw sample `index` (still in the ring), from its block's stamp."""

@@ -6,7 +6,12 @@ delivering, or errors is closed, reported once (log line + `MicLost`), and reope
 backoff until it is back (`MicRestored`). `start()` never raises because a device is missing.
 
 Threads: PortAudio runs both callbacks on its own threads; everything else, including `on_event`, runs on the
-asyncio loop that called `start()`.
+asyncio loop that called `start()` — except the blocking PortAudio calls (initialise, probe, open, start, close,
+terminate), which run in order on the engine's one PortAudio thread: opening a device can take seconds (ALSA's
+dmix forks a helper process on its first open; a slow CPU under load), and the loop must keep serving the
+session, the watchdog and the control socket meanwhile. One thread keeps them in order and never overlapping
+(PortAudio is not made for concurrent calls), so a close queued before an open is done before it, and the final
+terminate comes after any open still under way (it also closes whatever that open returned).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from device.audio.capture import Capture
 from device.audio.devices import (
@@ -30,6 +39,7 @@ from device.audio.devices import (
     quiet_stderr,
 )
 from device.audio.earcons import load_earcons
+from device.audio.holders import busy_sentence
 from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
@@ -46,6 +56,16 @@ HEALTH_PERIOD_S = 0.25
 OUTPUT_IDLE_CLOSE_S = 5.0  # an output stream with nothing to play is closed after this long (CPU)
 FIRST_RETRY_S = 0.25
 RAW_RING_S = 1.0  # the pump runs every block; a second of slack covers a stalled loop
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A device that could not be opened, as found on the PortAudio thread; reported on the loop."""
+
+    detail: str
+    first_line: str
 
 
 class AudioEngine:
@@ -93,6 +113,26 @@ class AudioEngine:
         self.input_device: DeviceInfo | None = None
         self.output_device: DeviceInfo | None = None
         self.stream_delay_ms = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self._opening_output: asyncio.Task[None] | None = None
+
+    # ---- the PortAudio thread -------------------------------------------------------------------------------
+
+    def _portaudio_thread(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="portaudio")
+        return self._worker
+
+    async def _off_loop(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking PortAudio call on the PortAudio thread, after every call queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self._portaudio_thread(), partial(fn, *args))
+
+    def _close_later(self, stream: PaStream) -> None:
+        """Close a stream on the PortAudio thread (in order with the opens); the caller does not wait."""
+        if self._worker is None:
+            _close_stream(stream)
+        else:
+            self._worker.submit(_close_stream, stream)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -102,28 +142,33 @@ class AudioEngine:
         self._stopping = False
         self._pump.closed = False
         self._waker = Waker(loop, self._pump.run)
-        self._pa = await asyncio.to_thread(open_pyaudio)
-        self._open_input()
-        self._check_output_exists()
+        self._pa = await self._off_loop(open_pyaudio)
+        await self._open_input()
+        await self._check_output_exists()
         if self.player.buffered_samples():
             self._output_wanted()
         self._task = loop.create_task(self._supervise(), name="audio-devices")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._opening_output):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._opening_output = None
         self._close_input()
         self._close_output()
         if self._waker is not None:
             self._waker.close()
             self._waker = None
         if self._pa is not None:
-            self._pa.terminate()
+            # after any open still under way on the PortAudio thread; terminate closes what it opened too
+            await self._off_loop(self._pa.terminate)
             self._pa = None
+        if self._worker is not None:
+            self._worker.shutdown(wait=False)
+            self._worker = None
         self._pump.closed = True
         self._pump.poke()
 
@@ -212,7 +257,7 @@ class AudioEngine:
                 if in_backoff.failures or self.player.stream is None:
                     # PortAudio lists devices once per initialisation: re-initialise to see a replugged device.
                     await self._reinit_portaudio()
-                if self._open_input():
+                if await self._open_input():
                     self.input_reopens += 1
                     in_backoff.reset()
                 else:
@@ -228,12 +273,19 @@ class AudioEngine:
                 self._close_output()
 
     def _output_wanted(self) -> None:
-        """Audio is waiting to be played and no output stream is open: open one (unless backing off)."""
+        """Audio is waiting to be played and no output stream is open: open one (unless backing off), on the
+        PortAudio thread; the audio keeps buffering meanwhile."""
         if self.player.stream is not None or self._pa is None or self._stopping:
             return
         if time.monotonic() < self._next_out:
             return
-        if self._open_output():
+        if self._opening_output is not None and not self._opening_output.done():
+            return
+        self._opening_output = asyncio.get_running_loop().create_task(self._open_output_with_backoff(),
+                                                                      name="audio-output-open")
+
+    async def _open_output_with_backoff(self) -> None:
+        if await self._open_output():
             self._out_backoff.reset()
         else:
             self._next_out = time.monotonic() + (self._out_backoff.next_delay() or 0.0)
@@ -242,16 +294,23 @@ class AudioEngine:
         """A local device is nobody else's load: no jitter, just doubling from FIRST_RETRY_S to the cap."""
         return Backoff(FIRST_RETRY_S, self.config.reopen_backoff_max_s, jitter=False)
 
-    def _check_output_exists(self) -> None:
+    async def _check_output_exists(self) -> None:
         """At start: say once if the configured speaker does not exist (it is opened only to play), and size
         the player for the device's rate now, so audio pushed before the first open is not dropped."""
-        try:
-            dev = pick_device(list_devices(self._pa), self.config.output_device, self.config.output_index, "output")
-        except DeviceNotFound as e:
+
+        def probe() -> int | DeviceNotFound:
+            try:
+                dev = pick_device(list_devices(self._pa), self.config.output_device, self.config.output_index,
+                                  "output")
+            except DeviceNotFound as e:
+                return e
+            return self._device_rate_for(dev, "output")
+
+        rate = await self._off_loop(probe)
+        if isinstance(rate, DeviceNotFound):
             self._speaker_reported_lost = True
-            log.error("audio output unavailable: %s", e)
+            log.error("audio output unavailable: %s", rate)
             return
-        rate = self._device_rate_for(dev, "output")
         self.player.attach(rate, rate * self.config.block_ms // 1000)
 
     def _check_health(self, now: float) -> None:
@@ -278,10 +337,16 @@ class AudioEngine:
                 self.output_reopens += 1
 
     async def _reinit_portaudio(self) -> None:
+        if self._opening_output is not None and not self._opening_output.done():
+            await asyncio.wait({self._opening_output})  # its stream belongs to the instance about to go
         self._close_output()
-        if self._pa is not None:
-            self._pa.terminate()
-        self._pa = await asyncio.to_thread(open_pyaudio)
+
+        def renew() -> None:  # on the PortAudio thread: every call queued after it sees the new instance
+            if self._pa is not None:
+                self._pa.terminate()
+            self._pa = open_pyaudio()
+
+        await self._off_loop(renew)
 
     def _device_rate_for(self, dev: DeviceInfo, direction: str) -> int:
         if self._device_rate:
@@ -289,7 +354,7 @@ class AudioEngine:
         import pyaudio
 
         kwargs = (
-            {"input_device": dev.index, "input_channels": 1, "input_format": pyaudio.paInt16}
+            {"input_device": dev.index, "input_channels": self.config.input_channels, "input_format": pyaudio.paInt16}
             if direction == "input"
             else {"output_device": dev.index, "output_channels": 1, "output_format": pyaudio.paInt16}
         )
@@ -308,42 +373,57 @@ class AudioEngine:
         assert self._pa is not None, "start() initialised PortAudio"
         return self._pa
 
-    def _open_input(self) -> bool:
+    def _input_stream(self) -> tuple[DeviceInfo, Capture] | _Failure:
+        """On the PortAudio thread: find the input, probe its rate, open it (not started)."""
         import pyaudio
 
         try:
             devices = list_devices(self._pa)
             dev = pick_device(devices, self.config.input_device, self.config.input_index, "input")
         except DeviceNotFound as e:
-            self._report_mic_lost(str(e), first_line=f"audio input unavailable: {e}")
-            return False
+            busy = busy_sentence(self.config.input_device, "input")
+            if busy:  # PortAudio lists a hw: device another process holds with no channels
+                return _Failure(f"{self.config.input_device!r} is busy, {busy}",
+                                f"audio input {self.config.input_device!r} is busy: {busy}; retrying until it is free")
+            return _Failure(str(e), f"audio input unavailable: {e}")
         rate = self._device_rate_for(dev, "input")
         block = rate * self.config.block_ms // 1000
         assert self._waker is not None, "start() made the waker"
-        capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake)
+        capture = Capture(rate, block, max(4, math.ceil(RAW_RING_S * 1000 / self.config.block_ms)), self._waker.wake,
+                          channels=self.config.input_channels, channel=self.config.input_channel)
         try:
             with quiet_stderr():
-                stream = self._portaudio().open(
-                    format=pyaudio.paInt16, channels=1, rate=rate, input=True, input_device_index=dev.index,
+                capture.stream = self._portaudio().open(
+                    format=pyaudio.paInt16, channels=capture.channels, rate=rate, input=True,
+                    input_device_index=dev.index,
                     frames_per_buffer=block, stream_callback=capture.callback, start=False,
                 )
         except (OSError, ValueError) as e:
+            busy = busy_sentence(dev.name, "input")
+            if busy:
+                return _Failure(f"cannot open {dev.name!r}: {e}, {busy}",
+                                f"audio input {dev.name!r} is busy: {busy}; retrying until it is free")
             listed = "; ".join(f"{d.index}: {d.name}" for d in devices if d.max_input_channels > 0)
-            self._report_mic_lost(
-                f"cannot open {dev.name!r}: {e}",
-                first_line=f"audio input {dev.name!r} could not be opened ({e}); input devices present: {listed}. "
-                "Retrying with backoff; check audio.input_device.",
-            )
+            return _Failure(f"cannot open {dev.name!r}: {e}",
+                            f"audio input {dev.name!r} could not be opened ({e}); input devices present: {listed}. "
+                            "Retrying with backoff; check audio.input_device.")
+        return dev, capture
+
+    async def _open_input(self) -> bool:
+        opened = await self._off_loop(self._input_stream)
+        if isinstance(opened, _Failure):
+            self._report_mic_lost(opened.detail, first_line=opened.first_line)
             return False
-        capture.stream = stream
+        dev, capture = opened
+        # attached before it starts: the pump reads from the first callback on
         self._pump.attach(capture)
         self._capture = capture
         self._opened_at = time.monotonic()
-        stream.start_stream()
+        await self._off_loop(capture.stream.start_stream)
         self.input_device = dev
         self.mic_open = True
-        log.info("audio input open device=%r rate=%d block_ms=%d pipeline_rate=%d", dev.name, rate,
-                 self.config.block_ms, self.sample_rate)
+        log.info("audio input open device=%r rate=%d channels=%d block_ms=%d pipeline_rate=%d", dev.name,
+                 capture.rate, capture.channels, self.config.block_ms, self.sample_rate)
         if self._mic_reported_lost:
             self._mic_reported_lost = False
             log.info("audio input restored device=%r", dev.name)
@@ -351,28 +431,33 @@ class AudioEngine:
         self._update_delay()
         return True
 
-    def _open_output(self) -> bool:
+    def _output_stream(self) -> tuple[DeviceInfo, int, int, PaStream]:
+        """On the PortAudio thread: find the output, probe its rate, open it (not started)."""
         import pyaudio
 
+        dev = pick_device(list_devices(self._pa), self.config.output_device, self.config.output_index, "output")
+        rate = self._device_rate_for(dev, "output")
+        block = rate * self.config.block_ms // 1000
+        with quiet_stderr():
+            stream = self._portaudio().open(
+                format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=dev.index,
+                frames_per_buffer=block, stream_callback=self.player.callback, start=False,
+            )
+        return dev, rate, block, stream
+
+    async def _open_output(self) -> bool:
         try:
-            devices = list_devices(self._pa)
-            dev = pick_device(devices, self.config.output_device, self.config.output_index, "output")
-            rate = self._device_rate_for(dev, "output")
-            block = rate * self.config.block_ms // 1000
-            self.player.attach(rate, block)
-            with quiet_stderr():
-                stream = self._portaudio().open(
-                    format=pyaudio.paInt16, channels=1, rate=rate, output=True, output_device_index=dev.index,
-                    frames_per_buffer=block, stream_callback=self.player.callback, start=False,
-                )
+            dev, rate, block, stream = await self._off_loop(self._output_stream)
         except (DeviceNotFound, OSError, ValueError) as e:
             if not self._speaker_reported_lost:
                 self._speaker_reported_lost = True
                 log.error("audio output unavailable: %s; retrying with backoff", e)
             return False
+        self.player.attach(rate, block)  # before the stream starts: its callback plays at this rate
+        await self._off_loop(stream.start_stream)
+        # shown to the health check only once started (it takes a stream that is not active for a lost one)
         self.player.stream = stream
         self._out_opened_at = time.monotonic()
-        stream.start_stream()
         self.output_device = dev
         if self._speaker_reported_lost:
             self._speaker_reported_lost = False
@@ -403,7 +488,7 @@ class AudioEngine:
         self.mic_open = False
         self._pump.run()  # deliver what was captured before the loss
         self._pump.detach()
-        _close_stream(cap.stream)
+        self._close_later(cap.stream)
         self._retired["input_overflows"] += cap.input_overflows
         self._retired["callbacks"] += cap.callbacks
         self._retired["short_blocks"] += cap.short_blocks
@@ -414,7 +499,7 @@ class AudioEngine:
         if stream is None:
             return
         self.player.stream = None
-        _close_stream(stream)
+        self._close_later(stream)
 
     def _report_mic_lost(self, detail: str, first_line: str | None = None) -> None:
         self.mic_open = False

@@ -309,6 +309,11 @@ def _cross_checks(config: Config, ctx: _Ctx) -> Config:
                 f"required when livekit.token_source is {lk.token_source!r}",
                 file=ctx.file, line=ctx.lines.get("livekit.token_source") or ctx.lines.get("livekit"), key=key,
             )
+    audio = config.audio
+    if audio.input_channel is not None and audio.input_channel >= audio.input_channels:
+        raise ConfigError(f"channel {audio.input_channel} does not exist with audio.input_channels: "
+                          f"{audio.input_channels} (channels count from 0)", file=ctx.file,
+                          line=ctx.lines.get("audio.input_channel"), key="audio.input_channel")
     leds = config.controls.leds
     want = {"none": None, "led": 1, "pwmled": 1, "rgbled": 3, "apa102": 0}[leds.kind]
     if want is not None and len(leds.pins) != want:
@@ -318,6 +323,11 @@ def _cross_checks(config: Config, ctx: _Ctx) -> Config:
             key="controls.leds.pins",
         )
     pins: dict[int, str] = {}
+    if leds.power_pin is not None and leds.kind != "none":
+        if leds.kind != "apa102" and leds.power_pin in leds.pins:
+            raise ConfigError(f"GPIO {leds.power_pin} is already used by controls.leds.pins", file=ctx.file,
+                              line=ctx.lines.get("controls.leds.power_pin"), key="controls.leds.power_pin")
+        pins[leds.power_pin] = "controls.leds.power_pin"
     for name in ("button", "mute_button", "volume_up_button", "volume_down_button"):
         button = getattr(config.controls, name)
         if button is None:

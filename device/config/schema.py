@@ -53,6 +53,13 @@ class AudioConfig:
     output_device: str = opt("default", "output device: a substring of its PortAudio name")
     input_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
     output_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
+    input_channels: int = opt(
+        1, "channels to open the microphone with: 2 for stereo-only devices such as 2-mic HATs on plain ALSA "
+        "(hw:), more for mic arrays; the pipeline is mono", min=1, max=8,
+    )
+    input_channel: int | None = opt(
+        None, "which of those channels is the pipeline's mono (0 = the first); absent = their average", min=0, max=7,
+    )
     sample_rate: int = opt(
         16000, "pipeline sample rate in Hz, mono int16 (16000: what speech-to-text and the wake word take)",
         choices=SAMPLE_RATES,
@@ -93,6 +100,10 @@ class LedsConfig:
     brightness: float = opt(0.5, "maximum brightness, 0.0 to 1.0", min=0.0, max=1.0)
     spi_port: int = opt(0, "SPI port of an apa102 ring", min=0, max=1)
     spi_device: int = opt(0, "SPI chip select of an apa102 ring", min=0, max=1)
+    power_pin: int | None = opt(
+        None, "BCM GPIO driven high while the LEDs are in use, for HATs that switch their LEDs' power (ReSpeaker "
+        "4-mic and 6-mic arrays: 5)", min=0, max=53,
+    )
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,11 @@ class DaemonConfig:
         0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "
         "for session.process: inline, where the livekit 1.2.1 native core keeps ~0.6 MB per session (0 = never)",
         min=0, max=65536,
+    )
+    restart_min_interval_s: float = opt(
+        150.0, "a planned restart (restart_above_rss_mb) comes at least this long after the previous one in the same "
+        "boot, waiting while idle if need be: systemd counts planned restarts against the unit's StartLimitBurst=5 "
+        "in StartLimitIntervalSec=300, and at 75 s or more they alone cannot reach it", min=75.0, max=86400.0,
     )
 
 

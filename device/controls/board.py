@@ -80,6 +80,19 @@ def simulated_pin_class() -> type:
     return SimulatedPin
 
 
+class LedPower:
+    """The HAT's LED supply switch (`controls.leds.power_pin`, GPIO5 on ReSpeaker arrays): high while open."""
+
+    def __init__(self, pin: int, pin_factory: object | None) -> None:
+        from gpiozero import DigitalOutputDevice
+
+        self.device = DigitalOutputDevice(pin, initial_value=True, pin_factory=pin_factory)
+
+    def close(self) -> None:
+        self.device.off()
+        self.device.close()
+
+
 class Board:
     def __init__(self, config: ControlsConfig, loop: asyncio.AbstractEventLoop, emit: Callable[[Event], None], *,
                  simulate: bool = False, pin_factory: object | None = None, spi: SpiWriter | None = None) -> None:
@@ -96,9 +109,12 @@ class Board:
         self.buttons: dict[str, ButtonInput] = {}
         self._views: list[View] = []
         self.leds: LedDriver | None = None
+        self.led_power: LedPower | None = None
         try:
             for name, button in self._button_configs(config, simulate).items():
                 self.buttons[name] = ButtonInput(name, button, loop, emit, pin_factory=pin_factory)
+            if config.leds.power_pin is not None and config.leds.kind != "none":
+                self.led_power = LedPower(config.leds.power_pin, pin_factory)
             self.leds = LedDriver(open_outputs(config.leds, pin_factory, spi), loop)
         except Exception as e:
             self.close()
@@ -117,6 +133,7 @@ class Board:
         buttons = {name: b for name, b in found.items() if b is not None}
         if simulate and "mute" not in buttons:
             used = {b.pin for b in buttons.values()} | set(config.leds.pins) | {8, 9, 10, 11}  # 8-11: SPI
+            used.add(config.leds.power_pin or 8)
             spare = next(p for p in range(4, 28) if p not in used)
             buttons["mute"] = ButtonConfig(pin=spare)
         return buttons
@@ -143,6 +160,9 @@ class Board:
         """LEDs off, buttons and LEDs released; safe to call twice."""
         if self.leds is not None:
             self.leds.close()  # closes the views too: they are outputs of the driver
+        if self.led_power is not None:
+            self.led_power.close()
+            self.led_power = None
         for button in self.buttons.values():
             button.close()
         if self._own_factory is not None:

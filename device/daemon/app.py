@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from device.audio.mixer import MixerVolume, attach_mixer
@@ -46,7 +47,7 @@ from device.core.vocabulary import (
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.notify import Notifier, watchdog_interval
-from device.daemon.saved import Saved, load, save, state_path
+from device.daemon.saved import boot_clock, load, save, since_planned_restart, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets
 from device.daemon.watchdog import Watchdog
@@ -128,6 +129,7 @@ class App:
         self.muted = config.daemon.boot_muted or load(self._saved_at).muted
         self.reloads = 0
         self.exit_code = EXIT_OK
+        self._deferred_restart: asyncio.TimerHandle | None = None
 
     # ---- the one event path ----------------------------------------------------------------------------------
 
@@ -157,13 +159,39 @@ class App:
                 self._effects.put_nowait(effect)
 
     def _restart_if_bloated(self, limit_mb: int) -> None:
+        """Idle after a session (one that failed counts): exit 75 if RSS is above the limit — at least
+        `daemon.restart_min_interval_s` after the previous planned restart of this boot (kept in the saved state),
+        else once that much has passed, if still idle then. systemd counts every restart against the unit's start
+        limit, exit 75 included (SuccessExitStatus= does not exempt it): unlimited, a daemon that is above the
+        limit after every session would make the device dead after the fifth short session in five minutes."""
         rss = rss_mb()
         if not limit_mb or rss is None or rss <= limit_mb or self.exit_code == EXIT_RESTART:
             return
+        saved = load(self._saved_at)
+        since = since_planned_restart(saved)
+        wait = 0.0 if since is None else self.config.daemon.restart_min_interval_s - since
+        if wait > 0:
+            if self._deferred_restart is None:
+                log.info("planned restart deferred rss_mb=%.0f limit_mb=%d wait_s=%.0f (the previous one was %.0f s "
+                         "ago; daemon.restart_min_interval_s=%.0f)", rss, limit_mb, wait, since,
+                         self.config.daemon.restart_min_interval_s)
+                self._deferred_restart = asyncio.get_running_loop().call_later(wait, self._deferred_restart_due)
+            return
         log.warning("restarting to return memory rss_mb=%.0f limit_mb=%d (the livekit SDK keeps native memory "
                     "per session; systemd starts a fresh process)", rss, limit_mb)
+        boot, now = boot_clock()
+        save(self._saved_at, replace(saved, planned_restart_boot=boot, planned_restart_at=now))
         self.exit_code = EXIT_RESTART
         self.signals.request_stop("memory limit")
+
+    def _deferred_restart_due(self) -> None:
+        from device.controls.machine import Down
+
+        self._deferred_restart = None
+        parts = self.parts
+        if parts is None or not isinstance(parts.snapshot.link, Down) or parts.snapshot.state is not DeviceState.IDLE:
+            return  # busy again (or reloading): the next session's end asks again
+        self._restart_if_bloated(parts.config.daemon.restart_above_rss_mb)
 
     def _publish_state(self) -> None:
         parts = self.parts
@@ -199,7 +227,7 @@ class App:
                 await supervisor.cancel_turn()
             case SetMuted(muted=muted):
                 self.muted = muted
-                save(self._saved_at, Saved(muted))
+                save(self._saved_at, replace(load(self._saved_at), muted=muted))
                 await supervisor.set_muted(muted)
             case ChangeVolume(delta=delta):
                 audio.player.volume = min(1.0, max(0.0, audio.player.volume + delta))
@@ -296,7 +324,7 @@ class App:
             self._reload_error = f"reload failed, old configuration kept: {e}"
             log.error("reload failed, keeping the running configuration error=%s", e)
             self._publish_state()
-            self.notifier.ready(self.status.state)
+            self.notifier.ready(self.status.text)
             return
         self._reload_error = None
         self.reloads += 1
@@ -311,7 +339,7 @@ class App:
             await self._bring_up(new)
         finally:
             log.info("reloaded config=%s", self.config_path)
-            self.notifier.ready(self.status.state)
+            self.notifier.ready(self.status.text)
 
     async def run(self) -> int:
         self.signals.install()
@@ -337,7 +365,7 @@ class App:
         watchdog = Watchdog(self.notifier, interval, self.health) if interval else None
         if watchdog:
             watchdog.start()
-        self.notifier.ready(self.status.state)
+        self.notifier.ready(self.status.text)
         log.info("ready state=%s control=%s simulate=%s", self.status.state, self.config.daemon.control_socket,
                  self.simulate)
         why = await self.signals.wait_for_stop()
@@ -352,6 +380,8 @@ class App:
 
     async def _shutdown(self, server: ControlServer | None) -> None:
         parts, self.parts = self.parts, None
+        if self._deferred_restart is not None:
+            self._deferred_restart.cancel()
         try:
             if parts is not None:
                 await parts.close()

@@ -1,4 +1,5 @@
-"""What the device remembers across a reload, a restart and a reboot: today, whether it is muted.
+"""What the device remembers across a reload, a restart and a reboot: whether it is muted, and when (in this
+boot) it last restarted itself to return memory, so that planned restarts stay rate-limited across them.
 
 Kept as JSON in `daemon.state_dir` (systemd's StateDirectory by default), replaced atomically, so mute means mute
 after a power cut too. A file that cannot be read is reported once and treated as "not muted" only when
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,28 @@ FILE_NAME = "state.json"
 @dataclass(frozen=True)
 class Saved:
     muted: bool = False
+    # the last planned restart (exit 75): the boot it happened in and CLOCK_BOOTTIME then (both "": none)
+    planned_restart_boot: str = ""
+    planned_restart_at: float = 0.0
+
+
+def boot_clock() -> tuple[str, float]:
+    """(this boot's id, seconds since it started): a clock no wall-clock jump moves (a Pi has no RTC: NTP sets
+    the time after boot), reset by a reboot as systemd's start-limit counters are."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = "unknown"
+    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def since_planned_restart(saved: Saved) -> float | None:
+    """Seconds since the last planned restart in this boot; None if there was none."""
+    boot, now = boot_clock()
+    if saved.planned_restart_boot != boot:
+        return None
+    return max(0.0, now - saved.planned_restart_at)
 
 
 def state_path(config: DaemonConfig, env: dict[str, str] | None = None) -> Path | None:
@@ -43,8 +67,12 @@ def load(path: Path | None) -> Saved:
     except (OSError, ValueError) as e:
         log.warning("saved state unreadable path=%s error=%s; starting unmuted unless daemon.boot_muted", path, e)
         return Saved()
-    muted = data.get("muted") if isinstance(data, dict) else None
-    return Saved(muted=muted is True)
+    if not isinstance(data, dict):
+        return Saved()
+    boot, at = data.get("planned_restart_boot"), data.get("planned_restart_at")
+    if not (isinstance(boot, str) and isinstance(at, int | float) and not isinstance(at, bool)):
+        boot, at = "", 0.0
+    return Saved(muted=data.get("muted") is True, planned_restart_boot=boot, planned_restart_at=float(at))
 
 
 def save(path: Path | None, saved: Saved) -> None:
@@ -52,7 +80,8 @@ def save(path: Path | None, saved: Saved) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_file(path, {"muted": saved.muted})
+        write_json_file(path, {"muted": saved.muted, "planned_restart_boot": saved.planned_restart_boot,
+                               "planned_restart_at": saved.planned_restart_at})
     except OSError as e:
         log.warning("saved state not written path=%s error=%s; mute will not survive a restart", path,
                     e.strerror or e)

@@ -133,6 +133,11 @@ class StatusOutlets:
         self._listeners: list[Listener] = []
         self._file_failing = False
 
+    @property
+    def text(self) -> str:
+        """What systemd shows (STATUS=): the state and its reason, `failed: mic-unavailable`."""
+        return status_text(self.state, self.reason)
+
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(state, reason)` on every change (e.g. `control_server.publish_state`)."""
         self._listeners.append(listener)

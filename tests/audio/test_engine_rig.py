@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
+import time
 import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -13,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from device.audio import engine as engine_module
+from device.audio.devices import open_pyaudio
 from device.audio.engine import AudioEngine
 from device.config.schema import AudioConfig, EarconsConfig
 from device.core.vocabulary import Event, MicLost, MicRestored
@@ -55,6 +59,12 @@ async def record(engine: AudioEngine, start: int, seconds: float) -> np.ndarray:
         reader.close()
     assert reader.dropped == 0
     return np.concatenate(chunks)[:want]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -245,10 +255,8 @@ async def test_the_speaker_stream_closes_when_idle_and_reopens_for_the_next_soun
     assert engine.player.stream is None  # nothing to play yet: no output stream, no CPU spent on it
     engine.player.push_samples(tone(500, 0.2, 48000), 48000)
     engine.player.end()
-    assert engine.player.stream is not None
-    async with asyncio.timeout(3):
-        while engine.player.stream is not None:
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: engine.player.stream is not None, 3)  # opened on the PortAudio thread
+    await wait_until(lambda: engine.player.stream is None, 3)
     start = engine.now_index()
     engine.player.push_samples(tone(700, 0.4, 48000), 48000)
     engine.player.end()
@@ -256,3 +264,59 @@ async def test_the_speaker_stream_closes_when_idle_and_reopens_for_the_next_soun
     sounding = np.nonzero(np.abs(x) > 1000)[0]
     assert sounding.shape[0] > 0.25 * 48000
     assert abs(peak_hz(x[sounding[0] : sounding[0] + 9600], 48000) - 700) <= 10
+
+
+class StallProbe:
+    """The loop's longest stall: a task that asks to wake every 10 ms and records the worst lateness."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - before - 0.01)
+
+    async def stop(self) -> float:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.worst
+
+
+async def test_opening_a_slow_device_does_not_stall_the_loop(make_engine, monkeypatch):
+    """A device whose open takes a second (ALSA's dmix forking its helper on a loaded CPU took several in the
+    VM suite): the mic's open, the speaker's open and a lost mic's reopen happen while the loop keeps running."""
+    slow_s = 1.0
+    opens: list[float] = []
+
+    def slow_portaudio():
+        pa = open_pyaudio()
+        real_open = pa.open
+
+        def open_slowly(*args, **kwargs):
+            time.sleep(slow_s)
+            opens.append(time.monotonic())
+            return real_open(*args, **kwargs)
+
+        pa.open = open_slowly
+        return pa
+
+    monkeypatch.setattr(engine_module, "open_pyaudio", slow_portaudio)
+    engine = make_engine(replace(PLAIN, reopen_backoff_max_s=0.25))
+    probe = StallProbe()
+    await engine.start()  # the mic
+    assert engine.mic_open and len(opens) == 1
+    engine.player.push_samples(tone(500, 0.2, 48000), 48000)  # the speaker
+    engine.player.end()
+    await wait_until(lambda: engine.player.stream is not None, 3 * slow_s + 2)
+    engine._check_health(time.monotonic() + 60)  # the mic looks stalled: closed, then reopened by the supervisor
+    assert not engine.mic_open
+    await wait_until(lambda: engine.mic_open, 3 * slow_s + 3)
+    worst = await probe.stop()
+    print(f"\n{len(opens)} slow opens of {slow_s} s; the loop's longest stall {worst * 1000:.0f} ms")
+    assert len(opens) >= 3
+    assert worst < slow_s / 2, f"the loop stalled {worst:.2f} s during a device open"

@@ -197,3 +197,20 @@ async def test_no_gpio_driver_is_one_sentence_pointing_at_simulate(monkeypatch, 
     monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
     with pytest.warns(Warning), pytest.raises(BoardError, match="--simulate"):
         Board(ControlsConfig(button=MAIN), asyncio.get_running_loop(), lambda e: None)
+
+
+async def test_the_led_power_pin_is_high_while_the_board_is_open_and_low_after(mock_pins, clock) -> None:
+    # ReSpeaker 4-mic/6-mic arrays power their APA102 ring through GPIO5: no power, no light.
+    config = ControlsConfig(leds=LedsConfig(kind="apa102", count=12, power_pin=5))
+    board = Board(config, asyncio.get_running_loop(), lambda e: None, pin_factory=mock_pins, spi=MemorySpi())
+    power = mock_pins.pin(5)
+    assert power.state is True or power.state == 1
+    board.close()
+    assert not power.state
+    assert [s.state for s in power.states][-2:] == [True, False]
+    Board(config, asyncio.get_running_loop(), lambda e: None, pin_factory=mock_pins, spi=MemorySpi()).close()
+
+
+async def test_no_leds_no_power_pin_taken(mock_pins, clock) -> None:
+    config = ControlsConfig(button=ButtonConfig(pin=5), leds=LedsConfig(kind="none", power_pin=5))
+    Board(config, asyncio.get_running_loop(), lambda e: None, pin_factory=mock_pins).close()

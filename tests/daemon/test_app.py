@@ -8,6 +8,7 @@ listener that never answers (so a connect stays in flight). Waits are bounded; n
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -226,8 +227,9 @@ def test_the_volume_commands_move_the_alsa_mixer_control_the_daemon_was_given(wo
 def test_a_mic_missing_at_start_is_failed_mic_unavailable_until_the_source_comes_back(workdir, audio_rig) -> None:
     with mic_gone(audio_rig):
         d = start(workdir, audio_rig)
-        d.wait_ready()  # audio and controls are up: a missing device is the engine's to reopen, not fatal
-        d.wait_status("failed: mic-unavailable")
+        # audio and controls are up: a missing device is the engine's to reopen, not fatal; READY=1 carries the
+        # whole status (systemd shows the last STATUS=: a bare `failed` hid the reason)
+        assert d.wait_ready() == {"READY": "1", "STATUS": "failed: mic-unavailable"}
         assert d.snapshot()["metrics"]["mic_open"] is False
     with d:
         d.wait_status("idle", timeout=20)
@@ -279,6 +281,38 @@ def test_idle_after_a_session_above_the_memory_limit_exits_75_for_systemd_to_res
         d.command("end")
         assert d.wait(timeout=10) == 75, d.log()
         assert "restarting to return memory" in d.log()
+
+
+def test_a_second_planned_restart_waits_for_the_minimum_interval_then_comes_if_still_idle(workdir,
+                                                                                           audio_rig) -> None:
+    """The saved state remembers the last planned restart of this boot: the next daemon, bloated again after a
+    session (a failed one counts), waits daemon.restart_min_interval_s since then, and restarts then if idle."""
+    config = base_config(workdir)
+    config["daemon"].update(restart_above_rss_mb=1, state_dir=str(workdir / "state"))
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        d.command("start")
+        d.wait_status("failed: unreachable")
+        d.command("end")
+        assert d.wait(timeout=10) == 75, d.log()  # the first one: at once
+    saved = json.loads((workdir / "state" / "state.json").read_text())
+    assert saved["planned_restart_boot"] and saved["planned_restart_at"] > 0
+    config["daemon"]["restart_min_interval_s"] = 75  # the smallest allowed
+    # as if the previous one had been 72 s ago: 3 s to wait
+    saved["planned_restart_at"] -= 72
+    (workdir / "state" / "state.json").write_text(json.dumps(saved))
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        mark = d.mark()
+        d.command("start")
+        d.wait_status("failed: unreachable", start=mark)
+        d.command("end")
+        d.wait_status("idle", start=mark)
+        wait_until(lambda: "planned restart deferred" in d.log(), 5, "the deferral in the log")
+        time.sleep(1)
+        assert d.proc.poll() is None, "it restarted before the minimum interval"
+        assert d.wait(timeout=15) == 75, d.log()  # then idle still: the restart comes
+        assert d.log().count("restarting to return memory") == 1
 
 
 def test_the_memory_limit_is_off_by_default(workdir, audio_rig) -> None:

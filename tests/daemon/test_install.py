@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -148,3 +149,45 @@ def test_uninstall_removes_what_it_added_and_keeps_the_config(installed, tmp_pat
     assert "would run: systemctl disable --now voice-device.service" in r.stderr
     again = install("--prefix", str(copy), "--uninstall")
     assert again.returncode == 0, again.stderr
+
+
+def test_the_command_is_put_on_path_and_the_end_says_what_to_edit_and_how_to_confirm(installed) -> None:
+    prefix, _, r = installed
+    link = prefix / "usr/local/bin/voice-device"
+    assert link.is_symlink() and os.readlink(link) == "/opt/voice-device/venv/bin/voice-device"
+    tail = r.stderr[r.stderr.index("install: done. Next:"):]
+    assert f"edit {prefix}/etc/voice-device/env" in tail and "VOICE_DEVICE_TOKEN_ENDPOINT" in tail
+    assert "tokens.example.invalid" in tail and "sudo voice-device check" in tail
+
+
+def test_alsa_card_makes_that_card_the_shared_default_once(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    root = tmp_path / "root"
+    args = ["--prefix", str(root), "--profile", "appliance", "--wheel", str(wheel), "--offline", "--alsa-card",
+            "seeed2micvoicec"]
+    r = install(*args)
+    assert r.returncode == 0, r.stderr
+    conf = root / "etc/alsa/conf.d/60-voice-device.conf"
+    text = conf.read_text()
+    assert 'capture.pcm "voice_device_mic"' in text and 'playback.pcm "voice_device_speaker"' in text
+    assert text.count('pcm "hw:CARD=seeed2micvoicec,DEV=0"') == 2 and "type dsnoop" in text and "type dmix" in text
+    assert "ipc_gid audio" in text
+    mic, speaker = (int(k) for k in re.findall(r"ipc_key (\d+)\n", text))
+    assert abs(mic + 2 - speaker) > 1  # dsnoop uses ipc_key + 2, dmix ipc_key and ipc_key + 1
+    before = conf.stat().st_mtime_ns
+    again = install(*args)
+    assert "60-voice-device.conf is up to date" in again.stderr and conf.stat().st_mtime_ns == before
+    gone = install("--prefix", str(root), "--uninstall", "--purge")
+    assert gone.returncode == 0, gone.stderr
+    assert not conf.exists() and not (root / "etc/voice-device").exists()
+    assert not (root / "usr/local/bin/voice-device").exists()
+
+
+def test_a_sound_server_keeps_alsa_to_itself(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/alsa/conf.d").mkdir(parents=True)
+    (root / "etc/alsa/conf.d/99-pulse.conf").write_text("pcm.!default pulse\n")
+    r = install("--prefix", str(root), "--profile", "kiosk", "--dry-run", "--offline", "--alsa-card", "0")
+    assert r.returncode == 0, r.stderr
+    assert "a sound server owns ALSA's default here" in r.stderr
+    assert not (root / "etc/alsa/conf.d/60-voice-device.conf").exists()

@@ -70,8 +70,27 @@ def test_the_unit_keeps_the_promised_settings() -> None:
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "CapabilityBoundingSet="]:
         assert f"\n{line}\n" in text, line
     assert "DynamicUser" not in text.replace("Not DynamicUser=", "")
+    # a boot without network must not wait for it (network-online.target can take 2 minutes to give up)
+    (after,) = directives("After")
+    assert "network.target" in after.split() and "network-online.target" not in after.split()
     (watchdog,) = directives("WatchdogSec")
     assert int(watchdog) >= 10
+
+
+def test_planned_restarts_alone_cannot_reach_the_units_start_limit() -> None:
+    """systemd counts every start in StartLimitIntervalSec= against StartLimitBurst= — a restart after exit 75
+    too (SuccessExitStatus= makes it no failure, not no start; the VM suite shows it on a real systemd). The daemon
+    spaces its planned restarts by at least daemon.restart_min_interval_s (its smallest allowed value here):
+    in the worst case, the starts they make in one interval stay below the burst, with room for a crash."""
+    from device.config.schema import DaemonConfig
+
+    (interval,), (burst,), (restart_sec,) = (directives(n) for n in ("StartLimitIntervalSec", "StartLimitBurst",
+                                                                    "RestartSec"))
+    assert directives("SuccessExitStatus") == ["75"] and directives("RestartForceExitStatus") == ["75"]
+    spacing = DaemonConfig.__dataclass_fields__["restart_min_interval_s"].metadata["min"] + float(restart_sec)
+    starts_in_one_interval = int(float(interval) // spacing) + 1  # the first start, then one every `spacing`
+    assert starts_in_one_interval < int(burst), (starts_in_one_interval, burst)
+    assert DaemonConfig().restart_min_interval_s >= spacing - float(restart_sec)
 
 
 # ---- the unit's seccomp rules around the real libraries -------------------------------------------------------

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Build (once, cached) the Debian 12 disk the VM tests boot: a Pi-shaped appliance with voice-device installed
+# by its own installer, systemd as PID 1 and plain ALSA on the snd-aloop loopback card.
+#
+#   scripts/vm-image.sh build     build what is missing, print the image's directory (the cache entry)
+#   scripts/vm-image.sh path      print that directory if it is built (exit 1 otherwise)
+#   scripts/vm-image.sh clean     remove the cache
+#
+# Two stages, each cached under $VOICE_DEVICE_VM_CACHE (default .cache/vm in the checkout, gitignored):
+#   rootfs-KEY.tar   debootstrap --variant=minbase bookworm with systemd, udev, a kernel, python3 (~3.5 min);
+#                    KEY hashes this script's package list.
+#   image-KEY/       the rootfs provisioned in a chroot at native speed: the test agent, the loopback card, a
+#                    static address, then `scripts/install.sh --profile appliance` for real (apt from Debian,
+#                    the system user, the venv from a wheelhouse built here, the config, the unit, enabled);
+#                    then disk.img (ext4), vmlinuz and initrd.img. KEY hashes the checkout's installed parts.
+# The VM itself never reaches a network: everything it needs is on its disk.
+# Needs root, debootstrap, mkfs.ext4 (e2fsprogs) and the Debian archive (apt sources of this machine).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${VOICE_DEVICE_VM_CACHE:-$ROOT/.cache/vm}"
+PY="${VOICE_DEVICE_VENV:-$ROOT/.venv}/bin/python"
+SUITE=bookworm
+MIRROR="${VOICE_DEVICE_VM_MIRROR:-http://deb.debian.org/debian}"
+# What a Raspberry Pi OS Lite has that matters here (systemd, udev, kmod, python3), plus a kernel and initrd
+# for qemu, dbus for systemd-analyze, procps and psmisc for the tests' process checks.
+BASE_PACKAGES=(systemd systemd-sysv udev kmod dbus linux-image-amd64 initramfs-tools iproute2 python3 procps
+  psmisc)
+DISK_MB=4096
+
+say() { echo "vm-image: $*" >&2; }
+die() { echo "vm-image: $*" >&2; exit 1; }
+
+base_key() {
+  { echo "$SUITE ${BASE_PACKAGES[*]}"; sed -n '/^provision_base()/,/^}/p' "$0"; } | sha256sum | cut -c1-16
+}
+
+image_key() {
+  (cd "$ROOT" && { echo "base $(base_key)"; cat "$0";
+    find device config systemd tests/vm/guest scripts/install.sh pyproject.toml -type f \
+      ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum; }) | sha256sum | cut -c1-16
+}
+
+need() {
+  [[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot, mkfs)"
+  local t
+  for t in debootstrap mkfs.ext4 chroot; do
+    command -v "$t" >/dev/null || die "$t is missing: run scripts/setup.sh --vm (apt: debootstrap e2fsprogs)"
+  done
+}
+
+# ---- stage 1: the Debian root file system --------------------------------------------------------------------
+
+provision_base() {  # $1: rootfs dir; what every image shares (part of the base key)
+  local dir="$1"
+  echo "vd-appliance" > "$dir/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 vd-appliance\n' > "$dir/etc/hosts"
+  printf '/dev/vda / ext4 rw,relatime 0 1\n' > "$dir/etc/fstab"
+  chroot "$dir" passwd -d root >/dev/null
+  # No getty fights the test agent on the console; the console still shows the boot.
+  chroot "$dir" systemctl mask serial-getty@ttyS0.service getty@tty1.service >/dev/null 2>&1
+  # Apt of the image talks to the same archive this machine does (the installer runs it inside the chroot).
+  printf 'deb %s %s main\n' "$MIRROR" "$SUITE" > "$dir/etc/apt/sources.list"
+  rm -f "$dir"/var/cache/apt/archives/*.deb
+}
+
+build_base() {
+  local tar="$CACHE/rootfs-$(base_key).tar" work
+  if [[ -f "$tar" ]]; then echo "$tar"; return; fi
+  work="$(mktemp -d "$CACHE/.rootfs.XXXXXX")"
+  say "debootstrap $SUITE (minbase + ${BASE_PACKAGES[*]}): a few minutes, once"
+  if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")" "$SUITE" "$work/root" \
+      "$MIRROR" > "$work/debootstrap.log" 2>&1; then
+    tail -20 "$work/debootstrap.log" >&2
+    rm -rf "$work"
+    die "debootstrap failed (log above)"
+  fi
+  provision_base "$work/root"
+  tar -C "$work/root" --numeric-owner -cf "$tar.part" .
+  mv "$tar.part" "$tar"
+  rm -rf "$work"
+  say "cached $tar"
+  echo "$tar"
+}
+
+# ---- the wheelhouse: voice-device's dependencies built here, so pip in the image needs no network ---------------
+
+build_wheelhouse() {
+  local deps dir work
+  deps="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])' \
+    "$ROOT/pyproject.toml")"
+  dir="$CACHE/wheelhouse-$(echo "$deps" | sha256sum | cut -c1-16)"
+  if [[ -f "$dir/.complete" ]]; then echo "$dir"; return; fi
+  [[ -x "$PY" ]] || die "no $PY: run scripts/setup.sh first"
+  work="$(mktemp -d "$CACHE/.wheels.XXXXXX")"
+  say "building the wheelhouse (voice-device's dependencies; PyAudio is compiled here)"
+  if ! "$PY" -m pip wheel -q --disable-pip-version-check -w "$work" "$ROOT" setuptools wheel \
+      > "$work/pip.log" 2>&1; then
+    tail -20 "$work/pip.log" >&2
+    rm -rf "$work"
+    die "pip wheel failed (log above)"
+  fi
+  rm -f "$work"/voice_device-*.whl "$work/pip.log"  # the installer builds voice-device from the checkout
+  touch "$work/.complete"
+  rm -rf "$dir"
+  mv "$work" "$dir"
+  echo "$dir"
+}
+
+# ---- stage 2: the appliance, installed by the project's installer inside a chroot ------------------------------
+
+stage_checkout() {  # $1: destination; the files git tracks (or would), as a fresh clone has them
+  local dest="$1"
+  mkdir -p "$dest"
+  (cd "$ROOT" && { git ls-files -co --exclude-standard 2>/dev/null || find . -type f ! -path './.*'; } \
+    | grep -v -e '^\.cache/' -e '^\.venv/' | tar -cf - -T - 2>/dev/null) | tar -C "$dest" -xf -
+}
+
+chroot_mounts() {  # $1 root; mounted for apt, pip and useradd inside; umounted by the caller's trap
+  mount -t proc proc "$1/proc"
+  mount -t sysfs sys "$1/sys"
+  mount --bind /dev "$1/dev"
+  mount -t devpts devpts "$1/dev/pts"
+}
+
+chroot_umount() {
+  local m
+  for m in dev/pts dev sys proc; do umount -l "$1/$m" 2>/dev/null || true; done
+}
+
+provision_image() {  # $1 rootfs, $2 wheelhouse
+  local dir="$1" guest="$ROOT/tests/vm/guest"
+  # The test equipment: the host's command channel, the VM's address in the test's namespace.
+  install -D -m 0644 "$guest/agent.py" "$dir/usr/local/lib/vd-test/agent.py"
+  install -D -m 0644 "$guest/vd-test-agent.service" "$dir/etc/systemd/system/vd-test-agent.service"
+  install -D -m 0644 "$guest/10-test-net.network" "$dir/etc/systemd/network/10-test-net.network"
+  install -D -m 0644 "$guest/vm-mock-gpio.conf" "$dir/etc/systemd/system/voice-device.service.d/vm-mock-gpio.conf"
+  install -D -m 0644 "$guest/vm-test.conf" "$dir/etc/systemd/system/voice-device.service.d/vm-test.conf"
+  chroot "$dir" systemctl enable vd-test-agent.service systemd-networkd.service >/dev/null 2>&1
+  chroot "$dir" systemctl set-default multi-user.target >/dev/null 2>&1  # as Raspberry Pi OS Lite boots
+  # The sound card: the ALSA loopback, the machine's only one (qemu gets no audio device).
+  echo snd-aloop > "$dir/etc/modules-load.d/snd-aloop.conf"
+  # One substream per device, like a real card: a second opener of hw:Loopback,0 finds it busy.
+  echo "options snd-aloop index=0 id=Loopback pcm_substreams=1" > "$dir/etc/modprobe.d/snd-aloop.conf"
+  # Journald keeps the log across the tests' reboot.
+  mkdir -p "$dir/var/log/journal"
+  # The project, as a user would have it: a checkout, and its installer run for real.
+  stage_checkout "$dir/root/voice-device"
+  cp -r "$2" "$dir/root/wheelhouse"
+  cp /etc/resolv.conf "$dir/etc/resolv.conf"
+  chroot_mounts "$dir"
+  say "installing voice-device in the image: scripts/install.sh --profile appliance (apt, user, venv, unit)"
+  if ! chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+      bash /root/voice-device/scripts/install.sh --profile appliance --alsa-card Loopback \
+      --find-links /root/wheelhouse > "$dir/root/install.log" 2>&1; then
+    tail -30 "$dir/root/install.log" >&2
+    die "the installer failed in the image (log above)"
+  fi
+  chroot "$dir" apt-get clean
+  chroot_umount "$dir"
+  rm -rf "$dir"/var/lib/apt/lists/* "$dir/etc/resolv.conf"
+  : > "$dir/etc/machine-id"  # a fresh identity at each boot of the snapshot
+}
+
+build_image() {
+  local base wheels key out work
+  base="$(build_base)"
+  wheels="$(build_wheelhouse)"
+  key="$(image_key)"
+  out="$CACHE/image-$key"
+  if [[ -f "$out/disk.img" ]]; then echo "$out"; return; fi
+  work="$(mktemp -d "$CACHE/.image.XXXXXX")"
+  trap 'chroot_umount "$work/root"; rm -rf "$work"' EXIT
+  mkdir "$work/root"
+  tar -C "$work/root" -xf "$base"
+  provision_image "$work/root" "$wheels"
+  cp "$work/root/root/install.log" "$work/install.log"
+  cp -L "$work/root/vmlinuz" "$work/vmlinuz"
+  cp -L "$work/root/initrd.img" "$work/initrd.img"
+  say "making the disk (ext4, ${DISK_MB} MB sparse)"
+  mkfs.ext4 -q -F -L vd-root -d "$work/root" "$work/disk.img" "${DISK_MB}M"
+  rm -rf "$work/root"
+  # One image is kept: older ones go (a VM still running on one keeps its open disk).
+  rm -rf "$CACHE"/image-*
+  mv "$work" "$out"
+  trap - EXIT
+  say "image ready: $out"
+  echo "$out"
+}
+
+main() {
+  local cmd="${1:-build}"
+  case "$cmd" in
+    base) need; mkdir -p "$CACHE"; build_base ;;
+    build) need; mkdir -p "$CACHE"; build_image ;;
+    path) local out="$CACHE/image-$(image_key)"; [[ -f "$out/disk.img" ]] || exit 1; echo "$out" ;;
+    clean) rm -rf "$CACHE" ;;
+    *) die "usage: $0 build|path|clean" ;;
+  esac
+}
+
+main "$@"; exit $?  # (one line: bash reads a script as it runs it)
