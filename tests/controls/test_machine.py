@@ -50,6 +50,7 @@ from device.core.vocabulary import (
     StartSession,
     StartTurn,
     TimerFired,
+    Trigger,
 )
 
 
@@ -169,7 +170,7 @@ def test_release_without_a_turn_is_ignored() -> None:
 
 def test_speaker_starts_when_the_daemon_asks_and_the_button_mutes() -> None:
     d = Device("always_on")
-    assert d(StartRequested()) == [StartSession(1), PlayEarcon("listening")]
+    assert d(StartRequested()) == [StartSession(1, trigger=Trigger.COMMAND), PlayEarcon("listening")]
     d.agent_listening()
     assert d(Pressed()) == [SetMuted(True)]
     assert d.state is DeviceState.MUTED
