@@ -5,6 +5,11 @@ PortAudio block, through a reader whose chunks reuse one buffer, and feeds each 
 ring index; each detection is handed to `on_detection` on the loop. Nothing in the pump changes: the listener
 is one more reader, like a session's. Stopping closes the reader (no CPU while stopped); starting again
 resets the detector, since the audio in between was never heard.
+
+A `guard` (device/audio/echo_guard.py) follows what the speaker played alongside: a detection it recognises as the
+device's own voice is dropped (counted in `guard.vetoed`) instead of handed on, and while the speaker plays it
+sets the detector's cutoffs (lower: a user talking over the agent is heard through the echo canceller's
+double-talk, and the guard is what keeps the agent's own voice out).
 """
 
 from __future__ import annotations
@@ -31,12 +36,23 @@ class Ears(Protocol):
     def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader: ...
 
 
+class Guard(Protocol):
+    """What the listener needs of a speaker guard."""
+
+    def follow(self) -> None: ...
+
+    def cutoff_scale(self) -> float: ...
+
+    def vetoes(self, detection: Detection) -> bool: ...
+
+
 class WakeWordListener:
     def __init__(self, ears: Ears, detector: WakeWordDetector, on_detection: Callable[[Detection], None],
-                 on_chunk: Callable[[int, np.ndarray], None] | None = None) -> None:
+                 on_chunk: Callable[[int, np.ndarray], None] | None = None, guard: Guard | None = None) -> None:
         """`on_chunk(first_index, samples)`, if given, sees every chunk after the detector (a meter, a test)."""
         self._ears = ears
         self.detector = detector
+        self.guard = guard
         self._on_detection = on_detection
         self._on_chunk = on_chunk
         self._task: asyncio.Task[None] | None = None
@@ -68,16 +84,19 @@ class WakeWordListener:
                 await task
 
     async def _run(self, reader: FrameReader) -> None:
-        detector = self.detector
+        detector, guard = self.detector, self.guard
         async for first, chunk in reader:
+            if guard is not None:
+                guard.follow()  # the far end keeps pace with the mic, so its detections are there when needed
+                detector.scale_cutoffs(guard.cutoff_scale())
             found = detector.feed(first, chunk)
             if self._on_chunk is not None:
                 self._on_chunk(first, chunk)
-            if found is None:
+            if found is None or (guard is not None and guard.vetoes(found)):
                 continue
             self.detections += 1
-            log.info("wake word heard model=%s probability=%.3f index=%d phrase_start=%d", found.model,
-                     found.probability, found.index, found.start_index)
+            log.info("wake word heard model=%s probability=%.3f index=%d phrase_start=%d phrase_end=%d",
+                     found.model, found.probability, found.index, found.start_index, found.end_index)
             try:
                 self._on_detection(found)
             except Exception:  # a consumer's bug must not stop the device from hearing its name
