@@ -28,8 +28,10 @@ READY_TIMEOUT_S = 20.0
 
 def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secret",
                   agent_connect_timeout_s: float = 10.0, preroll_ms: int = 500,
-                  audio: dict[str, Any] | None = None, session: dict[str, Any] | None = None) -> Path:
-    """A push-to-talk config for the stub: local tokens (devkey), simulated button and RGB LED.
+                  audio: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
+                  **sections: dict[str, Any]) -> Path:
+    """A push-to-talk config for the stub: local tokens (devkey), simulated button and RGB LED; `sections` add
+    to (or extend) whole sections, e.g. `wake_word={...}`, `daemon={"state_dir": ...}`.
 
     The echo canceller and noise suppressor are off unless `audio` turns them on: they reshape the test speech
     (and the echo canceller shifts its output by a few ms when the far end starts), so the pre-connect audio
@@ -45,6 +47,8 @@ def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secr
                     "idle_timeout_s": 60, **(session or {})},
         "daemon": {"control_socket": str(socket), "watchdog": False},
     }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)  # it holds a secret: the daemon warns about a world-readable one
     return path
