@@ -300,3 +300,26 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
     assert sent_lines(caplog), "the room was disconnected (CLIENT_INITIATED) before the child exited"
     with pytest.raises(Exception, match="closed"):
         await rig.sup.start(0)
+
+
+async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
+    from device.session.protocol import Play
+    from device.session.remote import Child
+
+    audio = FakeAudioPort(sample_rate=16000)
+    sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)
+    try:
+        child = Child(sup)
+        sup.current = child
+        frame = Play(np.zeros(320, np.int16).tobytes(), 16000, 1, 320)
+        child._handle(frame)
+        assert len(audio.player.frames) == 1
+        sup.interrupting = True  # sent InterruptCall, no reply yet: what arrives was sent before the child took it
+        child._handle(frame)
+        assert len(audio.player.frames) == 1
+        await sup.interrupt()  # no child running a session: nothing to tell, and the drop ends with the call
+        assert not sup.interrupting
+        child._handle(frame)
+        assert len(audio.player.frames) == 2
+    finally:
+        await sup.aclose()
