@@ -14,6 +14,12 @@
 - `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`;
   `active_cpu_inline_percent` the same with `session.process: inline` in the same run (the peer: no session
   process), and their ratio.
+- `idle_cpu_wake_ratio`: idle CPU with the wake word on (`session.mode: wake_word`, the listener and its speaker
+  guard on the mic) against off (push_to_talk), the same config otherwise, alternating `--rounds` times in one run
+  (medians of each; goal ≤ 1.3).
+- `wake_to_listening_ms`: the daemon's own metric (the wake word's detection → the agent's `listening`), minus
+  the stub agent's scripted delay as above; "okay nabu, what time is it" said into the idle device, median over
+  `--sessions` conversations (each ended, then the device idle for 2 s).
 CPU and RSS are of the daemon and its session processes together (utime+stime of all their threads, plus
 children already reaped), from /proc; CPU as % of one core of this machine.
 """
@@ -190,13 +196,63 @@ def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
     return {"active_cpu_inline_percent": round(cpu, 2)}
 
 
+def wake_config(bench: Bench, url: str) -> dict[str, Any]:
+    config = bench.config(url, mode="wake_word")
+    config["wake_word"] = {"models": ["okay_nabu"], "follow_up_s": 30}
+    return config
+
+
+def wake_word_idle(bench: Bench, seconds: float, rounds: int) -> dict[str, Any]:
+    """Idle CPU, wake word on against off, the two alternating (this machine's load drifts)."""
+    on, off = [], []
+    for _ in range(rounds):
+        for cpus, config in ((on, wake_config(bench, "ws://127.0.0.1:9")), (off, bench.config("ws://127.0.0.1:9"))):
+            daemon = bench.daemon(config, in_netns=False)
+            daemon.wait_ready()
+            time.sleep(2.0)  # settle after start-up (its ready session process imports livekit meanwhile)
+            cpus.append(cpu_percent(daemon.pid, seconds))
+            daemon.signal(15)
+            daemon.wait(timeout=10)
+            daemon.close()
+    cpu_on, cpu_off = statistics.median(on), statistics.median(off)
+    return {"idle_cpu_wake_on_percent": round(cpu_on, 2), "idle_cpu_wake_off_percent": round(cpu_off, 2),
+            "idle_cpu_wake_ratio": round(cpu_on / max(0.01, cpu_off), 2),
+            "idle_cpu_wake_each": {"on": [round(x, 2) for x in on], "off": [round(x, 2) for x in off]}}
+
+
+def wake_to_listening(bench: Bench, sessions: int) -> dict[str, Any]:
+    """The wake word said into the idle device → the agent listening, the agent's scripted delay subtracted."""
+    from tests.wire.rig import play_into_mic
+
+    stub = bench.stub("--agent-delay", str(AGENT_DELAY_S))
+    daemon = bench.daemon(wake_config(bench, stub.url))
+    daemon.wait_ready()
+    wav = bench.speech_wav("okay nabu, what time is it", "wake", voice="en-us")
+    time.sleep(2.0)
+    agent_ms = (AGENT_DELAY_S + _agent_init_s()) * 1000
+    each = []
+    for _ in range(sessions):
+        mark = daemon.mark()
+        player = play_into_mic(bench.pulse_server, wav)
+        daemon.wait_status("listening", timeout=30, start=mark)
+        player.wait(timeout=30)
+        daemon.command("end")
+        daemon.wait_status("idle", timeout=30, start=mark)
+        each.append(float(daemon.snapshot()["conversations"]["wake_to_listening"]["last_ms"]) - agent_ms)
+        time.sleep(IDLE_BEFORE_PRESS_S)
+    daemon.signal(15)
+    daemon.wait(timeout=10)
+    return {"wake_to_listening_ms": round(statistics.median(each), 1),
+            "wake_to_listening_ms_each": [round(x, 1) for x in each]}
+
+
 def _agent_init_s() -> float:
     from tests.stubsfu.agent import AgentConfig
 
     return float(AgentConfig().init_s)
 
 
-def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3) -> dict[str, Any]:
+def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, rounds: int = 2) -> dict[str, Any]:
     with Bench() as bench:
         wav = bench.speech_wav("What is the weather like today?", "question")
         result: dict[str, Any] = {}
@@ -209,6 +265,8 @@ def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3) -> dict[str,
         speech = bench.speech_wav("Hello there, this sentence starts well before the button is pressed, "
                                   "and it goes on while the agent joins the room.", "preroll")
         result.update(preroll_kept(bench, speech))
+        result.update(wake_word_idle(bench, seconds, rounds))
+        result.update(wake_to_listening(bench, sessions))
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     return result
 
@@ -217,6 +275,9 @@ ROWS = [
     ("press → agent listening (agent delay subtracted, median)", "press_to_listening_ms", "{:.0f} ms"),
     ("pre-roll kept (audio before the press that reached the agent)", "preroll_kept_ms", "{:.0f} ms"),
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
+    ("daemon idle CPU, wake word on / off (same run)", "idle_cpu_wake_on_percent", "{:.1f} % of a core"),
+    ("idle CPU ratio wake word on / off (goal ≤ 1.3)", "idle_cpu_wake_ratio", "{:.2f}"),
+    ("wake word → agent listening (agent delay subtracted, median)", "wake_to_listening_ms", "{:.0f} ms"),
     ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
     ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
     ("daemon active-session CPU (with its session process)", "active_cpu_percent", "{:.1f} % of a core"),
@@ -233,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="CPU measuring window (default 10)")
     p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
     p.add_argument("--repeats", type=int, default=3, help="start-ups and imports timed (default 3)")
+    p.add_argument("--rounds", type=int, default=2, help="idle CPU with the wake word on / off, alternated (default 2)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    result = run(args.seconds, args.sessions, args.repeats)
+    result = run(args.seconds, args.sessions, args.repeats, args.rounds)
     width = max(len(label) for label, _, _ in ROWS)
     for label, key, fmt in ROWS:
         print(f"{label:<{width}}  {fmt.format(result[key])}")

@@ -124,6 +124,9 @@ class FakeEars:
                     raise StopAsyncIteration
                 return ears.chunks.pop(0)
 
+            def available(self) -> int:
+                return sum(len(c) for _, c in ears.chunks)
+
             def close(self) -> None:
                 self.closed = True
 
