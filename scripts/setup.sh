@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VOICE_DEVICE_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins
-  iproute2 espeak-ng sox systemd)
+  iproute2 espeak-ng sox systemd tcpdump nftables iptables libnetfilter-queue-dev)
 
 say() { echo "setup: $*" >&2; }
 
@@ -51,3 +51,32 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   fi
   echo "$want" > "$stamp"
 fi
+
+# The real-stack tests (tests/livekit): a livekit-agents worker in its own venv (livekit-agents 1.8.9 pins
+# livekit 1.1.21; the daemon keeps its own pins), and livekit-server built from its pinned tag when Go is here.
+AGENT_VENV="${VOICE_DEVICE_AGENT_VENV:-$ROOT/.venv-agent}"
+AGENT_PINS=(livekit-agents==1.8.9 livekit-plugins-silero==1.8.9)
+agent_stamp="$AGENT_VENV/.voice-device-agent"
+if [[ ! -f "$agent_stamp" || "$(cat "$agent_stamp")" != "${AGENT_PINS[*]}" ]]; then
+  [[ -x "$AGENT_VENV/bin/python" ]] || { say "creating the test agent's virtualenv $AGENT_VENV"; "$PY" -m venv "$AGENT_VENV"; }
+  say "installing ${AGENT_PINS[*]} into $AGENT_VENV"
+  log="$AGENT_VENV/.pip.log"
+  if ! "$AGENT_VENV/bin/python" -m pip install -q --disable-pip-version-check "${AGENT_PINS[@]}" > "$log" 2>&1 \
+    || ! "$AGENT_VENV/bin/python" -c 'import livekit.agents, livekit.plugins.silero'; then
+    tail -30 "$log" >&2
+    say "the test agent's install did not complete (whole log in $log)"; exit 1
+  fi
+  echo "${AGENT_PINS[*]}" > "$agent_stamp"
+fi
+# The real-stack delay fault (tests/livekit/delay_queue.py): the kernel's NFQUEUE target read by NetfilterQueue
+# (built against libnetfilter-queue-dev), in the test venv only; the daemon never imports it.
+NFQ_PIN="NetfilterQueue==1.1.0"
+if ! "$VENV/bin/python" -c 'import netfilterqueue' 2>/dev/null; then
+  say "installing $NFQ_PIN into $VENV (tests only)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$NFQ_PIN" > "$VENV/.nfq-pip.log" 2>&1 \
+    || { tail -20 "$VENV/.nfq-pip.log" >&2; say "$NFQ_PIN did not install (log in $VENV/.nfq-pip.log)"; exit 1; }
+fi
+server_rc=0
+bash "$ROOT/scripts/livekit-server.sh" >/dev/null || server_rc=$?
+# no Go (3): the real-server tests skip, and fail under CI=true; a failed build is an error either way
+if [[ $server_rc -ne 0 && $server_rc -ne 3 ]]; then exit "$server_rc"; fi

@@ -7,7 +7,9 @@ route goes next is the pure `routing.decide`, and the steps it names are carried
     STREAM  — LiveKit's pre-connect protocol: a byte stream on `lk.agent.pre-connect-audio-buffer` to the agent,
               attributes sampleRate / channels / trackId (= the mic publication SID), raw int16 LE PCM. Opened
               when the SID exists AND an active agent is present; appended to until the agent subscribes to the
-              mic (`local_track_subscribed`) or 2.5 s pass (the agent drops a stream not finished within 3 s)
+              mic (`local_track_subscribed`) — and, in push-to-talk, has answered `start_turn` (its input is off
+              until then and a buffer completed earlier is discarded) — or 2.5 s pass (the agent drops a stream
+              not finished within 3 s)
     LIVE    — the AudioSource behind the published mic track, batched (one FFI call per ~40 ms, not per 10 ms)
     DISCARD — pre-connect disabled and not yet published, or muted
 
@@ -139,6 +141,7 @@ class Uplink:
         self._reconnecting = False
         self._republished = False
         self._after_reconnect = False
+        self.turn_pending = False  # push-to-talk: start_turn sent (or queued) and not answered yet
         # the open stream
         self._writer_agent: str | None = None
         self._writer: rtc.ByteStreamWriter | None = None
@@ -185,6 +188,15 @@ class Uplink:
         if sid == self.sid:
             self.subscribed = True
             self._kick()
+
+    def set_turn_pending(self, pending: bool) -> None:
+        """Push-to-talk: a start_turn is on its way to the agent (True) or was answered, failed or dropped."""
+        if pending == self.turn_pending:
+            return
+        self.turn_pending = pending
+        if not pending and self.route is Route.STREAM and self.subscribed:
+            log.info("pre-connect stream: the agent took the turn, going live")
+        self._kick()
 
     def reconnecting(self) -> None:
         self._reconnecting = True
@@ -329,6 +341,7 @@ class Uplink:
             route=self.route, attached=self._lp is not None, preconnect=self.preconnect, sid=bool(self.sid),
             agent=self.agent, stream_agent=self._writer_agent, subscribed=self.subscribed, expired=self._expired,
             reconnecting=self._reconnecting, republished=self._republished, held=self._after_reconnect,
+            turn_pending=self.turn_pending,
         )
 
     async def _reconcile(self) -> None:

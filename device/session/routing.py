@@ -4,17 +4,22 @@ The uplink (`preconnect.py`) keeps the facts — the route its chunks take now, 
 agent are there, whether the connection is resuming — and asks `decide` what to do; it carries the step out,
 updates the facts and asks again until the answer is `None`. `tests/session/test_routing.py` reads as its table.
 
-| when (in this order)                                              | step          | route after   |
-|-------------------------------------------------------------------|---------------|---------------|
-| not attached to a publication                                     | —             |               |
-| reconnecting, audio going out (live or stream)                    | HOLD          | buffer        |
-| resumed (same SID), agent still subscribed, after a hold          | RESUME_LIVE   | live          |
-| republished (a full restart: new SID) while live                  | REBUFFER      | buffer        |
-| reconnecting                                                      | —             |               |
-| buffering, the SID and an agent there, pre-connect on             | OPEN_STREAM   | stream (live) |
-| streaming, the stream's agent gone or replaced                    | ABANDON       | buffer        |
-| streaming, the agent subscribed to the mic                        | GO_LIVE       | live          |
-| streaming, the stream's time budget spent                         | GO_LIVE_LATE  | live          |
+| when (in this order)                                                 | step          | route after   |
+|----------------------------------------------------------------------|---------------|---------------|
+| not attached to a publication                                        | —             |               |
+| reconnecting, audio going out (live or stream)                       | HOLD          | buffer        |
+| resumed (same SID), agent still subscribed, after a hold             | RESUME_LIVE   | live          |
+| republished (a full restart: new SID) while live                     | REBUFFER      | buffer        |
+| reconnecting                                                         | —             |               |
+| buffering, the SID and an agent there, pre-connect on                | OPEN_STREAM   | stream (live) |
+| streaming, the stream's agent gone or replaced                       | ABANDON       | buffer        |
+| streaming, the agent subscribed, no start_turn awaiting its answer   | GO_LIVE       | live          |
+| streaming, the stream's time budget spent                            | GO_LIVE_LATE  | live          |
+
+Why a pending turn holds the stream open: a push-to-talk agent keeps its audio input off until its `start_turn`
+RPC runs, and livekit-agents pushes the pre-connect buffer into that input when the stream completes — a buffer
+completed before the agent took the turn is discarded whole (room_io drops frames while input is detached). So
+in push-to-talk the stream closes only once the agent has answered `start_turn`, bounded by the stream's budget.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class Facts:
     reconnecting: bool = False
     republished: bool = False  # a full restart re-issued the SID and no stream has named it yet
     held: bool = False  # audio is being held since a reconnect
+    turn_pending: bool = False  # push-to-talk: a start_turn is on its way and not answered yet (agent input off)
 
 
 def decide(f: Facts) -> Step | None:
@@ -72,7 +78,7 @@ def decide(f: Facts) -> Step | None:
     if f.route is Route.STREAM:
         if f.agent is None or f.stream_agent != f.agent:
             return Step.ABANDON
-        if f.subscribed:
+        if f.subscribed and not f.turn_pending:
             return Step.GO_LIVE
         if f.expired:
             return Step.GO_LIVE_LATE

@@ -168,7 +168,8 @@ class Supervisor:
         self._media = media or RtcMedia()
         self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng,
                               follow_up_s=config.wake_word.follow_up_s)
-        self._turns = Turns(config.session.turns, enabled=config.session.profile.turns)
+        self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
+                            on_start_pending=self._turn_start_pending)
         self._transcripts = Transcripts()
         self._agent_events = AgentEvents(self._user_away)
         self._barging = False  # interrupted: the agent's audio is dropped until it stops speaking
@@ -539,6 +540,7 @@ class Supervisor:
         room.on("track_subscribed", lambda track, pub, participant: post(p(self._maybe_play, att, track, participant)))
         room.on("local_track_subscribed", lambda track: post(p(self._local_subscribed, track)))
         room.on("local_track_republished", lambda pub, previous_sid: post(p(self._republished, att, pub, previous_sid)))
+        room.on("token_refreshed", lambda *_: log.info("token refreshed by the server"))  # used for reconnects
         room.on("reconnecting", lambda: post(self._reconnecting))
         room.on("reconnected", lambda: post(self._reconnected))
         room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
@@ -642,6 +644,10 @@ class Supervisor:
         self._turns.queue(which)
         self._flush_turns()
         return [TurnBegan()] if which == "start" else [TurnFinished()]
+
+    def _turn_start_pending(self, pending: bool) -> None:
+        if self._uplink is not None:
+            self._uplink.set_turn_pending(pending)
 
     def _flush_turns(self) -> None:
         att = self._attempt

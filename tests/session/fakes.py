@@ -294,6 +294,7 @@ class FakeLocalParticipant:
         self.rpc_handlers: dict[str, Callable[..., Any]] = {}
         self.rpc_calls: list[tuple[str, str, str]] = []
         self.rpc_errors: dict[str, Exception] = {}
+        self.rpc_gates: dict[str, asyncio.Event] = {}  # a call to this method is answered once its gate is set
         self.texts: list[tuple[str, str]] = []
 
     async def publish_track(self, track: FakeTrack, options: rtc.TrackPublishOptions) -> FakePublication:
@@ -327,6 +328,8 @@ class FakeLocalParticipant:
         max_round_trip_latency: float | None = None,
     ) -> str:
         self.rpc_calls.append((destination_identity, method, payload))
+        if method in self.rpc_gates:
+            await self.rpc_gates[method].wait()
         if method in self.rpc_errors:
             raise self.rpc_errors[method]
         return ""

@@ -22,6 +22,13 @@ TABLE = [
     (replace(UP, route=Route.STREAM, agent=A, stream_agent=A),                          None),  # streaming, waiting
     (replace(UP, route=Route.STREAM, agent=A, stream_agent=A, subscribed=True),         Step.GO_LIVE),
     (replace(UP, route=Route.STREAM, agent=A, stream_agent=A, expired=True),            Step.GO_LIVE_LATE),
+    # push-to-talk: the agent's input is off until it has answered start_turn — the stream waits for the answer
+    (replace(UP, route=Route.STREAM, agent=A, stream_agent=A, subscribed=True, turn_pending=True),  None),
+    (replace(UP, route=Route.STREAM, agent=A, stream_agent=A, subscribed=True, turn_pending=True,
+             expired=True),                                                             Step.GO_LIVE_LATE),  # bounded
+    (replace(UP, route=Route.STREAM, agent="agent-2", stream_agent=A, turn_pending=True), Step.ABANDON),
+    (replace(UP, agent=A, turn_pending=True),                                           Step.OPEN_STREAM),  # opens
+    (replace(UP, route=Route.LIVE, agent=A, subscribed=True, turn_pending=True),        None),  # live stays live
     (replace(UP, route=Route.STREAM, agent=None, stream_agent=A, subscribed=True),      Step.ABANDON),
     (replace(UP, route=Route.STREAM, agent="agent-2", stream_agent=A),                  Step.ABANDON),
     (replace(UP, route=Route.LIVE, agent=A, subscribed=True),                           None),  # live: settled

@@ -3,6 +3,7 @@ its seam with the live track, reconnects, failures, turns, text and agent-driven
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -622,6 +623,60 @@ async def test_an_agent_without_turn_rpcs_falls_back_once_to_its_own_turn_detect
     assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn"]
     assert sum("turns fallback" in r.getMessage() for r in caplog.records) == 1
     assert rig.sup.status().turns == TurnsStatus(rpc=False, fallback=True)
+
+
+async def test_push_to_talk_keeps_the_preconnect_stream_open_until_the_agent_has_answered_start_turn(make_rig):
+    """A push-to-talk agent's input is off until its start_turn runs, and livekit-agents discards a pre-connect
+    buffer completed before that: the subscription alone must not end the stream while start_turn is unanswered."""
+    rig = make_rig()
+    rig.audio.speak(300)
+    await rig.sup.start_turn(rig.audio.mark(200))
+    await rig.settle()
+    answer = asyncio.Event()
+    rig.room.local_participant.rpc_gates["start_turn"] = answer
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    writer = rig.room.local_participant.writers[0]
+    rig.room.set_agent_state(agent, "listening")
+    rig.room.agent_subscribes_mic()
+    rig.audio.speak(200)
+    await rig.run_for(0.5)
+    assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn"]  # sent, not answered
+    assert not writer.closed and rig.media.sources[0].frames == []
+    answer.set()
+    await rig.settle()
+    assert writer.closed and rig.sup._uplink.streams[0].closed == "subscribed"
+    rig.audio.speak(100)
+    await rig.settle()
+    sent, live = writer.samples(), rig.media.sources[0].samples()
+    uplink = rig.sup._uplink
+    assert uplink.live_starts == [uplink.streams[0].end]  # still seamless: nothing lost, nothing twice
+    np.testing.assert_array_equal(np.concatenate([sent, live]), pattern(uplink.streams[0].first, len(sent) + len(live)))
+
+
+async def test_an_unanswered_start_turn_holds_the_stream_no_longer_than_its_budget(make_rig):
+    rig = make_rig()
+    await rig.sup.start_turn(rig.audio.mark(0))
+    await rig.settle()
+    rig.room.local_participant.rpc_gates["start_turn"] = asyncio.Event()  # never answered
+    rig.room.agent_joins(state="listening")
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    writer = rig.room.local_participant.writers[0]
+    await rig.run_for(2.4)
+    assert not writer.closed
+    await rig.run_for(0.2)
+    assert writer.closed and rig.sup._uplink.streams[0].closed == "deadline"  # live before the agent's 3 s limit
+
+
+async def test_a_stream_opened_outside_push_to_talk_goes_live_at_the_subscription(make_rig):
+    rig = make_rig(mode="toggle")
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    assert rig.room.local_participant.writers[0].closed
 
 
 async def test_a_press_while_the_agent_speaks_is_barge_in(make_rig):

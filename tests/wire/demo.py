@@ -1,6 +1,7 @@
 """The demo behind `scripts/demo`: the daemon in --simulate mode talking to an echo agent, on any machine.
 
-    scripts/demo [--headless] [--record DIR] [--agent-delay SECONDS] [--agent-reply echo|FILE] [--wake-word NAME]
+    scripts/demo [--headless] [--server auto|real|stub] [--record DIR] [--agent-delay SECONDS]
+                 [--agent-reply echo|FILE] [--wake-word NAME]
 
 What it brings up, and takes down again on Ctrl-C (or `q` in the terminal, or SIGTERM):
 - audio: `PULSE_SERVER` when it is set; else the system's default devices when the machine has a sound card;
@@ -15,9 +16,10 @@ What it brings up, and takes down again on Ctrl-C (or `q` in the terminal, or SI
   drawn in the terminal); with --headless it reads no keys and is driven through its control socket
   (`voice-device ctl press --socket PATH`);
 - with --wake-word NAME (a built-in wake word or a microWakeWord JSON file): the same config in
-  `session.mode: wake_word` listening for NAME (written next to the logs), and the stub's agent taking turns by
-  its own voice detection instead of the push-to-talk RPCs. No button is needed: say the wake word and what you
-  want in one breath; the conversation ends by itself when nobody speaks in the follow-up window.
+  `session.mode: wake_word` listening for NAME (written next to the logs), and the agent (the stub's or the real
+  test agent) taking turns by its own voice detection instead of the push-to-talk RPCs. No button is needed: say
+  the wake word and what you want in one breath; the conversation ends by itself when nobody speaks in the
+  follow-up window.
 
 It prints the control socket, the PULSE_SERVER in use and where the logs are. Exit status: the daemon's (0 after
 Ctrl-C), 1 when something could not be brought up (with one sentence saying why).
@@ -264,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
                         "what the speaker played goes to DIR/speaker.wav")
     p.add_argument("--agent-delay", type=float, default=2.0, metavar="SECONDS",
                    help="the echo agent joins this long after the device (default 2)")
+    p.add_argument("--server", choices=("auto", "real", "stub"), default="auto",
+                   help="auto (default): the real livekit-server and agent when scripts/livekit-server.sh has built "
+                        "the server (needs root), else the stub SFU; real or stub forces one")
     p.add_argument("--agent-reply", default="echo", metavar="echo|FILE",
                    help="the agent answers with an echo of your turn (default) or with this WAV file")
     p.add_argument("--wake-word", metavar="NAME",
@@ -282,6 +287,7 @@ class Demo:
         self.audio = Audio()
         self.network = Network()
         self.stub: subprocess.Popen[str] | None = None
+        self.real: Any = None  # tests.livekit.demo_stack.RealStack, when the real server runs
         self.daemon: subprocess.Popen[bytes] | None = None
         self.speaker: subprocess.Popen[bytes] | None = None
         self.stop_requested = False
@@ -300,7 +306,19 @@ class Demo:
         if real_server():
             server = f"LiveKit server {os.environ['LIVEKIT_URL']} (from LIVEKIT_URL)"
             start: Callable[[list[str]], list[str]] = lambda argv: argv  # noqa: E731
+        elif (why_not := self.real_stack_unavailable()) is None:
+            from tests.livekit.demo_stack import RealStack
+
+            self.real = RealStack(self.logs, push_to_talk=not self.args.wake_word)
+            real_env = self.real.open()
+            os.environ.update(real_env)
+            env.update(real_env)
+            server = (f"livekit-server {real_env['LIVEKIT_URL']} (built by scripts/livekit-server.sh) with the test "
+                      f"agent {real_env['VOICE_DEVICE_AGENT']} (recording STT, espeak-ng voice)")
+            start = self.real.command
         else:
+            if self.args.server == "auto":
+                say(f"the real livekit-server is not used: {why_not}; using the stub SFU")
             self.network.open()
             self.stub, url = start_stub(self.network, self.args, self.logs)
             os.environ["VOICE_DEVICE_DEMO_URL"] = env["VOICE_DEVICE_DEMO_URL"] = url
@@ -329,13 +347,24 @@ class Demo:
         self.daemon = None
         return code
 
+    def real_stack_unavailable(self) -> str | None:
+        if self.args.server == "stub":
+            return "--server stub"
+        from tests.livekit.demo_stack import RealStack
+
+        why = RealStack.unavailable()
+        if why and self.args.server == "real":
+            raise DemoError(f"--server real: {why}")
+        return why
+
     def banner(self, server: str, control: str) -> None:
         pulse = self.audio.pulse_server or "<unset: the system's default devices>"
         lines = [
             f"server:         {server}",
             f"control socket: {control}",
             f"PULSE_SERVER={pulse}",
-            f"logs:           {self.logs}/daemon.log" + ("" if real_server() else f", {self.logs}/stub.log"),
+            f"logs:           {self.logs}/daemon.log" + ("" if real_server() or self.real
+                                                         else f", {self.logs}/stub.log"),
         ]
         if self.args.record:
             lines.append(f"recordings:     {self.args.record}")
@@ -364,6 +393,7 @@ class Demo:
             lambda: stop_process(self.daemon),
             lambda: stop_process(self.speaker),
             lambda: stop_process(self.stub),
+            lambda: self.real and self.real.close(),
             self.network.close,
             self.audio.close,
         ]

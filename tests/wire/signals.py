@@ -139,3 +139,37 @@ def seam_offset(reference: np.ndarray, heard: np.ndarray, seam: int, guess: int,
     before = local_lag(reference, heard, seam - window, window, guess)
     after = local_lag(reference, heard, seam + skip, window, before.lag)
     return Seam(before=before, after=after)
+
+
+def voices(lines: list[tuple[str, str]], *, stagger_s: float = 0.35, seed: int = 3) -> np.ndarray:
+    """Several espeak-ng voices talking at once, `(text, voice)` each, every one `stagger_s` after the one before:
+    one voice's pause between words is filled by another's speech, so no stretch of a few tens of milliseconds
+    is quiet once they all talk (a measurement window can not land on the noise bed). Peak normalised."""
+    parts = [speech(text, lead_s=0.1 + i * stagger_s, seed=seed + i, voice=voice).astype(np.float64)
+             for i, (text, voice) in enumerate(lines)]
+    mixed = np.zeros(max(len(p) for p in parts))
+    for part in parts:
+        mixed[:len(part)] += part
+    mixed *= 28000.0 / max(1.0, float(np.max(np.abs(mixed))))
+    return mixed.astype(np.int16)
+
+
+def continuation(reference: np.ndarray, recording: np.ndarray, start: int, guess: int, *, windows: int = 8,
+                 window: int = RATE // 50, search: int = RATE // 25) -> list[LocalLag]:
+    """The lag of each of `windows` consecutive `window`-long stretches of `recording` from `start`, each searched
+    within ±`search` of `guess`: where the live audio after a seam sits in the reference, window by window (a
+    receiver's jitter buffer may stretch its first packets, which shows as the lag drifting)."""
+    return [local_lag(reference, recording, start + k * window, window, guess, search=search) for k in range(windows)]
+
+
+def first_sound(samples: np.ndarray, level: float = 100.0, block: int = RATE // 1000) -> int | None:
+    """Index of the first sample of the first 1 ms block above `level` RMS (refined to the first sample above half
+    of it): where decoded audio begins, to a sample or two — finer than `onset`, whose 10 ms window reaches up to
+    7 ms early. Stray near-zero samples (a receiver's playout before its first packet) do not count."""
+    x = samples.astype(np.float64)
+    n = len(x) // block
+    loud = np.flatnonzero(np.sqrt(np.mean(x[: n * block].reshape(n, block) ** 2, axis=1)) > level)
+    if len(loud) == 0:
+        return None
+    start = max(0, (int(loud[0]) - 1) * block)
+    return start + int(np.flatnonzero(np.abs(x[start:start + 2 * block]) > level / 2)[0])

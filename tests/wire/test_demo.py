@@ -79,7 +79,8 @@ def headless_demo(tmp_path: Path, *args: str) -> Iterator[RunningDemo]:
            if k not in ("PULSE_SERVER", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
     env.update(VOICE_DEVICE_AUDIO_DIR=str(audio_dir), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     demo = LineProcess(["bash", str(ROOT / "scripts" / "demo"), "--headless", "--record", str(record),
-                        "--agent-delay", "0.5", *args], tmp_path / "demo.log", env=env, new_session=True)
+                        "--agent-delay", "0.5", "--server", "stub", *args], tmp_path / "demo.log", env=env,
+                       new_session=True)
     try:
         demo.wait_line(lambda line: "ready (headless)" in line, timeout=120)  # setup.sh may install things
         pulse = next(_value(line, "PULSE_SERVER=") for line in demo.lines if "PULSE_SERVER=" in line)

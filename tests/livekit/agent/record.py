@@ -1,0 +1,36 @@
+"""What the test agent writes for the tests to read: one folder per job (room), an append-only `events.jsonl`
+and one raw int16 file per STT stream (`stt-N.raw`, exactly the frames the agent's pipeline fed that stream).
+
+Every line is flushed when written: the tests read these files while the worker runs, and after it is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+class Recorder:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._events = (folder / "events.jsonl").open("a", buffering=1)
+        self._lock = threading.Lock()
+        self._streams = 0
+
+    def event(self, kind: str, **fields: Any) -> None:
+        line = json.dumps({"event": kind, "t": round(time.time(), 4), **fields}, default=str)
+        with self._lock:
+            self._events.write(line + "\n")
+
+    def new_stream(self) -> tuple[int, Path]:
+        with self._lock:
+            self._streams += 1
+            return self._streams, self.folder / f"stt-{self._streams}.raw"
+
+    def close(self) -> None:
+        with self._lock:
+            self._events.close()
