@@ -202,7 +202,8 @@ class WakeWordConfig:
                               max=30.0)
     send_wake_phrase: bool = opt(
         True, "the agent's audio starts just before the wake phrase (it hears 'okay nabu, what time is it'); false: "
-        "it starts where the wake word was detected",
+        "it starts where the phrase is judged to have ended, which risks clipping the command: said straight on, "
+        "with no pause, that is where the wake word was detected, 0.1-0.9 s into what followed it",
     )
     follow_up_s: float = opt(
         5.0, "after each answer of the agent, listen this long for more without the wake word (speech judged by "

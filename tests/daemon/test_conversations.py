@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ from device.core.vocabulary import (
     Trigger,
     WakeWordHeard,
 )
+from device.daemon.client import format_snapshot
 from device.daemon.conversations import ConversationStats, latency
-from device.daemon.status import ConversationStatus, DeviceStatus, Latency, WakeStatus
+from device.daemon.status import ConversationStatus, DeviceStatus, Latency, WakeStatus, status_json
 from device.daemon.wake import WakeService, build_wake
 
 
@@ -86,6 +88,19 @@ def test_the_status_metrics_carry_the_wake_word_figures() -> None:
     assert m["wake_conversations_without_speech"] == 1
     assert (m["wake_to_listening_ms_p50"], m["wake_to_listening_ms_p90"], m["wake_to_listening_count"]) == (180, 250, 2)
     assert "wake_detections" not in DeviceStatus().metrics()  # a mode without the wake word says nothing of it
+
+
+def test_voice_device_status_prints_the_wake_word_figures() -> None:
+    """What `voice-device status` prints: the daemon's snapshot (JSON over the socket), read back and rendered."""
+    status = DeviceStatus(
+        wake=WakeStatus(listening=True, models=("okay_nabu",), detections=4),
+        conversations=ConversationStatus(started={"wake_word": 3, "button": 1}, wake_without_speech=1,
+                                         wake_to_listening=Latency(3, 210, 400, 400, 230)))
+    lines = format_snapshot(json.loads(json.dumps(status_json(status)))).splitlines()
+    for line in ("wake_detections: 4", "conversations_wake_word: 3", "conversations_button: 1",
+                 "wake_conversations_without_speech: 1", "wake_to_listening_ms_p50: 210",
+                 "wake_to_listening_ms_p90: 400"):
+        assert f"  {line}" in lines
 
 
 # ---- the service ----------------------------------------------------------------------------------------------

@@ -64,9 +64,9 @@ class RunningDemo:
 
 
 @contextlib.contextmanager
-def headless_demo(tmp_path: Path, *args: str) -> Iterator[RunningDemo]:
-    """`scripts/demo --headless --record DIR --agent-delay 0.5 ARGS` as a newcomer with no sound card runs it; on
-    leaving, Ctrl-C (SIGINT to its process group) and the proof that it left nothing behind."""
+def headless_demo(tmp_path: Path, *args: str, server: str = "stub") -> Iterator[RunningDemo]:
+    """`scripts/demo --headless --record DIR --agent-delay 0.5 --server SERVER ARGS` as a newcomer with no sound
+    card runs it; on leaving, Ctrl-C (SIGINT to its process group) and the proof that it left nothing behind."""
     if os.geteuid() != 0:
         pytest.skip("the demo's private network namespace needs root (it explains the fallback otherwise)")
     if has_sound_card() or not shutil.which("pulseaudio"):
@@ -79,7 +79,7 @@ def headless_demo(tmp_path: Path, *args: str) -> Iterator[RunningDemo]:
            if k not in ("PULSE_SERVER", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
     env.update(VOICE_DEVICE_AUDIO_DIR=str(audio_dir), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     demo = LineProcess(["bash", str(ROOT / "scripts" / "demo"), "--headless", "--record", str(record),
-                        "--agent-delay", "0.5", "--server", "stub", *args], tmp_path / "demo.log", env=env,
+                        "--agent-delay", "0.5", "--server", server, *args], tmp_path / "demo.log", env=env,
                        new_session=True)
     try:
         demo.wait_line(lambda line: "ready (headless)" in line, timeout=120)  # setup.sh may install things
@@ -152,4 +152,24 @@ def test_the_wake_word_demo_needs_no_button_and_says_how_to_speak_to_it(tmp_path
         run.states.wait_state("speaking", timeout=20)  # its own turn detection: nothing was pressed or released
         meta = _recording(run.record)
         assert meta["preconnect_status"] == "used" and meta["rpc_calls"] == []
+        assert run.states.snapshot()["metrics"]["conversations_wake_word"] == 1
+
+
+@pytest.mark.livekit_server
+def test_the_wake_word_demo_on_the_real_stack_gets_an_answer_from_the_agents_own_turn_detection(
+        tmp_path: Path) -> None:
+    """`--server real --wake-word`: the real test agent runs with its own voice detection, not push-to-talk (whose
+    input stays off until a start_turn that a wake-word conversation never calls: it would never answer)."""
+    from tests.livekit.conftest import require
+    from tests.livekit.demo_stack import RealStack
+
+    require(RealStack.unavailable())
+    with headless_demo(tmp_path, "--wake-word", "okay_nabu", server="real") as run:
+        assert any(line.startswith("demo: server:") and "livekit-server" in line for line in run.demo.lines)
+        wait_for(lambda: run.states.snapshot()["wake"]["listening"], 10, "the wake-word listener")
+        time.sleep(1.0)
+        wav = write_wav(tmp_path / "ask.wav", speech("okay nabu, can you hear me, one two three", voice="en-us"))
+        play_into_mic(run.pulse, wav).wait(timeout=20)
+        run.states.wait_state("listening", timeout=30)
+        run.states.wait_state("speaking", timeout=30)  # the agent's VAD ended the turn and its TTS answered
         assert run.states.snapshot()["metrics"]["conversations_wake_word"] == 1
