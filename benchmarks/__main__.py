@@ -44,7 +44,7 @@ def run_audio(seconds: float) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(label, fmt.format(*(result[k] for k in keys))) for label, keys, fmt in AUDIO_ROWS]
-    rows += [(label, fmt.format(result[key])) for label, key, fmt in daemon.ROWS]
+    rows += [(label, daemon.cell(result, key, fmt)) for label, key, fmt in daemon.ROWS]
     rows += wakeword.rows(result)
     if "vad" in result:
         chosen, peer = result["vad"]["pymicro-vad 0.7"], result["vad"]["webrtcvad mode 2"]
@@ -60,15 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--audio-seconds", type=float, default=20.0, help="audio path run length (default 20)")
-    p.add_argument("--seconds", type=float, default=10.0, help="daemon CPU windows (default 10)")
-    p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="start-ups timed (default 3)")
+    daemon.add_arguments(p)
     p.add_argument("--wake-minutes", type=float, default=10.0, help="other speech for false wakes (default 10)")
     args = p.parse_args(argv)
     audio = run_audio(args.audio_seconds)
     print("audio path: done", file=sys.stderr, flush=True)
     result: dict[str, Any] = {**{f"audio_{k}" if k in ("seconds",) else k: v for k, v in audio.items()},
-                              **daemon.run(args.seconds, args.sessions, args.repeats)}
+                              **daemon.run(args.seconds, args.sessions, args.repeats, args.turns, args.rounds)}
     result.update(wakeword.run(args.wake_minutes))
     print("wake word: done", file=sys.stderr, flush=True)
     try:

@@ -2,18 +2,32 @@
 
 - `startup_ratio`: time from exec to READY=1 on $NOTIFY_SOCKET, divided by the time of a bare
   `python -c "import livekit.rtc"` measured in the same run (medians of `--repeats` each).
-- `press_to_listening_ms`: the daemon's own metric (press → the agent's `listening`), minus the stub agent's
-  scripted delay (`--agent-delay` + its 0.5 s `initializing`); median over `--sessions` sessions, each pressed
-  after the device has been idle for 2 s (a press right after a session waits for the next session process).
+- `press_to_listening_ms` (median) and `press_to_listening_ms_p95`: the daemon's own per-press metric (press →
+  the agent first listening for that press), over `--sessions` sessions of `--turns` push-to-talk turns each, each
+  session pressed after the device has been idle for 2 s (a press right after a session waits for the next
+  session process). A session's first press waits for the agent to join: the stub agent's scripted delay
+  (`--agent-delay` + its 0.5 s `initializing`) is subtracted from it; a later press finds the agent listening
+  after its reply and is answered when its `start_turn` returns. `press_to_listening_first_ms*`: first presses
+  only.
 - `preroll_kept_ms`: how much audio from before the press reached the agent. A recorder on the virtual mic
   (parec, 10 ms latency) timestamps the mic's samples; the agent's `heard.wav` is located in that recording
   by cross-correlation; kept = (the mic sample at the press) − (heard.wav's first sample). DSP off for this
   session, so heard.wav is the mic sample for sample; `audio.preroll_ms` is 500.
 - `idle_cpu_percent`, `idle_rss_mb`: the daemon with the mic open and no session, over `--seconds`, with its
-  ready session process (`idle_rss_daemon_mb`: the daemon process alone).
+  ready session process (`idle_rss_daemon_mb`: the daemon process alone). `idle_footprint_mb`: the same
+  processes' resident pages with each physical page counted once (summed RSS counts the interpreter, numpy and
+  the livekit library twice: both processes map them).
 - `active_cpu_percent`: during a session (agent listening, speech playing into the mic), over `--seconds`;
-  `active_cpu_inline_percent` the same with `session.process: inline` in the same run (the peer: no session
-  process), and their ratio.
+  `active_cpu_inline_percent` the same with `session.process: inline` in the same run (no session process).
+- The peers (benchmarks/peers.py), each joining the same stub with the same speech playing into the same mic,
+  measured the same way: `active_cpu_mediadevices_percent` (a hello-wakeword-style client on `rtc.MediaDevices`,
+  the daemon's DSP) and `active_cpu_platformaudio_percent` (`rtc.PlatformAudio`, WebRTC's device module);
+  `active_cpu_ratio_vs_mediadevices` = ours / MediaDevices (at its own 48 kHz); when the daemon's pipeline runs
+  at another rate, `*_mediadevices_at_our_rate_*` is the same peer at that rate too. The active windows of ours
+  and the peers alternate for `--rounds` rounds; each figure is the median of its rounds (`*_each` keeps them).
+- `*_pulseaudio_percent`: the virtual rig's sound server over the same windows. It is NOT in the figures above
+  (nor in the peers'); it is reported so that work moved into the sound server (e.g. resampling for a device
+  opened at another rate than the server's) shows.
 - `idle_cpu_wake_ratio`: idle CPU with the wake word on (`session.mode: wake_word`, the listener and its speaker
   guard on the mic) against off (push_to_talk), the same config otherwise, alternating `--rounds` times in one run
   (medians of each; goal ≤ 1.3).
@@ -39,11 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.stack import Bench, cpu_percent, proc_stats
+from benchmarks.stack import Bench, cpu_percent, cpu_percents, footprint_bytes, proc_stats, tree_pids
+from tests.wire.harness import PYTHON, LineProcess, mint_token
 
 AGENT_DELAY_S = 0.5
 IDLE_BEFORE_PRESS_S = 2.0
-RATE = 48000
 
 
 def startup(bench: Bench, repeats: int) -> dict[str, Any]:
@@ -71,9 +85,9 @@ def startup(bench: Bench, repeats: int) -> dict[str, Any]:
 class MicRecorder:
     """parec on the virtual mic, keeping (monotonic arrival time, total samples so far) per chunk."""
 
-    def __init__(self, pulse_server: str) -> None:
+    def __init__(self, pulse_server: str, rate: int) -> None:
         self.proc = subprocess.Popen(
-            ["parec", "-d", "mic", "--rate=48000", "--channels=1", "--format=s16le", "--raw", "--latency-msec=10"],
+            ["parec", "-d", "mic", f"--rate={rate}", "--channels=1", "--format=s16le", "--raw", "--latency-msec=10"],
             env={**os.environ, "PULSE_SERVER": pulse_server}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.chunks: list[bytes] = []
         self.marks: list[tuple[float, int]] = []
@@ -108,7 +122,8 @@ def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
     stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
     daemon = bench.daemon(bench.config(stub.url, dsp=False))
     daemon.wait_ready()
-    recorder = MicRecorder(bench.pulse_server)
+    rate = int(daemon.config["audio"].get("sample_rate", _audio_default("sample_rate")))
+    recorder = MicRecorder(bench.pulse_server, rate)
     time.sleep(0.5)
     from tests.wire.rig import play_into_mic
 
@@ -128,58 +143,141 @@ def preroll_kept(bench: Bench, wav: Path) -> dict[str, Any]:
     heard = read_wav(stub.session_dir(1) / "heard.wav")
     meta = json.loads((stub.session_dir(1) / "meta.json").read_text())
     seam = int(meta["live_first_sample_index"]) or len(heard)
-    start_in_mic = find_lag(heard[: min(seam, RATE)], mic)  # mic index of heard.wav's first sample
+    # heard.wav is at the buffer's rate, the pipeline's (the recorder records the mic at that rate too)
+    assert int(meta["sample_rate"]) == rate, meta
+    start_in_mic = find_lag(heard[: min(seam, rate)], mic)  # mic index of heard.wav's first sample
     press_in_mic = recorder.index_at(t_press)
     daemon.signal(15)
     daemon.wait(timeout=10)
-    return {"preroll_kept_ms": round((press_in_mic - start_in_mic) * 1000 / RATE, 1),
+    return {"preroll_kept_ms": round((press_in_mic - start_in_mic) * 1000 / rate, 1),
             "preroll_config_ms": bench.config("x")["audio"]["preroll_ms"],
             "preconnect_status": meta.get("preconnect_status")}
 
 
-def session_figures(bench: Bench, wav: Path, sessions: int, seconds: float) -> dict[str, Any]:
-
+def session_figures(bench: Bench, wav: Path, sessions: int, turns: int, seconds: float, rounds: int
+                    ) -> dict[str, Any]:
     stub = bench.stub("--agent-delay", str(AGENT_DELAY_S), "--ptt")
-    daemon = bench.daemon(bench.config(stub.url))
+    config = bench.config(stub.url)
+    daemon = bench.daemon(config)
     daemon.wait_ready()
     time.sleep(2.0)  # settle after start-up
-    idle_cpu = cpu_percent(daemon.pid, seconds)
+    idle_cpu, idle_pulse = cpu_percents([daemon.pid, bench.pulse_pid], seconds)
     idle = proc_stats(daemon.pid)  # the daemon and its ready session process (session.process: warm)
-    # active: a session with the agent listening while speech plays into the mic
+    idle_footprint = footprint_bytes(tree_pids(daemon.pid))
+    # active: a session with the agent listening while speech plays into the mic; the peers alternate with it
     long_wav = bench.speech_wav("This is a long request to measure the processor time of a live session. " * 3,
                                 "long")
-    active_cpu = active_session_cpu(bench, daemon, long_wav, seconds)
+    rate = int(config["audio"].get("sample_rate", _audio_default("sample_rate")))
+    peers = {"mediadevices": ("mediadevices", 48000), "platformaudio": ("platformaudio", 48000)}
+    if rate != 48000:  # MediaDevices at the daemon's rate too: the same samples to process
+        peers["mediadevices_at_our_rate"] = ("mediadevices", rate)
+    windows: dict[str, list[tuple[float, float]]] = {"ours": [], **{k: [] for k in peers}}
+    for r in range(rounds):
+        windows["ours"].append(active_session_cpu(bench, daemon, long_wav, seconds))
+        for name, (role, peer_rate) in peers.items():
+            windows[name].append(peer_cpu(bench, stub, role, long_wav, seconds, config["audio"], f"{name}-{r}",
+                                          peer_rate))
     agent_s = AGENT_DELAY_S + _agent_init_s()
-    latencies = []
+    latencies, firsts = [], []
     for _ in range(sessions):
+        spare_ready(daemon)
         time.sleep(IDLE_BEFORE_PRESS_S)
-        metrics = bench.session(daemon, wav)
-        latencies.append(float(metrics["press_to_listening_ms"]) - agent_s * 1000)
+        metrics = bench.session(daemon, wav, turns=turns)
+        each = [float(x) for x in metrics["press_to_listening_recent_ms"][-turns:]]
+        each[0] -= agent_s * 1000
+        firsts.append(each[0])
+        latencies += each
     daemon.signal(15)
     daemon.wait(timeout=10)
+    ours, md, pa = (statistics.median(c for c, _ in windows[k]) for k in ("ours", "mediadevices", "platformaudio"))
+    same_rate = {}
+    if "mediadevices_at_our_rate" in windows:
+        md_rate = statistics.median(c for c, _ in windows["mediadevices_at_our_rate"])
+        same_rate = {"active_cpu_mediadevices_at_our_rate_percent": round(md_rate, 2),
+                     "active_cpu_ratio_vs_mediadevices_at_our_rate": round(ours / max(0.01, md_rate), 2)}
     return {
         "idle_cpu_percent": round(idle_cpu, 2), "idle_rss_mb": round(idle["rss_bytes"] / 2**20, 1),
         "idle_rss_daemon_mb": round(idle["daemon_rss_bytes"] / 2**20, 1), "idle_processes": idle["processes"],
-        "active_cpu_percent": round(active_cpu, 2),
+        "idle_footprint_mb": round(idle_footprint / 2**20, 1),
+        "idle_cpu_pulseaudio_percent": round(idle_pulse, 2),
+        "active_cpu_percent": round(ours, 2),
+        "active_cpu_mediadevices_percent": round(md, 2),
+        "active_cpu_platformaudio_percent": round(pa, 2),
+        "active_cpu_ratio_vs_mediadevices": round(ours / max(0.01, md), 2),
+        "active_cpu_ratio_vs_platformaudio": round(ours / max(0.01, pa), 2),
+        "pipeline_rate": rate,
+        **same_rate,
+        **{f"active_cpu_{k}_each": [round(c, 2) for c, _ in v] for k, v in windows.items()},
+        **{f"active_cpu_{k}_pulseaudio_percent": round(statistics.median(p for _, p in v), 2)
+           for k, v in windows.items()},
         "press_to_listening_ms": round(statistics.median(latencies), 1),
+        "press_to_listening_ms_p95": round(float(np.percentile(latencies, 95)), 1),
+        "press_to_listening_first_ms_p50": round(statistics.median(firsts), 1),
+        "press_to_listening_first_ms_p95": round(float(np.percentile(firsts, 95)), 1),
         "press_to_listening_ms_each": [round(x, 1) for x in latencies],
+        "press_to_listening_turns_per_session": turns,
         "agent_delay_subtracted_ms": round(agent_s * 1000),
     }
 
 
-def active_session_cpu(bench: Bench, daemon: Any, wav: Path, seconds: float) -> float:
-    """% of a core, daemon and session process together, while the agent listens and speech plays into the mic."""
+def spare_ready(daemon: Any, timeout: float = 30.0) -> None:
+    """Until the daemon's next session process has said it is ready (more `ready` children than sessions so far):
+    a press then measures a warm device, not the import of the child started when the last session ended (slower
+    than IDLE_BEFORE_PRESS_S on a loaded machine)."""
+    from tests.polling import wait_for
+
+    def ready() -> bool:
+        log = daemon.log()
+        return log.count("session process ready") > log.count(" attempt=1 ")
+
+    wait_for(ready, timeout, "a ready session process")
+
+
+def active_session_cpu(bench: Bench, daemon: Any, wav: Path, seconds: float) -> tuple[float, float]:
+    """% of a core, daemon and session process together (and the sound server's), while the agent listens and
+    speech plays into the mic."""
     from tests.wire.rig import play_into_mic
 
     mark = daemon.mark()
     daemon.command("start")  # not a held press: the button's 10 s hold would end the session inside the window
     daemon.wait_status("listening", timeout=30, start=mark)
     player = play_into_mic(bench.pulse_server, wav)
-    cpu = cpu_percent(daemon.pid, seconds)
+    cpu, pulse = cpu_percents([daemon.pid, bench.pulse_pid], seconds)
     player.kill()
     daemon.command("end")
     daemon.wait_status("idle", timeout=30, start=mark + 1)
-    return cpu
+    return cpu, pulse
+
+
+def peer_cpu(bench: Bench, stub: Any, role: str, wav: Path, seconds: float, audio: dict[str, Any], name: str,
+             rate: int = 48000) -> tuple[float, float]:
+    """The same window for a peer client (benchmarks/peers.py) in a fresh room of the same stub."""
+    from tests.wire.rig import play_into_mic
+
+    dsp = [flag for flag, key in (("aec", "echo_cancellation"), ("ns", "noise_suppression"),
+                                  ("hpf", "high_pass_filter"), ("agc", "auto_gain_control"))
+           if audio.get(key, _audio_default(key))]
+    token = mint_token(identity=f"peer-{name}", room=f"peer-{name}")
+    env = {**os.environ, "PULSE_SERVER": bench.pulse_server, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert bench.netns is not None
+    peer = LineProcess(bench.netns.command([PYTHON, "-m", "benchmarks.peers", "--role", role, "--url", stub.url,
+                                            "--token", token, "--dsp", ",".join(dsp), "--rate", str(rate)]),
+                       bench.workdir / f"peer-{name}.log", env=env)
+    try:
+        peer.wait_line(lambda line: line == "ready", timeout=40)
+        player = play_into_mic(bench.pulse_server, wav)
+        cpu, pulse = cpu_percents([peer.proc.pid, bench.pulse_pid], seconds)
+        player.kill()
+    finally:
+        peer.stop()
+    return cpu, pulse
+
+
+def _audio_default(key: str) -> Any:
+    from device.config.schema import AudioConfig
+
+    return getattr(AudioConfig(), key)
 
 
 def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
@@ -190,7 +288,7 @@ def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
     daemon = bench.daemon(config)
     daemon.wait_ready()
     time.sleep(2.0)
-    cpu = active_session_cpu(bench, daemon, wav, seconds)
+    cpu, _ = active_session_cpu(bench, daemon, wav, seconds)
     daemon.signal(15)
     daemon.wait(timeout=10)
     return {"active_cpu_inline_percent": round(cpu, 2)}
@@ -252,12 +350,20 @@ def _agent_init_s() -> float:
     return float(AgentConfig().init_s)
 
 
-def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, rounds: int = 2) -> dict[str, Any]:
+def wake_figures(bench: Bench, seconds: float, sessions: int, rounds: int) -> dict[str, Any]:
+    """`idle_cpu_wake_ratio` and `wake_to_listening_ms` (benchmarks/wakeword.py measures the detector alone:
+    `wake_cpu_ratio_vs_livekit_wakeword`)."""
+    return {**wake_word_idle(bench, seconds, rounds), **wake_to_listening(bench, sessions)}
+
+
+def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, turns: int = 2, rounds: int = 2
+        ) -> dict[str, Any]:
     with Bench() as bench:
         wav = bench.speech_wav("What is the weather like today?", "question")
         result: dict[str, Any] = {}
         result.update(startup(bench, repeats))
-        result.update(session_figures(bench, wav, sessions, seconds))
+        result.update(session_figures(bench, wav, sessions, turns, seconds, rounds))
+        result.update(wake_figures(bench, seconds, sessions, rounds))
         long_wav = bench.workdir / "long.wav"
         result.update(inline_peer(bench, long_wav, seconds))
         result["active_cpu_ratio_vs_inline"] = round(result["active_cpu_percent"]
@@ -265,14 +371,15 @@ def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, rounds: int 
         speech = bench.speech_wav("Hello there, this sentence starts well before the button is pressed, "
                                   "and it goes on while the agent joins the room.", "preroll")
         result.update(preroll_kept(bench, speech))
-        result.update(wake_word_idle(bench, seconds, rounds))
-        result.update(wake_to_listening(bench, sessions))
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     return result
 
 
 ROWS = [
-    ("press → agent listening (agent delay subtracted, median)", "press_to_listening_ms", "{:.0f} ms"),
+    ("press → agent listening, every press (agent delay subtracted), median", "press_to_listening_ms", "{:.0f} ms"),
+    ("press → agent listening, every press, p95", "press_to_listening_ms_p95", "{:.0f} ms"),
+    ("press → agent listening, first press of a session, median / p95",
+     ("press_to_listening_first_ms_p50", "press_to_listening_first_ms_p95"), "{:.0f} / {:.0f} ms"),
     ("pre-roll kept (audio before the press that reached the agent)", "preroll_kept_ms", "{:.0f} ms"),
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
     ("daemon idle CPU, wake word on / off (same run)", "idle_cpu_wake_on_percent", "{:.1f} % of a core"),
@@ -280,7 +387,17 @@ ROWS = [
     ("wake word → agent listening (agent delay subtracted, median)", "wake_to_listening_ms", "{:.0f} ms"),
     ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
     ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
+    ("daemon idle footprint (both, each shared page once)", "idle_footprint_mb", "{:.1f} MB"),
     ("daemon active-session CPU (with its session process)", "active_cpu_percent", "{:.1f} % of a core"),
+    ("peer on rtc.MediaDevices, same stub and speech", "active_cpu_mediadevices_percent", "{:.1f} % of a core"),
+    ("peer on rtc.PlatformAudio, same stub and speech", "active_cpu_platformaudio_percent", "{:.1f} % of a core"),
+    ("active-session CPU ratio ours / MediaDevices", "active_cpu_ratio_vs_mediadevices", "{:.2f}"),
+    ("peer on rtc.MediaDevices at our pipeline rate / ratio",
+     ("active_cpu_mediadevices_at_our_rate_percent", "active_cpu_ratio_vs_mediadevices_at_our_rate"),
+     "{:.1f} % of a core / {:.2f}"),
+    ("sound server during ours / MediaDevices / idle (not counted above)",
+     ("active_cpu_ours_pulseaudio_percent", "active_cpu_mediadevices_pulseaudio_percent",
+      "idle_cpu_pulseaudio_percent"), "{:.1f} / {:.1f} / {:.1f} %"),
     ("the same with session.process: inline (same run)", "active_cpu_inline_percent", "{:.1f} % of a core"),
     ("active-session CPU ratio process-per-session / inline", "active_cpu_ratio_vs_inline", "{:.2f}"),
     ("start-up to READY=1", "startup_ready_s", "{:.2f} s"),
@@ -289,18 +406,32 @@ ROWS = [
 ]
 
 
+def cell(result: dict[str, Any], key: str | tuple[str, ...], fmt: str) -> str:
+    keys = (key,) if isinstance(key, str) else key
+    if any(k not in result for k in keys):  # a figure this run did not make (e.g. no peer at another rate)
+        return "—"
+    return fmt.format(*(result[k] for k in keys))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=10.0, help="CPU measuring windows (default 10)")
+    p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
+    p.add_argument("--turns", type=int, default=2, help="push-to-talk turns in each of those sessions (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="active windows of ours and each peer, and idle windows "
+                                                          "with the wake word on and off, alternating (default 2; "
+                                                          "medians)")
+    p.add_argument("--repeats", type=int, default=3, help="start-ups and imports timed (default 3)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.daemon", description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=10.0, help="CPU measuring window (default 10)")
-    p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
-    p.add_argument("--repeats", type=int, default=3, help="start-ups and imports timed (default 3)")
-    p.add_argument("--rounds", type=int, default=2, help="idle CPU with the wake word on / off, alternated (default 2)")
+    add_arguments(p)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
-    result = run(args.seconds, args.sessions, args.repeats, args.rounds)
+    result = run(args.seconds, args.sessions, args.repeats, args.turns, args.rounds)
     width = max(len(label) for label, _, _ in ROWS)
     for label, key, fmt in ROWS:
-        print(f"{label:<{width}}  {fmt.format(result[key])}")
+        print(f"{label:<{width}}  {cell(result, key, fmt)}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.audio_path import start_rig, stop_rig
+from tests.polling import wait_for as wait_until
 from tests.proof.harness import DaemonProcess, write_config
 from tests.stubsfu.netns import NetNs
 from tests.wire.harness import Stub, launch_stub
@@ -80,11 +82,47 @@ def proc_stats(pid: int) -> dict[str, float]:
     return total
 
 
+def footprint_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes with every physical page counted once (root: /proc/PID/pagemap gives
+    page frame numbers). Summed RSS counts each page shared between them (the interpreter, numpy, the livekit
+    library, which the daemon and its session process both map) once per process; this is what they take from
+    the machine together (pages shared with processes outside the set count too)."""
+    frames: set[int] = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+            pagemap = open(f"/proc/{pid}/pagemap", "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            continue
+        with pagemap:
+            for line in maps:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                if line.endswith("[vsyscall]"):
+                    continue
+                pagemap.seek(lo // page * 8)
+                data = pagemap.read((hi - lo) // page * 8)
+                for (entry,) in struct.iter_unpack("=Q", data):
+                    if entry >> 63 and entry & ((1 << 55) - 1):  # present, with a frame number (root)
+                        frames.add(entry & ((1 << 55) - 1))
+    return len(frames) * page
+
+
 def cpu_percent(pid: int, seconds: float) -> float:
     """% of one core the process (and its children) used over the next `seconds` of wall time."""
-    a, t0 = proc_stats(pid)["cpu_s"], time.monotonic()
+    return cpu_percents([pid], seconds)[0]
+
+
+def cpu_percents(pids: list[int], seconds: float) -> list[float]:
+    """`cpu_percent` of several process trees over the same window (e.g. a client and the sound server)."""
+    a, t0 = [proc_stats(p)["cpu_s"] for p in pids], time.monotonic()
     time.sleep(seconds)
-    return 100.0 * (proc_stats(pid)["cpu_s"] - a) / (time.monotonic() - t0)
+    b, wall = [proc_stats(p)["cpu_s"] for p in pids], time.monotonic() - t0
+    return [100.0 * (y - x) / wall for x, y in zip(a, b, strict=True)]
+
+
+def _press_latencies(daemon: DaemonProcess) -> list[int]:
+    return list(daemon.snapshot()["metrics"]["press_to_listening_recent_ms"])
 
 
 class Bench:
@@ -100,6 +138,8 @@ class Bench:
         env, self._rig_dir = start_rig({k: v for k, v in os.environ.items() if k != "PULSE_SERVER"})
         self.env = env
         self.pulse_server = env["PULSE_SERVER"]
+        assert self._rig_dir is not None, "the bench runs its own sound server"
+        self.pulse_pid = int((Path(self._rig_dir) / "pulseaudio.pid").read_text())
         self.netns = NetNs.create(prefix="vdbench")
         return self
 
@@ -150,18 +190,25 @@ class Bench:
         self._daemons.append(daemon)
         return daemon
 
-    def session(self, daemon: DaemonProcess, wav: Path, *, timeout: float = 30.0) -> dict[str, Any]:
-        """One full push-to-talk session: press, speak the WAV into the mic, release, the agent answers (its
-        reply is played), end. Returns the daemon's metrics at the end."""
-        mark = daemon.mark()
-        player = play_into_mic(self.pulse_server, wav)
-        daemon.command("press")
-        daemon.wait_status("listening", timeout=timeout, start=mark)
-        player.wait(timeout=timeout)
-        mark = daemon.mark()
-        daemon.command("release")
-        daemon.wait_status("speaking", timeout=timeout, start=mark)
-        daemon.wait_status("listening", timeout=timeout, start=mark)
+    def session(self, daemon: DaemonProcess, wav: Path, *, turns: int = 1, timeout: float = 30.0) -> dict[str, Any]:
+        """One full push-to-talk session of `turns` turns: press, speak the WAV into the mic, release, the agent
+        answers (its reply is played); then end. Returns the daemon's metrics at the end."""
+        for turn in range(turns):
+            heard = len(_press_latencies(daemon))
+            mark = daemon.mark()
+            player = play_into_mic(self.pulse_server, wav)
+            daemon.command("press")
+            if turn == 0:
+                daemon.wait_status("listening", timeout=timeout, start=mark)
+            # a later turn's press finds the device listening already: wait for the press's own latency instead
+            # (polled only then: each look is a call into the session process)
+            wait_until(lambda n=heard: len(_press_latencies(daemon)) > n, timeout=timeout,
+                       what="the press's press → listening")
+            player.wait(timeout=timeout)
+            mark = daemon.mark()
+            daemon.command("release")
+            daemon.wait_status("speaking", timeout=timeout, start=mark)
+            daemon.wait_status("listening", timeout=timeout, start=mark)
         mark = daemon.mark()
         daemon.command("end")
         daemon.wait_status("idle", timeout=timeout, start=mark)

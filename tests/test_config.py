@@ -119,7 +119,7 @@ def test_http_endpoint_is_allowed_only_to_localhost() -> None:
 
 def test_frozen_sections_and_defaults() -> None:
     c = load_config_text(LOCAL)
-    assert c.audio.sample_rate == 48000 and c.controls.button is None
+    assert c.audio.sample_rate == 16000 and c.controls.button is None
     with pytest.raises(AttributeError):
         c.audio.sample_rate = 16000  # type: ignore[misc]
 

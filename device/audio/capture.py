@@ -3,7 +3,8 @@
 The hot path is `_callback`, run by PortAudio's thread once per block (default 20 ms). Budget and rules:
 - it copies the block into the preallocated raw ring (one memcpy through a prebuilt slice: the block size
   is fixed, so the ring is a whole number of block slots), stamps the block's ADC time into a preallocated
-  array, counts overflows and wakes the loop once through an eventfd;
+  array, counts overflows and wakes the loop through an eventfd — every block while something is live, every
+  `wake_every` blocks (about 100 ms) while the device is idle (`pump.py`);
 - it allocates no sample buffer, takes no lock, logs nothing and never calls into asyncio or the SDK;
 - its cost is dominated by PortAudio's own Python call (≈ 20–40 µs); the copy of 1,920 bytes is noise.
 What the callback stores, the pump (on the loop thread) reads; `Ring`'s reserve/commit protocol makes a read
@@ -39,6 +40,8 @@ class Capture:
         self._slot = 0
         self.block_adc = np.zeros(ring_blocks, dtype=np.float64)  # monotonic ADC time of each slot's block
         self._wake = wake
+        self.wake_every = 1  # blocks per wake-up of the loop (the pump sets more while nothing is live)
+        self._unwoken = 0
         self._result = (None, PA_CONTINUE)
         self.stream: PaStream = None
         self.callbacks = 0
@@ -65,7 +68,10 @@ class Capture:
         self._slot = self._next[slot]
         self.callbacks += 1
         self.last_capture_monotonic = now
-        self._wake()
+        self._unwoken += 1
+        if self._unwoken >= self.wake_every:
+            self._unwoken = 0
+            self._wake()
         return self._result
 
     def adc_time(self, index: int) -> float:

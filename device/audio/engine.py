@@ -137,14 +137,22 @@ class AudioEngine:
         return self._pump.ring.oldest()
 
     def mark(self, preroll_ms: int) -> int:
-        """`now_index()` minus `preroll_ms`, clamped to the oldest sample still kept (on a 10 ms boundary)."""
+        """`now_index()` minus `preroll_ms`, clamped to the oldest sample still kept (on a 10 ms boundary). The
+        pump first takes what the capture has (idle, the loop wakes only every ~100 ms)."""
+        self._pump.run()
         frame = self._pump.frame
         back = (max(0, preroll_ms) * self.sample_rate // 1000) // frame * frame
         return max(self.oldest_index(), self.now_index() - back)
 
-    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader:
-        """Processed audio from `start_index` on; `reuse`: chunks share one buffer (see FrameReader)."""
-        return FrameReader(self._pump, start_index, reuse=reuse)
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader:
+        """The ring from `start_index` on; `reuse`: chunks share one buffer; `live`: a session's mic, not a
+        detector's (see FrameReader)."""
+        return FrameReader(self._pump, start_index, reuse=reuse, live=live)
+
+    @property
+    def ring_fd(self) -> int:
+        """The memfd of the processed ring (audio/shared.py), for a session process to map."""
+        return self._pump.ring.fd
 
     def capture_time(self, index: int) -> float:
         """Estimated `time.monotonic()` at which processed sample `index` reached the ADC."""

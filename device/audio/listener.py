@@ -1,15 +1,17 @@
 """WakeWordListener: the hook between the audio engine and the wake-word detector.
 
-A task follows the processed ring (the echo canceller's output) from the moment it starts, one chunk per
-PortAudio block, through a reader whose chunks reuse one buffer, and feeds each chunk to the detector with its
-ring index; each detection is handed to `on_detection` on the loop. Nothing in the pump changes: the listener
-is one more reader, like a session's. Stopping closes the reader (no CPU while stopped); starting again
-resets the detector, since the audio in between was never heard.
+A task follows the ring from the moment it starts, through a reader whose chunks reuse one buffer, and feeds
+each chunk to the detector with its ring index; each detection is handed to `on_detection` on the loop. The
+reader is not live (pump.py): listening for the wake word keeps neither the echo canceller nor every-block
+wake-ups running — the detector gets the mic as captured, about every 100 ms, while the device is idle, and the
+echo canceller's output while something plays or a session runs. Stopping closes the reader (no CPU while
+stopped); starting again resets the detector, since the audio in between was never heard.
 
-The detector is fed in batches of about `BATCH_S` (0.2 s): the models cost far more called 33 times a second on a
-cold cache than 5 times a second on 0.2 s each (measured in the running engine here: 1.6 % of a core against
-0.6 %, the daemon's idle CPU +1.7 against +0.6 points); a detection comes up to that much later, after a phrase
-that took a second to say. The listener never falls behind the mic for it: a backlog is read at once.
+The detector is fed in batches of about `BATCH_S` (0.2 s) even while the pump wakes every block (a session, the
+speaker playing): the models cost far more called 33 times a second on a cold cache than 5 times a second on
+0.2 s each (measured in the running engine here: 1.6 % of a core against 0.6 %); a detection comes up to that
+much later, after a phrase that took a second to say. The listener never falls behind the mic for it: a backlog
+is read at once.
 
 A `guard` (device/audio/echo_guard.py) follows what the speaker played alongside: a detection it recognises as the
 device's own voice is dropped (counted in `guard.vetoed`) instead of handed on, and while the speaker plays it
@@ -40,7 +42,7 @@ class Ears(Protocol):
 
     def now_index(self) -> int: ...
 
-    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader: ...
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader: ...
 
 
 class Guard(Protocol):
@@ -78,7 +80,7 @@ class WakeWordListener:
         if self._used:
             self.detector.reset()
         self._used = True
-        self._reader = self._ears.reader(self._ears.now_index(), reuse=True)
+        self._reader = self._ears.reader(self._ears.now_index(), reuse=True, live=False)
         self._task = asyncio.get_running_loop().create_task(self._run(self._reader), name="wake-word")
 
     async def stop(self) -> None:

@@ -41,6 +41,7 @@ class Player:
         self.rate = rate  # output device rate (the pipeline rate until a device says otherwise)
         self.jitter_ms = jitter_ms
         self._volume = min(1.0, max(0.0, float(volume)))
+        self._apply_volume: Callable[[float], None] | None = None  # set: the volume is a mixer's, not scaled here
         self._capacity_s = capacity_s
         self.underruns = 0
         self.underrun_samples = 0
@@ -88,6 +89,14 @@ class Player:
     @volume.setter
     def volume(self, value: float) -> None:
         self._volume = min(1.0, max(0.0, float(value)))
+        if self._apply_volume is not None:
+            self._apply_volume(self._volume)
+
+    def hand_volume_to(self, level: float, apply: Callable[[float], None]) -> None:
+        """From now on the volume is applied elsewhere (an ALSA mixer control, `device/audio/mixer.py`): samples go
+        out unscaled, `volume` reads `level` and every change of it calls `apply`."""
+        self._volume = min(1.0, max(0.0, float(level)))
+        self._apply_volume = apply
 
     def push(self, frame: rtc.AudioFrame) -> None:
         """Queue an `rtc.AudioFrame` (any rate, any channel count) for playback."""
@@ -108,7 +117,7 @@ class Player:
             if not out:
                 return
             samples = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out])
-        if self._volume < 1.0:
+        if self._volume < 1.0 and self._apply_volume is None:
             samples = (samples.astype(np.float32) * self._volume).astype(np.int16)
         if samples.shape[0]:
             self._ring.write(samples)

@@ -1,9 +1,18 @@
 """The pump: raw device audio → (resample) → whole 10 ms frames through the APM → the processed ring.
 
-Runs on the asyncio loop thread, once per wake-up of the capture callback (one per PortAudio block), so the
-loop wakes `1000 / block_ms` times a second and makes one APM call per block, not one per 10 ms. Before the
-microphone block it feeds the echo canceller everything the speaker played since the last run (the far end
-must reach the APM before the near end that contains its echo).
+Runs on the asyncio loop thread, once per wake-up of the capture callback, and makes one APM call per block,
+not one per 10 ms. Before the microphone block it feeds the echo canceller everything the speaker played since
+the last run (the far end must reach the APM before the near end that contains its echo).
+
+Work on demand (`live()`): a live reader (a session's mic) or an open speaker stream needs the echo canceller and
+low latency; an idle device needs only the ring (the pre-roll, a wake-word detector). So:
+- while nothing is live, the APM does not run: the ring holds the mic as captured (`raw_since` says from which
+  index), and the callback wakes the loop every `IDLE_WAKE_MS` (every few blocks) instead of every block;
+- when a live reader opens at a mark in that raw stretch, the pump first runs the APM over the ring from the
+  mark (rounded back to whole APM calls) in place — the pre-roll is processed when the session starts, at the same
+  indices — then processes every block as it comes, waking the loop every block.
+A reader that is not live (`live=False`: a wake-word detector, a recorder) reads whatever the ring holds —
+processed while a session runs, as captured otherwise — and changes none of this.
 
 Indices: the processed ring counts pipeline samples since the engine started; a device reopen continues the
 count (a gap in time is not a gap in indices). `capture_time(i)` maps a processed index back to the ADC time
@@ -14,31 +23,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from device.audio.levels import rms_dbfs
 from device.audio.processing import FrameProcessor
-from device.audio.ring import Overrun, Ring
+from device.audio.ring import Overrun
+from device.audio.shared import SharedRing
 
 if TYPE_CHECKING:
     from livekit import rtc
 
     from device.audio.capture import Capture
     from device.audio.player import Player
+    from device.audio.reader import FrameReader
 
 log = logging.getLogger("device.audio.pump")
 
 LEVEL_FLOOR_DBFS = -100.0
+IDLE_WAKE_MS = 100  # while nothing is live the loop wakes about this often (whole blocks)
 
 
 class Pump:
     def __init__(self, rate: int, ring_seconds: float, processor: FrameProcessor, player: Player | None) -> None:
         self.rate = rate
         self.frame = rate // 100
-        # Whole frames only, so every index the ring hands out sits on a 10 ms boundary.
-        self.ring = Ring(max(1, int(ring_seconds * 100)) * self.frame)
+        # Whole frames only, so every index the ring hands out sits on a 10 ms boundary. In shared memory: a
+        # session process reads the mic from it by index (audio/shared.py).
+        self.ring = SharedRing(max(1, int(ring_seconds * 100)) * self.frame)
         self.processor = processor
         self.player = player
         self._capture: Capture | None = None
@@ -55,6 +70,9 @@ class Pump:
         self.frames_captured = 0  # 10 ms frames through the pipeline
         self.anchor_index = 0  # processed index whose raw sample's ADC time is anchor_time
         self.anchor_time = 0.0
+        self._live_readers: weakref.WeakSet[FrameReader] = weakref.WeakSet()
+        self.raw_since: int | None = 0  # the ring holds unprocessed audio from this index on (None: processing)
+        self.reprocessed_samples = 0  # ring samples the APM ran over when a live reader came (the pre-roll)
 
     # ---- attaching a (re)opened device ---------------------------------------------------------------------
 
@@ -79,6 +97,7 @@ class Pump:
     # ---- one run per wake-up --------------------------------------------------------------------------------
 
     def run(self) -> None:
+        self._update_demand()
         self._feed_far_end()
         cap = self._capture
         if cap is None:
@@ -105,6 +124,56 @@ class Pump:
         if produced:
             self.poke()
 
+    # ---- work on demand ----------------------------------------------------------------------------------
+
+    def live(self) -> bool:
+        """Something needs the echo canceller and every block now: a live reader, or a speaker stream open."""
+        if any(not r.closed for r in self._live_readers):
+            return True
+        return self.player is not None and self.player.stream is not None
+
+    def add_live_reader(self, reader: FrameReader, start: int) -> None:
+        """A live reader from ring index `start`: catch up with the capture, process the ring from `start` if it
+        holds raw audio there, and run live from now on."""
+        self.run()  # what the capture has, as it would be without this reader
+        self._live_readers.add(reader)
+        if self.raw_since is not None and self.processor.active:
+            self._process_ring_from(start)
+        self._update_demand()
+
+    def _update_demand(self) -> None:
+        live = self.live()
+        if live and self.raw_since is not None:
+            self.raw_since = None
+            self._far_pos = -1  # the far end restarts from what played lately (_feed_far_end)
+        elif not live and self.raw_since is None:
+            self.raw_since = self.ring.total
+        cap = self._capture
+        if cap is not None:
+            cap.wake_every = 1 if live else max(1, math.ceil(IDLE_WAKE_MS * cap.rate / 1000 / cap.block))
+
+    def _process_ring_from(self, start: int) -> None:
+        """Run the APM in place over the ring's raw audio from `start` (rounded back to a whole number of APM calls,
+        within what the ring holds) to its end."""
+        assert self.raw_since is not None
+        call = self.processor.call
+        total = self.ring.total
+        begin = max(start, self.raw_since, self.ring.oldest())
+        calls = math.ceil((total - begin) / call)
+        begin = total - calls * call
+        while begin < max(self.ring.oldest(), self.raw_since):
+            begin += call
+        if begin >= total:
+            return
+        n = total - begin
+        if self._work.shape[0] < n:
+            self._work = np.zeros(n, dtype=np.int16)
+        buf = self._work[:n]
+        self.ring.read(begin, buf)
+        self.processor.process(buf)
+        self.ring.overwrite(begin, buf)
+        self.reprocessed_samples += n
+
     def _process(self, raw: np.ndarray, last_raw_index: int, cap: Capture) -> int:
         if self._resampler is None:
             block = raw
@@ -116,7 +185,8 @@ class Pump:
             block, self._pending = joined[:whole].copy(), joined[whole:].copy()
             if whole == 0:
                 return 0
-        self.processor.process(block)
+        if self.raw_since is None:
+            self.processor.process(block)
         self.ring.write(block)
         self.frames_captured += block.shape[0] // self.frame
         self.anchor_index = self.ring.total - 1
@@ -130,12 +200,14 @@ class Pump:
     def _feed_far_end(self) -> None:
         """Everything played since the last run goes to the APM's reverse stream, in whole APM calls."""
         player = self.player
-        if player is None or not self.processor.echo_cancellation:
+        if player is None or not self.processor.echo_cancellation or self.raw_since is not None:
             return
         played = player.played
         frame = self.processor.frames_per_call * (player.rate // 100)  # the APM's fixed call size at that rate
         if frame == 0:
             return
+        if self._far_pos < 0:  # processing just started: what played since the loop last woke, not older
+            self._far_pos = max(played.oldest(), played.total - 2 * IDLE_WAKE_MS * player.rate // 1000)
         if self._far_pos < played.oldest() or self._far_pos > played.total:
             self._far_pos = played.oldest() + (-played.oldest()) % frame
         avail = played.total - self._far_pos

@@ -24,15 +24,21 @@ if TYPE_CHECKING:
 
 
 class FrameReader:
-    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, reuse: bool = False) -> None:
+    def __init__(self, pump: Pump, start_index: int, max_chunk_ms: int = 200, *, reuse: bool = False,
+                 live: bool = True) -> None:
+        """`live`: a session's mic — the echo canceller runs and the loop wakes every block while it is open, and
+        the ring from `start_index` on is processed if it was captured while idle (pump.py). A reader that is not
+        live (the wake-word detector) reads the ring as it is, at the pace the pump runs."""
         self._pump = pump
         self._frame = pump.frame
+        self.closed = False
+        if live:
+            pump.add_live_reader(self, int(start_index))
         start_index = max(pump.ring.oldest(), min(int(start_index), pump.ring.total))  # what is still kept
         self.position = start_index - start_index % self._frame  # next index to deliver
         self.dropped = 0  # samples overwritten before this reader got them
         self._max = max(1, max_chunk_ms // 10) * self._frame
         self._buffer = np.empty(self._max, dtype=np.int16) if reuse else None
-        self.closed = False
 
     def __aiter__(self) -> FrameReader:
         return self
@@ -54,6 +60,20 @@ class FrameReader:
                 first = self.position
                 self.position += got
                 return first, out[:got]
+            if self._pump.closed:
+                break
+            await self._pump.wait_new()
+        raise StopAsyncIteration
+
+    async def advance(self) -> int:
+        """What `__anext__` does without copying: wait for at least a frame more, take everything available and
+        return the index it ends at (the samples below it can be read from the ring by another process)."""
+        ring = self._pump.ring
+        while not self.closed:
+            avail = ring.total - self.position
+            if avail >= self._frame:
+                self.position += avail - avail % self._frame
+                return self.position
             if self._pump.closed:
                 break
             await self._pump.wait_new()

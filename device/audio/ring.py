@@ -34,11 +34,12 @@ class Overrun(Exception):
 class Ring:
     """Preallocated int16 mono ring; single writer; monotonic sample counter."""
 
-    def __init__(self, capacity_samples: int) -> None:
+    def __init__(self, capacity_samples: int, buffer: np.ndarray | None = None) -> None:
+        """`buffer`: int16 storage of at least `capacity_samples` to use (shared memory), else one is allocated."""
         if capacity_samples <= 0:
             raise ValueError("ring capacity must be positive")
         self.capacity = int(capacity_samples)
-        self._buf = np.zeros(self.capacity, dtype=np.int16)
+        self._buf = np.zeros(self.capacity, dtype=np.int16) if buffer is None else buffer[: self.capacity]
         self.total = 0  # index of the next sample to be written
         self._reserved = 0  # total + the length of a write in progress
         self.overruns = 0  # reads that found their start overwritten
@@ -65,6 +66,17 @@ class Ring:
             self._buf[pos:] = samples[:first]
             self._buf[: n - first] = samples[first:]
         self.total = total + n
+
+    def overwrite(self, start: int, samples: np.ndarray) -> None:
+        """Replace samples the ring holds from index `start` (the pump processing the pre-roll in place, before any
+        live reader reads it); `total` does not move."""
+        n = samples.shape[0]
+        if start < self.oldest() or start + n > self.total:
+            raise ValueError(f"samples {start}..{start + n} are not all in the ring ({self.oldest()}..{self.total})")
+        pos = start % self.capacity
+        first = min(n, self.capacity - pos)
+        self._buf[pos : pos + first] = samples[:first]
+        self._buf[: n - first] = samples[first:]
 
     def read(self, start: int, out: np.ndarray) -> int:
         """Copy from index `start` into `out`; returns how many samples were copied (0 if none yet).

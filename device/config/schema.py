@@ -53,17 +53,23 @@ class AudioConfig:
     output_device: str = opt("default", "output device: a substring of its PortAudio name")
     input_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
     output_index: int | None = opt(None, "PortAudio index used when no name matches", min=0)
-    sample_rate: int = opt(48000, "pipeline sample rate in Hz (mono int16)", choices=SAMPLE_RATES)
-    block_ms: int = opt(
-        30, "PortAudio callback block length in ms (30: CPU at par with livekit MediaDevices)", choices=(10, 20, 30, 40)
+    sample_rate: int = opt(
+        16000, "pipeline sample rate in Hz, mono int16 (16000: what speech-to-text and the wake word take)",
+        choices=SAMPLE_RATES,
     )
+    block_ms: int = opt(30, "PortAudio callback block length in ms", choices=(10, 20, 30, 40))
     ring_seconds: float = opt(10.0, "seconds of microphone audio the ring always holds", min=1.0, max=120.0)
     preroll_ms: int = opt(500, "audio kept from BEFORE a press or session start, in ms", min=0, max=5000)
     echo_cancellation: bool = opt(True, "run the echo canceller fed with what the speaker plays")
     noise_suppression: bool = opt(True, "run noise suppression on the mic")
     high_pass_filter: bool = opt(True, "remove DC and rumble from the mic")
     auto_gain_control: bool = opt(False, "automatic gain control on the mic")
-    volume: float = opt(0.8, "playback volume, 0.0 to 1.0 (software)", min=0.0, max=1.0)
+    volume: float = opt(0.8, "playback volume, 0.0 to 1.0, in software (unused with a mixer)", min=0.0, max=1.0)
+    mixer: str | None = opt(None, "ALSA mixer control that sets the speaker volume, e.g. 'Speaker' or 'PCM' ('auto': "
+                            "the first with a playback volume on mixer_device; null: volume in software); the "
+                            "level it has at start is kept")
+    mixer_device: str = opt("default", "the ALSA control device of that mixer, as `amixer -D` takes it ('default', "
+                            "'hw:0', 'hw:CARD=seeed2micvoicec')")
     jitter_ms: int = opt(60, "playback jitter buffer target in ms", min=20, max=1000)
     reopen_backoff_max_s: float = opt(10.0, "longest wait between attempts to reopen a lost device", min=0.1)
     earcons: EarconsConfig = section(EarconsConfig, "sounds the device makes (built in by default)")

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
 from device.core.log import redactor
@@ -84,6 +85,7 @@ class Components:
         self.supervisor = make_supervisor(config, self.audio, app.feed)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
+        self.mixer: MixerVolume | None = None
         self.wake: WakeService | None = None
         self.wake_error: str | None = None
         if config.session.profile.wake_word:
@@ -91,6 +93,7 @@ class Components:
 
     async def start(self, app: App) -> None:
         await self.audio.start()
+        self.mixer = await attach_mixer(self.audio.player, self.config.audio.mixer, self.config.audio.mixer_device)
         if self.wake is not None and not app.muted:  # mute means mute: not even the wake word is listened for
             self.wake.start()
         self.board.show(self.snapshot)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from device.core.dynamic import JSON
-from device.core.vocabulary import EndRequested, Event, MuteRequested, StartRequested
+from device.core.vocabulary import EndRequested, Event, MuteRequested, Pressed, StartRequested
 
 MAX_SAY_CHARS = 4096
 
@@ -31,6 +31,9 @@ COMMANDS: Mapping[str, CommandSpec] = MappingProxyType({c.name: c for c in (
     CommandSpec("end", "end the session", event=lambda: EndRequested("control")),
     CommandSpec("mute", "mute the microphone (nothing leaves the device)", event=lambda: MuteRequested(True)),
     CommandSpec("unmute", "unmute the microphone", event=lambda: MuteRequested(False)),
+    CommandSpec("volume-up", "the speaker a step louder (as the volume-up button)", event=lambda: Pressed("volume_up")),
+    CommandSpec("volume-down", "the speaker a step quieter (as the volume-down button)",
+                event=lambda: Pressed("volume_down")),
     CommandSpec("say", "send typed text to the agent (lk.chat)", takes_text=True),
     CommandSpec("press", "press the simulated button", simulate_only=True),
     CommandSpec("release", "release the simulated button", simulate_only=True),

@@ -97,6 +97,7 @@ class DeviceStatus:
             "failures": dict(s.metrics.failures),
             "preconnect_bytes_sent": s.metrics.preconnect_bytes_sent,
             "press_to_listening_ms": s.metrics.press_to_listening_ms,
+            "press_to_listening_recent_ms": list(s.metrics.press_to_listening_recent_ms),
         }
         if s.preconnect is not None and s.preconnect.dropped_ms:  # the running session's audio no agent heard
             m["session_audio_dropped_ms"] = s.preconnect.dropped_ms

@@ -1,6 +1,6 @@
 """The session process: one `Supervisor` and its LiveKit Room, in a child of the daemon, for one session.
 
-    python -m device.session.host FD      (started by `device.session.remote`, never by hand)
+    python -m device.session.host FD MIC_FD RING_FD     (started by `device.session.remote`, never by hand)
 
 The livekit 1.2.1 native core keeps about half a megabyte of every session it ran until the process exits, and
 aborts the process on some native errors. So the daemon keeps the microphone, the speaker, the button and the
@@ -10,9 +10,10 @@ a native crash ends one session, not the device.
 The messages are `session/protocol.py`'s: the daemon sends a `Hello` (configuration, identity, mute, volume, log
 levels), then `Call`s; this side answers each with a `Reply`, and sends the supervisor's events, its status
 whenever it changes, its log records (the daemon's handlers format and redact them), the agent's audio to
-play, and `Over` once the session has ended. The mic arrives as ring `Chunk`s for each reader the supervisor
-opens. Signals are the daemon's: this process ignores
-SIGTERM/SIGINT/SIGHUP and ends when told to or when the daemon's end of the socket closes.
+play, and `Over` once the session has ended. The mic is read from the daemon's ring in shared memory
+(`RingView`) by index, for each reader the supervisor opens; the mic socket says how far the ring has grown.
+Signals are the daemon's: this process ignores SIGTERM/SIGINT/SIGHUP and ends when told to or when the daemon's
+end of the socket closes.
 """
 
 from __future__ import annotations
@@ -31,24 +32,27 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from device.audio.ring import Overrun
+from device.audio.shared import RingView
 from device.core.vocabulary import Event
 from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import SessionPort
 from device.session.protocol import (
+    MIC_EOF,
+    MIC_RECORD,
     Beat,
     Call,
-    Chunk,
     Close,
     Closed,
     CloseReader,
     Emitted,
-    Eof,
     Flush,
     Hello,
     Log,
     OpenReader,
     Over,
     Play,
+    PlayEnd,
     Ready,
     Reply,
     Request,
@@ -56,6 +60,7 @@ from device.session.protocol import (
     Status,
     Volume,
     perform,
+    starts_a_session,
 )
 from device.session.status import SessionStatus
 
@@ -73,12 +78,19 @@ CLOSE_ON_EOF_S = 5.0
 WARM_FOR_TOKENS = {"endpoint": ("aiohttp",), "sandbox": ("aiohttp",), "local": ("livekit.api",)}
 
 
-class RemoteReader:
-    """The mic from a ring index on, as the daemon's reader delivers it (same chunks, same indices)."""
+MAX_CHUNK_S = 0.2  # history (the pre-roll) is delivered in pieces of at most this, as the daemon's reader does
 
-    def __init__(self, audio: RemoteAudio, rid: int) -> None:
+
+class RemoteReader:
+    """The mic from a ring index on, read from the shared ring up to each end index the daemon announces: the
+    same chunks, at the same indices, as the daemon's own reader (whole 10 ms frames, at most 200 ms each)."""
+
+    def __init__(self, audio: RemoteAudio, rid: int, start: int) -> None:
         self._audio = audio
         self.rid = rid
+        self.position = start
+        self.dropped = 0  # samples overwritten before this reader got them (a child seconds behind)
+        self._started = False
         self.queue: asyncio.Queue[tuple[int, np.ndarray] | None] = asyncio.Queue()
         self.closed = False
 
@@ -90,6 +102,26 @@ class RemoteReader:
         if item is None:
             raise StopAsyncIteration
         return item
+
+    async def advance(self) -> int:
+        raise NotImplementedError("a session process reads the chunks themselves")
+
+    def feed(self, view: RingView, end: int) -> None:
+        """The ring now ends at `end`: queue the chunks from here to there."""
+        step = max(1, round(MAX_CHUNK_S * self._audio.sample_rate))
+        while self.position < end:
+            upto = min(end, self.position + step)
+            try:
+                samples = view.read(self.position, upto)
+            except Overrun as e:
+                if self._started:  # a start already gone from the ring is clamped, as the daemon's reader does
+                    self.dropped += e.lost
+                    log.warning("mic reader fell behind the ring rid=%d lost_samples=%d", self.rid, e.lost)
+                self.position = e.oldest
+                continue
+            self._started = True
+            self.queue.put_nowait((self.position, samples))
+            self.position = upto
 
     def close(self) -> None:
         if not self.closed:
@@ -117,26 +149,38 @@ class RemotePlayer:
     def push(self, frame: rtc.AudioFrame) -> None:
         self._chan.send(Play(bytes(frame.data), frame.sample_rate, frame.num_channels, frame.samples_per_channel))
 
+    def end(self) -> None:
+        self._chan.send(PlayEnd())
+
     def flush(self) -> None:
         self._chan.send(Flush())
 
 
 class RemoteAudio:
-    """The `AudioPort` of a supervisor whose audio engine lives in the daemon."""
+    """The `AudioPort` of a supervisor whose audio engine lives in the daemon: the mic from the shared ring (`view`)
+    as far as the mic socket's records say, the speaker through the channel."""
 
-    def __init__(self, chan: Channel, sample_rate: int, volume: float) -> None:
+    def __init__(self, chan: Channel, sample_rate: int, volume: float, view: RingView, mic: socket.socket) -> None:
         self._chan = chan
         self.sample_rate = sample_rate
         self.player = RemotePlayer(chan, volume)
+        self._view = view
+        self._mic = mic
         self._readers: dict[int, RemoteReader] = {}
         self._next = 0
+        mic.setblocking(False)
+        asyncio.get_running_loop().add_reader(mic.fileno(), self._on_mic)
+
+    @property
+    def ring_fd(self) -> int:
+        raise RuntimeError("the ring is the daemon's")
 
     def mark(self, preroll_ms: int) -> int:
         raise RuntimeError("the ring is the daemon's: it passes the mark with start/start_turn")
 
     def reader(self, start_index: int) -> RemoteReader:
         self._next += 1
-        reader = RemoteReader(self, self._next)
+        reader = RemoteReader(self, self._next, int(start_index))
         self._readers[reader.rid] = reader
         self._chan.send(OpenReader(reader.rid, int(start_index)))
         return reader
@@ -145,16 +189,27 @@ class RemoteAudio:
         if self._readers.pop(rid, None) is not None:
             self._chan.send(CloseReader(rid))
 
-    def deliver(self, rid: int, first: int, data: bytes) -> None:
-        reader = self._readers.get(rid)
-        if reader is not None:
-            reader.queue.put_nowait((first, np.frombuffer(bytearray(data), dtype=np.int16)))
-
-    def end(self, rid: int) -> None:
-        reader = self._readers.pop(rid, None)
-        if reader is not None:
-            reader.closed = True
-            reader.queue.put_nowait(None)
+    def _on_mic(self) -> None:
+        while True:
+            try:
+                record = self._mic.recv(MIC_RECORD.size)
+            except BlockingIOError:
+                return
+            except OSError:
+                record = b""
+            if not record:  # the daemon is gone: its channel's end ends the session
+                asyncio.get_running_loop().remove_reader(self._mic.fileno())
+                return
+            rid, end = MIC_RECORD.unpack(record)
+            reader = self._readers.get(rid)
+            if reader is None:
+                continue
+            if end == MIC_EOF:
+                self._readers.pop(rid, None)
+                reader.closed = True
+                reader.queue.put_nowait(None)
+            else:
+                reader.feed(self._view, end)
 
 
 class LogForwarder(logging.Handler):
@@ -211,11 +266,18 @@ def _load(spec: str | None) -> Factory:
     return factory
 
 
+def status_every(started: bool) -> float:
+    """How often the child looks at its status: every 0.1 s once a session has started (its counters move between
+    events); the spare child, which has nothing to report, only beats, once a second."""
+    return STATUS_EVERY_S if started else BEAT_EVERY_S
+
+
 class Host:
-    def __init__(self, chan: Channel, hello: Hello) -> None:
+    def __init__(self, chan: Channel, hello: Hello, view: RingView, mic: socket.socket) -> None:
         self.chan = chan
-        self.audio = RemoteAudio(chan, hello.sample_rate, hello.volume)
+        self.audio = RemoteAudio(chan, hello.sample_rate, hello.volume, view, mic)
         self._last_status: SessionStatus | None = None
+        self.started = False  # a start call came (see status_every)
         self._tasks: set[asyncio.Task[None]] = set()
         factory = _load(hello.factory)
         self.sup = factory(hello.config, self.audio, self._emit, identity=hello.identity, muted=hello.muted,
@@ -239,13 +301,15 @@ class Host:
         loop = asyncio.get_running_loop()
         beat = loop.time()
         while True:
-            await asyncio.sleep(STATUS_EVERY_S)
+            await asyncio.sleep(status_every(self.started))
             self.push_status()
             if loop.time() - beat >= BEAT_EVERY_S:
                 beat = loop.time()
                 self.chan.send(Beat())
 
     async def _call(self, cid: int, request: Request) -> None:
+        if starts_a_session(request):
+            self.started = True
         error = None
         try:
             await perform(self.sup, request)
@@ -264,10 +328,6 @@ class Host:
                     await asyncio.wait_for(self.sup.aclose(), CLOSE_ON_EOF_S)
                     return
                 match message:
-                    case Chunk(rid, first, data):
-                        self.audio.deliver(rid, first, data)
-                    case Eof(rid):
-                        self.audio.end(rid)
                     case Call(cid, request):
                         task = asyncio.get_running_loop().create_task(self._call(cid, request))
                         self._tasks.add(task)
@@ -291,8 +351,10 @@ def _warm_up(token_source: str) -> None:
         importlib.import_module(module)
 
 
-async def _main(fd: int) -> int:
+async def _main(fd: int, mic_fd: int, ring_fd: int) -> int:
     chan = await Channel.open(socket.socket(fileno=fd))
+    mic = socket.socket(fileno=mic_fd)
+    view = RingView(ring_fd)
     try:
         hello = await chan.recv()
     except ChannelClosed:
@@ -302,7 +364,7 @@ async def _main(fd: int) -> int:
     _setup_logging(chan, hello.log_levels)
     try:
         _warm_up(hello.config.livekit.token_source)
-        host = Host(chan, hello)
+        host = Host(chan, hello, view, mic)
     except Exception as e:
         log.exception("session process could not start")
         chan.send(StartFailed(f"{type(e).__name__}: {e}"))
@@ -316,21 +378,22 @@ async def _main(fd: int) -> int:
     return 0
 
 
-async def _run(fd: int) -> None:
+async def _run(fd: int, mic_fd: int, ring_fd: int) -> None:
     """Serve, then exit at once: asyncio.run's clean-up would wait for the SDK's executor threads."""
-    code = await _main(fd)
+    code = await _main(fd, mic_fd, ring_fd)
     sys.stderr.flush()
     os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m device.session.host FD  (started by the voice-device daemon)", file=sys.stderr)
+    if len(args) != 3 or not all(a.isdigit() for a in args):
+        print("usage: python -m device.session.host FD MIC_FD RING_FD  (started by the voice-device daemon)",
+              file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the daemon decides when a session ends
-    asyncio.run(_run(int(args[0])))
+    asyncio.run(_run(*(int(a) for a in args)))
     return 1  # not reached: _run exits the process
 
 

@@ -17,8 +17,9 @@ class Media(Protocol):
 
     def mic_track(self, source: rtc.AudioSource) -> rtc.LocalAudioTrack: ...
 
-    def audio_stream(self, track: rtc.Track, sample_rate: int) -> rtc.AudioStream:
-        """Yields `rtc.AudioFrameEvent`s (their `.frame` is the agent's audio); has `aclose()`."""
+    def audio_stream(self, track: rtc.Track, sample_rate: int, frame_ms: int) -> rtc.AudioStream:
+        """Yields `rtc.AudioFrameEvent`s of `frame_ms` each (their `.frame` is the agent's audio); has
+        `aclose()`."""
         ...
 
 
@@ -33,7 +34,7 @@ class RtcMedia:
 
         return rtc.LocalAudioTrack.create_audio_track("microphone", source)
 
-    def audio_stream(self, track: rtc.Track, sample_rate: int) -> rtc.AudioStream:
+    def audio_stream(self, track: rtc.Track, sample_rate: int, frame_ms: int) -> rtc.AudioStream:
         from livekit import rtc
 
-        return rtc.AudioStream(track, sample_rate=sample_rate, num_channels=1)
+        return rtc.AudioStream(track, sample_rate=sample_rate, num_channels=1, frame_size_ms=frame_ms)

@@ -27,6 +27,11 @@ class AudioReader(Protocol):
 
     def __aiter__(self) -> AsyncIterator[Chunk]: ...
 
+    async def advance(self) -> int:
+        """Instead of iterating: wait for more audio and return the index it now ends at (a session process reads
+        the samples from the shared ring itself); StopAsyncIteration at the end."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -34,6 +39,10 @@ class Player(Protocol):
     volume: float  # 0.0 .. 1.0, settable
 
     def push(self, frame: rtc.AudioFrame) -> None: ...
+
+    def end(self) -> None:
+        """Nothing more follows for now: play out what is buffered (the agent stopped speaking)."""
+        ...
 
     def flush(self) -> None: ...
 
@@ -49,6 +58,11 @@ class AudioPort(Protocol):
         ...
 
     def reader(self, start_index: int) -> AudioReader: ...
+
+    @property
+    def ring_fd(self) -> int:
+        """A memfd holding the ring (`device.audio.shared` layout) that a session process maps to read it."""
+        ...
 
 
 class SessionPort(Protocol):

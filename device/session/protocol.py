@@ -1,15 +1,17 @@
 """The daemon ↔ session-process protocol: every message, both directions, declared once.
 
 The daemon (`session/remote.py`) starts the child with a `Hello`, then makes `Call`s — one `SessionPort`
-method each, answered by a `Reply` with the same `cid` — streams the mic as `Chunk`s for each reader the child
-opens, and ends it with `Close`. The child (`session/host.py`) says `Ready` (or `StartFailed`), forwards the
-supervisor's events (`Emitted`), its status (`Status`), its log records (`Log`), the agent's audio (`Play`,
-`Flush`, `Volume`), `Over` once its session has ended, and `Beat` when it has nothing else to say.
+method each, answered by a `Reply` with the same `cid` — gives the mic by ring index for each reader the child
+opens (`MIC_RECORD`s on their own socket; the samples are in shared memory), and ends it with `Close`. The
+child (`session/host.py`) says `Ready` (or `StartFailed`), forwards the supervisor's events (`Emitted`), its
+status (`Status`), its log records (`Log`), the agent's audio (`Play`, `PlayEnd`, `Flush`, `Volume`), `Over`
+once its session has ended, and `Beat` when it has nothing else to say.
 `ipc.Channel` carries them as pickles and refuses anything that is not one of these.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,14 @@ from device.session.status import SessionStatus
 if TYPE_CHECKING:
     from device.config.schema import Config
     from device.session.ports import SessionPort
+
+
+# ---- the mic: not a message ------------------------------------------------------------------------------------
+# The mic's samples are in the daemon's ring, in shared memory (device/audio/shared.py), which the child maps. For
+# each reader the child opened (`OpenReader`), a second socket (SOCK_SEQPACKET) carries one record each time the
+# ring has grown: (reader id, the ring index the audio now ends at), or MIC_EOF when the reader ended.
+MIC_RECORD = struct.Struct("=qq")
+MIC_EOF = -1
 
 
 # ---- the calls: one per SessionPort method ---------------------------------------------------------------------
@@ -131,20 +141,6 @@ class Call:
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """Mic samples for reader `rid`, from ring index `first` (int16 mono, native byte order)."""
-
-    rid: int
-    first: int
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Eof:
-    rid: int
-
-
-@dataclass(frozen=True)
 class Close:
     """End the session (CLIENT_INITIATED) and exit."""
 
@@ -195,6 +191,11 @@ class Play:
 
 
 @dataclass(frozen=True)
+class PlayEnd:
+    """The agent stopped speaking: the player plays out its tail."""
+
+
+@dataclass(frozen=True)
 class Flush:
     pass
 
@@ -230,9 +231,9 @@ class Beat:
     pass
 
 
-ToChild = Hello | Call | Chunk | Eof | Close
-ToDaemon = (Ready | StartFailed | Reply | Log | Status | Emitted | Play | Flush | Volume | Over | OpenReader
-            | CloseReader | Closed | Beat)
+ToChild = Hello | Call | Close
+ToDaemon = (Ready | StartFailed | Reply | Log | Status | Emitted | Play | PlayEnd | Flush | Volume | Over
+            | OpenReader | CloseReader | Closed | Beat)
 Message = ToChild | ToDaemon
-MESSAGE_TYPES: tuple[type, ...] = (Hello, Call, Chunk, Eof, Close, Ready, StartFailed, Reply, Log, Status, Emitted,
-                                   Play, Flush, Volume, Over, OpenReader, CloseReader, Closed, Beat)
+MESSAGE_TYPES: tuple[type, ...] = (Hello, Call, Close, Ready, StartFailed, Reply, Log, Status, Emitted,
+                                   Play, PlayEnd, Flush, Volume, Over, OpenReader, CloseReader, Closed, Beat)

@@ -36,17 +36,17 @@ from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort, AudioReader
 from device.session.protocol import (
+    MIC_EOF,
+    MIC_RECORD,
     Beat,
     Call,
     CancelTurnCall,
-    Chunk,
     Close,
     Closed,
     CloseReader,
     Emitted,
     EndCall,
     EndTurnCall,
-    Eof,
     Flush,
     Hello,
     InterruptCall,
@@ -55,6 +55,7 @@ from device.session.protocol import (
     OpenReader,
     Over,
     Play,
+    PlayEnd,
     Ready,
     RefreshCall,
     Reply,
@@ -114,6 +115,7 @@ class Child:
         self._ids = itertools.count(1)
         self._readers: dict[int, tuple[AudioReader, asyncio.Task[None]]] = {}
         self._pump: asyncio.Task[None] | None = None
+        self._mic: socket.socket | None = None  # ring indices for the child's mic readers (MIC_RECORD each)
 
     @property
     def pid(self) -> int | None:
@@ -121,15 +123,24 @@ class Child:
 
     async def spawn(self, hello: Hello) -> None:
         ours, theirs = socket.socketpair()
+        mic_ours, mic_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ring_fd = self.owner.audio.ring_fd
         env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "device.session.host", str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, env=env,
+                sys.executable, "-m", "device.session.host", str(theirs.fileno()), str(mic_theirs.fileno()),
+                str(ring_fd), pass_fds=(theirs.fileno(), mic_theirs.fileno(), ring_fd),
+                stdin=asyncio.subprocess.DEVNULL, env=env,
             )
+        except BaseException:
+            mic_ours.close()
+            raise
         finally:
             theirs.close()
+            mic_theirs.close()
+        mic_ours.setblocking(False)
+        self._mic = mic_ours
         self.chan = await Channel.open(ours)
         self.muted = hello.muted
         self.chan.send(hello)
@@ -200,6 +211,9 @@ class Child:
                 reader.close()
             self._readers.clear()
             self.alive = False
+            if self._mic is not None:
+                self._mic.close()
+                self._mic = None
             code = await self.wait()
             for reply in self._calls.values():
                 if not reply.done():
@@ -248,6 +262,8 @@ class Child:
             case Play(data, rate, channels, samples):
                 if not owner.interrupting:
                     owner.play(data, rate, channels, samples)
+            case PlayEnd():
+                owner.audio.player.end()
             case Flush():
                 owner.audio.player.flush()
             case Volume(volume):
@@ -272,17 +288,29 @@ class Child:
         self._readers[rid] = (reader, task)
 
     async def _stream(self, rid: int, reader: AudioReader) -> None:
-        assert self.chan is not None
+        """The mic for reader `rid`: each time the ring has grown, the index it now ends at (`MIC_RECORD`) on the
+        mic socket; the child reads the samples from the shared ring (audio/shared.py). `MIC_EOF` at the end."""
         try:
-            async for first, samples in reader:
-                self.chan.send(Chunk(rid, first, samples.tobytes()))
-                await self.chan.drain()
-            self.chan.send(Eof(rid))
-        except ChannelClosed:
-            pass
+            while True:
+                try:
+                    end = await reader.advance()
+                except StopAsyncIteration:
+                    self._mic_send(rid, MIC_EOF)
+                    return
+                self._mic_send(rid, end)
         finally:
             reader.close()
             self._readers.pop(rid, None)
+
+    def _mic_send(self, rid: int, end: int) -> None:
+        if self._mic is None:
+            return
+        try:
+            self._mic.send(MIC_RECORD.pack(rid, end))
+        except BlockingIOError:  # a child this far behind (seconds) is hung; the next record names a later end
+            log.debug("session process mic socket full pid=%s", self.pid)
+        except OSError:
+            pass  # the child is gone: its channel's end says so
 
 
 class RemoteSupervisor:

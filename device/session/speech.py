@@ -6,7 +6,7 @@ it and remembers that the user spoke (a wake-word session where nobody did was m
 
 - `EnergyGate` — the level of the chunk above `session.speech_threshold_dbfs` (−45 dBFS): cheap, and enough to
   keep a push-to-talk or toggle session from timing out while someone talks; a television keeps it open.
-- `VoiceGate` — pymicro-vad (device/audio/vad.py) over the same chunks, for the wake word's follow-up window:
+- `VadGate` — pymicro-vad (device/audio/vad.py) over the same chunks, for the wake word's follow-up window:
   speech, not noise or music, decides whether the conversation goes on. It counts only speech at or after
   `from_index` (where the wake phrase ended, plus the detector's own release time), so the wake phrase itself is
   not "the user answered", and only frames inside a run of speech (not the detector's hangover after it).
@@ -39,7 +39,7 @@ class EnergyGate:
 VAD_RELEASE_S = 0.6  # pymicro-vad still scores speech this long after it ended (0.35–0.47 s on espeak-ng)
 
 
-class VoiceGate:
+class VadGate:
     def __init__(self, rate: int, threshold: float, from_index: int = 0) -> None:
         """Speech counts from `from_index` plus the detector's release: the tail of the wake phrase is not an
         answer (a command said in the same breath goes on long past it)."""

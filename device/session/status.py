@@ -66,6 +66,13 @@ def _no_failures() -> Mapping[str, int]:
     return MappingProxyType({})
 
 
+PRESS_LATENCIES_KEPT = 32  # press → listening of the last this many presses (status, benchmarks)
+
+
+def recent(latencies: tuple[int, ...]) -> tuple[int, ...]:
+    return latencies[-PRESS_LATENCIES_KEPT:]
+
+
 @dataclass(frozen=True)
 class SessionMetrics:
     sessions: int = 0
@@ -73,9 +80,12 @@ class SessionMetrics:
     failures: Mapping[str, int] = field(default_factory=_no_failures)  # reason → count
     preconnect_bytes_sent: int = 0
     press_to_listening_ms: int | None = None  # the latest press → agent listening
+    # every press's press → agent listening, oldest first, the last PRESS_LATENCIES_KEPT (a distribution)
+    press_to_listening_recent_ms: tuple[int, ...] = ()
 
     def __add__(self, other: SessionMetrics) -> SessionMetrics:
-        """Totals over two stretches (two session processes): counts add, the latest latency wins."""
+        """Totals over two stretches (two session processes): counts add, the latest latency wins, the recent
+        latencies are joined (bounded)."""
         return SessionMetrics(
             sessions=self.sessions + other.sessions,
             reconnects=self.reconnects + other.reconnects,
@@ -83,6 +93,8 @@ class SessionMetrics:
             preconnect_bytes_sent=self.preconnect_bytes_sent + other.preconnect_bytes_sent,
             press_to_listening_ms=(other.press_to_listening_ms if other.press_to_listening_ms is not None
                                    else self.press_to_listening_ms),
+            press_to_listening_recent_ms=recent(self.press_to_listening_recent_ms
+                                                + other.press_to_listening_recent_ms),
         )
 
 

@@ -73,8 +73,9 @@ from device.session.policy import (
 )
 from device.session.ports import AudioPort
 from device.session.preconnect import Uplink
-from device.session.speech import EnergyGate, SpeechGate, VoiceGate
+from device.session.speech import EnergyGate, SpeechGate, VadGate
 from device.session.status import (
+    PRESS_LATENCIES_KEPT,
     AgentStatus,
     FailureStatus,
     SessionMetrics,
@@ -85,6 +86,7 @@ from device.session.status import (
 from device.session.text import AGENT_EVENTS_TOPIC, CHAT_TOPIC, TRANSCRIPTION_TOPIC, AgentEvents, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
+from device.session.voice import STREAM_FRAME_MS, VoiceGate
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -133,6 +135,12 @@ class _Tally:
     failures: Counter[str] = field(default_factory=Counter)
     preconnect_bytes_sent: int = 0
     press_to_listening_ms: int | None = None
+    press_to_listening: list[int] = field(default_factory=list)  # every press, bounded (recent())
+
+    def heard(self, ms: int) -> None:
+        self.press_to_listening_ms = ms
+        self.press_to_listening.append(ms)
+        del self.press_to_listening[:-PRESS_LATENCIES_KEPT]
 
 
 def turns_status(turns: Turns) -> TurnsStatus:
@@ -257,6 +265,7 @@ class Supervisor:
                 failures=MappingProxyType(dict(t.failures)),
                 preconnect_bytes_sent=t.preconnect_bytes_sent + (uplink.bytes_sent if uplink else 0),
                 press_to_listening_ms=t.press_to_listening_ms,
+                press_to_listening_recent_ms=tuple(t.press_to_listening),
             ),
         )
 
@@ -375,7 +384,7 @@ class Supervisor:
     def _speech_gate(self, listen_from: int) -> SpeechGate:
         """A voice activity detector where the follow-up window depends on it, the energy gate elsewhere."""
         if self._sc.profile.follow_up:
-            return VoiceGate(self._audio.sample_rate, self._cfg.wake_word.vad_threshold, from_index=listen_from)
+            return VadGate(self._audio.sample_rate, self._cfg.wake_word.vad_threshold, from_index=listen_from)
         return EnergyGate(self._sc.speech_threshold_dbfs)
 
     async def _close_session(self) -> None:
@@ -575,9 +584,8 @@ class Supervisor:
         if state != "speaking" and self._barging:
             self._barging = False
             log.info("agent stopped speaking after the interruption state=%s", state)
-        if state == "listening" and self._press_t is not None:
-            self._tally.press_to_listening_ms = round((self._clock.now() - self._press_t) * 1000)
-            self._press_t = None
+        if state == "listening":
+            self._listening_for_press()
         if state in READY_STATES:
             self._post(None, self._flush_turns)  # after the policy has seen the state
         return [AgentState(state)]
@@ -599,15 +607,24 @@ class Supervisor:
             return
         if track.sid in att.playback:
             return
-        stream = self._media.audio_stream(track, self._audio.sample_rate)
+        stream = self._media.audio_stream(track, self._audio.sample_rate, STREAM_FRAME_MS)
         task = asyncio.get_running_loop().create_task(self._play(stream))
         att.playback[track.sid] = (task, stream)
         log.info("playing agent audio participant=%s track=%s", participant.identity, track.sid)
 
     async def _play(self, stream: rtc.AudioStream) -> None:
+        import numpy as np
+
+        gate = VoiceGate()
+        player = self._audio.player
         async for event in stream:
-            if not self._barging:
-                self._audio.player.push(event.frame)
+            if self._barging:
+                continue  # interrupted: dropped until the agent stops speaking (the player was flushed)
+            frame = event.frame
+            if gate.admit(np.frombuffer(frame.data, dtype=np.int16), frame.duration):
+                player.push(frame)
+            elif gate.ended():
+                player.end()
 
     def _local_subscribed(self, track: rtc.Track) -> None:
         if self._uplink is not None:
@@ -634,10 +651,24 @@ class Supervisor:
 
     # ---- turns, mute, agent-driven control -------------------------------------------------------------------
 
+    # ---- press → listening: each press once, when the agent is first listening for it ----------------------
+    # A session's first press waits for the agent to join and say `listening`. A later press (push-to-talk turns)
+    # usually finds it listening already, after its reply: that press is answered when its `start_turn` call
+    # returns (the agent has opened the turn) — or at once when the agent takes no turn calls — not when the agent
+    # next says `listening`, which is after its next reply. A press during the agent's reply (barge-in) is
+    # answered when the interrupted agent says `listening`.
+
+    def _listening_for_press(self) -> None:
+        if self._press_t is not None:
+            self._tally.heard(round((self._clock.now() - self._press_t) * 1000))
+            self._press_t = None
+
     def _turn(self, which: str) -> list[Input]:
         if which == "start":
             if self._policy.phase is not Phase.IDLE:
                 self._press_t = self._press_t or self._clock.now()
+                if self._policy.agent_state == "listening" and not self._turns.active:
+                    self._listening_for_press()  # nothing to open: the agent listens already
             if self._policy.agent_state == "speaking":
                 self._audio.player.flush()  # barge-in: stop playing at once; start_turn interrupts the agent
                 log.info("barge-in agent=%s", self._agent)
@@ -648,6 +679,8 @@ class Supervisor:
     def _turn_start_pending(self, pending: bool) -> None:
         if self._uplink is not None:
             self._uplink.set_turn_pending(pending)
+        if not pending and self._policy.agent_state == "listening":
+            self._listening_for_press()  # the agent answered the press's start_turn: it listens for this press
 
     def _flush_turns(self) -> None:
         att = self._attempt

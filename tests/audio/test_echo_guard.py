@@ -110,7 +110,7 @@ class FakeEars:
     def now_index(self) -> int:
         return 0
 
-    def reader(self, start_index: int, *, reuse: bool = False):
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True):
         ears = self
 
         class Reader:

@@ -19,7 +19,8 @@ from device.core.vocabulary import Event, MicLost, MicRestored
 
 pytestmark = pytest.mark.audio
 
-PLAIN = AudioConfig(echo_cancellation=False, noise_suppression=False, high_pass_filter=False,
+# at the rig's own rate (48 kHz): what goes in comes out sample for sample, no resampler in between
+PLAIN = AudioConfig(sample_rate=48000, echo_cancellation=False, noise_suppression=False, high_pass_filter=False,
                     auto_gain_control=False, volume=1.0, jitter_ms=20, reopen_backoff_max_s=0.5)
 
 

@@ -35,8 +35,8 @@ class HandDriven:
     def now_index(self) -> int:
         return self.pump.ring.total
 
-    def reader(self, start_index: int, *, reuse: bool = False) -> FrameReader:
-        return FrameReader(self.pump, start_index, reuse=reuse)
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True) -> FrameReader:
+        return FrameReader(self.pump, start_index, reuse=reuse, live=live)
 
     async def say(self, audio: np.ndarray) -> None:
         """Deliver `audio` block by block, letting the loop run between blocks (as PortAudio paces them)."""
@@ -110,3 +110,15 @@ async def test_the_listener_gathers_a_batch_between_wake_ups_but_never_falls_beh
     assert listener._reader is not None and listener._reader.available() < BATCH_S * RATE  # caught up
     assert max(fed) == RATE * 200 // 1000  # the backlog went in 0.2 s pieces
     await listener.stop()
+
+
+async def test_listening_for_the_wake_word_leaves_the_device_idle(two_phrases):
+    ears = HandDriven()
+    listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), lambda d: None)
+    listener.start()
+    await ears.say(two_phrases[: RATE // 2])
+    # no echo canceller, no wake-up every block: the pump stays idle
+    assert ears.capture.wake_every > 1 and not ears.pump.live()
+    assert ears.pump.raw_since is not None
+    await listener.stop()
+

@@ -195,3 +195,70 @@ def test_the_capture_callback_allocates_nothing_that_grows_with_audio(rate: int,
     assert peak - base < 300
     assert current - base < 300  # and nothing accumulates over 2,000 calls
     assert cap.callbacks == 2100 and cap.input_overflows == 2000 and wakes == 2100
+
+
+# ---- work on demand: the APM and every-block wake-ups only while something is live ------------------------------
+
+
+def hpf() -> FrameProcessor:
+    """A real APM with only the high-pass filter: it changes every sample of a ramp, deterministically."""
+    return FrameProcessor(RATE, echo_cancellation=False, noise_suppression=False, high_pass_filter=True,
+                          auto_gain_control=False, frames_per_call=2)
+
+
+def processing_rig() -> tuple[Capture, Pump]:
+    pump = Pump(RATE, 2.0, hpf(), None)
+    cap = Capture(RATE, BLOCK, 10, wake=lambda: None)
+    pump.attach(cap)
+    return cap, pump
+
+
+def ring_copy(pump: Pump, first: int, n: int) -> np.ndarray:
+    out = np.zeros(n, np.int16)
+    pump.ring.read(first, out)
+    return out
+
+
+def test_idle_the_ring_holds_the_mic_as_captured_and_the_loop_wakes_every_100_ms():
+    cap, pump = processing_rig()
+    feed(cap, pump, 0, 10)
+    assert pump.raw_since == 0
+    assert np.array_equal(ring_copy(pump, 0, 10 * BLOCK), expected(0, 10 * BLOCK))  # no APM ran
+    assert cap.wake_every == 5  # 20 ms blocks: a wake-up every 100 ms
+
+
+def test_a_session_mark_in_the_idle_stretch_is_processed_from_the_mark_at_the_same_indices():
+    cap, pump = processing_rig()
+    feed(cap, pump, 0, 25)  # 500 ms idle
+    mark = pump.ring.total - 300 * RATE // 1000
+    reader = FrameReader(pump, mark)  # a session's mic (live)
+    feed(cap, pump, 25, 5)  # and it goes on, processed block by block
+    reference = hpf()  # the same APM run from the mark over what was captured
+    want = expected(mark, pump.ring.total - mark)
+    reference.process(want)
+    got = ring_copy(pump, mark, pump.ring.total - mark)
+    assert np.array_equal(got, want)
+    assert np.array_equal(ring_copy(pump, 0, mark), expected(0, mark))  # before the mark: as captured
+    assert cap.wake_every == 1 and pump.raw_since is None
+    reader.close()
+    feed(cap, pump, 30, 1)
+    assert cap.wake_every == 5 and pump.raw_since == pump.ring.total - BLOCK  # idle again
+
+
+def test_a_reader_that_is_not_live_changes_nothing():
+    cap, pump = processing_rig()
+    feed(cap, pump, 0, 5)
+    detector = FrameReader(pump, 0, live=False)
+    feed(cap, pump, 5, 5)
+    assert cap.wake_every == 5 and pump.raw_since == 0
+    assert np.array_equal(ring_copy(pump, 0, 10 * BLOCK), expected(0, 10 * BLOCK))
+    detector.close()
+
+
+def test_the_callback_wakes_the_loop_once_per_wake_every_blocks():
+    woken: list[int] = []
+    cap = Capture(RATE, BLOCK, 10, wake=lambda: woken.append(cap.callbacks))
+    cap.wake_every = 3
+    for k in range(7):
+        cap.callback(block_bytes(k), BLOCK, TIME_INFO, 0)
+    assert woken == [3, 6]

@@ -90,6 +90,18 @@ def test_volume_scales_what_is_pushed_after_it_changes():
     assert (out[:BLOCK] == 500).all() and (out[BLOCK:] == 1000).all()
 
 
+def test_a_volume_handed_to_a_mixer_is_not_scaled_here_and_every_change_goes_to_it():
+    player = Player(RATE, jitter_ms=20, volume=0.5)
+    applied: list[float] = []
+    player.hand_volume_to(0.3, applied.append)
+    assert player.volume == 0.3 and applied == []  # the mixer's own level, taken as it is
+    player.push(frame(np.full(BLOCK, 1000, dtype=np.int16), RATE))
+    assert (pull(player) == 1000).all()  # the mixer scales, not the player
+    player.volume = 0.4
+    player.volume = 1.5
+    assert applied == [0.4, 1.0] and player.volume == 1.0
+
+
 @pytest.mark.parametrize("rate", [16000, 24000, 48000])
 def test_frames_at_any_rate_are_resampled_to_the_device_rate_at_the_right_pitch(rate: int):
     player = Player(RATE, jitter_ms=20, volume=1.0)

@@ -32,7 +32,8 @@ def said(speech, voice: str = "en-us", wpm: int = 150):
 async def test_okay_nabu_said_in_the_room_is_heard_with_ring_indices_on_the_phrase(audio_rig, speech, tmp_path):
     clip = said(speech)
     wav = write_wav(tmp_path / "okay-nabu.wav", clip.samples)
-    engine = AudioEngine(AudioConfig())  # the defaults: echo canceller, noise suppression, high-pass on
+    # the default DSP (echo canceller, noise suppression, high-pass on) at the corpus's 48 kHz
+    engine = AudioEngine(AudioConfig(sample_rate=RATE))
     heard: list[Detection] = []
     chunks: list[tuple[int, np.ndarray]] = []
     detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
@@ -83,7 +84,7 @@ async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig
     alone keeps the agent saying "okay nabu" from waking the device (the guard even with the mic's cutoff lowered
     while the speaker plays). Without both (the control) the same audio wakes it every time."""
     clips = positive_clips(speech, "okay_nabu")[:3]
-    engine = AudioEngine(AudioConfig(echo_cancellation=echo_cancellation))
+    engine = AudioEngine(AudioConfig(sample_rate=RATE, echo_cancellation=echo_cancellation))
     heard: list[Detection] = []
     if guard_on:
         listener, guard = guarded(engine, heard)

@@ -140,13 +140,16 @@ async def exercise_livekit() -> list[str]:
 
 
 async def exercise_session_process() -> str:
-    """A session child (device.session.host) under the same filter: fork/exec, a socketpair, its livekit import."""
+    """A session child (device.session.host) under the same filter: fork/exec, socketpairs, the shared ring, its
+    livekit import."""
     import types
 
+    from device.audio.shared import SharedRing
     from device.config.schema import Config, LiveKitConfig
     from device.session.remote import RemoteSupervisor
 
-    audio = types.SimpleNamespace(sample_rate=48000, player=types.SimpleNamespace(volume=0.5))
+    ring = SharedRing(4800)  # the mic ring in shared memory (memfd_create, a shared mapping) the child maps
+    audio = types.SimpleNamespace(sample_rate=48000, player=types.SimpleNamespace(volume=0.5), ring_fd=ring.fd)
     config = Config(livekit=LiveKitConfig(token_source="literal", url="ws://127.0.0.1:9", token="x.y.z"))
     sup = RemoteSupervisor(config, audio, lambda event: None)  # type: ignore[arg-type]
     try:

@@ -198,6 +198,31 @@ def test_every_control_command_through_the_real_daemon(workdir, audio_rig, proce
         endpoint.close()
 
 
+def test_the_volume_commands_move_the_alsa_mixer_control_the_daemon_was_given(workdir, audio_rig) -> None:
+    """audio.mixer on the rig's real ALSA control interface (`amixer -D pulse`: alsa-plugins' ctl.pulse, which
+    moves the sound server's sink): the level it had is the device's volume, the commands (the same event as the
+    volume buttons) step the control, the samples are not scaled a second time."""
+    config = base_config(workdir)
+    config["audio"] |= {"mixer": "Master", "mixer_device": "pulse", "volume": 0.9}
+
+    def sink() -> int:
+        return int(audio_rig.pactl("get-sink-volume", "spk").split("/")[1].strip().rstrip("%"))
+
+    audio_rig.pactl("set-sink-volume", "spk", "50%")
+    try:
+        with start(workdir, audio_rig, config) as d:
+            d.wait_ready()
+            assert d.snapshot()["volume"] == 0.5  # the control's level, not audio.volume
+            assert d.command("volume-up") == {"type": "ok"}
+            wait_until(lambda: sink() == 60, 10, "the sink at 60 %")
+            for _ in range(3):
+                assert d.command("volume-down") == {"type": "ok"}
+            wait_until(lambda: sink() == 30, 10, "the sink at 30 %")
+            assert d.snapshot()["volume"] == pytest.approx(0.3)
+    finally:
+        audio_rig.pactl("set-sink-volume", "spk", "100%")
+
+
 def test_a_mic_missing_at_start_is_failed_mic_unavailable_until_the_source_comes_back(workdir, audio_rig) -> None:
     with mic_gone(audio_rig):
         d = start(workdir, audio_rig)

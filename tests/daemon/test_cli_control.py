@@ -35,7 +35,8 @@ async def daemon() -> AsyncIterator[tuple[ControlServer, Recorder]]:
     recorder = Recorder()
     session = SessionStatus(agent=AgentStatus("agent-1", "listening"),
                             transcripts=(TranscriptLine("agent-1", "Hello, how can I help?"),),
-                            metrics=SessionMetrics(sessions=3, failures={"auth": 1}, press_to_listening_ms=412))
+                            metrics=SessionMetrics(sessions=3, failures={"auth": 1}, press_to_listening_ms=412,
+                                                   press_to_listening_recent_ms=(95, 412)))
     snap = DeviceStatus("muted", None, muted=True, volume=0.8, session=session)
     server = ControlServer(Path(d) / "control.sock", recorder, lambda: snap)
     await server.start()
@@ -51,7 +52,8 @@ async def test_status_prints_state_and_metrics(daemon) -> None:
     assert out.splitlines() == ["state: muted", "volume: 0.80 (muted)", "agent: agent-1 (listening)", "transcripts:",
                                 "  agent-1: Hello, how can I help?", "metrics:", "  sessions: 3",
                                 "  reconnects: 0", "  failures:", "    auth: 1", "  preconnect_bytes_sent: 0",
-                                "  press_to_listening_ms: 412", "  mic_open: False", "  reloads: 0"]
+                                "  press_to_listening_ms: 412", "  press_to_listening_recent_ms: [95, 412]",
+                                "  mic_open: False", "  reloads: 0"]
 
 
 async def test_status_json_prints_the_snapshot_message(daemon) -> None:

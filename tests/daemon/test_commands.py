@@ -27,8 +27,9 @@ def test_simulate_only_commands_are_refused_and_not_offered_without_simulate() -
 
 
 def test_commands_that_are_events_make_the_event_of_the_machine() -> None:
-    from device.core.vocabulary import EndRequested, MuteRequested, StartRequested
+    from device.core.vocabulary import EndRequested, MuteRequested, Pressed, StartRequested
 
     made = {name: spec.event() for name, spec in COMMANDS.items() if spec.event is not None}
     assert made == {"start": StartRequested(), "end": EndRequested("control"), "mute": MuteRequested(True),
-                    "unmute": MuteRequested(False)}
+                    "unmute": MuteRequested(False), "volume-up": Pressed("volume_up"),
+                    "volume-down": Pressed("volume_down")}

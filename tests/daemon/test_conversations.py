@@ -121,7 +121,7 @@ class Ears:
     def capture_time(self, index: int) -> float:
         return 0.0
 
-    def reader(self, start_index: int, *, reuse: bool = False):
+    def reader(self, start_index: int, *, reuse: bool = False, live: bool = True):
         self.readers += 1
 
         class Reader:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
+from device.audio.shared import SharedRing
 from device.session.tokens import Credentials, TokenRequest
 
 # ---- time -------------------------------------------------------------------------------------------------------
@@ -88,10 +89,14 @@ class FakePlayer:
     def __init__(self) -> None:
         self.frames: list[Any] = []
         self.flushes = 0
+        self.ends = 0
         self.volume = 0.8
 
     def push(self, frame: Any) -> None:
         self.frames.append(frame)
+
+    def end(self) -> None:
+        self.ends += 1
 
     def flush(self) -> None:
         self.flushes += 1
@@ -118,6 +123,15 @@ class FakeReader:
         self.pos += n
         return first, self.port.samples[first : first + n].copy()
 
+    async def advance(self) -> int:
+        while not self.closed and self.pos >= self.port.produced:
+            self.port.changed.clear()
+            await self.port.changed.wait()
+        if self.closed:
+            raise StopAsyncIteration
+        self.pos = self.port.produced
+        return self.pos
+
     def close(self) -> None:
         self.closed = True
         self.port.changed.set()
@@ -134,9 +148,19 @@ class FakeAudioPort:
         self.changed = asyncio.Event()
         self.chunk = sample_rate * chunk_ms // 1000
         self.readers: list[FakeReader] = []
+        self._ring: SharedRing | None = None  # for session processes, made when one asks
+
+    @property
+    def ring_fd(self) -> int:
+        if self._ring is None:
+            self._ring = SharedRing(self.sample_rate * 120)
+            self._ring.write(self.samples)
+        return self._ring.fd
 
     def _append(self, data: np.ndarray) -> None:
         self.samples = np.concatenate([self.samples, data])
+        if self._ring is not None:
+            self._ring.write(data)
         self.produced += len(data)
         self.changed.set()
 
@@ -225,7 +249,8 @@ class FakeMedia:
     def mic_track(self, source: FakeSource) -> FakeTrack:
         return FakeTrack()
 
-    def audio_stream(self, track: Any, sample_rate: int) -> FakeAudioStream:
+    def audio_stream(self, track: Any, sample_rate: int, frame_ms: int) -> FakeAudioStream:
+        self.frame_ms = frame_ms
         self.streams.append(FakeAudioStream(track))
         return self.streams[-1]
 

@@ -11,7 +11,7 @@ import pytest
 
 from device.config.schema import Config, LiveKitConfig
 from device.session.ipc import MAX_MESSAGE, Channel, ChannelClosed, encode
-from device.session.protocol import Chunk, Hello, Status
+from device.session.protocol import Hello, Play, Status
 from device.session.status import SessionStatus
 
 
@@ -25,12 +25,12 @@ async def test_messages_arrive_whole_and_in_order_with_the_configs_read_only_map
     a, b = await Channel.open(a_sock), await Channel.open(b_sock)
     config = Config(livekit=LiveKitConfig(attributes=types.MappingProxyType({"room": "kitchen"})))
     a.send(Hello(config, "device-1", False, 0.8, 48000, None, (("", 20),)))
-    a.send(Chunk(1, 480, b"\x01\x00" * 480))
+    a.send(Play(b"\x01\x00" * 480, 48000, 1, 480))
     await a.drain()
     hello = await b.recv()
     assert isinstance(hello, Hello) and hello.config == config
     assert isinstance(hello.config.livekit.attributes, types.MappingProxyType)
-    assert await b.recv() == Chunk(1, 480, b"\x01\x00" * 480)
+    assert await b.recv() == Play(b"\x01\x00" * 480, 48000, 1, 480)
     a.close()
     with pytest.raises(ChannelClosed):
         await b.recv()

@@ -16,8 +16,6 @@ from device.session.status import SessionStatus
 EXAMPLES: list[p.Message] = [
     p.Hello(Config(), "device-1", True, 0.5, 16000, "tests.session.hostfactory:scripted", (("", 20),)),
     p.Call(7, p.StartCall(mark=480, session=3)),
-    p.Chunk(1, 960, b"\x00\x01" * 160),
-    p.Eof(1),
     p.Close(),
     p.Ready(1234),
     p.StartFailed("ImportError: no livekit"),
@@ -27,6 +25,7 @@ EXAMPLES: list[p.Message] = [
     p.Status(SessionStatus(phase="connected", room="r1")),
     p.Emitted(SessionFailed(FailureReason.AUTH, "401", None, session=3)),
     p.Play(b"\x00\x00" * 480, 48000, 1, 480),
+    p.PlayEnd(),
     p.Flush(),
     p.Volume(0.25),
     p.Over(),

@@ -323,3 +323,10 @@ async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent
         assert len(audio.player.frames) == 2
     finally:
         await sup.aclose()
+
+
+def test_the_spare_child_looks_at_its_status_once_a_second_and_a_session_ten_times() -> None:
+    from device.session.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
+
+    assert status_every(False) == BEAT_EVERY_S == 1.0
+    assert status_every(True) == STATUS_EVERY_S == 0.1

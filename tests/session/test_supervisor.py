@@ -23,7 +23,7 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session.preconnect import TOPIC
-from device.session.speech import VAD_RELEASE_S, EnergyGate, VoiceGate
+from device.session.speech import VAD_RELEASE_S, EnergyGate, VadGate
 from device.session.status import AgentStatus, TranscriptLine, TurnsStatus
 from device.session.supervisor import SessionError
 from tests.session.conftest import make_config
@@ -86,10 +86,32 @@ async def test_avatar_publishing_on_behalf_of_the_agent_is_not_taken_for_the_age
 
     rig.room.publish_agent_audio(avatar)
     await rig.settle()
-    frame = rtc.AudioFrame(np.zeros(160, np.int16).tobytes(), RATE, 1, 160)
+    frame = rtc.AudioFrame(np.full(160, 1000, np.int16).tobytes(), RATE, 1, 160)
     rig.media.streams[0].queue.put_nowait(frame)
     await rig.settle()
     assert rig.audio.player.frames == [frame]
+
+
+async def test_the_agents_silence_between_replies_is_not_played_and_its_end_is_told(make_rig):
+    rig = make_rig()
+    await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.publish_agent_audio(agent)
+    await rig.settle()
+    assert rig.media.frame_ms == 40  # batched natively: one event per 40 ms
+
+    def frame(level: int) -> rtc.AudioFrame:
+        return rtc.AudioFrame(np.full(640, level, np.int16).tobytes(), RATE, 1, 640)
+
+    stream = rig.media.streams[0].queue
+    for level in [0] * 5 + [3000] * 3 + [0] * 20 + [-2000] + [0] * 3:  # silence, a reply, 0.8 s quiet, a word
+        stream.put_nowait(frame(level))
+    await rig.settle()
+    played = [int(np.frombuffer(bytes(f.data), np.int16)[0]) for f in rig.audio.player.frames]
+    # the reply and its first 0.5 s of quiet (pauses between words are played), then nothing until the next word
+    assert played == [3000] * 3 + [0] * 12 + [-2000] + [0] * 3
+    assert rig.audio.player.ends == 1  # told once, when the quiet after the reply began to be dropped
 
 
 async def test_a_second_start_while_a_session_runs_is_ignored(make_rig):
@@ -580,6 +602,72 @@ async def test_press_to_listening_latency_is_measured_on_the_clock(make_rig):
     assert rig.sup.status().metrics.press_to_listening_ms == 1500
 
 
+async def test_press_to_listening_is_recorded_once_per_press_over_several_turns(make_rig):
+    rig = make_rig()  # push-to-talk: turns through the agent's RPCs
+    await rig.sup.start_turn(0)
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.run_for(0.4)
+    rig.room.set_agent_state(agent, "listening")  # first press: 400 ms until the agent listens
+    await rig.settle()
+    await rig.sup.end_turn()
+    for reply_s in (3.0, 5.0):  # the agent answers, then listens again: no press is waiting for that
+        rig.room.set_agent_state(agent, "thinking")
+        await rig.run_for(0.5)
+        rig.room.set_agent_state(agent, "speaking")
+        await rig.run_for(reply_s)
+        rig.room.set_agent_state(agent, "listening")
+        await rig.run_for(1.0)
+        await rig.sup.start_turn()  # a later press finds it listening: answered when its start_turn returns
+        await rig.settle()
+        await rig.sup.end_turn()
+    metrics = rig.sup.status().metrics
+    assert metrics.press_to_listening_recent_ms == (400, 0, 0)
+    assert metrics.press_to_listening_ms == 0
+    assert [m for _, m, _ in rig.room.local_participant.rpc_calls].count("start_turn") == 3
+
+
+async def test_a_press_during_the_reply_is_answered_when_the_interrupted_agent_listens(make_rig):
+    rig = make_rig()
+    await rig.sup.start_turn(0)
+    agent = rig.room.agent_joins(state="listening")
+    await rig.settle()
+    await rig.sup.end_turn()
+    rig.room.set_agent_state(agent, "speaking")
+    await rig.run_for(1.0)
+    await rig.sup.start_turn()  # barge-in: start_turn returns while the agent still says `speaking`
+    await rig.settle()
+    await rig.run_for(0.3)
+    rig.room.set_agent_state(agent, "listening")
+    await rig.settle()
+    assert rig.sup.status().metrics.press_to_listening_recent_ms == (0, 300)
+
+
+async def test_a_press_to_an_agent_without_turn_calls_that_listens_is_answered_at_once(make_rig):
+    rig = make_rig()
+    await rig.sup.start_turn(0)
+    await rig.settle()
+    rig.room.local_participant.rpc_errors["start_turn"] = rtc.RpcError(1400, "unsupported method")
+    agent = rig.room.agent_joins(state="initializing")
+    await rig.run_for(0.2)
+    rig.room.set_agent_state(agent, "listening")
+    await rig.settle()  # the agent has no start_turn: the device falls back to its own turn detection
+    await rig.run_for(2.0)
+    await rig.sup.start_turn()
+    await rig.settle()
+    assert rig.sup.status().metrics.press_to_listening_recent_ms == (200, 0)
+
+
+async def test_recent_press_latencies_are_bounded_and_carried_over_children():
+    from device.session.status import PRESS_LATENCIES_KEPT, SessionMetrics
+
+    kept = SessionMetrics(press_to_listening_ms=5, press_to_listening_recent_ms=tuple(range(PRESS_LATENCIES_KEPT)))
+    child = SessionMetrics(press_to_listening_ms=90, press_to_listening_recent_ms=(80, 90))
+    total = kept + child
+    assert total.press_to_listening_recent_ms[-3:] == (PRESS_LATENCIES_KEPT - 1, 80, 90)
+    assert len(total.press_to_listening_recent_ms) == PRESS_LATENCIES_KEPT
+    assert total.press_to_listening_ms == 90
+
+
 # ---- turns ------------------------------------------------------------------------------------------------------
 
 
@@ -828,7 +916,7 @@ async def test_the_speech_gate_is_the_voice_detector_in_wake_word_mode_and_the_e
     await rig.sup.start(0, listen_from=3200)
     await rig.settle()
     gate = rig.sup._uplink.speech
-    assert isinstance(gate, VoiceGate) and gate.from_index == 3200 + int(VAD_RELEASE_S * 16000)
+    assert isinstance(gate, VadGate) and gate.from_index == 3200 + int(VAD_RELEASE_S * 16000)
     other = make_rig(mode="toggle", speech_threshold_dbfs=-40.0)
     await other.start()
     assert isinstance(other.sup._uplink.speech, EnergyGate) and other.sup._uplink.speech.threshold == -40.0

@@ -35,11 +35,13 @@ def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secr
 
     The echo canceller and noise suppressor are off unless `audio` turns them on: they reshape the test speech
     (and the echo canceller shifts its output by a few ms when the far end starts), so the pre-connect audio
-    would no longer be the WAV sample for sample. The APM has its own tests in tests/audio.
+    would no longer be the WAV sample for sample. The APM has its own tests in tests/audio. The pipeline runs at
+    the rig's 48 kHz (the default is 16 kHz) so that the agent hears the test WAV sample for sample, with no
+    resampler between them; tests/wire/test_demo.py runs the default rate end to end.
     """
     config = {
-        "audio": {"preroll_ms": preroll_ms, "echo_cancellation": False, "noise_suppression": False,
-                  "high_pass_filter": False, **(audio or {})},
+        "audio": {"sample_rate": 48000, "preroll_ms": preroll_ms, "echo_cancellation": False,
+                  "noise_suppression": False, "high_pass_filter": False, **(audio or {})},
         "controls": {"button": {"pin": 17, "hold_s": 10.0}, "leds": {"kind": "rgbled", "pins": [5, 6, 13]}},
         "livekit": {"token_source": "local", "url": url, "api_key": "devkey", "api_secret": api_secret,
                     "agent_name": "e2e-agent"},
