@@ -211,27 +211,31 @@ def _connected(daemon: Daemon, recording: RoomRecording | LazyRecording) -> None
 
 def _held_turn(daemon: Daemon, recording: RoomRecording | LazyRecording, audio_rig: Any, wav: Path,
                fault: Callable[[], None] | None = None, fault_after_s: float = 0.0, *,
-               warm: bool = False) -> HeldTurn:
+               warm: bool = False, speak_at_press: bool = False) -> HeldTurn:
     """Press, speak `wav` holding the button — `fault()` runs `fault_after_s` into the speech — release, and wait
     for the agent's final transcript and its answer. Cold (a new session): the press starts the session and the
-    speech starts once the mic is live. `warm`: the session is `_connected` first; the speech starts once the
-    agent has taken the turn (its input is off until then)."""
+    speech starts once the mic is live, or with `speak_at_press` at once (it rides the pre-connect buffer while the
+    room is joined). `warm`: the session is `_connected` first; the speech starts once the agent has taken the turn
+    (its input is off until then)."""
     if warm:
         _connected(daemon, recording)
     log_at = len(daemon.log())
     mark = daemon.mark()
     turns_before = len(recording.events("input_enabled")) if warm else 0  # cold: its room is not named yet
     daemon.ctl("press")
-    if not warm:
+    if not warm and not speak_at_press:
         daemon.wait_state("listening", timeout=40, after=mark)
         wait_for(lambda: _route(daemon) == "live", 15, "the device's mic to go live (the agent took the turn)")
-    wait_for(lambda: len(recording.events("input_enabled")) > turns_before, 15, "the agent to take the turn")
-    finals_before = len(recording.events("stt_final"))
+    if not speak_at_press:
+        wait_for(lambda: len(recording.events("input_enabled")) > turns_before, 15, "the agent to take the turn")
+    finals_before = 0 if speak_at_press else len(recording.events("stt_final"))
     player = play_into_mic(audio_rig.pulse_server, wav)
     if fault is not None:
         time.sleep(fault_after_s)
         fault()
     assert player.wait(timeout=60) == 0
+    if speak_at_press:
+        wait_for(lambda: len(recording.events("input_enabled")) > turns_before, 30, "the agent to take the turn")
     time.sleep(0.5)
     released_mark = daemon.mark()
     daemon.ctl("release")
@@ -249,9 +253,7 @@ def _held_turn(daemon: Daemon, recording: RoomRecording | LazyRecording, audio_r
 def test_ten_percent_loss_audio_keeps_flowing(server: Server, worker: Worker, start_daemon: Callable[..., Daemon],
                                                audio_rig: Any, talk: Path) -> None:
     """10 % of the device's packets dropped at random, both ways (media and signalling), from the moment the turn
-    is live until the agent has answered. (Not from before the join: the pre-connect buffer is raw 48 kHz PCM,
-    96 kB/s, on the reliable data channel, whose throughput under 10 % loss falls below that — the stream and the
-    start_turn RPC queued behind it then arrive seconds late; see README "Testing".)"""
+    is live until the agent has answered (from before the join: the next test)."""
     daemon = start_daemon(session={"idle_timeout_s": 600})
     try:
         turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk,
@@ -265,6 +267,30 @@ def test_ten_percent_loss_audio_keeps_flowing(server: Server, worker: Worker, st
     assert dropped > 0
     assert "failed" not in turn.states
     assert turn.share > 0.5, "audio stopped flowing under loss"
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_ten_percent_loss_from_before_the_join_the_speech_said_meanwhile_reaches_the_agent(
+        server: Server, worker: Worker, start_daemon: Callable[..., Daemon], audio_rig: Any, talk: Path,
+        rate: int) -> None:
+    """The same loss from before the press: the user speaks at once, while the token is fetched and the room
+    joined under loss, so the speech rides the pre-connect buffer: raw PCM at the pipeline's rate on the reliable
+    data channel (32 kB/s at the 16 kHz default, 96 kB/s at 48 kHz), retransmitted where the loss hits it."""
+    daemon = start_daemon(session={"idle_timeout_s": 600}, audio={"sample_rate": rate})
+    network.loss(server.ns, LOSS_PERCENT)
+    try:
+        turn = _held_turn(daemon, _recording_of(daemon, worker), audio_rig, talk, speak_at_press=True)
+        dropped = network.counted_packets(server.ns)
+    finally:
+        network.clear(server.ns)
+    sent = [line for line in turn.log.splitlines() if "pre-connect stream closed" in line]
+    print(f"{LOSS_PERCENT} % loss from before the join at {rate} Hz: {dropped} packets dropped; the agent's STT got "
+          f"{turn.heard_s:.2f} s of speech of {turn.played_s:.2f} s played ({turn.share:.0%}); press → listening "
+          f"{turn.press_to_listening_ms} ms; release → speaking {turn.release_to_speaking_s:.2f} s; {sent}")
+    assert dropped > 0
+    assert "failed" not in turn.states
+    assert sent and "reason=subscribed" in sent[0], "the pre-connect stream did not complete"
+    assert turn.share > 0.8, "the speech said while joining under loss did not reach the agent"
 
 
 def test_two_hundred_ms_delay_audio_keeps_flowing(server: Server, worker: Worker, workdir: Path,
