@@ -79,7 +79,7 @@ def alive(pid: int) -> bool:
     """Running (a zombie has exited; asyncio's child watcher reaps it)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting as it is read (ESRCH)
         return False
 
 
