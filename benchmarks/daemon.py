@@ -28,11 +28,14 @@
 - `*_pulseaudio_percent`: the virtual rig's sound server over the same windows. It is NOT in the figures above
   (nor in the peers'); it is reported so that work moved into the sound server (e.g. resampling for a device
   opened at another rate than the server's) shows.
+- `idle_cpu_wake_ratio`: idle CPU with the wake word on (`session.mode: wake_word`, the listener and its speaker
+  guard on the mic) against off (push_to_talk), the same config otherwise, alternating `--rounds` times in one run
+  (medians of each; goal ≤ 1.3).
+- `wake_to_listening_ms`: the daemon's own metric (the wake word's detection → the agent's `listening`), minus
+  the stub agent's scripted delay as above; "okay nabu, what time is it" said into the idle device, median over
+  `--sessions` conversations (each ended, then the device idle for 2 s).
 CPU and RSS are of the daemon and its session processes together (utime+stime of all their threads, plus
 children already reaped), from /proc; CPU as % of one core of this machine.
-- Hook for the wake word (issue 12): `wake_figures()` is where `idle_cpu_wake_ratio` goes once the daemon runs
-  the wake-word listener; until then it returns nothing (`wake_cpu_ratio_vs_livekit_wakeword` comes from
-  benchmarks/wakeword.py).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.stack import Bench, cpu_percents, footprint_bytes, proc_stats, tree_pids
+from benchmarks.stack import Bench, cpu_percent, cpu_percents, footprint_bytes, proc_stats, tree_pids
 from tests.wire.harness import PYTHON, LineProcess, mint_token
 
 AGENT_DELAY_S = 0.5
@@ -291,17 +294,66 @@ def inline_peer(bench: Bench, wav: Path, seconds: float) -> dict[str, Any]:
     return {"active_cpu_inline_percent": round(cpu, 2)}
 
 
+def wake_config(bench: Bench, url: str) -> dict[str, Any]:
+    config = bench.config(url, mode="wake_word")
+    config["wake_word"] = {"models": ["okay_nabu"], "follow_up_s": 30}
+    return config
+
+
+def wake_word_idle(bench: Bench, seconds: float, rounds: int) -> dict[str, Any]:
+    """Idle CPU, wake word on against off, the two alternating (this machine's load drifts)."""
+    on, off = [], []
+    for _ in range(rounds):
+        for cpus, config in ((on, wake_config(bench, "ws://127.0.0.1:9")), (off, bench.config("ws://127.0.0.1:9"))):
+            daemon = bench.daemon(config, in_netns=False)
+            daemon.wait_ready()
+            time.sleep(2.0)  # settle after start-up (its ready session process imports livekit meanwhile)
+            cpus.append(cpu_percent(daemon.pid, seconds))
+            daemon.signal(15)
+            daemon.wait(timeout=10)
+            daemon.close()
+    cpu_on, cpu_off = statistics.median(on), statistics.median(off)
+    return {"idle_cpu_wake_on_percent": round(cpu_on, 2), "idle_cpu_wake_off_percent": round(cpu_off, 2),
+            "idle_cpu_wake_ratio": round(cpu_on / max(0.01, cpu_off), 2),
+            "idle_cpu_wake_each": {"on": [round(x, 2) for x in on], "off": [round(x, 2) for x in off]}}
+
+
+def wake_to_listening(bench: Bench, sessions: int) -> dict[str, Any]:
+    """The wake word said into the idle device → the agent listening, the agent's scripted delay subtracted."""
+    from tests.wire.rig import play_into_mic
+
+    stub = bench.stub("--agent-delay", str(AGENT_DELAY_S))
+    daemon = bench.daemon(wake_config(bench, stub.url))
+    daemon.wait_ready()
+    wav = bench.speech_wav("okay nabu, what time is it", "wake", voice="en-us")
+    time.sleep(2.0)
+    agent_ms = (AGENT_DELAY_S + _agent_init_s()) * 1000
+    each = []
+    for _ in range(sessions):
+        mark = daemon.mark()
+        player = play_into_mic(bench.pulse_server, wav)
+        daemon.wait_status("listening", timeout=30, start=mark)
+        player.wait(timeout=30)
+        daemon.command("end")
+        daemon.wait_status("idle", timeout=30, start=mark)
+        each.append(float(daemon.snapshot()["conversations"]["wake_to_listening"]["last_ms"]) - agent_ms)
+        time.sleep(IDLE_BEFORE_PRESS_S)
+    daemon.signal(15)
+    daemon.wait(timeout=10)
+    return {"wake_to_listening_ms": round(statistics.median(each), 1),
+            "wake_to_listening_ms_each": [round(x, 1) for x in each]}
+
+
 def _agent_init_s() -> float:
     from tests.stubsfu.agent import AgentConfig
 
     return float(AgentConfig().init_s)
 
 
-def wake_figures(bench: Bench, seconds: float) -> dict[str, Any]:
-    """The hook for `idle_cpu_wake_ratio`: the daemon's idle CPU with the wake word listening / not listening, in
-    the same run, once the daemon runs the wake-word listener (a session mode that uses it; issue 12). Until then
-    nothing (benchmarks/wakeword.py measures the detector alone: `wake_cpu_ratio_vs_livekit_wakeword`)."""
-    return {}
+def wake_figures(bench: Bench, seconds: float, sessions: int, rounds: int) -> dict[str, Any]:
+    """`idle_cpu_wake_ratio` and `wake_to_listening_ms` (benchmarks/wakeword.py measures the detector alone:
+    `wake_cpu_ratio_vs_livekit_wakeword`)."""
+    return {**wake_word_idle(bench, seconds, rounds), **wake_to_listening(bench, sessions)}
 
 
 def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, turns: int = 2, rounds: int = 2
@@ -311,7 +363,7 @@ def run(seconds: float = 10.0, sessions: int = 5, repeats: int = 3, turns: int =
         result: dict[str, Any] = {}
         result.update(startup(bench, repeats))
         result.update(session_figures(bench, wav, sessions, turns, seconds, rounds))
-        result.update(wake_figures(bench, seconds))
+        result.update(wake_figures(bench, seconds, sessions, rounds))
         long_wav = bench.workdir / "long.wav"
         result.update(inline_peer(bench, long_wav, seconds))
         result["active_cpu_ratio_vs_inline"] = round(result["active_cpu_percent"]
@@ -330,6 +382,9 @@ ROWS = [
      ("press_to_listening_first_ms_p50", "press_to_listening_first_ms_p95"), "{:.0f} / {:.0f} ms"),
     ("pre-roll kept (audio before the press that reached the agent)", "preroll_kept_ms", "{:.0f} ms"),
     ("daemon idle CPU (mic open, no session)", "idle_cpu_percent", "{:.1f} % of a core"),
+    ("daemon idle CPU, wake word on / off (same run)", "idle_cpu_wake_on_percent", "{:.1f} % of a core"),
+    ("idle CPU ratio wake word on / off (goal ≤ 1.3)", "idle_cpu_wake_ratio", "{:.2f}"),
+    ("wake word → agent listening (agent delay subtracted, median)", "wake_to_listening_ms", "{:.0f} ms"),
     ("daemon idle RSS (with its ready session process)", "idle_rss_mb", "{:.1f} MB"),
     ("daemon idle RSS (the daemon process alone)", "idle_rss_daemon_mb", "{:.1f} MB"),
     ("daemon idle footprint (both, each shared page once)", "idle_footprint_mb", "{:.1f} MB"),
@@ -362,8 +417,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="CPU measuring windows (default 10)")
     p.add_argument("--sessions", type=int, default=5, help="sessions for press → listening (default 5)")
     p.add_argument("--turns", type=int, default=2, help="push-to-talk turns in each of those sessions (default 2)")
-    p.add_argument("--rounds", type=int, default=2, help="active windows of ours and each peer, alternating "
-                                                          "(default 2; medians)")
+    p.add_argument("--rounds", type=int, default=2, help="active windows of ours and each peer, and idle windows "
+                                                          "with the wake word on and off, alternating (default 2; "
+                                                          "medians)")
     p.add_argument("--repeats", type=int, default=3, help="start-ups and imports timed (default 3)")
 
 

@@ -25,9 +25,11 @@ def test_every_profile_loads(profile: str) -> None:
 
 def test_profiles_select_their_modes() -> None:
     modes = {p: load_config(ROOT / "config" / f"{p}.yaml", env={}).session.mode for p in PROFILES}
-    assert modes == {"kiosk": "push_to_talk", "smart-speaker": "always_on", "appliance": "toggle",
+    assert modes == {"kiosk": "push_to_talk", "smart-speaker": "wake_word", "appliance": "toggle",
                      "demo": "push_to_talk"}
-    assert load_config(ROOT / "config" / "smart-speaker.yaml", env={}).session.backoff.attempts == 0
+    speaker = load_config(ROOT / "config" / "smart-speaker.yaml", env={})
+    assert speaker.wake_word.models == ("okay_nabu",) and speaker.session.profile.wake_word
+    assert speaker.controls.button is not None and speaker.controls.button.double_press_s > 0  # double press: mute
 
 
 def _error(text: str, name: str = "kiosk.yaml") -> ConfigError:

@@ -43,6 +43,7 @@ class VoiceActivityDetector:
         self._quiet = 0  # consecutive frames below it while speaking
         self.speaking = False
         self.probability = 0.0  # the latest frame's score
+        self.voiced_until: int | None = None  # ring index just past the last frame inside a run of speech
 
     def feed(self, first_index: int, samples: np.ndarray) -> int | None:
         """Score whole 10 ms frames of pipeline audio starting at ring index `first_index`; the ring index where
@@ -60,12 +61,15 @@ class VoiceActivityDetector:
         self._run = self._quiet = 0
         self.speaking = False
         self.probability = 0.0
+        self.voiced_until = None
 
     def _frame(self, pcm16: np.ndarray) -> int | None:
         self.probability = p = self._vad.process_10ms(pcm16.tobytes())
         if p > self.threshold:
             self._run += 1
             self._quiet = 0
+            if self._run >= self._min_frames:
+                self.voiced_until = self._in.ring_index(self._in.position)
             if not self.speaking and self._run >= self._min_frames:
                 self.speaking = True
                 return self._in.ring_index(self._in.position - self._run * Frames16k.FRAME)

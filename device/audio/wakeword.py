@@ -91,7 +91,8 @@ class _Model:
         except Exception as e:  # the TFLite C API reports a bad file as a NULL tensor (RuntimeError) or worse
             raise ModelSpecError(f"{description.json_path}: the model could not be loaded ({e})") from None
         self.name = description.name
-        self.cutoff = description.cutoff if cutoff is None else cutoff
+        self.base_cutoff = description.cutoff if cutoff is None else cutoff
+        self.cutoff = self.base_cutoff  # the one in force (lowered while the speaker plays: see scale_cutoffs)
         self.window = description.sliding_window
         self._bind()
         self._probs = np.zeros(self.window, dtype=np.float64)
@@ -189,7 +190,13 @@ class WakeWordDetector:
 
     @property
     def cutoffs(self) -> dict[str, float]:
-        return {m.name: m.cutoff for m in self._models}
+        """Each model's configured cutoff."""
+        return {m.name: m.base_cutoff for m in self._models}
+
+    def scale_cutoffs(self, scale: float) -> None:
+        """Detect above `scale` × each configured cutoff from now on (1.0: as configured)."""
+        for m in self._models:
+            m.cutoff = m.base_cutoff * scale
 
     def take_peaks(self) -> dict[str, float]:
         """Each model's highest windowed probability since the last call (for tuning: `voice-device wake-test`)."""

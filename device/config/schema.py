@@ -163,7 +163,8 @@ class SessionConfig:
     mode: str = opt("push_to_talk", "how sessions start and end (the profile)", choices=tuple(MODES))
     connect_timeout_s: float = opt(10.0, "deadline for token + room connect", min=1.0, max=120.0)
     agent_connect_timeout_s: float = opt(20.0, "an agent must join and initialise within this", min=1.0, max=300.0)
-    idle_timeout_s: float = opt(30.0, "agent listening and no speech this long ends the session (0 = never)", min=0.0)
+    idle_timeout_s: float = opt(30.0, "agent listening and no speech this long ends the session (0 = never; "
+                                "wake_word mode: wake_word.follow_up_s instead)", min=0.0)
     max_session_s: float = opt(600.0, "longest session (0 = unlimited)", min=0.0)
     preconnect: bool = opt(True, "send audio captured before the agent joined (pre-connect protocol)")
     preconnect_max_s: float = opt(10.0, "longest pre-connect buffer; older audio is dropped", min=0.5, max=30.0)
@@ -223,11 +224,13 @@ class WakeWordConfig:
                               max=30.0)
     send_wake_phrase: bool = opt(
         True, "the agent's audio starts just before the wake phrase (it hears 'okay nabu, what time is it'); false: "
-        "it starts where the wake word was detected",
+        "it starts where the phrase is judged to have ended, which risks clipping the command: said straight on, "
+        "with no pause, that is where the wake word was detected, 0.1-0.9 s into what followed it",
     )
     follow_up_s: float = opt(
-        5.0, "after the agent's answer, listen this long for more without the wake word; the session ends when "
-        "nobody speaks (0 = end at once)", min=0.0, max=60.0,
+        5.0, "after each answer of the agent, listen this long for more without the wake word (speech judged by "
+        "the voice activity detector); the conversation ends when nobody speaks (0 = right after the answer; before "
+        "the first answer the window is at least 5 s, while the agent takes the command)", min=0.0, max=60.0,
     )
     vad_threshold: float = opt(
         0.7, "speech probability (pymicro-vad) above which a 10 ms frame counts as speech in the follow-up window "

@@ -148,7 +148,7 @@ class Board:
         """Show the machine's snapshot on the LEDs and views now (same loop tick as the transition)."""
         state, alerting = snapshot.state, snapshot.alerting
         if self.leds is not None:
-            self.leds.show(pattern_for(state, alerting=alerting))
+            self.leds.show(pattern_for(state, alerting=alerting, cue=snapshot.cue))
         for view in self._views:
             view.show(snapshot)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from device.config.schema import ControlsConfig
 from device.controls.board import Board, BoardError
-from device.controls.leds import Pattern, led_kind, pattern_for
+from device.controls.leds import CUES, Pattern, led_kind, pattern_for
 from device.core.vocabulary import DeviceState, Event
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ def walk(config: ControlsConfig) -> Iterator[tuple[str, Pattern]]:
     for state in DeviceState:
         yield f"pattern for {state}", pattern_for(state)
     yield f"pattern for {DeviceState.FAILED} after the alert", pattern_for(DeviceState.FAILED, alerting=False)
+    for cue, pattern in CUES.items():
+        yield f"cue {cue}", pattern
 
 
 async def run_gpio_test(config: ControlsConfig, *, simulate: bool, stdout: TextIO | None = None) -> int:

@@ -14,6 +14,11 @@
 | failed | red fast blink 0.1/0.1 s for the alert, then a dim red heartbeat (0.15 s every 2 s) |
 | reconnecting | amber slow blink, 1 s / 1 s |
 
+Two cues are laid over the state for a moment (the machine's `cue`, cleared by its timer), never over failed or
+muted: `heard` — the wake word was heard: one quick white flash (0.5 s, full brightness; ring: a white comet
+going round once), before the blue "connecting" blink; `over` — the conversation ended by itself (the follow-up
+window closed): a green fade to off over a second.
+
 Outputs degrade honestly: a plain LED shows colour-less on/off (pulses become a blink at the same period), a PWM
 LED shows brightness, an RGB LED colour and brightness, an APA102/DotStar ring the full animation.
 
@@ -34,6 +39,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from device.config.schema import LedsConfig
+from device.controls.machine import Cue
 from device.core.dynamic import GpioPinFactory
 from device.core.vocabulary import DeviceState
 
@@ -94,10 +100,21 @@ PATTERNS: dict[DeviceState, Pattern] = {
 }
 
 
-def pattern_for(state: DeviceState, *, alerting: bool = True) -> Pattern:
-    """The pattern of a displayed state; `alerting` (a fresh failure) picks the failed fast blink over the dim one."""
+# The machine's cues (controls/machine.py `Cue`), by name. A pulse starts at full: `heard` is one flash down and up in
+# its 0.5 s; `over`, shown for half its period, is a fade from full to off.
+CUES: dict[Cue, Pattern] = {
+    Cue.HEARD: Pattern(Look.PULSE, WHITE, 1.0, period_s=0.5, ring=RingMotion.SPIN),
+    Cue.OVER: Pattern(Look.PULSE, GREEN, 0.8, period_s=2.0),
+}
+
+
+def pattern_for(state: DeviceState, *, alerting: bool = True, cue: Cue | None = None) -> Pattern:
+    """The pattern of a displayed state; `alerting` (a fresh failure) picks the failed fast blink over the dim one;
+    `cue` lays a moment's pattern over any state but failed and muted."""
     if state is DeviceState.FAILED and not alerting:
         return FAILED_SETTLED
+    if cue is not None and state not in (DeviceState.FAILED, DeviceState.MUTED):
+        return CUES[cue]
     return PATTERNS[state]
 
 

@@ -10,6 +10,10 @@ What a snapshot holds — four facts that vary independently, never a flag that 
 - `turn_open`: push-to-talk only — the user is holding the button and their turn has been started. It decides
   whether a release must end a turn (a release after a long press that already ended the session must not).
 
+And one transient: `cue`, a short LED pattern laid over the state for a moment — `heard` when the wake word
+was heard (before "connecting" shows), `over` when a conversation ended by itself (the follow-up window closed)
+— cleared by the machine's own `cue` timer.
+
 Beside them, `session` numbers the sessions the machine asked for: `StartSession` carries the number, the
 supervisor stamps it on every report, and a report about an earlier session (an end confirmed after a new
 press) is stale and dropped before the table sees it.
@@ -29,10 +33,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from types import MappingProxyType
 
 from device.core.modes import GESTURE_ACTIONS, GESTURES, Mode, get_mode
 from device.core.vocabulary import (
+    CONVERSATION_OVER,
     AgentStateChanged,
     ArmTimer,
     CancelTimer,
@@ -46,6 +52,7 @@ from device.core.vocabulary import (
     EndTurn,
     Event,
     FailureReason,
+    Interrupt,
     LongPressed,
     MicLost,
     MicRestored,
@@ -65,12 +72,15 @@ from device.core.vocabulary import (
     StartSession,
     StartTurn,
     TimerFired,
+    Trigger,
+    WakeWordHeard,
 )
 
 log = logging.getLogger("device.controls.machine")
 
 FAILED_ALERT_TIMER = "failed-alert"
 FAILED_ALERT_S = 5.0  # the fast blink lasts this long, then the LED dims (the failure is still shown)
+CUE_TIMER = "cue"
 VOLUME_STEP = 0.1
 
 # lk.agent.state → what we show. "idle" is declared by the protocol but not set by AgentSession; components-js
@@ -125,6 +135,16 @@ Link = Down | Connecting | Up | Reconnecting | Failed
 LINKS: tuple[type, ...] = (Down, Connecting, Up, Reconnecting, Failed)
 
 
+class Cue(StrEnum):
+    """A moment's LED pattern over the state (see `controls/leds.py`)."""
+
+    HEARD = "heard"  # the wake word was heard
+    OVER = "over"  # the conversation ended by itself
+
+
+CUE_S: Mapping[Cue, float] = MappingProxyType({Cue.HEARD: 0.5, Cue.OVER: 1.0})
+
+
 # ---- the profile: what each gesture means -----------------------------------------------------------------
 
 _GESTURE_OF: Mapping[type, str] = MappingProxyType(
@@ -165,6 +185,7 @@ class Snapshot:
     turn_open: bool = False
     alerting: bool = False  # a shown failure is younger than FAILED_ALERT_S
     session: int = 0  # the number of the latest session asked for (0: none yet)
+    cue: Cue | None = None  # a moment's LED pattern over the state, until the `cue` timer
 
     @property
     def state(self) -> DeviceState:
@@ -250,10 +271,53 @@ def ignore(snap: Snapshot, event: Event, now: float) -> Result:
     return snap, []
 
 
+def _trigger(event: Event) -> Trigger:
+    return Trigger.COMMAND if isinstance(event, StartRequested) else Trigger.BUTTON
+
+
+def _with_cue(snap: Snapshot, cue: Cue, effects: list[Effect]) -> Result:
+    return replace(snap, cue=cue), [*effects, ArmTimer(CUE_TIMER, CUE_S[cue])]
+
+
 def begin_session(snap: Snapshot, event: Event, now: float) -> Result:
     # Show connecting at once (the press must feel instant); the supervisor confirms with SessionConnecting.
     n = snap.session + 1
-    return replace(snap, link=Connecting(), session=n), [StartSession(n), PlayEarcon("listening")]
+    return replace(snap, link=Connecting(), session=n), [StartSession(n, trigger=_trigger(event)),
+                                                         PlayEarcon("listening")]
+
+
+def _wake_applies(snap: Snapshot) -> bool:
+    # Mute means mute: the daemon stops listening while muted, and a detection already on its way is dropped here.
+    return snap.profile.mode.wake_word and not snap.muted
+
+
+def wake(snap: Snapshot, event: Event, now: float) -> Result:
+    """The wake word with no conversation running: one begins where the wake phrase was (or ended)."""
+    assert isinstance(event, WakeWordHeard)
+    if not _wake_applies(snap):
+        return snap, []
+    n = snap.session + 1
+    start = StartSession(n, mark=event.mark, trigger=Trigger.WAKE_WORD, listen_from=event.phrase_end)
+    return _with_cue(replace(snap, link=Connecting(), session=n), Cue.HEARD, [start, PlayEarcon("wake")])
+
+
+def _agent_speaking(snap: Snapshot) -> bool:
+    return isinstance(snap.link, Up) and snap.link.agent is DeviceState.SPEAKING
+
+
+def wake_barge_in(snap: Snapshot, event: Event, now: float) -> Result:
+    """The wake word during a conversation: while the agent speaks it interrupts it; otherwise the device is
+    listening already."""
+    if not _wake_applies(snap) or not _agent_speaking(snap):
+        return snap, []
+    return _with_cue(snap, Cue.HEARD, [Interrupt(), PlayEarcon("wake")])
+
+
+def interrupt(snap: Snapshot, event: Event, now: float) -> Result:
+    """A press while the agent speaks stops it (no push-to-talk turns: see `Interrupt`)."""
+    if not _agent_speaking(snap):
+        return snap, []
+    return snap, [Interrupt(), PlayEarcon("listening")]
 
 
 def begin_session_and_turn(snap: Snapshot, event: Event, now: float) -> Result:
@@ -338,7 +402,11 @@ def failed(snap: Snapshot, event: Event, now: float) -> Result:
 
 
 def ended(snap: Snapshot, event: Event, now: float) -> Result:
-    return replace(snap, link=Down(), turn_open=False), [PlayEarcon("stopped")]
+    assert isinstance(event, SessionEnded)
+    down = replace(snap, link=Down(), turn_open=False)
+    if snap.profile.mode.follow_up and event.reason in CONVERSATION_OVER:
+        return _with_cue(down, Cue.OVER, [PlayEarcon("conversation_end")])
+    return down, [PlayEarcon("stopped")]
 
 
 def mic_lost(snap: Snapshot, event: Event, now: float) -> Result:
@@ -354,6 +422,8 @@ def timer(snap: Snapshot, event: Event, now: float) -> Result:
     assert isinstance(event, TimerFired)
     if event.name == FAILED_ALERT_TIMER:
         return replace(snap, alerting=False), []
+    if event.name == CUE_TIMER:
+        return replace(snap, cue=None), []
     return snap, []  # a timer we no longer care about (cancelled too late): harmless
 
 
@@ -399,6 +469,7 @@ ACTIONS: dict[tuple[type, object], Handler] = _grid([
     ("toggle_session",  begin_session,           end_session,   end_session,   end_session,   begin_session),
     ("toggle_mute",     toggle_mute,             toggle_mute,   toggle_mute,   toggle_mute,   toggle_mute),
     ("mute_or_start",   begin_session,           toggle_mute,   toggle_mute,   toggle_mute,   toggle_mute),
+    ("converse",        begin_session,           _,             interrupt,     _,             begin_session),
     ("none",            _,                       _,             _,             _,             _),
 ])  # fmt: skip
 
@@ -407,6 +478,8 @@ ACTIONS: dict[tuple[type, object], Handler] = _grid([
 # there it starts a session only when none runs (after an explicit end).
 # Down ignores supervisor reports other than a new attempt: they are stale after we ended the session ourselves.
 # Failed ignores SessionEnded so a failure stays on show until the user or a retry moves on.
+# The wake word (only in a mode with `wake_word`, never while muted) starts a conversation from Down or Failed,
+# interrupts the agent while it speaks (Up), and means nothing while a session is being joined.
 TABLE: dict[tuple[type, object], Handler] = _grid([
     # event               Down           Connecting     Up             Reconnecting    Failed
     (Pressed,             gesture,       gesture,       gesture,       gesture,        gesture),
@@ -416,6 +489,7 @@ TABLE: dict[tuple[type, object], Handler] = _grid([
     (StartRequested,      begin_session, _,             _,             _,              begin_session),
     (EndRequested,        _,             end_session,   end_session,   end_session,    end_session),
     (MuteRequested,       set_mute,      set_mute,      set_mute,      set_mute,       set_mute),
+    (WakeWordHeard,       wake,          _,             wake_barge_in, _,              wake),
     (SessionConnecting,   connecting,    _,             connecting,    connecting,     connecting),
     (SessionBuffering,    _,             buffering,     buffering,     buffering,      buffering),
     (AgentStateChanged,   _,             agent_state,   agent_state,   remember_agent, _),

@@ -22,6 +22,7 @@ GESTURE_ACTIONS = (
     "toggle_session",
     "toggle_mute",
     "mute_or_start",
+    "converse",
     "none",
 )
 
@@ -36,6 +37,10 @@ class Mode:
     #                               is there to press a button (an explicit end still ends it: see the policy)
     idle_timeout: bool = True  # session.idle_timeout_s ends a session whose agent waits for speech
     max_length: bool = True  # session.max_session_s caps a session
+    wake_word: bool = False  # the daemon listens for `wake_word.models` on the device (not while muted); a
+    #                           detection starts a conversation, or interrupts the agent while it speaks
+    follow_up: bool = False  # the idle timer is the follow-up window (`wake_word.follow_up_s`, speech judged by a
+    #                           voice activity detector, not the energy gate); the agent marking the user away ends it
 
 
 def _gestures(press: str, release: str = "none", long_press: str = "none", double_press: str = "none"
@@ -54,6 +59,11 @@ MODES: Mapping[str, Mode] = MappingProxyType({
                       idle_timeout=False, max_length=False),
     # appliance: press to start, press again to end.
     "toggle": Mode("toggle", _gestures("toggle_session")),
+    # smart speaker: the wake word heard on the device starts a conversation; it ends when nobody speaks in the
+    # follow-up window after the agent's answer. A press starts one without the wake word (and stops the agent
+    # while it speaks); a long press ends it; a double press (with controls.button.double_press_s set) mutes.
+    "wake_word": Mode("wake_word", _gestures("converse", long_press="end_session", double_press="toggle_mute"),
+                      wake_word=True, follow_up=True),
 })
 
 

@@ -65,6 +65,21 @@ _MESSAGES = {
 }
 
 
+class Trigger(StrEnum):
+    """What asked for a session (the status counts conversations by it)."""
+
+    BUTTON = "button"
+    WAKE_WORD = "wake_word"
+    COMMAND = "command"  # `voice-device ctl start`, and always_on's start at boot
+
+
+# Why a wake-word conversation ended by itself (the follow-up window closed with nobody speaking, or the agent
+# reported the user away): the device says "conversation over" instead of "stopped".
+FOLLOW_UP_OVER = "follow-up-over"
+USER_AWAY = "user-away"
+CONVERSATION_OVER = frozenset({FOLLOW_UP_OVER, USER_AWAY})
+
+
 # ---- events: inputs of the device state machine -------------------------------------------------------------
 
 
@@ -107,6 +122,17 @@ class EndRequested(Event):
 @dataclass(frozen=True)
 class MuteRequested(Event):
     muted: bool
+
+
+# From the wake-word listener (device/audio/listener.py, through the daemon).
+@dataclass(frozen=True)
+class WakeWordHeard(Event):
+    """The wake word, heard on the device (the speaker guard has ruled out the device's own voice)."""
+
+    model: str
+    probability: float
+    mark: int  # ring index where the conversation's audio starts (the phrase's start or end: send_wake_phrase)
+    phrase_end: int  # ring index where the wake phrase ended: the user's speech counts from here
 
 
 # From the session supervisor.
@@ -153,7 +179,9 @@ class SessionFailed(SessionEvent):
 
 @dataclass(frozen=True)
 class SessionEnded(SessionEvent):
-    reason: str = ""  # "idle-timeout", "max-length", "requested", "agent-ended", ...
+    reason: str = ""  # "idle-timeout", "max-length", "requested", "agent-ended", FOLLOW_UP_OVER, ...
+    heard_user: bool | None = None  # whether the user spoke in it (after the wake phrase; None: not known) — a
+    #                                  wake-word conversation in which nobody spoke was most likely a false wake
 
 
 # From audio.
@@ -183,6 +211,9 @@ class Effect:
 @dataclass(frozen=True)
 class StartSession(Effect):
     session: int = 0  # the number its events will carry
+    mark: int | None = None  # ring index where its audio starts; None: `audio.preroll_ms` before now
+    trigger: Trigger = Trigger.BUTTON
+    listen_from: int | None = None  # ring index from which the user's speech counts (after the wake phrase)
 
 
 @dataclass(frozen=True)
@@ -203,6 +234,12 @@ class EndTurn(Effect):
 
 
 @dataclass(frozen=True)
+class Interrupt(Effect):
+    """Barge-in without push-to-talk turns (the wake word or a press while the agent speaks): the speaker stops at
+    once and the agent's audio is dropped until it stops speaking; the microphone goes on to the agent live."""
+
+
+@dataclass(frozen=True)
 class CancelTurn(Effect):
     pass
 
@@ -219,7 +256,7 @@ class ChangeVolume(Effect):
 
 @dataclass(frozen=True)
 class PlayEarcon(Effect):
-    name: str  # listening | stopped | error
+    name: str  # listening | stopped | error | wake | conversation_end
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from device.core.vocabulary import (
     EndSession,
     EndTurn,
     Event,
+    Interrupt,
     MuteRequested,
     PlayEarcon,
     SetMuted,
@@ -46,10 +47,12 @@ from device.core.vocabulary import (
 )
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
+from device.daemon.conversations import ConversationStats
 from device.daemon.notify import Notifier, watchdog_interval
 from device.daemon.saved import boot_clock, load, save, since_planned_restart, state_path
 from device.daemon.signals import SignalHandlers, stop_within
-from device.daemon.status import DeviceStatus, StatusOutlets
+from device.daemon.status import DeviceStatus, StatusOutlets, WakeStatus
+from device.daemon.wake import WakeService, build_wake
 from device.daemon.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -84,10 +87,16 @@ class Components:
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
         self.mixer: MixerVolume | None = None
+        self.wake: WakeService | None = None
+        self.wake_error: str | None = None
+        if config.session.profile.wake_word:
+            self.wake, self.wake_error = build_wake(config.wake_word, self.audio, app.feed)
 
     async def start(self, app: App) -> None:
         await self.audio.start()
         self.mixer = await attach_mixer(self.audio.player, self.config.audio.mixer, self.config.audio.mixer_device)
+        if self.wake is not None and not app.muted:  # mute means mute: not even the wake word is listened for
+            self.wake.start()
         self.board.show(self.snapshot)
         if app.simulate:
             from device.controls.simulator import Simulator
@@ -108,7 +117,14 @@ class Components:
             if self.simulator is not None:
                 self.simulator.close()
             self.board.close()
+            if self.wake is not None:
+                await self.wake.close()
             await self.audio.stop()
+
+    def wake_status(self) -> WakeStatus | None:
+        if self.wake is not None:
+            return self.wake.status()
+        return WakeStatus(error=self.wake_error) if self.wake_error else None
 
 
 class App:
@@ -128,6 +144,7 @@ class App:
         # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
         self.muted = config.daemon.boot_muted or load(self._saved_at).muted
         self.reloads = 0
+        self.conversations = ConversationStats()  # over the daemon's life, reloads included
         self.exit_code = EXIT_OK
         self._deferred_restart: asyncio.TimerHandle | None = None
 
@@ -143,6 +160,7 @@ class App:
         before = parts.snapshot.state, parts.snapshot.reason
         had_session = not isinstance(parts.snapshot.link, Down)
         parts.snapshot, effects = transition(parts.snapshot, event, time.monotonic())
+        self.conversations.observe(event)
         snap = parts.snapshot
         parts.board.show(snap)
         if had_session and isinstance(snap.link, Down) and snap.state is DeviceState.IDLE:
@@ -155,6 +173,8 @@ class App:
                 log.info("state state=%s", snap.state)
         self._publish_state()
         for effect in effects:
+            if isinstance(effect, StartSession):
+                self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if not parts.timers.apply(effect):
                 self._effects.put_nowait(effect)
 
@@ -215,8 +235,10 @@ class App:
             return
         audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
         match effect:
-            case StartSession(session=session):
-                await supervisor.start(audio.mark(preroll), session=session)
+            case StartSession(session=session, mark=mark, listen_from=listen_from):
+                # a wake word's mark is where its phrase began (or ended); a press's is the pre-roll before now
+                start = audio.mark(preroll) if mark is None else mark
+                await supervisor.start(start, session=session, listen_from=listen_from)
             case EndSession(reason=reason):
                 await supervisor.end(reason)
             case StartTurn(session=session):
@@ -225,9 +247,14 @@ class App:
                 await supervisor.end_turn()
             case CancelTurn():
                 await supervisor.cancel_turn()
+            case Interrupt():
+                audio.player.flush()  # at once, here: the speaker stops before the session process hears of it
+                await supervisor.interrupt()
             case SetMuted(muted=muted):
                 self.muted = muted
                 save(self._saved_at, replace(load(self._saved_at), muted=muted))
+                if parts.wake is not None:
+                    await parts.wake.set_muted(muted)
                 await supervisor.set_muted(muted)
             case ChangeVolume(delta=delta):
                 audio.player.volume = min(1.0, max(0.0, audio.player.volume + delta))
@@ -281,6 +308,8 @@ class App:
             flags=client_flags(snap),
             session=parts.supervisor.status(),
             audio=parts.audio.stats(),
+            wake=parts.wake_status(),
+            conversations=self.conversations.status(),
             reloads=self.reloads,
             reload_error=self._reload_error,
         )

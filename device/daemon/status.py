@@ -17,8 +17,9 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from device.audio.stats import AudioStats
 from device.controls.machine import ClientFlags
@@ -32,6 +33,39 @@ log = logging.getLogger("device.daemon.status")
 Listener = Callable[[str, str | None], None]
 _AUDIO_METRICS = ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
                   "input_reopens", "output_reopens")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Recent latencies of one kind (the last `count`, at most 32), in ms."""
+
+    count: int = 0
+    p50_ms: int | None = None
+    p90_ms: int | None = None
+    max_ms: int | None = None
+    last_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ConversationStatus:
+    """Conversations since the daemon started (device/daemon/conversations.py)."""
+
+    started: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # by Trigger
+    wake_without_speech: int = 0  # wake-word conversations that ended with nobody speaking: likely false wakes
+    wake_to_listening: Latency = Latency()  # wake word detected → the agent listening
+    press_to_listening: Latency = Latency()  # a press that started a conversation → the agent listening
+
+
+@dataclass(frozen=True)
+class WakeStatus:
+    """The wake word on the device (device/daemon/wake.py), in a mode that listens for one."""
+
+    listening: bool = False  # the listener runs (it does not while muted)
+    models: tuple[str, ...] = ()
+    detections: int = 0  # wake words heard and acted on
+    ignored_own_voice: int = 0  # heard on the mic within a moment of the speaker saying it: dropped
+    heard_on_speaker: int = 0  # the speaker guard's own detections on what the speaker played
+    error: str | None = None  # why there is no listener (a model that no longer loads)
 
 
 @dataclass(frozen=True)
@@ -49,6 +83,8 @@ class DeviceStatus:
     flags: ClientFlags = ClientFlags()
     session: SessionStatus = SessionStatus()
     audio: AudioStats | None = None
+    wake: WakeStatus | None = None
+    conversations: ConversationStatus = ConversationStatus()
     reloads: int = 0
     reload_error: str | None = None
 
@@ -70,10 +106,25 @@ class DeviceStatus:
             m.update({f"audio_{key}": getattr(self.audio, key) for key in _AUDIO_METRICS})
         if s.process is not None:  # session.process warm / on_demand: one child per session
             m["session_processes_started"] = s.process.started
+        m.update(self._conversation_metrics())
         m["mic_open"] = self.mic_open
         m["reloads"] = self.reloads
         if self.reload_error:
             m["reload_error"] = self.reload_error
+        return m
+
+    def _conversation_metrics(self) -> dict[str, JSON]:
+        c = self.conversations
+        m: dict[str, JSON] = {f"conversations_{trigger}": n for trigger, n in sorted(c.started.items())}
+        w = self.wake
+        if w is None:
+            return m
+        m.update(wake_listening=w.listening, wake_detections=w.detections, wake_ignored_own_voice=w.ignored_own_voice,
+                 wake_conversations_without_speech=c.wake_without_speech)
+        lat = c.wake_to_listening
+        if lat.count:
+            m.update(wake_to_listening_ms_p50=lat.p50_ms, wake_to_listening_ms_p90=lat.p90_ms,
+                     wake_to_listening_ms_max=lat.max_ms, wake_to_listening_count=lat.count)
         return m
 
 

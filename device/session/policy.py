@@ -8,9 +8,18 @@ actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them
 | agent        | connected and an agent is dispatched         | did-not-join / not-initialized failure           |
 | agent-gone   | the agent left (grace, or after a rejoin)    | agent-left failure (or ended if it left cleanly) |
 | idle         | agent listening, no turn held (ptt / toggle) | end "idle-timeout" (user speech re-arms it)       |
-| max          | session start (ptt / toggle)                 | end "max-length"                                 |
+|              | wake_word: the follow-up window              | end "follow-up-over"                             |
+| max          | session start (ptt / toggle / wake_word)     | end "max-length"                                 |
 | retry        | a failure with budget left                   | connect again                                    |
 | preconnect   | connected, no agent yet                      | drop the pre-connect buffer                      |
+
+In a mode with `follow_up` (wake_word) the idle timer is the follow-up window: `wake_word.follow_up_s` after the
+agent goes back to listening (its clock restarts each time the agent finishes speaking; the user's speech, judged
+by a voice activity detector, re-arms it) — except before the agent's first answer, when it is at least
+`FIRST_ANSWER_S`: the agent is still taking the command from the pre-connect buffer. The agent reporting the user
+`away` (`lk.agent.events`) ends the conversation too, once the agent has finished what it is saying.
+The policy also remembers whether the user spoke at all (`SessionEnded.heard_user`; speech heard while the agent
+speaks does not count: it may be the agent's own voice, echoed).
 
 The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
 BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
@@ -25,6 +34,8 @@ from enum import StrEnum
 from device.config.schema import SessionConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import (
+    FOLLOW_UP_OVER,
+    USER_AWAY,
     AgentStateChanged,
     Event,
     FailureReason,
@@ -39,6 +50,7 @@ from device.session.agent import READY_STATES
 from device.session.classify import RETRYABLE, classify_disconnect
 
 AGENT_LEFT_GRACE_S = 2.0
+FIRST_ANSWER_S = 5.0
 
 
 class Phase(StrEnum):
@@ -118,6 +130,11 @@ class UserSpeech(Input):
 
 
 @dataclass(frozen=True)
+class UserAway(Input):
+    """The agent marked the user away (`lk.agent.events` user_state_changed → away)."""
+
+
+@dataclass(frozen=True)
 class TurnBegan(Input):
     pass
 
@@ -170,12 +187,16 @@ _SESSION_TIMERS = ("agent", "agent-gone", "idle", "preconnect")
 
 
 class Policy:
-    def __init__(self, cfg: SessionConfig, *, dispatched: bool, rng: random.Random | None = None):
+    def __init__(self, cfg: SessionConfig, *, dispatched: bool, rng: random.Random | None = None,
+                 follow_up_s: float = 5.0):
+        """`follow_up_s`: `wake_word.follow_up_s`, the idle timer of a mode with `follow_up`."""
         self.cfg = cfg
         self.dispatched = dispatched
         profile = cfg.profile
         self.keeps_session = profile.keeps_session
-        self.idle_applies = profile.idle_timeout and cfg.idle_timeout_s > 0
+        self.follow_up = profile.follow_up
+        self.follow_up_s = follow_up_s
+        self.idle_applies = profile.idle_timeout and (self.follow_up or cfg.idle_timeout_s > 0)
         self.max_applies = profile.max_length and cfg.max_session_s > 0
         attempts = 0 if self.keeps_session else cfg.backoff.attempts  # nobody is there to press again
         self.backoff = Backoff(cfg.backoff.base_s, cfg.backoff.cap_s, attempts, rng)
@@ -187,6 +208,9 @@ class Policy:
         self.auth_retried = False
         self.turn_held = False
         self.idle_armed = False
+        self.answered = False  # the agent has spoken in this session
+        self.away = False  # the agent reported the user away; the session ends once it stops speaking
+        self.heard_user = False
         self._next_connect = Connect(fresh_token=True, new_room=True)
 
     # -- the transition function ------------------------------------------------------------------------------
@@ -216,7 +240,11 @@ class Policy:
             case TimerDue(name):
                 return self._timer(name)
             case UserSpeech():
+                # while the agent speaks, what the mic hears may be its own echo the canceller let through
+                self.heard_user = self.heard_user or self.agent_state != "speaking"
                 return self._rearm_idle() if self.idle_armed else []
+            case UserAway():
+                return self._user_away()
             case TurnBegan():
                 self.turn_held = True
                 return self._update_idle()
@@ -233,6 +261,7 @@ class Policy:
         self.backoff.reset()
         self.auth_retried = False
         self._forget_agent()
+        self.answered = self.heard_user = False
         self.phase = Phase.CONNECTING
         actions: list[Action] = [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True)]
         if self.max_applies:
@@ -274,7 +303,19 @@ class Policy:
         if state in READY_STATES:
             actions.append(Cancel("agent"))
             self.backoff.reset()  # a working session refills the retry budget
+        if state == "speaking":
+            self.answered = True
+        elif self.away and self.phase is Phase.CONNECTED:
+            return actions + self._end(USER_AWAY)  # it has said its goodbye
         return actions + self._update_idle()
+
+    def _user_away(self) -> list[Action]:
+        if not self.follow_up or self.phase is not Phase.CONNECTED:
+            return []
+        if self.agent_state == "speaking":
+            self.away = True
+            return []
+        return self._end(USER_AWAY)
 
     def _agent_left(self, deliberate: bool) -> list[Action]:
         self.agent_present = False
@@ -330,7 +371,7 @@ class Policy:
                 return self._end("agent-ended")
             return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
         if name == "idle" and self.idle_armed:
-            return self._end("idle-timeout")
+            return self._end(FOLLOW_UP_OVER if self.follow_up else "idle-timeout")
         if name == "preconnect" and not self.agent_present:
             return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
         return []
@@ -352,7 +393,12 @@ class Policy:
 
     def _rearm_idle(self) -> list[Action]:
         self.idle_armed = True
-        return [Arm("idle", self.cfg.idle_timeout_s)]
+        return [Arm("idle", self._idle_s())]
+
+    def _idle_s(self) -> float:
+        if not self.follow_up:
+            return self.cfg.idle_timeout_s
+        return self.follow_up_s if self.answered else max(self.follow_up_s, FIRST_ANSWER_S)
 
     def _cancel_idle(self) -> list[Action]:
         if not self.idle_armed:
@@ -364,6 +410,7 @@ class Policy:
         self.agent_present = self.agent_ever = self.agent_left_deliberately = False
         self.agent_state = None
         self.idle_armed = False
+        self.away = False
 
     def _fail(self, reason: FailureReason, detail: str, *, new_room: bool) -> list[Action]:
         actions: list[Action] = [Teardown(f"failed: {reason}"), *(Cancel(t) for t in _SESSION_TIMERS)]
@@ -383,4 +430,4 @@ class Policy:
         actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
         self._forget_agent()
         self.phase = Phase.IDLE
-        return [*actions, Cancel("max"), Emit(SessionEnded(reason))]
+        return [*actions, Cancel("max"), Emit(SessionEnded(reason, heard_user=self.heard_user))]

@@ -69,8 +69,9 @@ class SessionPort(Protocol):
     """A session supervisor as the daemon drives it. `session` is the device machine's number for the session a
     start begins; every event the session emits carries it, so a late report of an earlier one is recognised."""
 
-    async def start(self, mark: int, *, session: int = 0) -> None:
-        """Start a session whose audio begins at ring index `mark` (the pre-roll already included)."""
+    async def start(self, mark: int, *, session: int = 0, listen_from: int | None = None) -> None:
+        """Start a session whose audio begins at ring index `mark` (the pre-roll already included); the user's
+        speech counts from `listen_from` (after a wake phrase; default the mark)."""
         ...
 
     async def end(self, reason: str = "requested") -> None: ...
@@ -82,6 +83,11 @@ class SessionPort(Protocol):
     async def end_turn(self) -> None: ...
 
     async def cancel_turn(self) -> None: ...
+
+    async def interrupt(self) -> None:
+        """Barge-in without turns: the agent's audio is dropped until it stops speaking (the daemon has already
+        flushed its player)."""
+        ...
 
     async def set_muted(self, muted: bool) -> None: ...
 

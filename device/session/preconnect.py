@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from device.audio.levels import rms_dbfs
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
 from device.session.routing import Facts, Route, Step, decide
+from device.session.speech import SpeechGate
 from device.session.status import UplinkStatus
 
 if TYPE_CHECKING:
@@ -116,16 +116,18 @@ class Uplink:
         preconnect: bool,
         max_buffer_s: float,
         resend_s: float,
-        speech_threshold_dbfs: float,
+        speech: SpeechGate | None = None,
         on_speech: Callable[[], None] | None = None,
     ):
+        """`speech` judges each chunk (device/session/speech.py); `on_speech` hears about it, at most twice a
+        second while the user speaks."""
         self.reader = reader
         self.rate = sample_rate
         self.clock = clock
         self.preconnect = preconnect
         self.max_buffer_s = max_buffer_s
         self.resend_s = resend_s
-        self.threshold = speech_threshold_dbfs
+        self.speech = speech
         self.on_speech = on_speech
         self.route = Route.BUFFER if preconnect else Route.DISCARD
         self.buffer = ChunkBuffer(int(max_buffer_s * sample_rate))
@@ -283,11 +285,12 @@ class Uplink:
             self.gaps += 1
             log.warning("mic reader gap expected=%d got=%d", self._next_index, first)
         self._next_index = first + len(samples)
-        if self.muted or self.on_speech is None:
+        if self.muted or self.on_speech is None or self.speech is None:
             return
+        heard = self.speech.heard(first, samples)  # every chunk: a voice activity detector keeps state
         # at most two reports a second, counted in samples so tests need no wall clock
         due = self._last_speech is None or first - self._last_speech >= self.rate // 2
-        if due and rms_dbfs(samples) > self.threshold:
+        if due and heard:
             self._last_speech = first
             self.on_speech()
 

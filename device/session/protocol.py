@@ -38,6 +38,7 @@ MIC_EOF = -1
 class StartCall:
     mark: int
     session: int
+    listen_from: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class CancelTurnCall:
 
 
 @dataclass(frozen=True)
+class InterruptCall:
+    pass
+
+
+@dataclass(frozen=True)
 class SetMutedCall:
     muted: bool
 
@@ -81,8 +87,8 @@ class RefreshCall:
     pass
 
 
-Request = (StartCall | StartTurnCall | EndCall | EndTurnCall | CancelTurnCall | SetMutedCall | SendTextCall
-           | WaitQuietCall | RefreshCall)
+Request = (StartCall | StartTurnCall | EndCall | EndTurnCall | CancelTurnCall | InterruptCall | SetMutedCall
+           | SendTextCall | WaitQuietCall | RefreshCall)
 
 
 def starts_a_session(request: Request) -> bool:
@@ -92,8 +98,8 @@ def starts_a_session(request: Request) -> bool:
 async def perform(port: SessionPort, request: Request) -> None:
     """Carry out one call on the child's supervisor."""
     match request:
-        case StartCall(mark, session):
-            await port.start(mark, session=session)
+        case StartCall(mark, session, listen_from):
+            await port.start(mark, session=session, listen_from=listen_from)
         case StartTurnCall(mark, session):
             await port.start_turn(mark, session=session)
         case EndCall(reason):
@@ -102,6 +108,8 @@ async def perform(port: SessionPort, request: Request) -> None:
             await port.end_turn()
         case CancelTurnCall():
             await port.cancel_turn()
+        case InterruptCall():
+            await port.interrupt()
         case SetMutedCall(muted):
             await port.set_muted(muted)
         case SendTextCall(text):

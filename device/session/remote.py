@@ -49,6 +49,7 @@ from device.session.protocol import (
     EndTurnCall,
     Flush,
     Hello,
+    InterruptCall,
     Log,
     Message,
     OpenReader,
@@ -259,7 +260,8 @@ class Child:
             case Emitted(event):
                 owner.emit(event)
             case Play(data, rate, channels, samples):
-                owner.play(data, rate, channels, samples)
+                if not owner.interrupting:
+                    owner.play(data, rate, channels, samples)
             case PlayEnd():
                 owner.audio.player.end()
             case Flush():
@@ -330,6 +332,7 @@ class RemoteSupervisor:
         self._kept = SessionStatus()  # what retired children leave: metrics summed, last failure and transcripts
         self._session = 0  # the device machine's number of the latest session asked for
         self.closed = False
+        self.interrupting = False  # an InterruptCall is on its way: the agent's audio that arrives is dropped
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[None]] = set()
         self._silent_limit = silent_limit_s
@@ -341,8 +344,8 @@ class RemoteSupervisor:
 
     # ---- the Supervisor API ----------------------------------------------------------------------------------
 
-    async def start(self, mark: int, *, session: int = 0) -> None:
-        await self._start(StartCall(mark, session))
+    async def start(self, mark: int, *, session: int = 0, listen_from: int | None = None) -> None:
+        await self._start(StartCall(mark, session, listen_from))
 
     async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
         mark = self.audio.mark(self._cfg.audio.preroll_ms) if mark is None else mark
@@ -374,6 +377,15 @@ class RemoteSupervisor:
 
     async def cancel_turn(self) -> None:
         await self._if_running(CancelTurnCall())
+
+    async def interrupt(self) -> None:
+        # The agent's audio the child sent before it took the call is on its way still: the channel is ordered, so
+        # everything that arrives before the reply is from before the interruption, and is dropped too.
+        self.interrupting = True
+        try:
+            await self._if_running(InterruptCall())
+        finally:
+            self.interrupting = False
 
     async def set_muted(self, muted: bool) -> None:
         self._muted = muted

@@ -68,10 +68,12 @@ from device.session.policy import (
     TimerDue,
     TurnBegan,
     TurnFinished,
+    UserAway,
     UserSpeech,
 )
 from device.session.ports import AudioPort
 from device.session.preconnect import Uplink
+from device.session.speech import EnergyGate, SpeechGate, VadGate
 from device.session.status import (
     PRESS_LATENCIES_KEPT,
     AgentStatus,
@@ -81,7 +83,7 @@ from device.session.status import (
     TranscriptLine,
     TurnsStatus,
 )
-from device.session.text import CHAT_TOPIC, TRANSCRIPTION_TOPIC, Transcripts
+from device.session.text import AGENT_EVENTS_TOPIC, CHAT_TOPIC, TRANSCRIPTION_TOPIC, AgentEvents, Transcripts
 from device.session.tokens import TokenCache, TokenError, TokenRequest, TokenSource, build_request, make_token_source
 from device.session.turns import Turns
 from device.session.voice import STREAM_FRAME_MS, VoiceGate
@@ -172,10 +174,13 @@ class Supervisor:
         self._tokens = TokenCache(token_source or make_token_source(config.livekit), wall=wall)
         self._clock = clock or LoopClock()
         self._media = media or RtcMedia()
-        self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng)
+        self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng,
+                              follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
         self._transcripts = Transcripts()
+        self._agent_events = AgentEvents(self._user_away)
+        self._barging = False  # interrupted: the agent's audio is dropped until it stops speaking
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
         self._on_session_over = on_session_over
         self._request: TokenRequest | None = None
@@ -199,12 +204,12 @@ class Supervisor:
 
     # ---- public API ------------------------------------------------------------------------------------------
 
-    async def start(self, mark: int, *, session: int = 0) -> None:
+    async def start(self, mark: int, *, session: int = 0, listen_from: int | None = None) -> None:
         """Start a session whose audio begins at ring index `mark` (already includes the pre-roll); its events
-        carry `session`."""
+        carry `session`; the user's speech counts from `listen_from` (default: the mark)."""
         if self._closed:
             raise SessionError("the session supervisor is closed")
-        await self._submit(functools.partial(self._begin, mark, session))
+        await self._submit(functools.partial(self._begin, mark, session, listen_from))
 
     async def end(self, reason: str = "requested") -> None:
         await self._submit(Stop(reason))
@@ -225,6 +230,11 @@ class Supervisor:
 
     async def set_muted(self, muted: bool) -> None:
         await self._submit(functools.partial(self._set_muted, muted))
+
+    async def interrupt(self) -> None:
+        """Barge-in without turns: drop the agent's audio until it stops speaking (the daemon has flushed the
+        player); the mic goes on live, so the agent hears the user and stops."""
+        await self._submit(self._interrupt)
 
     async def send_text(self, text: str) -> None:
         """Send typed text to the agent on `lk.chat`."""
@@ -281,6 +291,7 @@ class Supervisor:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         await self._transcripts.aclose()
+        await self._agent_events.aclose()
 
     # ---- the worker ------------------------------------------------------------------------------------------
 
@@ -348,7 +359,7 @@ class Supervisor:
 
     # ---- session and attempts --------------------------------------------------------------------------------
 
-    def _begin(self, mark: int, session: int) -> list[Input]:
+    def _begin(self, mark: int, session: int, listen_from: int | None = None) -> list[Input]:
         self._session = session  # a start while one runs (e.g. waiting to retry) makes it the session asked for
         if self._policy.phase is not Phase.IDLE:
             log.info("start ignored: a session is already %s", self._policy.phase)
@@ -362,13 +373,19 @@ class Supervisor:
             preconnect=self._sc.preconnect,
             max_buffer_s=self._sc.preconnect_max_s,
             resend_s=self._sc.resend_after_reconnect_s,
-            speech_threshold_dbfs=self._sc.speech_threshold_dbfs,
+            speech=self._speech_gate(mark if listen_from is None else listen_from),
             on_speech=lambda: self._post(None, UserSpeech()),
         )
         self._uplink.set_muted(self._muted)
         self._uplink_task = asyncio.get_running_loop().create_task(self._uplink.run())
         self._turns.reset()
         return [Start()]
+
+    def _speech_gate(self, listen_from: int) -> SpeechGate:
+        """A voice activity detector where the follow-up window depends on it, the energy gate elsewhere."""
+        if self._sc.profile.follow_up:
+            return VadGate(self._audio.sample_rate, self._cfg.wake_word.vad_threshold, from_index=listen_from)
+        return EnergyGate(self._sc.speech_threshold_dbfs)
 
     async def _close_session(self) -> None:
         uplink, task = self._uplink, self._uplink_task
@@ -381,6 +398,7 @@ class Supervisor:
             await asyncio.gather(task, return_exceptions=True)
         self._turns.reset()
         self._request = None
+        self._barging = False
 
     def _connect(self, *, fresh: bool, new_room: bool) -> None:
         if self._identity is None:
@@ -432,6 +450,7 @@ class Supervisor:
         att.room = room
         self._wire(room, att)
         room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcripts.handler)
+        room.register_text_stream_handler(AGENT_EVENTS_TOPIC, self._agent_events.handler)
         options = rtc.RoomOptions(auto_subscribe=True, connect_timeout=max(1.0, self._sc.connect_timeout_s / 2))
         att.in_room_connect = True
         await room.connect(creds.server_url, creds.participant_token, options)
@@ -562,6 +581,9 @@ class Supervisor:
         return []
 
     def _agent_state(self, state: str) -> list[Input]:
+        if state != "speaking" and self._barging:
+            self._barging = False
+            log.info("agent stopped speaking after the interruption state=%s", state)
         if state == "listening":
             self._listening_for_press()
         if state in READY_STATES:
@@ -596,6 +618,8 @@ class Supervisor:
         gate = VoiceGate()
         player = self._audio.player
         async for event in stream:
+            if self._barging:
+                continue  # interrupted: dropped until the agent stops speaking (the player was flushed)
             frame = event.frame
             if gate.admit(np.frombuffer(frame.data, dtype=np.int16), frame.duration):
                 player.push(frame)
@@ -676,6 +700,15 @@ class Supervisor:
         if att is not None and att.track is not None:
             att.track.mute() if muted else att.track.unmute()
         log.info("mic muted=%s", muted)
+
+    def _interrupt(self) -> None:
+        if self._policy.agent_state == "speaking" and not self._barging:
+            self._barging = True
+            log.info("barge-in agent=%s: its audio is dropped until it stops speaking", self._agent)
+
+    def _user_away(self, identity: str) -> None:
+        if identity == self._agent:
+            self._post(None, UserAway())
 
     def _set_volume(self, volume: float) -> float:
         self._audio.player.volume = volume

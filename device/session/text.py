@@ -1,11 +1,20 @@
 """Text on the room: transcripts the agent sends on `lk.transcription` (final segments are logged and kept for
-status) and typed text the device sends on `lk.chat`."""
+status), the agent's session events on `lk.agent.events`, and typed text the device sends on `lk.chat`.
+
+`lk.agent.events` (livekit-agents' ClientEventsHandler, streamed to the linked participant): one text stream per
+event, its text a JSON object with a `type` — `agent_state_changed`, `user_state_changed` (`old_state`,
+`new_state`: speaking | listening | away), `conversation_item_added`, `user_input_transcribed`, `metrics_collected`,
+`function_tools_executed`, `error` — and `created_at`. The device acts on one: `user_state_changed` to `away`
+(AgentSession's `user_away_timeout`, 15 s by default), which hello-wakeword also ends its room on.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +25,7 @@ log = logging.getLogger("device.session.text")
 
 TRANSCRIPTION_TOPIC = "lk.transcription"
 CHAT_TOPIC = "lk.chat"
+AGENT_EVENTS_TOPIC = "lk.agent.events"
 FINAL_ATTR = "lk.transcription_final"
 TRACK_ATTR = "lk.transcribed_track_id"
 SEGMENT_ATTR = "lk.segment_id"
@@ -29,16 +39,33 @@ class Transcript:
     segment_id: str
 
 
-class Transcripts:
-    def __init__(self, keep: int = 10):
-        self.last: deque[Transcript] = deque(maxlen=keep)
+class StreamReaders:
+    """One task per incoming text stream of a topic: `room.register_text_stream_handler(TOPIC, x.handler)`;
+    `aclose()` cancels those still reading."""
+
+    def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def handler(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        """`room.register_text_stream_handler(TRANSCRIPTION_TOPIC, transcripts.handler)`"""
         task = asyncio.get_running_loop().create_task(self._read(reader, participant_identity))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Transcripts(StreamReaders):
+    """`lk.transcription`: final segments logged and the last `keep` kept."""
+
+    def __init__(self, keep: int = 10):
+        super().__init__()
+        self.last: deque[Transcript] = deque(maxlen=keep)
 
     async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
         try:
@@ -53,7 +80,29 @@ class Transcripts:
         self.last.append(t)
         log.info("transcript speaker=%s text=%r", identity, t.text)
 
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+def user_went_away(text: str) -> bool:
+    """Whether one `lk.agent.events` message says the user is away (anything unreadable says no)."""
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("type") == "user_state_changed" and event.get("new_state") == "away"
+
+
+class AgentEvents(StreamReaders):
+    """`lk.agent.events`: `on_away(identity)` when the agent reports the user away."""
+
+    def __init__(self, on_away: Callable[[str], None]) -> None:
+        super().__init__()
+        self._on_away = on_away
+
+    async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
+        try:
+            text = await reader.read_all()
+        except Exception as e:
+            log.debug("agent event stream failed sender=%s error=%s", identity, e)
+            return
+        if user_went_away(text):
+            log.info("agent reports the user away agent=%s", identity)
+            self._on_away(identity)

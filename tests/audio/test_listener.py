@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from device.audio.capture import Capture
-from device.audio.listener import WakeWordListener
+from device.audio.listener import BATCH_S, WakeWordListener
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
@@ -62,6 +62,7 @@ async def test_each_phrase_is_reported_once_and_a_failing_handler_does_not_stop_
 
     await ears.say(np.zeros(RATE, dtype=np.int16))  # a second before the listener starts: not listened to
     listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), handler)
+    listener.batch_s = 0.0  # this pump runs faster than real time: no batching wait
     listener.start()
     origin = ears.now_index()
     await ears.say(two_phrases)
@@ -77,6 +78,7 @@ async def test_a_stopped_listener_hears_nothing_and_starts_again_from_now(two_ph
     ears = HandDriven()
     heard: list[Detection] = []
     listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), heard.append)
+    listener.batch_s = 0.0
     listener.start()
     await listener.stop()
     await ears.say(two_phrases)  # said while stopped (muted)
@@ -86,6 +88,27 @@ async def test_a_stopped_listener_hears_nothing_and_starts_again_from_now(two_ph
     await ears.say(two_phrases)
     await asyncio.sleep(0.05)
     assert len(heard) == 2 and all(d.start_index >= again for d in heard)
+    await listener.stop()
+
+
+async def test_the_listener_gathers_a_batch_between_wake_ups_but_never_falls_behind(two_phrases):
+    ears = HandDriven()
+    heard: list[Detection] = []
+    listener = WakeWordListener(ears, WakeWordDetector(["okay_nabu"], RATE), heard.append)
+    assert listener.batch_s == BATCH_S > 0
+    fed: list[int] = []
+    listener.detector.feed = lambda first, samples, feed=listener.detector.feed: fed.append(len(samples)) or \
+        feed(first, samples)  # type: ignore[method-assign]
+    listener.start()
+    await ears.say(np.zeros(BLOCK, dtype=np.int16))
+    await asyncio.sleep(0.05)
+    await ears.say(two_phrases)  # several seconds at once: a backlog, read without waiting
+    async with asyncio.timeout(2):
+        while len(heard) < 2:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert listener._reader is not None and listener._reader.available() < BATCH_S * RATE  # caught up
+    assert max(fed) == RATE * 200 // 1000  # the backlog went in 0.2 s pieces
     await listener.stop()
 
 

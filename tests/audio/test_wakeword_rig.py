@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+from device.audio.echo_guard import BARGE_IN_CUTOFF_SCALE, FAR_END_CUTOFF_SCALE, SpeakerGuard
 from device.audio.engine import AudioEngine
 from device.audio.listener import WakeWordListener
 from device.audio.wakeword import Detection, WakeWordDetector
@@ -62,17 +63,35 @@ async def test_okay_nabu_said_in_the_room_is_heard_with_ring_indices_on_the_phra
     assert listener.detections == 1
 
 
+def guarded(engine: AudioEngine, heard: list[Detection], models: tuple[str, ...] = ("okay_nabu",)
+            ) -> tuple[WakeWordListener, SpeakerGuard]:
+    """The daemon's pairing (device/daemon/wake.py): the mic's listener with a guard on what the speaker plays."""
+    detector = WakeWordDetector(list(models), engine.sample_rate)
+    cutoffs = {n: c * FAR_END_CUTOFF_SCALE for n, c in detector.cutoffs.items()}
+    guard = SpeakerGuard(engine.player, lambda rate: WakeWordDetector(list(models), rate, cutoffs=cutoffs),
+                         engine.capture_time)
+    return WakeWordListener(engine, detector, heard.append, guard=guard), guard
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("echo_cancellation", [True, False])
-async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig, speech, echo_cancellation):
-    """What the speaker plays reaches the mic (the rig loops it back sample for sample); the detector listens to
-    the echo canceller's output, so the agent saying "okay nabu" is not the user saying it. Without the echo
-    canceller (the control) the same audio wakes it every time."""
+@pytest.mark.parametrize(("echo_cancellation", "guard_on"),
+                         [(True, True), (True, False), (False, True), (False, False)],
+                         ids=["canceller+guard", "canceller-alone", "guard-alone", "neither"])
+async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig, speech, echo_cancellation,
+                                                                       guard_on):
+    """What the speaker plays reaches the mic (the rig loops it back sample for sample). The detector listens to
+    the echo canceller's output, and the speaker guard drops a detection of what the speaker itself said: either
+    alone keeps the agent saying "okay nabu" from waking the device (the guard even with the mic's cutoff lowered
+    while the speaker plays). Without both (the control) the same audio wakes it every time."""
     clips = positive_clips(speech, "okay_nabu")[:3]
     engine = AudioEngine(AudioConfig(sample_rate=RATE, echo_cancellation=echo_cancellation))
     heard: list[Detection] = []
-    detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
-    listener = WakeWordListener(engine, detector, heard.append)
+    if guard_on:
+        listener, guard = guarded(engine, heard)
+        detector = listener.detector
+    else:
+        detector = WakeWordDetector(["okay_nabu"], engine.sample_rate)
+        listener = WakeWordListener(engine, detector, heard.append)
     await engine.start()
     try:
         listener.start()
@@ -90,11 +109,54 @@ async def test_the_device_saying_the_wake_word_itself_does_not_wake_it(audio_rig
         await listener.stop()
         await engine.stop()
     peak = detector.take_peaks()["okay_nabu"]
-    if echo_cancellation:
-        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats().underruns})"
+    if guard_on:
+        print(f"echo canceller {'on' if echo_cancellation else 'off'}, guard on: the speaker said it "
+              f"{guard.heard_on_speaker} times, the mic heard it {guard.vetoed} times (dropped), best mic score "
+              f"{peak:.3f} against a cutoff lowered to {0.85 * BARGE_IN_CUTOFF_SCALE:.3f}")
+        assert guard.heard_on_speaker == len(clips)
+    elif echo_cancellation:
         print(f"highest okay_nabu score on its own voice through the echo canceller: {peak:.3f}")
+    if echo_cancellation or guard_on:
+        assert heard == [], f"woke on its own voice: {heard} (underruns {engine.stats().underruns})"
     else:
         assert len(heard) == len(clips)
+
+
+@pytest.mark.slow
+async def test_the_user_saying_the_wake_word_over_the_agent_is_heard(audio_rig, speech, tmp_path):
+    """Double-talk: the agent speaks (looped into the mic at full level, as loud as the user) and the user says
+    "okay nabu" over it. Through the canceller the phrase scores lower than in a quiet room; the guard lowers the
+    cutoff while the speaker plays, and does not veto it (the speaker did not say it)."""
+    engine = AudioEngine(AudioConfig())  # the defaults: canceller, noise suppression, high-pass
+    heard: list[Detection] = []
+    listener, guard = guarded(engine, heard)
+    story = speech.say("once upon a time there was a small voice device that lived on a kitchen shelf, and every "
+                       "morning it listened for its name while the kettle boiled and the radio played", "en", 150)
+    said = [said_by for said_by in positive_clips(speech, "okay_nabu") if said_by.voice in ("en-us", "en")][:3]
+    peaks = []
+    await engine.start()
+    try:
+        listener.start()
+        await asyncio.sleep(1.0)
+        for clip in said:
+            before = len(heard)
+            engine.player.push_samples(story, RATE)
+            engine.player.end()
+            await asyncio.sleep(2.0)  # the agent has been talking for a while
+            listener.detector.take_peaks()
+            wav = write_wav(tmp_path / f"{clip.voice}-{clip.wpm}.wav", clip.samples)
+            await asyncio.to_thread(play_into_mic(audio_rig.pulse_server, wav).wait, 10)
+            await asyncio.sleep(1.0)
+            peaks.append((listener.detector.take_peaks()["okay_nabu"], len(heard) > before))
+            engine.player.flush()
+            await asyncio.sleep(1.0)
+    finally:
+        await listener.stop()
+        await engine.stop()
+    print("okay nabu over the agent: " + ", ".join(f"{p:.3f}{'*' if hit else ''}" for p, hit in peaks)
+          + f" (cutoff while it plays {0.85 * BARGE_IN_CUTOFF_SCALE:.3f}; * = heard)")
+    assert guard.vetoed == 0, "the guard took the user for the speaker"
+    assert sum(hit for _, hit in peaks) >= 2, peaks
 
 
 def test_wake_test_prints_scores_and_the_detection(audio_rig, speech, tmp_path, capsys):

@@ -9,11 +9,13 @@ import pytest
 from device.config.schema import ControlsConfig, LedsConfig
 from device.controls.board import Board
 from device.controls.leds import (
+    CUES,
     FAILED_ALERT,
     FAILED_SETTLED,
     GREEN,
     OFF,
     RED,
+    WHITE,
     Apa102Ring,
     LedDriver,
     Look,
@@ -25,8 +27,20 @@ from device.controls.leds import (
     pattern_for,
     ring_pixels,
 )
-from device.controls.machine import AGENT_STATES, Connecting, Failed, Reconnecting, Snapshot, Up, initial, transition
-from device.core.vocabulary import DeviceState, FailureReason, SessionFailed
+from device.controls.machine import (
+    AGENT_STATES,
+    CUE_S,
+    CUE_TIMER,
+    Connecting,
+    Cue,
+    Failed,
+    Reconnecting,
+    Snapshot,
+    Up,
+    initial,
+    transition,
+)
+from device.core.vocabulary import DeviceState, FailureReason, SessionFailed, TimerFired, WakeWordHeard
 from tests.controls.conftest import FakeClock
 
 
@@ -91,6 +105,37 @@ def test_failed_fast_blinks_while_alerting_then_dims() -> None:
     assert pattern_for(DeviceState.FAILED, alerting=False) == FAILED_SETTLED
     assert FAILED_ALERT.on_s + FAILED_ALERT.off_s <= 0.25
     assert FAILED_SETTLED.brightness < FAILED_ALERT.brightness and FAILED_SETTLED.colour == RED
+
+
+def test_the_cues_are_brief_distinct_and_never_hide_a_failure_or_mute() -> None:
+    assert set(CUES) == set(Cue)
+    heard, over = CUES[Cue.HEARD], CUES[Cue.OVER]
+    for state in (DeviceState.IDLE, DeviceState.CONNECTING, DeviceState.SPEAKING):
+        assert pattern_for(state, cue=Cue.HEARD) == heard and pattern_for(state, cue=Cue.OVER) == over
+    for state in (DeviceState.FAILED, DeviceState.MUTED):
+        assert pattern_for(state, cue=Cue.HEARD) == pattern_for(state)
+    # "heard you": one full-brightness white flash inside its cue time, unlike any state's pattern
+    assert heard.period_s <= CUE_S[Cue.HEARD] and heard.brightness == 1.0 and heard.colour == WHITE
+    assert heard not in {pattern_for(s) for s in DeviceState}
+    # "over": shown for half its period, i.e. a fade from full to off
+    assert CUE_S[Cue.OVER] == pytest.approx(over.period_s / 2)
+    assert level(over, 0.0) == 1.0 and level(over, CUE_S[Cue.OVER]) == pytest.approx(0.0)
+
+
+def test_the_board_shows_the_machines_cue_until_its_timer_clears_it(mock_pins) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        board = Board(ControlsConfig(leds=LedsConfig(kind="rgbled", pins=[5, 6, 13])), loop, lambda e: None,
+                      pin_factory=mock_pins)
+        snap, _ = transition(initial("wake_word"), WakeWordHeard("okay_nabu", 0.9, mark=0, phrase_end=0), 0.0)
+        board.show(snap)
+        assert board.pattern == CUES[Cue.HEARD]
+        snap, _ = transition(snap, TimerFired(CUE_TIMER), 0.5)
+        board.show(snap)
+        assert board.pattern == pattern_for(DeviceState.CONNECTING)
+        board.close()
+    finally:
+        loop.close()
 
 
 def test_blink_envelope_and_its_next_edge() -> None:

@@ -7,12 +7,15 @@ import pytest
 from device.config.schema import GESTURE_ACTIONS, MODES
 from device.controls.machine import (
     ACTIONS,
+    CUE_S,
+    CUE_TIMER,
     EVENT_TYPES,
     FAILED_ALERT_S,
     FAILED_ALERT_TIMER,
     LINKS,
     TABLE,
     ClientFlags,
+    Cue,
     Profile,
     Snapshot,
     client_flags,
@@ -32,6 +35,7 @@ from device.core.vocabulary import (
     EndTurn,
     Event,
     FailureReason,
+    Interrupt,
     LongPressed,
     MicLost,
     MicRestored,
@@ -50,6 +54,8 @@ from device.core.vocabulary import (
     StartSession,
     StartTurn,
     TimerFired,
+    Trigger,
+    WakeWordHeard,
 )
 
 
@@ -169,7 +175,7 @@ def test_release_without_a_turn_is_ignored() -> None:
 
 def test_speaker_starts_when_the_daemon_asks_and_the_button_mutes() -> None:
     d = Device("always_on")
-    assert d(StartRequested()) == [StartSession(1), PlayEarcon("listening")]
+    assert d(StartRequested()) == [StartSession(1, trigger=Trigger.COMMAND), PlayEarcon("listening")]
     d.agent_listening()
     assert d(Pressed()) == [SetMuted(True)]
     assert d.state is DeviceState.MUTED
@@ -242,6 +248,97 @@ def test_gesture_overrides_replace_the_profile_map() -> None:
     d.agent_listening()
     assert d(DoublePressed()) == [SetMuted(True)]
     assert d(LongPressed())[0] == EndSession("button")
+
+
+# ---- smart speaker: the wake word -------------------------------------------------------------------------------
+
+HEARD = WakeWordHeard("okay_nabu", 0.93, mark=4800, phrase_end=19200)
+
+
+def wake_start(n: int = 1) -> list[object]:
+    return [StartSession(n, mark=4800, trigger=Trigger.WAKE_WORD, listen_from=19200), PlayEarcon("wake"),
+            ArmTimer(CUE_TIMER, CUE_S[Cue.HEARD])]
+
+
+def test_the_wake_word_starts_a_conversation_where_its_phrase_was_and_says_it_heard_you() -> None:
+    d = Device("wake_word")
+    assert d(HEARD) == wake_start()
+    assert d.state is DeviceState.CONNECTING and d.snap.cue is Cue.HEARD
+    assert d(TimerFired(CUE_TIMER), after=CUE_S[Cue.HEARD]) == [] and d.snap.cue is None
+    d.agent_listening()
+    assert d.state is DeviceState.LISTENING
+
+
+def test_the_wake_word_while_joining_or_listening_means_nothing_and_while_the_agent_speaks_interrupts_it() -> None:
+    d = Device("wake_word")
+    d(HEARD)
+    assert d(HEARD) == []  # joining: already listening to you
+    d.agent_listening()
+    assert d(HEARD) == []
+    d(AgentStateChanged("thinking"))
+    assert d(HEARD) == []
+    d(AgentStateChanged("speaking"))
+    assert d(HEARD) == [Interrupt(), PlayEarcon("wake"), ArmTimer(CUE_TIMER, CUE_S[Cue.HEARD])]
+    assert d.state is DeviceState.SPEAKING  # until the agent itself says it stopped
+    d(SessionReconnecting())
+    assert d(HEARD) == []
+
+
+def test_the_wake_word_after_a_failure_starts_afresh() -> None:
+    d = Device("wake_word")
+    d(HEARD, SessionFailed(FailureReason.AGENT_DID_NOT_JOIN))
+    fx = d(HEARD)
+    assert fx[:2] == wake_start(2)[:2] and CancelTimer(FAILED_ALERT_TIMER) in fx
+    assert d.state is DeviceState.CONNECTING
+
+
+def test_muted_the_wake_word_is_not_heard() -> None:
+    d = Device("wake_word")
+    d(MuteRequested(True))
+    assert d(HEARD) == [] and d.state is DeviceState.MUTED
+    d(MuteRequested(False), StartRequested())
+    d.agent_listening()
+    d(AgentStateChanged("speaking"), MuteRequested(True))
+    assert d(HEARD) == []  # no barge-in either
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "always_on"])
+def test_the_wake_word_means_nothing_in_a_mode_without_one(mode: str) -> None:
+    d = Device(mode)
+    assert d(HEARD) == [] and d.state is DeviceState.IDLE
+
+
+def test_wake_word_button_press_starts_without_the_wake_word_and_stops_the_agent_while_it_speaks() -> None:
+    d = Device("wake_word")
+    assert d(Pressed()) == [StartSession(1, trigger=Trigger.BUTTON), PlayEarcon("listening")]
+    assert d(Pressed()) == []  # joining
+    d.agent_listening()
+    assert d(Pressed()) == [] and d(Released()) == []
+    d(AgentStateChanged("speaking"))
+    assert d(Pressed()) == [Interrupt(), PlayEarcon("listening")]
+    assert d(LongPressed()) == [EndSession("button"), PlayEarcon("stopped")]
+    assert d.state is DeviceState.IDLE
+    assert d(DoublePressed()) == [SetMuted(True)]
+
+
+def test_a_conversation_that_ends_by_itself_says_so_and_an_explicit_end_says_stopped() -> None:
+    for reason in ("follow-up-over", "user-away"):
+        d = Device("wake_word")
+        d(HEARD)
+        d.agent_listening()
+        assert d(SessionEnded(reason, heard_user=True)) == [PlayEarcon("conversation_end"),
+                                                             ArmTimer(CUE_TIMER, CUE_S[Cue.OVER])]
+        assert d.state is DeviceState.IDLE and d.snap.cue is Cue.OVER
+        d(TimerFired(CUE_TIMER))
+        assert d.snap.cue is None
+    d = Device("wake_word")
+    d(HEARD)
+    d.agent_listening()
+    assert d(SessionEnded("agent-ended")) == [PlayEarcon("stopped")]
+    d = Device("toggle")  # no follow-up window: the same reason is an ordinary end
+    d(Pressed())
+    d.agent_listening()
+    assert d(SessionEnded("follow-up-over")) == [PlayEarcon("stopped")]
 
 
 # ---- extra buttons -----------------------------------------------------------------------------------------

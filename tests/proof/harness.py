@@ -29,7 +29,6 @@ from typing import Any
 
 import yaml
 
-from device.audio.earcons import NAMES as EARCON_NAMES
 from device.daemon.client import ControlClient
 from tests.polling import wait_for as wait_until  # noqa: F401 - re-exported for the proof tests
 
@@ -48,11 +47,10 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
 def base_config(workdir: Path, **sections: Mapping[str, Any]) -> dict[str, Any]:
     """A push-to-talk config with a main button, a control socket and status file in `workdir`, and a token
     endpoint on a closed local port (nothing at start needs the network); `sections` replace whole sections.
-    The built-in cues are off: these tests follow the daemon's own playback streams on the rig, and a chime from
-    a failure would be one more (with them on, the speaker-vanishing test lost track of its stream after the
-    token-endpoint tests; a test that wants a cue sets audio.earcons itself)."""
+    The built-in cues are on, as they ship; a test that follows the daemon's playback streams on the rig picks its
+    own by process (`playback_streams`): a daemon of another test may be playing a cue at the same time."""
     config: dict[str, Any] = {
-        "audio": {"block_ms": 20, "noise_suppression": False, "earcons": dict.fromkeys(EARCON_NAMES)},
+        "audio": {"block_ms": 20, "noise_suppression": False},
         "controls": {"button": {"pin": 17}},
         "livekit": {"token_source": "endpoint", "endpoint": f"http://127.0.0.1:{closed_port()}/token",
                     "http_timeout_s": 2.0},
@@ -443,6 +441,20 @@ def restore_rig(rig: Any) -> None:
                   "source_properties=device.description=virtual-mic")
     rig.pactl("set-default-sink", "spk")
     rig.pactl("set-default-source", "mic")
+
+
+def playback_streams(rig: Any, pid: int) -> list[str]:
+    """The rig's sink inputs (playback streams) that process `pid` opened, by PulseAudio's record of the client's
+    process — not every client's stream: another daemon on the rig (a module-scoped one, say) may be playing a
+    cue of its own at the same moment."""
+    streams, current = [], None
+    for line in rig.pactl("list", "sink-inputs").splitlines():
+        line = line.strip()
+        if line.startswith("Sink Input #"):
+            current = line.removeprefix("Sink Input #")
+        elif line == f'application.process.id = "{pid}"' and current is not None:
+            streams.append(current)
+    return streams
 
 
 @contextlib.contextmanager

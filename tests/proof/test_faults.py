@@ -30,6 +30,7 @@ from tests.proof.harness import (
     base_config,
     closed_port,
     mic_gone,
+    playback_streams,
     short_dir,
     wait_until,
     write_config,
@@ -204,7 +205,7 @@ def test_the_speaker_vanishing_mid_playback_is_reopened_and_the_mic_and_session_
     endpoint.behaviour = "hang"
     config = base_config(workdir, livekit={"token_source": "endpoint", "endpoint": endpoint.url,
                                            "http_timeout_s": 60})
-    config["audio"]["earcons"] |= {"listening": str(_tone_wav(workdir / "long.wav", 6.0))}
+    config["audio"]["earcons"] = {"listening": str(_tone_wav(workdir / "long.wav", 6.0))}
     config["session"]["connect_timeout_s"] = 60
     try:
         with DaemonProcess(write_config(workdir / "config.yaml", config), pulse_server=audio_rig.pulse_server) as d:
@@ -213,8 +214,7 @@ def test_the_speaker_vanishing_mid_playback_is_reopened_and_the_mic_and_session_
             d.wait_status("connecting")
 
             def our_streams() -> list[str]:
-                rows = [line.split() for line in audio_rig.pactl("list", "short", "sink-inputs").splitlines()]
-                return [row[0] for row in rows if row[2] != "-"]  # a client's stream, not a module's
+                return playback_streams(audio_rig, d.pid)  # this daemon's: other daemons may play on the rig too
 
             wait_until(lambda: bool(our_streams()), 10, "the daemon's playback stream")
             # The stream plays on a second (USB) speaker that then hangs and is unplugged. PulseAudio 16 rescues

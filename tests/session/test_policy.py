@@ -21,6 +21,7 @@ from device.core.vocabulary import (
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,
+    FIRST_ANSWER_S,
     AgentJoined,
     AgentLeft,
     AgentState,
@@ -42,6 +43,7 @@ from device.session.policy import (
     TimerDue,
     TurnBegan,
     TurnFinished,
+    UserAway,
     UserSpeech,
 )
 
@@ -178,7 +180,7 @@ def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
     assert p.handle(TurnFinished()) == [Arm("idle", 30)]
     assert Cancel("idle") in p.handle(AgentState("thinking"))
     p.handle(AgentState("listening"))
-    assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout")]
+    assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=True)]
 
 
 @pytest.mark.parametrize(("mode", "idle"), [("always_on", 30.0), ("push_to_talk", 0.0)])
@@ -198,7 +200,7 @@ def test_stop_in_any_phase_tears_down_and_ends_and_stale_inputs_are_ignored():
     p = policy()
     p.handle(Start())
     actions = p.handle(Stop())
-    assert actions[0] == Teardown("requested") and emitted(actions) == [SessionEnded("requested")]
+    assert actions[0] == Teardown("requested") and emitted(actions) == [SessionEnded("requested", heard_user=False)]
     assert p.handle(ConnectSucceeded()) == [] and p.handle(Stop()) == [] and p.handle(TimerDue("agent")) == []
 
 
@@ -248,3 +250,66 @@ def test_disconnect_reasons_are_classified():
     assert classify_disconnect("ROOM_DELETED") == ("room-closed", None)
     assert classify_disconnect("SERVER_SHUTDOWN") == (None, FailureReason.SERVER_SHUTDOWN)
     assert classify_disconnect("SOMETHING_NEW") == (None, FailureReason.CONNECTION_LOST)
+
+
+# ---- wake_word: the follow-up window and the agent's "user away" ---------------------------------------------------
+
+
+def wake_policy(follow_up_s: float = 2.0, **cfg) -> Policy:
+    return Policy(SessionConfig(mode="wake_word", **cfg), dispatched=True, rng=random.Random(1),
+                  follow_up_s=follow_up_s)
+
+
+def test_the_follow_up_window_restarts_each_time_the_agent_finishes_speaking_and_ends_the_conversation():
+    p = connected(wake_policy(follow_up_s=2.0, idle_timeout_s=30), state=None)
+    # before the first answer the agent is still taking the command from the pre-connect buffer
+    assert Arm("idle", FIRST_ANSWER_S) in p.handle(AgentState("listening"))
+    assert Cancel("idle") in p.handle(AgentState("thinking"))
+    p.handle(AgentState("speaking"))
+    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))
+    p.handle(AgentState("speaking"))
+    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))  # the clock starts again after each answer
+    actions = p.handle(TimerDue("idle"))
+    assert emitted(actions) == [SessionEnded("follow-up-over", heard_user=False)]
+    assert Teardown("follow-up-over") in actions and p.phase is Phase.IDLE
+
+
+def test_the_user_speaking_in_the_follow_up_window_keeps_the_conversation_and_is_remembered():
+    p = connected(wake_policy(follow_up_s=3.0), state="speaking")
+    assert Arm("idle", 3.0) in p.handle(AgentState("listening"))
+    assert p.handle(UserSpeech()) == [Arm("idle", 3.0)]
+    assert emitted(p.handle(Stop("control"))) == [SessionEnded("control", heard_user=True)]
+
+
+def test_a_follow_up_window_of_zero_ends_the_conversation_right_after_the_answer():
+    p = connected(wake_policy(follow_up_s=0.0), state="speaking")
+    assert Arm("idle", 0.0) in p.handle(AgentState("listening"))
+
+
+def test_the_agent_marking_the_user_away_ends_the_conversation_once_it_has_stopped_speaking():
+    p = connected(wake_policy(), state="listening")
+    assert emitted(p.handle(UserAway())) == [SessionEnded("user-away", heard_user=False)]
+    q = connected(wake_policy(), state="speaking")
+    assert q.handle(UserAway()) == []  # its goodbye is still playing
+    assert emitted(q.handle(AgentState("listening"))) == [AgentStateChanged("listening"),
+                                                         SessionEnded("user-away", heard_user=False)]
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "always_on"])
+def test_user_away_means_nothing_without_a_follow_up_window(mode):
+    p = connected(policy(mode=mode), state="listening")
+    assert p.handle(UserAway()) == [] and p.phase is Phase.CONNECTED
+
+
+def test_the_idle_timer_of_other_modes_is_unchanged_by_the_follow_up_window():
+    p = connected(Policy(SessionConfig(mode="toggle", idle_timeout_s=30), dispatched=True, follow_up_s=2.0),
+                  state=None)
+    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=False)]
+
+
+def test_speech_while_the_agent_speaks_is_not_taken_for_the_user_having_spoken():
+    p = connected(wake_policy(), state="speaking")
+    p.handle(UserSpeech())  # perhaps its own voice, echoed past the canceller
+    p.handle(AgentState("listening"))
+    assert emitted(p.handle(TimerDue("idle")))[-1] == SessionEnded("follow-up-over", heard_user=False)

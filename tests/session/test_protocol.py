@@ -67,11 +67,13 @@ class RecordingPort:
 
 
 CALLS = [
-    (p.StartCall(480, 2), ("start", (480,), {"session": 2})),
+    (p.StartCall(480, 2), ("start", (480,), {"session": 2, "listen_from": None})),
+    (p.StartCall(480, 2, 960), ("start", (480,), {"session": 2, "listen_from": 960})),
     (p.StartTurnCall(960, 5), ("start_turn", (960,), {"session": 5})),
     (p.EndCall("control"), ("end", ("control",), {})),
     (p.EndTurnCall(), ("end_turn", (), {})),
     (p.CancelTurnCall(), ("cancel_turn", (), {})),
+    (p.InterruptCall(), ("interrupt", (), {})),
     (p.SetMutedCall(True), ("set_muted", (True,), {})),
     (p.SendTextCall("hello"), ("send_text", ("hello",), {})),
     (p.WaitQuietCall(), ("wait_quiet", (), {})),

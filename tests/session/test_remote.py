@@ -79,7 +79,7 @@ def alive(pid: int) -> bool:
     """Running (a zombie has exited; asyncio's child watcher reaps it)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting as it is read (ESRCH)
         return False
 
 
@@ -300,6 +300,29 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
     assert sent_lines(caplog), "the room was disconnected (CLIENT_INITIATED) before the child exited"
     with pytest.raises(Exception, match="closed"):
         await rig.sup.start(0)
+
+
+async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
+    from device.session.protocol import Play
+    from device.session.remote import Child
+
+    audio = FakeAudioPort(sample_rate=16000)
+    sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)
+    try:
+        child = Child(sup)
+        sup.current = child
+        frame = Play(np.zeros(320, np.int16).tobytes(), 16000, 1, 320)
+        child._handle(frame)
+        assert len(audio.player.frames) == 1
+        sup.interrupting = True  # sent InterruptCall, no reply yet: what arrives was sent before the child took it
+        child._handle(frame)
+        assert len(audio.player.frames) == 1
+        await sup.interrupt()  # no child running a session: nothing to tell, and the drop ends with the call
+        assert not sup.interrupting
+        child._handle(frame)
+        assert len(audio.player.frames) == 2
+    finally:
+        await sup.aclose()
 
 
 def test_the_spare_child_looks_at_its_status_once_a_second_and_a_session_ten_times() -> None:

@@ -23,6 +23,7 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session.preconnect import TOPIC
+from device.session.speech import VAD_RELEASE_S, EnergyGate, VadGate
 from device.session.status import AgentStatus, TranscriptLine, TurnsStatus
 from device.session.supervisor import SessionError
 from tests.session.conftest import make_config
@@ -835,3 +836,87 @@ async def test_the_agent_can_set_the_volume_read_the_status_and_end_the_session(
     lp.invoke("device.end_session")
     await rig.settle()
     assert rig.of(SessionEnded)[-1].reason == "agent-ended"
+
+
+# ---- wake_word: barge-in without turns, the agent's "user away", the follow-up window's speech ------------------
+
+
+def _frame(value: int = 1000, ms_: int = 20) -> rtc.AudioFrame:
+    n = 16000 * ms_ // 1000
+    return rtc.AudioFrame(np.full(n, value, np.int16).tobytes(), 16000, 1, n)
+
+
+async def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking(make_rig):
+    rig = make_rig(mode="wake_word")
+    await rig.start()
+    agent = rig.room.agent_joins(state="speaking")
+    rig.room.publish_agent_audio(agent)
+    await rig.settle()
+    stream = rig.media.streams[-1]
+    stream.queue.put_nowait(_frame())
+    await rig.settle()
+    assert len(rig.audio.player.frames) == 1
+    await rig.sup.interrupt()
+    for _ in range(3):
+        stream.queue.put_nowait(_frame())
+    await rig.settle()
+    assert len(rig.audio.player.frames) == 1, "the agent's audio went on playing after the interruption"
+    rig.room.set_agent_state(agent, "listening")  # it heard the user and stopped
+    await rig.settle()
+    stream.queue.put_nowait(_frame())
+    await rig.settle()
+    assert len(rig.audio.player.frames) == 2
+    assert rig.room.local_participant.rpc_calls == []  # no turns in this mode: the live mic interrupts it
+
+
+async def test_an_interruption_while_the_agent_is_not_speaking_changes_nothing(make_rig):
+    rig = make_rig(mode="wake_word")
+    await rig.start()
+    agent = rig.room.agent_joins(state="listening")
+    rig.room.publish_agent_audio(agent)
+    await rig.settle()
+    await rig.sup.interrupt()
+    rig.media.streams[-1].queue.put_nowait(_frame())
+    await rig.settle()
+    assert len(rig.audio.player.frames) == 1
+
+
+AWAY = json.dumps({"type": "user_state_changed", "old_state": "listening", "new_state": "away", "created_at": 1.0})
+
+
+async def test_the_agent_reporting_the_user_away_ends_a_wake_word_conversation(make_rig):
+    rig = make_rig(mode="wake_word")
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    events = rig.room.text_handlers["lk.agent.events"]
+    for other in ('{"type": "agent_state_changed", "old_state": "thinking", "new_state": "listening"}',
+                  '{"type": "user_state_changed", "old_state": "speaking", "new_state": "listening"}', "not json"):
+        events(FakeTextReader(other, {}), "agent-1")
+    events(FakeTextReader(AWAY, {}), "someone-else")  # not our agent
+    await rig.settle()
+    assert rig.of(SessionEnded) == []
+    events(FakeTextReader(AWAY, {}), "agent-1")
+    await rig.settle()
+    assert [e.reason for e in rig.of(SessionEnded)] == ["user-away"]
+
+
+async def test_the_agent_reporting_the_user_away_means_nothing_in_other_modes(make_rig):
+    rig = make_rig(mode="toggle")
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.text_handlers["lk.agent.events"](FakeTextReader(AWAY, {}), "agent-1")
+    await rig.settle()
+    assert rig.of(SessionEnded) == [] and rig.sup.status().phase == "connected"
+
+
+async def test_the_speech_gate_is_the_voice_detector_in_wake_word_mode_and_the_energy_gate_elsewhere(make_rig):
+    rig = make_rig(mode="wake_word")
+    await rig.sup.start(0, listen_from=3200)
+    await rig.settle()
+    gate = rig.sup._uplink.speech
+    assert isinstance(gate, VadGate) and gate.from_index == 3200 + int(VAD_RELEASE_S * 16000)
+    other = make_rig(mode="toggle", speech_threshold_dbfs=-40.0)
+    await other.start()
+    assert isinstance(other.sup._uplink.speech, EnergyGate) and other.sup._uplink.speech.threshold == -40.0

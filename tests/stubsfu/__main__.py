@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
                    help="write session-N/{preconnect.raw,heard.wav,meta.json} and events.jsonl here")
     p.add_argument("--ptt", action=argparse.BooleanOptionalAction, default=False,
                    help="the agent offers start_turn/end_turn/cancel_turn RPCs (default off: VAD turns)")
+    p.add_argument("--interruptible", action=argparse.BooleanOptionalAction, default=True,
+                   help="speech while the agent speaks starts a new turn (default on; off: it speaks to the end)")
     p.add_argument("--control", type=Path, default=None, metavar="SOCKET",
                    help="serve the test control API on this UNIX socket")
     p.add_argument("--refresh-token-every", type=float, default=300.0, metavar="SECONDS",
@@ -63,7 +65,7 @@ async def run(args: argparse.Namespace) -> int:
     config = StubConfig(
         host=args.host, port=args.port, api_key=args.api_key, api_secret=args.api_secret,
         agent=AgentConfig(delay_s=args.agent_delay, reply=args.agent_reply, record_dir=args.record,
-                          ptt_rpcs=args.ptt, agent_name=args.agent_name),
+                          ptt_rpcs=args.ptt, agent_name=args.agent_name, interruptible=args.interruptible),
         control_socket=args.control, refresh_token_s=args.refresh_token_every,
     )
     server = StubServer(config)

@@ -12,10 +12,12 @@ States: `initializing` on join → `listening` → (end of a turn) `thinking` �
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +52,7 @@ class AgentConfig:
     reply: str = "echo"  # "echo" or a WAV path
     record_dir: Path | None = None
     ptt_rpcs: bool = False
+    interruptible: bool = True  # speech while it speaks is a new turn (False: AgentSession(allow_interruptions=False))
     agent_name: str = "stub-agent"
     init_s: float = 0.5  # time spent in `initializing`
     subscribe_delay_s: float = 0.3  # join → subscribe to the mic
@@ -58,6 +61,8 @@ class AgentConfig:
     silence_s: float = 0.7  # quiet after speech that ends a VAD turn
     min_speech_s: float = 0.2
     max_reply_s: float = 8.0
+    # session-N numbers, shared by the agents of every room of one stub (a device opens a room per session)
+    session_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
 
 @dataclass
@@ -185,7 +190,8 @@ class ScriptedAgent:
 
     def subscribe(self, track_sid: str) -> None:
         client = self.mics[track_sid]
-        directory = (self.config.record_dir or Path("/nonexistent")) / f"session-{len(self.session_dirs) + 1}"
+        number = next(self.config.session_numbers) if self.config.record_dir is not None else len(self.session_dirs) + 1
+        directory = (self.config.record_dir or Path("/nonexistent")) / f"session-{number}"
         recorder = SessionRecorder(directory, {
             "published_track_sid": track_sid, "agent_identity": self.info.identity, "client_identity": client,
             "ptt_rpcs": self.config.ptt_rpcs, "subscribed_at_unix_ms": int(time.time() * 1000),
@@ -234,7 +240,15 @@ class ScriptedAgent:
         self._live(session, frame)
 
     def _live(self, session: Session, frame: av.AudioFrame) -> None:
-        self._listen(session, session.recorder.add_live(frame))
+        rec = session.recorder
+        samples = rec.add_live(frame)
+        if not len(samples) and frame.samples:
+            # the recorder trims the silence before the client's first live sound; the agent still hears it as
+            # silence (a request said entirely into the pre-connect buffer ends its turn on it)
+            n = round(frame.samples * rec.sample_rate / (frame.sample_rate or rec.sample_rate)) * rec.channels
+            self._listen(session, np.zeros(n, dtype=np.int16), start_index=rec.length)
+            return
+        self._listen(session, samples)
 
     def on_packet(self, sender_identity: str, packet: models.DataPacket) -> None:
         if packet.destination_identities and self.info.identity not in packet.destination_identities:
@@ -243,8 +257,13 @@ class ScriptedAgent:
             return
         if self.assembler.feed(packet):
             return
-        if packet.WhichOneof("value") == "rpc_request":
+        which = packet.WhichOneof("value")
+        if which == "rpc_request":
             self._rpc(sender_identity, packet.rpc_request)
+        elif which == "rpc_response":
+            response = packet.rpc_response
+            self.host.record_event("rpc_answered", request_id=response.request_id, payload=response.payload,
+                                   error=response.error.code if response.HasField("error") else None)
 
     def _stream_opened(self, stream: datastreams.IncomingStream) -> None:
         self.host.record_event("stream_opened", topic=stream.topic, attributes=dict(stream.attributes))
@@ -260,12 +279,16 @@ class ScriptedAgent:
 
     # ---- turns --------------------------------------------------------------------------------------------------
 
-    def _listen(self, session: Session, samples: np.ndarray) -> None:
+    def _listen(self, session: Session, samples: np.ndarray, start_index: int | None = None) -> None:
         if self.config.ptt_rpcs or not len(samples):
+            return
+        if self.state == "speaking" and not self.config.interruptible:
+            session.turn_start, session.speech_s, session.quiet_s = None, 0.0, 0.0  # deaf until it has finished
             return
         rec = session.recorder
         block = max(1, rec.sample_rate // 100) * rec.channels
-        start_index = rec.length - len(samples) // rec.channels
+        if start_index is None:
+            start_index = rec.length - len(samples) // rec.channels
         for i in range(0, len(samples) - block + 1, block):
             rms = float(np.sqrt(np.mean(samples[i:i + block].astype(np.float64) ** 2)))
             if rms >= self.config.speech_rms:
@@ -313,6 +336,31 @@ class ScriptedAgent:
                         "lk.transcribed_track_id": self.voice_info.sid},
         ):
             self.host.send_data(session.client_identity, packet)
+
+    # ---- what the agent does to the client (test control) -------------------------------------------------------
+
+    def call_client(self, method: str, payload: str = "") -> list[str]:
+        """An RPC on every client with a subscribed mic (`device.end_session`, ...); the ids of the requests (their
+        answers are recorded as `rpc_answered` events)."""
+        ids = []
+        for client in {s.client_identity for s in self.sessions.values()}:
+            request_id, packet = datastreams.rpc_request(method, payload, self.info.identity, self.info.sid, client,
+                                                         self._next_seq())
+            self.host.send_data(client, packet)
+            self.host.record_event("rpc_called", method=method, client=client, request_id=request_id)
+            ids.append(request_id)
+        return ids
+
+    def send_event(self, event: dict[str, Any]) -> int:
+        """One `lk.agent.events` message (as livekit-agents' ClientEventsHandler streams it) to every client."""
+        clients = {s.client_identity for s in self.sessions.values()}
+        text = json.dumps({**event, "created_at": time.time()})
+        for client in clients:
+            for packet in datastreams.text_stream_packets(text, "lk.agent.events", self.info.identity, self.info.sid,
+                                                          client, self._next_seq):
+                self.host.send_data(client, packet)
+        self.host.record_event("agent_event", event=event, clients=len(clients))
+        return len(clients)
 
     # ---- push-to-talk RPCs --------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,15 @@ def make_app(server: StubServer) -> web.Application:
             room.agent.leave()
         return web.json_response({"rooms": len(server.rooms)})
 
+    async def agent_rpc(request: web.Request) -> web.Response:
+        method, payload = request.query.get("method", ""), request.query.get("payload", "")
+        ids = [i for room in server.rooms.values() for i in room.agent.call_client(method, payload)]
+        return web.json_response({"requests": ids})
+
+    async def agent_event(request: web.Request) -> web.Response:
+        event = json.loads(request.query.get("json", "{}"))
+        return web.json_response({"clients": sum(room.agent.send_event(event) for room in server.rooms.values())})
+
     async def flush(_request: web.Request) -> web.Response:
         for room in server.rooms.values():
             room.agent.flush()
@@ -63,7 +73,8 @@ def make_app(server: StubServer) -> web.Application:
     app.add_routes([
         web.get("/state", state), web.post("/drop-websocket", drop), web.post("/leave", leave),
         web.post("/refresh-token", refresh), web.post("/agent/join", agent_join),
-        web.post("/agent/leave", agent_leave), web.post("/flush", flush),
+        web.post("/agent/leave", agent_leave), web.post("/agent/rpc", agent_rpc), web.post("/agent/event", agent_event),
+        web.post("/flush", flush),
     ])
     return app
 
@@ -127,6 +138,14 @@ class ControlClient:
 
     def flush(self) -> Any:
         return self.request("POST", "/flush")
+
+    def agent_rpc(self, method: str, payload: str = "") -> Any:
+        """The agent calls `method` on the device (e.g. device.end_session)."""
+        return self.request("POST", f"/agent/rpc?{urllib.parse.urlencode({'method': method, 'payload': payload})}")
+
+    def agent_event(self, event: dict[str, Any]) -> Any:
+        """The agent streams one `lk.agent.events` message, e.g. {"type": "user_state_changed", ...}."""
+        return self.request("POST", f"/agent/event?{urllib.parse.urlencode({'json': json.dumps(event)})}")
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         items = self.state()["events"]

@@ -136,3 +136,16 @@ def rpc_response(request_id: str, sender_identity: str, sender_sid: str, destina
     else:
         packet.rpc_response.payload = payload or ""
     return packet
+
+
+def rpc_request(method: str, payload: str, sender_identity: str, sender_sid: str, destination: str,
+                sequence: int, timeout_ms: int = 10_000) -> tuple[str, models.DataPacket]:
+    """An RPC the agent makes on a client (its id, and the packet)."""
+    packet = _packet(sender_identity, sender_sid, destination, sequence)
+    request_id = str(uuid.uuid4())
+    packet.rpc_request.id = request_id
+    packet.rpc_request.method = method
+    packet.rpc_request.payload = payload
+    packet.rpc_request.response_timeout_ms = timeout_ms
+    packet.rpc_request.version = 1
+    return request_id, packet

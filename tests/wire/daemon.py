@@ -29,8 +29,9 @@ READY_TIMEOUT_S = 20.0
 def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secret",
                   agent_connect_timeout_s: float = 10.0, preroll_ms: int = 500,
                   audio: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
-                  livekit: dict[str, Any] | None = None) -> Path:
-    """A push-to-talk config for the stub: local tokens (devkey), simulated button and RGB LED.
+                  **sections: dict[str, Any]) -> Path:
+    """A push-to-talk config for the stub: local tokens (devkey), simulated button and RGB LED; `sections` add
+    to (or extend) whole sections, e.g. `wake_word={...}`, `daemon={"state_dir": ...}`.
 
     The echo canceller and noise suppressor are off unless `audio` turns them on: they reshape the test speech
     (and the echo canceller shifts its output by a few ms when the far end starts), so the pre-connect audio
@@ -43,11 +44,13 @@ def daemon_config(path: Path, *, url: str, socket: Path, api_secret: str = "secr
                   "noise_suppression": False, "high_pass_filter": False, **(audio or {})},
         "controls": {"button": {"pin": 17, "hold_s": 10.0}, "leds": {"kind": "rgbled", "pins": [5, 6, 13]}},
         "livekit": {"token_source": "local", "url": url, "api_key": "devkey", "api_secret": api_secret,
-                    "agent_name": "e2e-agent", **(livekit or {})},
+                    "agent_name": "e2e-agent"},
         "session": {"mode": "push_to_talk", "agent_connect_timeout_s": agent_connect_timeout_s,
                     "idle_timeout_s": 60, **(session or {})},
         "daemon": {"control_socket": str(socket), "watchdog": False},
     }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)  # it holds a secret: the daemon warns about a world-readable one
     return path

@@ -1,6 +1,7 @@
 """The demo behind `scripts/demo`: the daemon in --simulate mode talking to an echo agent, on any machine.
 
-    scripts/demo [--headless] [--record DIR] [--agent-delay SECONDS] [--agent-reply echo|FILE]
+    scripts/demo [--headless] [--server auto|real|stub] [--record DIR] [--agent-delay SECONDS]
+                 [--agent-reply echo|FILE] [--wake-word NAME]
 
 What it brings up, and takes down again on Ctrl-C (or `q` in the terminal, or SIGTERM):
 - audio: `PULSE_SERVER` when it is set; else the system's default devices when the machine has a sound card;
@@ -13,7 +14,12 @@ What it brings up, and takes down again on Ctrl-C (or `q` in the terminal, or SI
   listens on a non-loopback address of this machine;
 - the daemon: `voice-device run --config config/demo.yaml --simulate` (space = press/release, q = quit, the LED
   drawn in the terminal); with --headless it reads no keys and is driven through its control socket
-  (`voice-device ctl press --socket PATH`).
+  (`voice-device ctl press --socket PATH`);
+- with --wake-word NAME (a built-in wake word or a microWakeWord JSON file): the same config in
+  `session.mode: wake_word` listening for NAME (written next to the logs), and the agent (the stub's or the real
+  test agent) taking turns by its own voice detection instead of the push-to-talk RPCs. No button is needed: say
+  the wake word and what you want in one breath; the conversation ends by itself when nobody speaks in the
+  follow-up window.
 
 It prints the control socket, the PULSE_SERVER in use and where the logs are. Exit status: the daemon's (0 after
 Ctrl-C), 1 when something could not be brought up (with one sentence saying why).
@@ -167,7 +173,8 @@ def die_with_parent() -> None:
 
 
 def start_stub(network: Network, args: argparse.Namespace, logs: Path) -> tuple[subprocess.Popen[str], str]:
-    argv = [PYTHON, "-m", "tests.stubsfu", "--host", network.host, "--port", "0", "--ptt",
+    turns = [] if args.wake_word else ["--ptt"]  # a wake-word conversation has no push-to-talk turns
+    argv = [PYTHON, "-m", "tests.stubsfu", "--host", network.host, "--port", "0", *turns,
             "--agent-delay", str(args.agent_delay), "--agent-reply", args.agent_reply, "--agent-name", "demo-agent"]
     if args.record:
         argv += ["--record", str(args.record)]
@@ -212,13 +219,38 @@ def wait_until_ready(daemon: subprocess.Popen[Any], control_socket: str, log_pat
             time.sleep(0.2)
 
 
-def resolve_control_socket() -> str:
+def resolve_control_socket(config: Path) -> str:
     from device.config import ConfigError, load_config
 
     try:
-        return load_config(str(CONFIG)).daemon.control_socket
+        return load_config(str(config)).daemon.control_socket
     except ConfigError as e:
-        raise DemoError(f"config/demo.yaml does not load: {e}") from None
+        raise DemoError(f"{config.name} does not load: {e}") from None
+
+
+def wake_word_config(name: str, logs: Path) -> Path:
+    """config/demo.yaml in `session.mode: wake_word`, listening for `name` (its ${...} left for the daemon)."""
+    import yaml
+
+    config = yaml.safe_load(CONFIG.read_text())
+    config["session"]["mode"] = "wake_word"
+    config["wake_word"] = {"models": [name], "follow_up_s": 8}
+    path = logs / "demo-wake-word.yaml"
+    path.write_text(f"# config/demo.yaml in the wake_word mode (scripts/demo --wake-word {name})\n"
+                    + yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)  # like any config that may name a secret
+    return path
+
+
+def check_wake_word(name: str) -> str | None:
+    """None if `name` is a usable wake word, else the sentence saying why not."""
+    from device.config.wake_models import ModelSpecError, describe
+
+    try:
+        describe(name, Path.cwd())
+    except ModelSpecError as e:
+        return str(e)
+    return None
 
 
 # ---- the demo -------------------------------------------------------------------------------------------------
@@ -239,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
                         "the server (needs root), else the stub SFU; real or stub forces one")
     p.add_argument("--agent-reply", default="echo", metavar="echo|FILE",
                    help="the agent answers with an echo of your turn (default) or with this WAV file")
+    p.add_argument("--wake-word", metavar="NAME",
+                   help="run the smart speaker's wake_word mode listening for NAME (okay_nabu, hey_jarvis, alexa, "
+                        "hey_mycroft, or a microWakeWord JSON file): no button, say the wake word")
     return p
 
 
@@ -274,7 +309,7 @@ class Demo:
         elif (why_not := self.real_stack_unavailable()) is None:
             from tests.livekit.demo_stack import RealStack
 
-            self.real = RealStack(self.logs)
+            self.real = RealStack(self.logs, push_to_talk=not self.args.wake_word)
             real_env = self.real.open()
             os.environ.update(real_env)
             env.update(real_env)
@@ -290,7 +325,8 @@ class Demo:
             delay = f"{self.args.agent_delay:g} s"
             server = f"stub SFU {url}, echo agent joining {delay} after the device"
             start = self.network.command
-        control = resolve_control_socket()
+        config = wake_word_config(self.args.wake_word, self.logs) if self.args.wake_word else CONFIG
+        control = resolve_control_socket(config)
         self.banner(server, control)
         if self.audio.virtual and self.args.record:
             self.speaker = subprocess.Popen(
@@ -300,7 +336,7 @@ class Demo:
         daemon_log = self.logs / "daemon.log"
         with daemon_log.open("w") as log:
             self.daemon = subprocess.Popen(
-                start([PYTHON, "-m", "device", "run", "--config", str(CONFIG), "--simulate"]), cwd=ROOT, env=env,
+                start([PYTHON, "-m", "device", "run", "--config", str(config), "--simulate"]), cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL if self.args.headless else None, stderr=log, preexec_fn=die_with_parent)
         wait_until_ready(self.daemon, control, daemon_log, lambda: self.stop_requested)
         if self.args.headless:
@@ -332,10 +368,18 @@ class Demo:
         ]
         if self.args.record:
             lines.append(f"recordings:     {self.args.record}")
+        wake = self.args.wake_word
+        if wake:
+            lines.append(f"wake word:      {wake} (session.mode: wake_word; config {self.logs}/demo-wake-word.yaml)")
         if self.audio.virtual:
+            said = f"{Path(wake).stem.replace('_', ' ')}, what time is it" if wake else "Hello there"
+            voice = "-v en-us " if wake else ""
             lines.append("no sound card: the virtual rig's microphone hears what is played to its speaker, e.g.")
-            lines.append(f"  espeak-ng --stdout 'Hello there' | PULSE_SERVER={pulse} paplay -d spk")
-        if self.args.headless:
+            lines.append(f"  espeak-ng {voice}--stdout '{said}' | PULSE_SERVER={pulse} paplay -d spk")
+        if wake:
+            lines.append("say the wake word and what you want in one breath: no button needed. "
+                         + ("Ctrl-C stops the demo." if self.args.headless else "q or Ctrl-C quits."))
+        elif self.args.headless:
             lines.append(f"drive it: .venv/bin/voice-device ctl press --socket {control}   (then: ctl release)")
             lines.append("Ctrl-C stops the demo.")
         else:
@@ -370,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent_delay < 0:
         say("--agent-delay must not be negative", sys.stderr)
         return 2
+    if args.wake_word:
+        if (why := check_wake_word(args.wake_word)) is not None:
+            say(f"--wake-word: {why}", sys.stderr)
+            return 2
+        if Path(args.wake_word).suffix == ".json":
+            args.wake_word = str(Path(args.wake_word).resolve())
     demo = Demo(args)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, demo.request_stop)

@@ -13,7 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,21 +54,33 @@ def _cli(socket: str, *args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_headless_demo_hears_a_turn_answers_it_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+@dataclass
+class RunningDemo:
+    demo: LineProcess
+    states: Daemon
+    pulse: str
+    socket: str
+    record: Path
+
+
+@contextlib.contextmanager
+def headless_demo(tmp_path: Path, *args: str, server: str = "stub") -> Iterator[RunningDemo]:
+    """`scripts/demo --headless --record DIR --agent-delay 0.5 --server SERVER ARGS` as a newcomer with no sound
+    card runs it; on leaving, Ctrl-C (SIGINT to its process group) and the proof that it left nothing behind."""
     if os.geteuid() != 0:
         pytest.skip("the demo's private network namespace needs root (it explains the fallback otherwise)")
     if has_sound_card() or not shutil.which("pulseaudio"):
         pytest.skip("this test covers the no-sound-card path: it needs pulseaudio and no card")
     if (why := speech_tools_missing()) is not None:
         pytest.skip(why)
-    wav = write_wav(tmp_path / "hello.wav", speech("Hello demo, can you hear me? One two three."))
     record, audio_dir, runtime = tmp_path / "rec", tmp_path / "audio", tmp_path / "run"
     runtime.mkdir()
     env = {k: v for k, v in os.environ.items()
            if k not in ("PULSE_SERVER", "LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
     env.update(VOICE_DEVICE_AUDIO_DIR=str(audio_dir), XDG_RUNTIME_DIR=str(runtime), PYTHONUNBUFFERED="1")
     demo = LineProcess(["bash", str(ROOT / "scripts" / "demo"), "--headless", "--record", str(record),
-                        "--agent-delay", "0.5", "--server", "stub"], tmp_path / "demo.log", env=env, new_session=True)
+                        "--agent-delay", "0.5", "--server", server, *args], tmp_path / "demo.log", env=env,
+                       new_session=True)
     try:
         demo.wait_line(lambda line: "ready (headless)" in line, timeout=120)  # setup.sh may install things
         pulse = next(_value(line, "PULSE_SERVER=") for line in demo.lines if "PULSE_SERVER=" in line)
@@ -73,22 +89,7 @@ def test_headless_demo_hears_a_turn_answers_it_and_cleans_up_on_ctrl_c(tmp_path:
         states = Daemon(process=demo, socket=Path(socket))
         states.follow()
         wait_for(lambda: states.messages, 5, "the daemon's status snapshot")
-
-        player = play_into_mic(pulse, wav)
-        _cli(socket, "press")
-        states.wait_state("listening", timeout=20)
-        assert player.wait(timeout=20) == 0
-        mark = states.mark()
-        _cli(socket, "release")
-        states.wait_state("speaking", timeout=15, after=mark)
-        states.wait_state("listening", timeout=20, after=states.mark())
-        meta = wait_for(lambda: (p := record / "session-1" / "meta.json").exists() and json.loads(p.read_text()),
-                        10, "the agent's recording")
-        assert meta["preconnect_status"] == "used" and [c["method"] for c in meta["rpc_calls"]] == \
-            ["start_turn", "end_turn"]
-        assert (record / "session-1" / "heard.wav").stat().st_size > 48000 * 2  # more than a second heard
-        demo.wait_line(lambda line: line.startswith("state: thinking"), timeout=5)  # the LED states are shown
-
+        yield RunningDemo(demo, states, pulse, socket, record)
         os.killpg(demo.proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
         assert demo.wait(timeout=40) == 0, demo.log_tail()
     finally:
@@ -108,6 +109,67 @@ def test_headless_demo_hears_a_turn_answers_it_and_cleans_up_on_ctrl_c(tmp_path:
                             capture_output=True, text=True, timeout=10)
     assert status.returncode == 3, "the rig the demo started is stopped"
     assert not Path(socket).exists(), "the daemon removed its control socket"
-    played = read_wav(record / "speaker.wav")
+
+
+def _recording(record: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = wait_for(
+        lambda: (p := record / "session-1" / "meta.json").exists() and json.loads(p.read_text()), 10,
+        "the agent's recording")
+    return meta
+
+
+def test_headless_demo_hears_a_turn_answers_it_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    with headless_demo(tmp_path) as run:
+        wav = write_wav(tmp_path / "hello.wav", speech("Hello demo, can you hear me? One two three."))
+        player = play_into_mic(run.pulse, wav)
+        _cli(run.socket, "press")
+        run.states.wait_state("listening", timeout=20)
+        assert player.wait(timeout=20) == 0
+        mark = run.states.mark()
+        _cli(run.socket, "release")
+        run.states.wait_state("speaking", timeout=15, after=mark)
+        run.states.wait_state("listening", timeout=20, after=run.states.mark())
+        meta = _recording(run.record)
+        assert meta["preconnect_status"] == "used" and [c["method"] for c in meta["rpc_calls"]] == \
+            ["start_turn", "end_turn"]
+        assert (run.record / "session-1" / "heard.wav").stat().st_size > 48000 * 2  # more than a second heard
+        run.demo.wait_line(lambda line: line.startswith("state: thinking"), timeout=5)  # the LED states are shown
+    played = read_wav(run.record / "speaker.wav")
     loud = np.abs(played.astype(np.int32)) > 1000
     assert loud.sum() > 48000 // 2, "the agent's echo was played on the virtual speaker"
+
+
+def test_the_wake_word_demo_needs_no_button_and_says_how_to_speak_to_it(tmp_path: Path) -> None:
+    with headless_demo(tmp_path, "--wake-word", "okay_nabu") as run:
+        hint = next(line for line in run.demo.lines if "espeak-ng" in line)
+        assert "okay nabu" in hint and "paplay -d spk" in hint, "the banner says how to say the wake word"
+        assert any("no button needed" in line for line in run.demo.lines)
+        wait_for(lambda: run.states.snapshot()["wake"]["listening"], 10, "the wake-word listener")
+        time.sleep(1.0)
+        wav = write_wav(tmp_path / "ask.wav", speech("okay nabu, can you hear me, one two three", voice="en-us"))
+        play_into_mic(run.pulse, wav).wait(timeout=20)
+        run.states.wait_state("listening", timeout=20)
+        run.states.wait_state("speaking", timeout=20)  # its own turn detection: nothing was pressed or released
+        meta = _recording(run.record)
+        assert meta["preconnect_status"] == "used" and meta["rpc_calls"] == []
+        assert run.states.snapshot()["metrics"]["conversations_wake_word"] == 1
+
+
+@pytest.mark.livekit_server
+def test_the_wake_word_demo_on_the_real_stack_gets_an_answer_from_the_agents_own_turn_detection(
+        tmp_path: Path) -> None:
+    """`--server real --wake-word`: the real test agent runs with its own voice detection, not push-to-talk (whose
+    input stays off until a start_turn that a wake-word conversation never calls: it would never answer)."""
+    from tests.livekit.conftest import require
+    from tests.livekit.demo_stack import RealStack
+
+    require(RealStack.unavailable())
+    with headless_demo(tmp_path, "--wake-word", "okay_nabu", server="real") as run:
+        assert any(line.startswith("demo: server:") and "livekit-server" in line for line in run.demo.lines)
+        wait_for(lambda: run.states.snapshot()["wake"]["listening"], 10, "the wake-word listener")
+        time.sleep(1.0)
+        wav = write_wav(tmp_path / "ask.wav", speech("okay nabu, can you hear me, one two three", voice="en-us"))
+        play_into_mic(run.pulse, wav).wait(timeout=20)
+        run.states.wait_state("listening", timeout=30)
+        run.states.wait_state("speaking", timeout=30)  # the agent's VAD ended the turn and its TTS answered
+        assert run.states.snapshot()["metrics"]["conversations_wake_word"] == 1
