@@ -366,6 +366,17 @@ def connecting(snap: Snapshot, event: Event, now: float) -> Result:
     return replace(snap, link=Connecting()), []
 
 
+def connecting_after_end(snap: Snapshot, event: Event, now: float) -> Result:
+    """Down: a new attempt of the session we ended ourselves is stale — its retry fired before the end reached
+    the supervisor (seen under load: `ctl end` right after a failure, then the retry's report). Every session the
+    device asks for has a number of its own, so only an unnumbered report moves the link on."""
+    assert isinstance(event, SessionEvent)
+    if event.session is not None and event.session == snap.session:
+        log.debug("a retry of the ended session dropped event=%r", event)
+        return snap, []
+    return connecting(snap, event, now)
+
+
 def buffering(snap: Snapshot, event: Event, now: float) -> Result:
     return replace(snap, link=Up(agent=None)), []
 
@@ -476,7 +487,7 @@ ACTIONS: dict[tuple[type, object], Handler] = _grid([
 # The device table: every event type, per link. A press in Failed retries (start actions → StartSession), except
 # on always_on, where the press stays the mute switch (a privacy control must always work; the supervisor retries);
 # there it starts a session only when none runs (after an explicit end).
-# Down ignores supervisor reports other than a new attempt: they are stale after we ended the session ourselves.
+# Down ignores supervisor reports: they are stale after we ended the session ourselves (a retry of it too).
 # Failed ignores SessionEnded so a failure stays on show until the user or a retry moves on.
 # The wake word (only in a mode with `wake_word`, never while muted) starts a conversation from Down or Failed,
 # interrupts the agent while it speaks (Up), and means nothing while a session is being joined.
@@ -490,7 +501,7 @@ TABLE: dict[tuple[type, object], Handler] = _grid([
     (EndRequested,        _,             end_session,   end_session,   end_session,    end_session),
     (MuteRequested,       set_mute,      set_mute,      set_mute,      set_mute,       set_mute),
     (WakeWordHeard,       wake,          _,             wake_barge_in, _,              wake),
-    (SessionConnecting,   connecting,    _,             connecting,    connecting,     connecting),
+    (SessionConnecting,   connecting_after_end, _,      connecting,    connecting,     connecting),
     (SessionBuffering,    _,             buffering,     buffering,     buffering,      buffering),
     (AgentStateChanged,   _,             agent_state,   agent_state,   remember_agent, _),
     (SessionReconnecting, _,             reconnecting,  reconnecting,  _,              reconnecting),

@@ -492,6 +492,21 @@ def test_a_late_end_of_the_previous_session_does_not_end_the_next_one() -> None:
     assert d.state is DeviceState.LISTENING
 
 
+def test_a_retry_of_a_session_ended_right_after_its_failure_does_not_bring_it_back() -> None:
+    # `ctl end` while the failed session's retry is already under way: its report comes after the end
+    d = Device("push_to_talk")
+    d(StartRequested(), SessionConnecting(session=1), SessionFailed(FailureReason.UNREACHABLE, session=1))
+    assert d.state is DeviceState.FAILED
+    d(EndRequested("control"))
+    assert d.state is DeviceState.IDLE
+    assert d(SessionConnecting(session=1)) == []
+    assert d.state is DeviceState.IDLE
+    d(SessionFailed(FailureReason.UNREACHABLE, session=1))
+    assert d.state is DeviceState.IDLE
+    d(SessionConnecting())  # an unnumbered report (a test driving the machine by hand) still moves it
+    assert d.state is DeviceState.CONNECTING
+
+
 def test_the_client_flags_follow_the_link_not_the_display() -> None:
     d = Device("toggle")
     assert client_flags(d.snap) == ClientFlags(is_finished=True)
