@@ -8,6 +8,7 @@ never reach the journal even by mistake.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable
@@ -61,20 +62,39 @@ class _Handler(logging.StreamHandler[TextIO]):
     """Ours: a second setup_logging replaces it instead of adding another."""
 
 
+_stderr: TextIO | None = None
+
+
+def stderr_stream() -> TextIO:
+    """Where log lines go: a line-buffered stream on a duplicate of fd 2, made once. `quiet_stderr()` (audio)
+    points fd 2 itself at /dev/null while PortAudio probes devices, on the audio thread; lines logged meanwhile by
+    the event loop must still reach the journal, and they did not when the handler wrote to fd 2. Where sys.stderr
+    is not fd 2 (a test's capture), sys.stderr."""
+    global _stderr
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    if not real:
+        return sys.stderr
+    if _stderr is None:
+        _stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 (for ever)
+                       errors="backslashreplace")
+    return _stderr
+
+
 _filter = RedactFilter()
 
 
 def setup_logging(level: str = "info", verbosity: int = 0, secrets: Iterable[str] = ()) -> RedactFilter:
     """Configure the root logger once; `verbosity` is -v count minus -q count."""
-    import os
-
     base = _LEVELS.get(level, logging.INFO)
     effective = max(logging.DEBUG, min(logging.CRITICAL, base - 10 * verbosity))
     root = logging.getLogger()
     for h in list(root.handlers):
         if isinstance(h, _Handler):
             root.removeHandler(h)
-    handler = _Handler(sys.stderr)
+    handler = _Handler(stderr_stream())
     handler.setFormatter(KVFormatter(timestamps="JOURNAL_STREAM" not in os.environ))
     handler.addFilter(_filter)
     root.addHandler(handler)

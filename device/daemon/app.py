@@ -445,7 +445,9 @@ def rss_mb() -> float | None:
 
 def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
     """The `voice-device run` command."""
-    from device.core.log import setup_logging
+    import faulthandler
+
+    from device.core.log import setup_logging, stderr_stream
 
     try:
         config = load_config(config_path)
@@ -453,6 +455,11 @@ def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
         print(f"voice-device: {e}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, verbosity, secrets=secret_values(config))
+    # Python's own writes (an uncaught thread's traceback, a fault's dump) share the log's stream: fd 2 is
+    # /dev/null whenever PortAudio probes (audio.devices.quiet_stderr), and that can be at any moment
+    sys.stderr = stderr_stream()
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr)
     app = App(config, config_path, simulate=simulate)
     try:
         code = asyncio.run(app.run())
