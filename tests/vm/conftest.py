@@ -72,7 +72,7 @@ def fail(sentence: str) -> None:
     pytest.fail(sentence, pytrace=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def vm_image() -> Path:
     if _failed:
         pytest.fail(_failed[0], pytrace=False)
@@ -92,7 +92,7 @@ def vm_image() -> Path:
     return image
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def vm_speech() -> dict[str, np.ndarray]:
     """What the test's person says into the appliance, and what the stub's agent answers (espeak-ng)."""
     missing = speech_tools_missing()
@@ -102,7 +102,8 @@ def vm_speech() -> dict[str, np.ndarray]:
             "reply": speech("It is ten past nine, and the kitchen lights are on.", seed=5)}
 
 
-@pytest.fixture(scope="session")
+# package scope: the VM is shut down after the last VM test, not left running (under emulation) through the rest
+@pytest.fixture(scope="package")
 def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appliance]:
     """The booted appliance, the stub SFU in its namespace, and the secrets in /etc/voice-device/env."""
     if _failed:
