@@ -30,6 +30,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,16 @@ def _check_loadable(tflite: Path) -> None:
     lib.TfLiteModelDelete(model)
 
 
+def _tensor_view(address: int | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A numpy array over a TFLite tensor's memory (valid while its interpreter lives)."""
+    if not address:
+        raise ModelSpecError("the model's tensors were not allocated")
+    kind = np.dtype(dtype)
+    count = int(np.prod(shape))
+    buffer = (ctypes.c_char * (count * kind.itemsize)).from_address(address)
+    return np.frombuffer(buffer, dtype=kind, count=count).reshape(shape)
+
+
 class _Model:
     """One microWakeWord interpreter fed `stride` feature frames at a time, without per-call allocation."""
 
@@ -95,25 +106,32 @@ class _Model:
         self.cutoff = self.base_cutoff  # the one in force (lowered while the speaker plays: see scale_cutoffs)
         self.window = description.sliding_window
         self._bind()
-        self._probs = np.zeros(self.window, dtype=np.float64)
+        self._probs = [0.0] * self.window
         self._count = 0  # probabilities seen since the last reset (the mean needs a full window)
         self.peak = 0.0  # the highest windowed mean since take_peak()
 
     def _bind(self) -> None:
+        """Views of the interpreter's own input and output tensors (TfLiteTensorData: the arena is allocated once,
+        and reset() reloads the interpreter, so we bind again then): a run writes the quantised features into
+        the input in place and reads the probability in place — one ctypes call (Invoke) per run, not three."""
         m = self._mww
         lib = m.lib
         self.stride = int(m.stride)
-        if lib.TfLiteTensorByteSize(m.input_tensor) != self.stride * FEATURES * np.dtype(m.input_dtype).itemsize:
+        size = self.stride * FEATURES
+        if lib.TfLiteTensorByteSize(m.input_tensor) != size * np.dtype(m.input_dtype).itemsize:
             raise ModelSpecError(f"{self.name}: the model's input is not {self.stride} × {FEATURES} features")
+        lib.TfLiteTensorData.argtypes = [ctypes.c_void_p]
+        lib.TfLiteTensorData.restype = ctypes.c_void_p
+        self._input = _tensor_view(lib.TfLiteTensorData(m.input_tensor), (self.stride, FEATURES), m.input_dtype)
+        self._output = _tensor_view(lib.TfLiteTensorData(m.output_tensor), (1,), m.output_dtype)
         self._frames = np.zeros((self.stride, FEATURES), dtype=np.float32)
         self._scaled = np.zeros((self.stride, FEATURES), dtype=np.float32)
-        self._quant = np.zeros((self.stride, FEATURES), dtype=m.input_dtype)
         info = np.iinfo(m.input_dtype)
-        self._qmin, self._qmax = float(info.min), float(info.max)
-        self._out = np.zeros(lib.TfLiteTensorByteSize(m.output_tensor) // np.dtype(m.output_dtype).itemsize,
-                             dtype=m.output_dtype)
-        self._in_ptr = self._quant.ctypes.data_as(ctypes.c_void_p)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.c_void_p)
+        self._qmin, self._qmax = np.float32(info.min), np.float32(info.max)
+        self._inv_scale = np.float32(1.0 / m.input_scale)
+        self._zero = np.float32(m.input_zero_point)
+        self._out_zero, self._out_scale = float(m.output_zero_point), float(m.output_scale)
+        self._invoke, self._interpreter = lib.TfLiteInterpreterInvoke, m.interpreter
         self._filled = 0
 
     def step(self, features: list[float]) -> float | None:
@@ -124,22 +142,20 @@ class _Model:
         if self._filled < self.stride:
             return None
         self._filled = 0
-        m = self._mww
-        np.divide(self._frames, m.input_scale, out=self._scaled)
-        self._scaled += m.input_zero_point
-        np.rint(self._scaled, out=self._scaled)
-        np.clip(self._scaled, self._qmin, self._qmax, out=self._scaled)  # the library would wrap around instead
-        self._quant[...] = self._scaled
-        lib = m.lib
-        lib.TfLiteTensorCopyFromBuffer(m.input_tensor, self._in_ptr, self._quant.nbytes)
-        lib.TfLiteInterpreterInvoke(m.interpreter)
-        lib.TfLiteTensorCopyToBuffer(m.output_tensor, self._out_ptr, self._out.nbytes)
-        prob = (float(self._out[0]) - m.output_zero_point) * m.output_scale
-        self._probs[self._count % self.window] = prob
+        scaled = self._scaled
+        np.multiply(self._frames, self._inv_scale, out=scaled)
+        scaled += self._zero
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, self._qmin, self._qmax, out=scaled)  # the library would wrap around instead
+        np.copyto(self._input, scaled, casting="unsafe")
+        self._invoke(self._interpreter)
+        prob = (float(self._output[0]) - self._out_zero) * self._out_scale
+        probs = self._probs
+        probs[self._count % self.window] = prob
         self._count += 1
         if self._count < self.window:
             return 0.0
-        mean = float(self._probs.sum()) / self.window
+        mean = sum(probs) / self.window
         if mean > self.peak:
             self.peak = mean
         return mean
