@@ -17,8 +17,6 @@ the virtual rig, where the estimate came 0.6 s early).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 FRAME_S = 0.01
@@ -29,29 +27,41 @@ FLOOR_PERCENTILE = 20
 
 
 class PhraseStart:
+    """Keeps the last `history_s` of 10 ms frames as they came (a ring of samples: copying a frame is all `add`
+    costs) and measures their levels only when asked, at a detection — a few times a day, not 100 times a
+    second."""
+
     def __init__(self, frame: int, *, max_phrase_s: float = 2.0, gap_s: float = 0.25, lead_s: float = 0.05,
                  history_s: float = 3.0) -> None:
         self._span = int(max_phrase_s / FRAME_S)
         self._gap = int(gap_s / FRAME_S)
         self._lead = int(lead_s / FRAME_S)
-        self._levels = np.full(max(self._span, int(history_s / FRAME_S)), -100.0)
+        self._frame = frame
+        self._audio = np.zeros((max(self._span, int(history_s / FRAME_S)), frame), dtype=np.int16)
         self._frames = 0  # frames added since the start (or the last reset)
-        self._work = np.zeros(frame, dtype=np.float32)
 
     def add(self, frame: np.ndarray) -> None:
         """One 10 ms frame of int16 audio."""
-        self._work[:] = frame
-        power = float(np.dot(self._work, self._work)) / self._work.shape[0]
-        self._levels[self._frames % self._levels.shape[0]] = 10.0 * math.log10(power / (32768.0 * 32768.0) + 1e-10)
+        self._audio[self._frames % self._audio.shape[0]] = frame
         self._frames += 1
 
     def reset(self) -> None:
-        self._levels[:] = -100.0
         self._frames = 0
 
     def frames_back(self) -> int:
         """How many frames before the end of the newest one the phrase began (lead included)."""
         return self.extent()[0]
+
+    def _levels(self) -> np.ndarray:
+        """The level (dBFS) of every frame held, oldest first."""
+        size = self._audio.shape[0]
+        count = min(self._frames, size)
+        first = self._frames - count
+        order = (np.arange(first, self._frames) % size) if self._frames > size else np.arange(count)
+        audio = self._audio[order].astype(np.float64)
+        power = np.einsum("ij,ij->i", audio, audio) / self._frame
+        levels: np.ndarray = 10.0 * np.log10(power / (32768.0 * 32768.0) + 1e-10)
+        return levels
 
     def extent(self) -> tuple[int, int]:
         """(frames back to where the phrase began, lead included; frames back to where it ended): the end is
@@ -59,10 +69,8 @@ class PhraseStart:
         span = min(self._span, self._frames)
         if span == 0:
             return 0, 0
-        size = self._levels.shape[0]
-        newest = self._frames - 1
-        level = [self._levels[(newest - k) % size] for k in range(span)]  # newest first
-        known = self._levels if self._frames >= size else self._levels[: self._frames]
+        known = self._levels()
+        level = known[::-1][:span].tolist()  # newest first
         peak = max(level)
         floor = float(np.percentile(known, FLOOR_PERCENTILE))
         threshold = max(peak - BELOW_PEAK_DB, min(floor + ABOVE_FLOOR_DB, peak - NEVER_WITHIN_DB))
