@@ -120,7 +120,7 @@ def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_whole_across_
     buffer's last under one lock; tests/session proves that sample for sample). The first attempt's figures and
     the live audio's lag window by window are printed; the second must pass as strictly."""
     stub, daemon, joint = _one_breath(start, audio_rig, wavs)
-    if not _seam_holds(joint):
+    if not _seam_holds(joint) and _one_frame_late(joint):
         print(f"RETRY: seam {joint.extra_ms:+.2f} ms, after {joint.after}; live lags per 20 ms window: "
               f"{[w.lag for w in _live_windows(stub, wavs, joint)]}; stub meta "
               f"{ {k: v for k, v in _meta(stub, 1).items() if k.startswith(('live', 'preconnect_s'))} }")
@@ -138,6 +138,13 @@ def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_whole_across_
 def _seam_holds(joint: Seam) -> bool:
     return (joint.before.correlation > 0.99 and joint.after.correlation > 0.7
             and -1.0 <= joint.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0)
+
+
+def _one_frame_late(joint: Seam) -> bool:
+    """The known symptom: the pre-connect part exact, the live audio where it belongs plus one 10 ms frame."""
+    frame_ms = 10.0
+    return (joint.before.correlation > 0.99
+            and -1.0 + frame_ms <= joint.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0 + frame_ms)
 
 
 def _live_windows(stub: Stub, wavs: Wavs, joint: Seam) -> list[LocalLag]:
