@@ -55,9 +55,7 @@ class PhraseStart:
     def _levels(self) -> np.ndarray:
         """The level (dBFS) of every frame held, oldest first."""
         size = self._audio.shape[0]
-        count = min(self._frames, size)
-        first = self._frames - count
-        order = (np.arange(first, self._frames) % size) if self._frames > size else np.arange(count)
+        order = np.arange(max(0, self._frames - size), self._frames) % size
         audio = self._audio[order].astype(np.float64)
         power = np.einsum("ij,ij->i", audio, audio) / self._frame
         levels: np.ndarray = 10.0 * np.log10(power / (32768.0 * 32768.0) + 1e-10)
