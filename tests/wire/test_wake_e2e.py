@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.stubsfu.netns import NetNs
@@ -26,7 +27,6 @@ from tests.wire.rig import play_into_mic
 from tests.wire.signals import (
     OPUS_LOOKAHEAD_S,
     RATE,
-    LocalLag,
     Seam,
     continuation,
     correlation,
@@ -119,14 +119,16 @@ def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_whole_across_
     pre-connect part exact. Its cause is not found (the device's routing hands the live track the sample after the
     buffer's last under one lock; tests/session proves that sample for sample). The first attempt's figures and
     the live audio's lag window by window are printed; the second must pass as strictly."""
-    stub, daemon, joint = _one_breath(start, audio_rig, wavs)
-    if not _seam_holds(joint) and _one_frame_late(joint):
-        print(f"RETRY: seam {joint.extra_ms:+.2f} ms, after {joint.after}; live lags per 20 ms window: "
-              f"{[w.lag for w in _live_windows(stub, wavs, joint)]}; stub meta "
-              f"{ {k: v for k, v in _meta(stub, 1).items() if k.startswith(('live', 'preconnect_s'))} }")
-        daemon.stop()
-        stub.process.stop()
-        stub, daemon, joint = _one_breath(start, audio_rig, wavs)
+    run = _one_breath(start, audio_rig, wavs)
+    if not _seam_holds(run.joint) and _one_frame_late(run.joint):
+        live = continuation(run.source, run.heard, run.seam, run.joint.before.lag)
+        print(f"RETRY: seam {run.joint.extra_ms:+.2f} ms, after {run.joint.after}; live lags per 20 ms window: "
+              f"{[w.lag for w in live]}; stub meta "
+              f"{ {k: v for k, v in run.meta.items() if k.startswith(('live', 'preconnect_s'))} }")
+        run.daemon.stop()
+        run.stub.process.stop()
+        run = _one_breath(start, audio_rig, wavs)
+    daemon, joint = run.daemon, run.joint
     assert joint.before.correlation > 0.99 and joint.after.correlation > 0.7, joint
     assert -1.0 <= joint.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0, joint
     metrics = daemon.snapshot()["metrics"]
@@ -147,14 +149,20 @@ def _one_frame_late(joint: Seam) -> bool:
             and -1.0 + frame_ms <= joint.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0 + frame_ms)
 
 
-def _live_windows(stub: Stub, wavs: Wavs, joint: Seam) -> list[LocalLag]:
-    heard = read_wav(stub.session_dir(1) / "heard.wav")
-    seam = _meta(stub, 1)["live_first_sample_index"]
-    return continuation(read_wav(wavs.make("one-breath", ONE_BREATH, voice=WAKE_VOICE)), heard, seam,
-                        joint.before.lag)
+@dataclass(frozen=True)
+class OneBreath:
+    """One run of the one-breath scenario: who ran it, what was said and heard, and the seam as measured."""
+
+    stub: Stub
+    daemon: Daemon
+    source: np.ndarray
+    heard: np.ndarray
+    meta: dict[str, Any]
+    seam: int
+    joint: Seam
 
 
-def _one_breath(start: Any, audio_rig: Any, wavs: Wavs) -> tuple[Stub, Daemon, Seam]:
+def _one_breath(start: Any, audio_rig: Any, wavs: Wavs) -> OneBreath:
     """The scenario, every check but the seam's; the seam as measured."""
     source_wav = wavs.make("one-breath", ONE_BREATH, voice=WAKE_VOICE)
     # the wake cue would play into the rig's microphone (echo canceller off here, so the audio is the WAV's)
@@ -192,7 +200,7 @@ def _one_breath(start: Any, audio_rig: Any, wavs: Wavs) -> tuple[Stub, Daemon, S
     assert seam - lag < len(source) - RATE // 2, "the seam must fall inside the utterance to be judged"
     joint = seam_offset(source, heard, seam, guess=lag)
     print(f"seam: {joint.extra_ms:+.2f} ms (before {joint.before}, after {joint.after})")
-    return stub, daemon, joint
+    return OneBreath(stub, daemon, source, heard, meta, seam, joint)
 
 
 class PlayedMeter:
