@@ -846,13 +846,18 @@ def _frame(value: int = 1000, ms_: int = 20) -> rtc.AudioFrame:
     return rtc.AudioFrame(np.full(n, value, np.int16).tobytes(), 16000, 1, n)
 
 
-async def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking(make_rig):
+async def _wake_word_rig_with_agent_audio(make_rig, state: str):
+    """A wake_word session whose agent (in `state`) publishes audio the device plays: (rig, agent, its stream)."""
     rig = make_rig(mode="wake_word")
     await rig.start()
-    agent = rig.room.agent_joins(state="speaking")
+    agent = rig.room.agent_joins(state=state)
     rig.room.publish_agent_audio(agent)
     await rig.settle()
-    stream = rig.media.streams[-1]
+    return rig, agent, rig.media.streams[-1]
+
+
+async def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking(make_rig):
+    rig, agent, stream = await _wake_word_rig_with_agent_audio(make_rig, "speaking")
     stream.queue.put_nowait(_frame())
     await rig.settle()
     assert len(rig.audio.player.frames) == 1
@@ -870,13 +875,9 @@ async def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking(ma
 
 
 async def test_an_interruption_while_the_agent_is_not_speaking_changes_nothing(make_rig):
-    rig = make_rig(mode="wake_word")
-    await rig.start()
-    agent = rig.room.agent_joins(state="listening")
-    rig.room.publish_agent_audio(agent)
-    await rig.settle()
+    rig, _, stream = await _wake_word_rig_with_agent_audio(make_rig, "listening")
     await rig.sup.interrupt()
-    rig.media.streams[-1].queue.put_nowait(_frame())
+    stream.queue.put_nowait(_frame())
     await rig.settle()
     assert len(rig.audio.player.frames) == 1
 
