@@ -78,7 +78,11 @@ def stderr_stream() -> TextIO:
     if not real:
         return sys.stderr
     if _stderr is None:
-        _stderr = open(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 (for ever)
+        try:
+            fd = os.dup(2)
+        except OSError:  # no descriptor to spare: log to fd 2 itself, as before
+            return sys.stderr
+        _stderr = open(fd, "w", buffering=1, encoding=sys.stderr.encoding,  # noqa: SIM115 (for ever)
                        errors="backslashreplace")
     return _stderr
 
