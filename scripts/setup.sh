@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian 12 / Raspberry Pi OS (64-bit) machine for voice-device development:
 # apt packages (only those missing; on x86_64 also qemu and debootstrap for the VM suite), a virtualenv in .venv,
-# the package with its test extra.
+# the package with its test extra. Every program the daemon and the suites run is listed with its package in
+# tests/programs.py; tests/test_programs.py fails when one of those packages is missing from the lists below.
 # Sourced or run by scripts/demo and scripts/test; safe to run again (it skips what is already done).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VOICE_DEVICE_VENV:-$ROOT/.venv}"
-APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins
+APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
   iproute2 espeak-ng sox systemd tcpdump nftables iptables libnetfilter-queue-dev)
 
 say() { echo "setup: $*" >&2; }
@@ -22,7 +23,7 @@ esac
 # The VM suite (tests/vm): qemu's software emulation of an x86_64 appliance, debootstrap for its image.
 # Without recommends: qemu's GUI and firmware extras are not needed for a headless -kernel boot.
 VM_PACKAGES=()
-[[ "$arch" == x86_64 ]] && VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs)
+[[ "$arch" == x86_64 ]] && VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs openssl)
 
 apt_missing() {
   local p

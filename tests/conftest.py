@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.programs import need
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("LG_WD", tempfile.gettempdir())  # lgpio drops a FIFO in the working directory otherwise
 
@@ -52,8 +54,8 @@ class AudioRig:
 
 @pytest.fixture(scope="session")
 def audio_rig() -> Iterator[AudioRig]:
-    if not shutil.which("pulseaudio"):
-        pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
+    for program in ("pulseaudio", "pactl", "parec", "paplay"):
+        need(program)
     d = Path(tempfile.mkdtemp(prefix="vd-audio-"))
     env = {**os.environ, "VOICE_DEVICE_AUDIO_DIR": str(d)}
     script = ROOT / "scripts" / "virtual-audio.sh"

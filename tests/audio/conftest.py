@@ -5,23 +5,20 @@ from __future__ import annotations
 import pytest
 
 from tests.audio import corpus
+from tests.programs import need
 
 
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> corpus.Speech:
     """espeak-ng at 48 kHz, cached for the session."""
-    missing = corpus.tools_missing()
-    if missing:
-        pytest.skip(missing)
+    need("espeak-ng", "sox")
     return corpus.Speech(tmp_path_factory.mktemp("speech-48k"))
 
 
 @pytest.fixture(scope="session")
 def speech_at(tmp_path_factory: pytest.TempPathFactory):
     """espeak-ng at another pipeline rate: speech_at(16000)."""
-    missing = corpus.tools_missing()
-    if missing:
-        pytest.skip(missing)
+    need("espeak-ng", "sox")
     made: dict[int, corpus.Speech] = {}
 
     def at(rate: int) -> corpus.Speech:

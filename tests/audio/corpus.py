@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +43,6 @@ POSITIVES: dict[str, tuple[str, list[tuple[str, int]]]] = {
 OTHER_VOICES = ("en", "en-us", "en-us+f3", "en-gb-x-rp", "en-029", "en+m3", "en-us+f2", "en-us+m7", "en-us+f4",
                 "en-gb-scotland")
 WAKE_WORDS = re.compile(r"alexa|jarvis|mycroft|nabu", re.IGNORECASE)
-
-
-def tools_missing() -> str | None:
-    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
-    return f"{' and '.join(missing)} not installed (scripts/setup.sh installs them)" if missing else None
 
 
 @dataclass(frozen=True)

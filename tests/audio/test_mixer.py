@@ -11,6 +11,7 @@ import pytest
 
 from device.audio.mixer import Amixer, MixerError, attach_mixer, parse_level, playback_controls
 from device.audio.player import Player
+from tests.programs import need
 
 SGET_MONO = """Simple mixer control 'Master',0
   Capabilities: pvolume pvolume-joined pswitch pswitch-joined
@@ -70,6 +71,7 @@ def sink_percent(audio_rig) -> int:
 @pytest.fixture
 def rig_volume(audio_rig) -> Iterator[object]:
     """The rig's sink at 100 % again after the test: the other tests compare levels of what it plays."""
+    need("amixer")
     audio_rig.pactl("set-sink-volume", "spk", "100%")
     try:
         yield audio_rig

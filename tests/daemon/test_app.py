@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.programs import need
 from tests.proof.harness import (
     DaemonProcess,
     HangingListener,
@@ -203,6 +204,7 @@ def test_the_volume_commands_move_the_alsa_mixer_control_the_daemon_was_given(wo
     """audio.mixer on the rig's real ALSA control interface (`amixer -D pulse`: alsa-plugins' ctl.pulse, which
     moves the sound server's sink): the level it had is the device's volume, the commands (the same event as the
     volume buttons) step the control, the samples are not scaled a second time."""
+    need("amixer")
     config = base_config(workdir)
     config["audio"] |= {"mixer": "Master", "mixer_device": "pulse", "volume": 0.9}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import shutil
 import subprocess
 import sys
 from functools import cache
@@ -14,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.programs import need
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "voice-device.service"
 PROBE = Path(__file__).with_name("mdwe_probe.py")
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+
+@pytest.fixture(autouse=True)
+def _systemd_analyze() -> None:
+    need("systemd-analyze")
 
 
 def directives(name: str) -> list[str]:

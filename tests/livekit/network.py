@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import programs
 from tests.stubsfu.netns import NetNs
 from tests.wire.harness import ROOT, LineProcess
 
@@ -58,8 +58,7 @@ def _nft(ns: NetNs, script: str) -> None:
 
 
 def tools_missing() -> str | None:
-    missing = [t for t in ("nft", "tcpdump", "setpriv") if shutil.which(t) is None]
-    return f"{' and '.join(missing)} not installed (scripts/setup.sh installs them)" if missing else None
+    return programs.missing("nft", "tcpdump", "setpriv")
 
 
 def tag_device_connections(ns: NetNs) -> None:
@@ -118,8 +117,8 @@ def counted_packets(ns: NetNs) -> int:
 
 
 def delay_unavailable() -> str | None:
-    if shutil.which("iptables") is None:
-        return "iptables is not installed (scripts/setup.sh installs it): the delay uses its NFQUEUE target"
+    if (sentence := programs.missing("iptables")) is not None:
+        return f"{sentence}: the delay uses its NFQUEUE target"
     try:
         import netfilterqueue  # noqa: F401
     except ImportError:

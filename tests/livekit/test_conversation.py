@@ -33,6 +33,7 @@ from tests.livekit.server import TURN_PORT, Server
 from tests.livekit.tokens import device_token
 from tests.livekit.worker_proc import RoomRecording, Worker
 from tests.polling import wait_for
+from tests.programs import need
 from tests.wire.daemon import Daemon
 from tests.wire.harness import PYTHON, ROOT
 from tests.wire.rig import play_into_mic
@@ -47,7 +48,6 @@ from tests.wire.signals import (
     onset,
     read_wav,
     speech,
-    speech_tools_missing,
     voices,
     write_wav,
 )
@@ -114,8 +114,7 @@ def _turn(session: Session, audio_rig: Any, wav: Path, *, before_press_s: float)
 
 @pytest.fixture(scope="module")
 def session(server: Server, module_worker: Worker, audio_rig: Any, workdir: Path) -> Iterator[Session]:
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     wavs = {"utterance": write_wav(workdir / "utterance.wav", voices([(UTTERANCE, "en"), *OTHER_VOICES])),
             "short": write_wav(workdir / "short.wav", speech("One two three four five.", seed=9))}
     room = f"vd-conv-{secrets.token_hex(3)}"

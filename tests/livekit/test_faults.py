@@ -22,9 +22,10 @@ from tests.livekit.server import Server
 from tests.livekit.tokens import device_token
 from tests.livekit.worker_proc import RoomRecording, Worker
 from tests.polling import wait_for
+from tests.programs import need
 from tests.wire.daemon import Daemon
 from tests.wire.rig import play_into_mic
-from tests.wire.signals import RATE, read_wav, speech, speech_tools_missing, write_wav
+from tests.wire.signals import RATE, read_wav, speech, write_wav
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
 
@@ -35,8 +36,7 @@ CUT_S = 4.0
 
 @pytest.fixture(scope="module")
 def talk(workdir: Path) -> Path:
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     text = "One two three four five six seven eight nine ten, and then it goes on counting a little longer."
     return write_wav(workdir / "talk.wav", speech(text, seed=11))
 
@@ -44,8 +44,7 @@ def talk(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def short_talk(workdir: Path) -> Path:
     """For a turn that starts slowly (the delayed join): the button's long press (10 s) must not end it."""
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     return write_wav(workdir / "short-talk.wav", speech("One two three four five six.", seed=12))
 
 

@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.programs import need
 from tests.proof.harness import DaemonProcess, wait_until, write_config
 from tests.stubsfu.netns import NetNs
 from tests.wire.conftest import netns  # noqa: F401  (the module-scoped namespace fixture)
 from tests.wire.harness import Stub, launch_stub, mint_token
 from tests.wire.rig import play_into_mic
-from tests.wire.signals import correlation, find_lag, read_wav, speech, speech_tools_missing, write_wav
+from tests.wire.signals import correlation, find_lag, read_wav, speech, write_wav
 
 pytestmark = [pytest.mark.wire, pytest.mark.audio, pytest.mark.slow]
 
@@ -32,8 +33,7 @@ LONG = "This request keeps going for a while, so the connection can drop in the 
 
 @pytest.fixture(scope="module")
 def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     return write_wav(tmp_path_factory.mktemp("speech") / "long.wav", speech(LONG))
 
 

@@ -9,6 +9,7 @@ import pytest
 from device.session.speech import VAD_RELEASE_S, EnergyGate, VadGate
 from device.session.text import user_went_away
 from tests.audio import corpus
+from tests.programs import need
 
 RATE = 16000
 CHUNK = RATE * 30 // 1000
@@ -16,8 +17,7 @@ CHUNK = RATE * 30 // 1000
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> corpus.Speech:
-    if (why := corpus.tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     return corpus.Speech(tmp_path_factory.mktemp("speech-16k"), rate=RATE)
 
 

@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import programs
+from tests.programs import PROGRAMS
 from tests.vm.appliance import TEST_CA, Appliance, BootFacts
 from tests.vm.machine import HOST_IP, Machine, MachineError
 from tests.vm.tokens import make_certificate
 from tests.wire.harness import PYTHON, LineProcess, Stub, launch_stub, mint_token
-from tests.wire.signals import speech, speech_tools_missing
+from tests.wire.signals import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SCRIPT = ROOT / "scripts" / "vm-image.sh"
@@ -48,10 +50,9 @@ def missing_prerequisites() -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (qemu on a tap in a network namespace, debootstrap, chroot)")
-    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("debootstrap", "debootstrap"),
-                          ("mkfs.ext4", "e2fsprogs"), ("ip", "iproute2")):
+    for tool in ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "ip", "openssl"):
         if shutil.which(tool) is None:
-            missing.append(f"{tool} (apt: {package})")
+            missing.append(f"{tool} (apt: {PROGRAMS[tool]})")
     if not os.path.exists("/dev/net/tun"):
         missing.append("/dev/net/tun (the VM's network)")
     return missing
@@ -95,7 +96,7 @@ def vm_image() -> Path:
 @pytest.fixture(scope="package")
 def vm_speech() -> dict[str, np.ndarray]:
     """What the test's person says into the appliance, and what the stub's agent answers (espeak-ng)."""
-    missing = speech_tools_missing()
+    missing = programs.missing("espeak-ng", "sox")
     if missing:
         unavailable(f"the VM suite's speech needs {missing}")
     return {"utterance": speech("Turn the kitchen lights on, please, and tell me the time."),

@@ -13,7 +13,6 @@ The measurements are pure numpy on int16 arrays:
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -44,11 +43,6 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
         w.setframerate(rate)
         w.writeframes(samples.astype("<i2").tobytes())
     return path
-
-
-def speech_tools_missing() -> str | None:
-    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
-    return f"{' and '.join(missing)} not installed (scripts/setup.sh installs them)" if missing else None
 
 
 def speech(text: str, *, lead_s: float = 0.1, bed_rms: float = 200.0, seed: int = 3,

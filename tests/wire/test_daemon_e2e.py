@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.programs import need
 from tests.stubsfu.netns import NetNs
 from tests.wire.daemon import Daemon, daemon_config, launch_daemon, wait_for
 from tests.wire.harness import Stub, launch_stub
@@ -36,7 +37,6 @@ from tests.wire.signals import (
     read_wav,
     seam_offset,
     speech,
-    speech_tools_missing,
     write_wav,
 )
 
@@ -62,8 +62,7 @@ class Wavs:
 
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory: pytest.TempPathFactory) -> Wavs:
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     d = tmp_path_factory.mktemp("speech")
     return Wavs(utterance=write_wav(d / "utterance.wav", speech(UTTERANCE)),
                 reply=write_wav(d / "reply.wav", speech(REPLY, voice="en-us", seed=5)),

@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.programs import need
 from tests.wire.daemon import Daemon, wait_for
 from tests.wire.demo import has_sound_card
 from tests.wire.harness import PYTHON, ROOT, LineProcess
 from tests.wire.rig import play_into_mic
-from tests.wire.signals import read_wav, speech, speech_tools_missing, write_wav
+from tests.wire.signals import read_wav, speech, write_wav
 
 pytestmark = [pytest.mark.wire, pytest.mark.audio, pytest.mark.slow]
 
@@ -71,8 +72,7 @@ def headless_demo(tmp_path: Path, *args: str, server: str = "stub") -> Iterator[
         pytest.skip("the demo's private network namespace needs root (it explains the fallback otherwise)")
     if has_sound_card() or not shutil.which("pulseaudio"):
         pytest.skip("this test covers the no-sound-card path: it needs pulseaudio and no card")
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     record, audio_dir, runtime = tmp_path / "rec", tmp_path / "audio", tmp_path / "run"
     runtime.mkdir()
     env = {k: v for k, v in os.environ.items()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.programs import need
 from tests.stubsfu.netns import NetNs
 from tests.wire.daemon import Daemon, daemon_config, launch_daemon, wait_for
 from tests.wire.harness import Stub, launch_stub
@@ -35,7 +36,6 @@ from tests.wire.signals import (
     read_wav,
     seam_offset,
     speech,
-    speech_tools_missing,
     write_wav,
 )
 
@@ -61,8 +61,7 @@ class Wavs:
 
 @pytest.fixture(scope="module")
 def wavs(tmp_path_factory: pytest.TempPathFactory) -> Wavs:
-    if (why := speech_tools_missing()) is not None:
-        pytest.skip(why)
+    need("espeak-ng", "sox")
     return Wavs(tmp_path_factory.mktemp("wake-speech"))
 
 
