@@ -28,6 +28,9 @@ BASE_PACKAGES=(systemd systemd-sysv udev kmod dbus linux-image-amd64 initramfs-t
   psmisc)
 DISK_MB=4096
 
+# shellcheck source=lib/rootfs.sh
+source "$ROOT/scripts/lib/rootfs.sh"
+
 say() { echo "vm-image: $*" >&2; }
 die() { echo "vm-image: $*" >&2; exit 1; }
 
@@ -69,12 +72,8 @@ build_base() {
   if [[ -f "$tar" ]]; then echo "$tar"; return; fi
   work="$(mktemp -d "$CACHE/.rootfs.XXXXXX")"
   say "debootstrap $SUITE (minbase + ${BASE_PACKAGES[*]}): a few minutes, once"
-  if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${BASE_PACKAGES[*]}")" "$SUITE" "$work/root" \
-      "$MIRROR" > "$work/debootstrap.log" 2>&1; then
-    tail -20 "$work/debootstrap.log" >&2
-    rm -rf "$work"
-    die "debootstrap failed (log above)"
-  fi
+  debootstrap_into "$work/root" "$SUITE" "$MIRROR" "${BASE_PACKAGES[@]}" \
+    || { rm -rf "$work"; die "debootstrap failed (log above)"; }
   provision_base "$work/root"
   tar -C "$work/root" --numeric-owner -cf "$tar.part" .
   mv "$tar.part" "$tar"
