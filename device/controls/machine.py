@@ -279,8 +279,28 @@ def _with_cue(snap: Snapshot, cue: Cue, effects: list[Effect]) -> Result:
     return replace(snap, cue=cue), [*effects, ArmTimer(CUE_TIMER, CUE_S[cue])]
 
 
+MUTED_START = ("the device is muted: a session now would open a room the mic cannot reach; "
+               "unmute first (the mute button, or `voice-device ctl unmute`)")
+
+
+def start_refused(snap: Snapshot) -> str | None:
+    """Why a start (a press, `ctl start`, the wake word) must not open a room now, or None. Muted, a session
+    would be a room the display does not show (it shows `muted`) with an agent billed for nothing; only
+    `always_on`, whose room is permanent and whose button is the mute switch, keeps a room while muted."""
+    if snap.muted and not snap.profile.mode.keeps_session:
+        return MUTED_START
+    return None
+
+
+def _refuse(snap: Snapshot, why: str) -> Result:
+    log.info("start refused: %s", why)
+    return snap, [PlayEarcon("error")]
+
+
 def begin_session(snap: Snapshot, event: Event, now: float) -> Result:
     # Show connecting at once (the press must feel instant); the supervisor confirms with SessionConnecting.
+    if (why := start_refused(snap)) is not None:
+        return _refuse(snap, why)
     n = snap.session + 1
     return replace(snap, link=Connecting(), session=n), [StartSession(n, trigger=_trigger(event)),
                                                          PlayEarcon("listening")]
@@ -321,6 +341,8 @@ def interrupt(snap: Snapshot, event: Event, now: float) -> Result:
 
 
 def begin_session_and_turn(snap: Snapshot, event: Event, now: float) -> Result:
+    if (why := start_refused(snap)) is not None:
+        return _refuse(snap, why)
     n = snap.session + 1
     effects: list[Effect] = [StartSession(n), StartTurn(n), PlayEarcon("listening")]
     return replace(snap, link=Connecting(), turn_open=True, session=n), effects

@@ -271,7 +271,12 @@ class App:
         if parts is None:
             raise ControlError("the daemon is reloading; try again in a moment")
         if cmd.spec.event is not None:
-            self.feed(cmd.spec.event())
+            from device.controls.machine import start_refused
+
+            event = cmd.spec.event()
+            if isinstance(event, StartRequested) and (why := start_refused(parts.snapshot)) is not None:
+                raise ControlError(why)
+            self.feed(event)
             return
         match cmd.name:
             case "say":

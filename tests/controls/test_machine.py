@@ -221,6 +221,31 @@ def test_mute_requested_sets_and_repeats_are_no_ops() -> None:
     assert d(MuteRequested(False)) == [SetMuted(False)]
 
 
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "always_on"])
+def test_muted_no_start_opens_a_room_the_display_would_not_show(mode: str) -> None:
+    """Muted, the display shows `muted`: a press, `ctl start` or a double-used gesture must not open a room behind it
+    (an agent dispatched and billed, `start_turn` called, for a mic that reaches nobody). The start is refused with
+    the error earcon; unmuted, the same press starts."""
+    d = Device(mode)
+    d(MuteRequested(True))
+    for ev in (Pressed(), Released(), StartRequested(), HEARD):
+        fx = d(ev)
+        assert not any(isinstance(e, StartSession | StartTurn) for e in fx), (ev, fx)
+        assert d.state is DeviceState.MUTED and not d.snap.session_up
+    assert d(Pressed()) == [PlayEarcon("error")]
+    d(Released(), MuteRequested(False))
+    assert any(isinstance(e, StartSession) for e in d(Pressed()))
+
+
+def test_always_on_keeps_its_room_while_muted_by_design() -> None:
+    """always_on's room is permanent and its button is the mute switch: muted, it still starts (the mic reaches
+    nobody; status says `muted` and its session section shows the room)."""
+    d = Device("always_on")
+    d(MuteRequested(True))
+    assert isinstance(d(StartRequested())[0], StartSession)
+    assert d.state is DeviceState.MUTED and d.snap.session_up
+
+
 # ---- appliance: toggle -------------------------------------------------------------------------------------
 
 

@@ -336,6 +336,26 @@ def test_the_memory_limit_is_off_by_default(workdir, audio_rig) -> None:
         assert d.wait() == 0, d.log()
 
 
+def test_muted_a_start_command_is_refused_with_a_sentence_and_opens_nothing(workdir, audio_rig) -> None:
+    """The room behind "muted": a `ctl start` (or a press) while muted must not open a room the display would not
+    show. The command answers with the sentence; the state stays muted; no session is attempted (the token
+    endpoint of the base config is a closed port: an attempt would show failed: unreachable)."""
+    with start(workdir, audio_rig) as d:
+        d.wait_ready()
+        mark = d.mark()
+        d.command("mute")
+        d.wait_status("muted", start=mark)
+        reply = d.command("start")
+        assert reply["type"] == "error" and "muted" in reply["message"] and "ctl unmute" in reply["message"], reply
+        d.command("press")
+        d.command("release")
+        wait_until(lambda: "start refused" in d.log(), 5, "the refusal in the log")
+        assert d.snapshot()["state"] == "muted"
+        assert not any(m.get("STATUS") != "muted" for m in d.notify.messages[mark + 1:] if "STATUS" in m), d.log()
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()
+
+
 def test_mute_survives_a_reload_and_a_restart_and_boot_muted_wins_at_start_up(workdir, audio_rig) -> None:
     config = base_config(workdir)
     config["daemon"]["state_dir"] = str(workdir / "state")
