@@ -353,6 +353,7 @@ class RemoteSupervisor:
 
     async def _start(self, request: StartCall | StartTurnCall) -> None:
         self._session = request.session
+        self._cancel_restart()  # this start is the session now
         for _ in range(2):
             child = await self._child_or_fail(request.session)
             if child is None:
@@ -370,6 +371,10 @@ class RemoteSupervisor:
             log.info("start reached a session process that was ending; starting again in a fresh one")
 
     async def end(self, reason: str = "requested") -> None:
+        # An end during an always_on restart's back-off reaches no process: it must still stop the restart, or a
+        # room opens behind a device that shows idle.
+        if self._cancel_restart():
+            log.info("restart of the lost session cancelled reason=%s", reason)
         await self._if_running(EndCall(reason))
 
     async def end_turn(self) -> None:
@@ -574,6 +579,13 @@ class RemoteSupervisor:
                 self._later(retry, self._restart_kept_session)
             self.emit(SessionFailed(FailureReason.INTERNAL, f"the session process {why}", retry,
                                     session=child.session))
+
+    def _cancel_restart(self) -> bool:
+        """Cancel a pending restart of a lost session; whether there was one."""
+        pending = [t for t in self._timers if not t.done() and t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        return bool(pending)
 
     def _later(self, delay: float, fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:

@@ -224,6 +224,29 @@ async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(
         await rig.sup.aclose()
 
 
+async def test_always_on_an_end_during_the_restart_back_off_opens_no_room(tmp_path, monkeypatch) -> None:
+    """The room the user cannot see: a crashed always_on session arms a restart; `ctl end` during its back-off
+    reaches no process, and must still cancel the restart (the device shows idle: no room may open behind it)."""
+    marker = tmp_path / "crash"
+    marker.touch()
+    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
+    rig = Rig(mode="always_on", idle_timeout_s=0.0, max_session_s=0.0)
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
+        retry = failed[0].retry_in_s
+        assert retry is not None
+        await rig.sup.end("control")
+        started = rig.sup.status().process.started
+        await asyncio.sleep(retry + 2.0)  # past the restart it had armed, with time for a child to join
+        assert not rig.listening(), rig.events
+        assert rig.sup.status().phase == "idle" and rig.sup.current is None
+        assert rig.sup.status().process.started <= started + 1  # at most the warm spare, never a session
+    finally:
+        await rig.sup.aclose()
+
+
 async def test_closing_while_a_press_waits_for_a_starting_child_ends_the_press_quietly() -> None:
     # a reload (aclose) during a press that waits for its child: the daemon's effect worker must not get a
     # CancelledError (it would stop for good)
