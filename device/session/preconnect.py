@@ -15,7 +15,8 @@ route goes next is the pure `routing.decide`, and the steps it names are carried
 
 Because one task routes every chunk and control changes take the same lock, the stream's last sample and the
 live track's first are adjacent ring indices: no gap, no overlap (`streams` and `live_starts` prove it). After a
-full reconnect (new SID) the audio captured while disconnected, bounded by `resend_s`, is sent again the same way.
+full reconnect (new SID) the audio captured while disconnected, bounded by `resend_s`, is sent again the same way;
+with pre-connect off, the live track goes on after any reconnect and what was held is dropped (and counted).
 """
 
 from __future__ import annotations
@@ -372,6 +373,17 @@ class Uplink:
                 # say so: these are the user's words from the reconnect, and no agent will hear them
                 log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
                          dropped * 1000 // self.rate)
+                self._set_route(Route.LIVE)
+            case Step.LIVE_AGAIN:
+                # pre-connect off: no stream can carry what was held, and the live track must not wait for a
+                # subscription that may never be repeated (a resume) or come late (a full restart)
+                self._after_reconnect = self._republished = False
+                dropped = self.buffer.clear()
+                if dropped:
+                    self.dropped_samples += dropped
+                    self.drop_reason = "reconnected: pre-connect off, the live track continued"
+                    log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                             dropped * 1000 // self.rate)
                 self._set_route(Route.LIVE)
             case Step.REBUFFER:
                 # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID

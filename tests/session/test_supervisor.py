@@ -371,6 +371,43 @@ async def test_a_resume_keeps_the_same_track_and_sends_no_new_buffer(make_rig):
     assert [e.state for e in rig.of(AgentStateChanged)][-1] == "listening"
 
 
+async def test_without_preconnect_a_full_reconnect_puts_the_mic_back_on_the_live_track(make_rig):
+    rig = make_rig(preconnect=False)
+    await _live_session(rig)
+    source = rig.media.sources[0]
+    live_before = len(source.samples())
+    rig.room.full_restart()
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    after = source.samples()[live_before:]
+    np.testing.assert_array_equal(after, pattern(resumed, ms(200)))  # the agent hears what is said now, at once
+    assert rig.room.local_participant.writers == [] and rig.sup.status().preconnect.route == "live"
+
+
+async def test_without_preconnect_a_reconnect_without_the_agents_subscription_still_goes_live(make_rig):
+    # a resume (same SID) before the agent had subscribed: nothing will ever say "subscribed" again
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    rig.audio.speak(100)  # said while the connection was down: not sent late on the live track
+    await rig.settle()
+    rig.room.emit("reconnected")
+    await rig.settle()
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(rig.media.sources[0].samples(), pattern(resumed, ms(200)))
+    pre = rig.sup.status().preconnect
+    assert pre.dropped_ms == 100 and pre.drop_reason
+
+
 async def test_end_during_reconnect_closes_writer_then_source_then_disconnects(make_rig):
     rig = make_rig()
     await rig.start()
