@@ -36,7 +36,7 @@ from enum import StrEnum
 
 
 class Route(StrEnum):
-    DISCARD = "discard"  # pre-connect off and not yet published, or muted
+    DISCARD = "discard"  # pre-connect off and not yet published (a mute does not change the route)
     BUFFER = "buffer"  # no agent yet: kept in a bounded buffer
     STREAM = "stream"  # LiveKit's pre-connect byte stream to the agent
     LIVE = "live"  # the published mic track

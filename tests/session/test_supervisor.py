@@ -842,6 +842,90 @@ async def test_mute_mutes_the_track_and_sends_no_audio(make_rig):
     assert not rig.room.mic.track.muted and len(rig.media.sources[0].samples()) == ms(200)
 
 
+def _sent(rig) -> np.ndarray:
+    """Everything the room got from the mic: the pre-connect streams, then the live track."""
+    streams = [w.samples() for w in rig.room.local_participant.writers]
+    return np.concatenate([*streams, rig.media.sources[0].samples()])
+
+
+async def test_a_mute_while_connecting_drops_the_buffered_speech_and_unmuting_sends_only_what_follows(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.audio.speak(300)  # buffered: no agent yet
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    rig.audio.speak(200)  # said while muted
+    await rig.settle()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    assert len(_sent(rig)) == 0  # none of it reaches the agent
+    pre = rig.sup.status().preconnect
+    assert pre is not None and pre.drop_reason == "muted" and pre.dropped_ms == 300
+    await rig.sup.set_muted(False)
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(_sent(rig), pattern(resumed, ms(400)))  # from the unmute point on, all of it
+
+
+async def test_a_mute_while_streaming_drops_what_was_not_yet_written(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    written = len(_sent(rig))
+    rig.audio.speak(60)  # less than a stream write: still pending in the uplink
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    rig.room.agent_subscribes_mic()  # the stream closes: its last piece must not be the muted one's
+    rig.audio.speak(200)
+    await rig.settle()
+    assert len(_sent(rig)) == written and rig.room.local_participant.writers[0].closed
+    assert rig.sup.status().preconnect.drop_reason == "muted"
+
+
+async def test_a_mute_while_the_stream_opens_keeps_the_buffer_out_of_it(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.audio.speak(300)
+    await rig.settle()
+    lp = rig.room.local_participant
+    gate = asyncio.Event()
+    open_stream = lp.stream_bytes
+
+    async def slow_open(*args, **kwargs):
+        await gate.wait()
+        return await open_stream(*args, **kwargs)
+
+    lp.stream_bytes = slow_open
+    rig.room.agent_joins(state="listening")  # the uplink takes the buffer and waits for the stream
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    gate.set()
+    await rig.settle()
+    assert lp.writers and len(_sent(rig)) == 0
+    assert rig.sup.status().preconnect.drop_reason == "muted"
+
+
+async def test_audio_captured_while_muted_is_not_sent_even_when_the_uplink_reads_it_after_the_unmute(make_rig):
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    uplink = rig.sup._uplink
+    uplink.set_muted(True)
+    rig.audio.speak(200)  # captured while muted ...
+    uplink.set_muted(False)  # ... and the uplink has not read it yet (no await in between)
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(_sent(rig), pattern(resumed, ms(200)))
+
+
 async def test_final_transcripts_are_kept_for_status_and_interim_ones_ignored(make_rig):
     rig = make_rig()
     await rig.start()
