@@ -79,6 +79,10 @@ class FrameReader:
             await self._pump.wait_new()
         raise StopAsyncIteration
 
+    def head(self) -> int:
+        """The ring index just past the newest processed sample (what this reader can reach now)."""
+        return self._pump.ring.total
+
     def available(self) -> int:
         """Samples ready to be read without waiting."""
         return max(0, self._pump.ring.total - self.position)

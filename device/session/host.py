@@ -106,6 +106,10 @@ class RemoteReader:
     async def advance(self) -> int:
         raise NotImplementedError("a session process reads the chunks themselves")
 
+    def head(self) -> int:
+        """The end of the ring the daemon has announced (everything below it is queued or read)."""
+        return self.position
+
     def feed(self, view: RingView, end: int) -> None:
         """The ring now ends at `end`: queue the chunks from here to there."""
         step = max(1, round(MAX_CHUNK_S * self._audio.sample_rate))

@@ -5,7 +5,7 @@ actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them
 
 | timer        | armed when                                   | fires →                                          |
 |--------------|----------------------------------------------|--------------------------------------------------|
-| agent        | connected and an agent is dispatched         | did-not-join / not-initialized failure           |
+| agent        | connected (whoever dispatches the agent)     | did-not-join / not-initialized failure           |
 | agent-gone   | the agent left (grace, or after a rejoin)    | agent-left failure (or ended if it left cleanly) |
 | idle         | agent listening, no turn held (ptt / toggle) | end "idle-timeout" (user speech re-arms it)       |
 |              | wake_word: the follow-up window              | end "follow-up-over"                             |
@@ -187,11 +187,9 @@ _SESSION_TIMERS = ("agent", "agent-gone", "idle", "preconnect")
 
 
 class Policy:
-    def __init__(self, cfg: SessionConfig, *, dispatched: bool, rng: random.Random | None = None,
-                 follow_up_s: float = 5.0):
+    def __init__(self, cfg: SessionConfig, *, rng: random.Random | None = None, follow_up_s: float = 5.0):
         """`follow_up_s`: `wake_word.follow_up_s`, the idle timer of a mode with `follow_up`."""
         self.cfg = cfg
-        self.dispatched = dispatched
         profile = cfg.profile
         self.keeps_session = profile.keeps_session
         self.follow_up = profile.follow_up
@@ -273,9 +271,9 @@ class Policy:
             return []
         self.phase = Phase.CONNECTED
         self.auth_retried = False
-        actions: list[Action] = [Emit(SessionBuffering())]
-        if self.dispatched:
-            actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
+        # the agent timer runs whoever dispatches the agent (the device's agent_name or the token server): an
+        # agent that never comes is a failure shown, not a device buffering until max_session_s (or for ever)
+        actions: list[Action] = [Emit(SessionBuffering()), Arm("agent", self.cfg.agent_connect_timeout_s)]
         if self.cfg.preconnect:
             actions.append(Arm("preconnect", self.cfg.agent_connect_timeout_s))
         return actions
@@ -340,7 +338,7 @@ class Policy:
         if not self.agent_present and self.agent_ever:
             # a full restart reported the agent gone; it must come back
             actions.append(Arm("agent-gone", self.cfg.agent_connect_timeout_s))
-        elif self.dispatched and self.agent_state not in READY_STATES:
+        elif self.agent_state not in READY_STATES:
             actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
         if self.agent_state is not None:
             actions.append(Emit(AgentStateChanged(self.agent_state)))

@@ -32,6 +32,11 @@ class AudioReader(Protocol):
         the samples from the shared ring itself); StopAsyncIteration at the end."""
         ...
 
+    def head(self) -> int:
+        """The ring index just past the newest audio this reader can have now (read or not yet read): where an
+        unmute takes effect."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -11,11 +11,17 @@ route goes next is the pure `routing.decide`, and the steps it names are carried
               until then and a buffer completed earlier is discarded) — or 2.5 s pass (the agent drops a stream
               not finished within 3 s)
     LIVE    — the AudioSource behind the published mic track, batched (one FFI call per ~40 ms, not per 10 ms)
-    DISCARD — pre-connect disabled and not yet published, or muted
+    DISCARD — pre-connect disabled and not yet published
+
+Mute means mute: while muted no chunk goes anywhere; a mute drops what was not yet sent (the buffer, the pieces
+waiting for a stream write or a live batch, the backlog a stream being opened was about to carry), counted as
+dropped with the reason "muted"; an unmute takes effect at the ring's head, so audio captured while muted that the
+pump reads late is skipped too. The live track itself is muted by the supervisor.
 
 Because one task routes every chunk and control changes take the same lock, the stream's last sample and the
 live track's first are adjacent ring indices: no gap, no overlap (`streams` and `live_starts` prove it). After a
-full reconnect (new SID) the audio captured while disconnected, bounded by `resend_s`, is sent again the same way.
+full reconnect (new SID) the audio captured while disconnected, bounded by `resend_s`, is sent again the same way;
+with pre-connect off, the live track goes on after any reconnect and what was held is dropped (and counted).
 """
 
 from __future__ import annotations
@@ -132,6 +138,8 @@ class Uplink:
         self.route = Route.BUFFER if preconnect else Route.DISCARD
         self.buffer = ChunkBuffer(int(max_buffer_s * sample_rate))
         self.muted = False
+        self._mutes = 0  # how many times muted: a step that awaits checks it did not change under it
+        self._resume_at = 0  # ring index the last unmute took effect at: nothing before it is sent
         # what the room side told us
         self._lp: rtc.LocalParticipant | None = None
         self._source: rtc.AudioSource | None = None
@@ -222,7 +230,27 @@ class Uplink:
             log.info("pre-connect buffer dropped reason=%r samples=%d", reason, dropped)
 
     def set_muted(self, muted: bool) -> None:
+        """Muted: what was not yet sent is dropped (counted) and nothing is sent. Unmuted: audio resumes from
+        the ring's head, whatever the pump has still to read."""
+        if muted == self.muted:
+            return
         self.muted = muted
+        if not muted:
+            self._resume_at = self.reader.head()
+            return
+        self._mutes += 1
+        pending = self.buffer.clear() + self._pend_stream_n + self._pend_live_n
+        self._pend_stream.clear()
+        self._pend_stream_n = 0
+        self._pend_live.clear()
+        self._pend_live_n = 0
+        self._drop_muted(pending)
+
+    def _drop_muted(self, samples: int) -> None:
+        if samples:
+            self.dropped_samples += samples
+            self.drop_reason = "muted"
+            log.info("audio not yet sent dropped reason='muted' ms=%d", samples * 1000 // self.rate)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -285,7 +313,7 @@ class Uplink:
             self.gaps += 1
             log.warning("mic reader gap expected=%d got=%d", self._next_index, first)
         self._next_index = first + len(samples)
-        if self.muted or self.on_speech is None or self.speech is None:
+        if self._silenced(first, samples) or self.on_speech is None or self.speech is None:
             return
         heard = self.speech.heard(first, samples)  # every chunk: a voice activity detector keeps state
         # at most two reports a second, counted in samples so tests need no wall clock
@@ -294,9 +322,16 @@ class Uplink:
             self._last_speech = first
             self.on_speech()
 
+    def _silenced(self, first: int, samples: np.ndarray) -> bool:
+        """Muted now, or captured entirely before the last unmute."""
+        return self.muted or first + len(samples) <= self._resume_at
+
     async def _route_chunk(self, first: int, samples: np.ndarray) -> None:
-        if self.muted or self.route is Route.DISCARD:
+        if self._silenced(first, samples) or self.route is Route.DISCARD:
             return
+        if first < self._resume_at:  # the unmute fell inside this chunk: its muted head is not sent
+            samples = samples[self._resume_at - first :]
+            first = self._resume_at
         if self.route is Route.BUFFER:
             self.dropped_samples += self.buffer.append(first, samples)
         elif self.route is Route.STREAM:
@@ -373,6 +408,17 @@ class Uplink:
                 log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
                          dropped * 1000 // self.rate)
                 self._set_route(Route.LIVE)
+            case Step.LIVE_AGAIN:
+                # pre-connect off: no stream can carry what was held, and the live track must not wait for a
+                # subscription that may never be repeated (a resume) or come late (a full restart)
+                self._after_reconnect = self._republished = False
+                dropped = self.buffer.clear()
+                if dropped:
+                    self.dropped_samples += dropped
+                    self.drop_reason = "reconnected: pre-connect off, the live track continued"
+                    log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                             dropped * 1000 // self.rate)
+                self._set_route(Route.LIVE)
             case Step.REBUFFER:
                 # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
                 self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
@@ -390,6 +436,7 @@ class Uplink:
 
     async def _open_stream(self) -> None:
         assert self._lp is not None and self.sid is not None and self.agent is not None  # decide() checked
+        mutes = self._mutes
         chunks = self.buffer.take()
         attributes = {"sampleRate": str(self.rate), "channels": "1", "trackId": self.sid}
         record = StreamRecord(track_id=self.sid, agent=self.agent)
@@ -417,7 +464,10 @@ class Uplink:
         log.info("pre-connect stream open agent=%s track=%s buffered_ms=%d", self.agent, self.sid,
                  sum(len(c) for _, c in chunks) * 1000 // self.rate)
         piece = int(WRITE_PIECE_S * self.rate)
-        for first, samples in chunks:
+        for i, (first, samples) in enumerate(chunks):
+            if self._mutes != mutes:  # muted while the stream opened or a piece went out: the rest is not sent
+                self._drop_muted(sum(len(c) for _, c in chunks[i:]))
+                break
             self._stream_append(first, samples)
             if self._pend_stream_n >= piece:
                 await self._stream_flush()

@@ -9,8 +9,9 @@ updates the facts and asks again until the answer is `None`. `tests/session/test
 | not attached to a publication                                        | —             |               |
 | reconnecting, audio going out (live or stream)                       | HOLD          | buffer        |
 | resumed (same SID), agent still subscribed, after a hold             | RESUME_LIVE   | live          |
-| republished (a full restart: new SID) while live                     | REBUFFER      | buffer        |
+| republished (a full restart: new SID) while live, pre-connect on     | REBUFFER      | buffer        |
 | reconnecting                                                         | —             |               |
+| pre-connect off, reconnected: after a hold, or republished           | LIVE_AGAIN    | live          |
 | buffering, the SID and an agent there, pre-connect on                | OPEN_STREAM   | stream (live) |
 | streaming, the stream's agent gone or replaced                       | ABANDON       | buffer        |
 | streaming, the agent subscribed, no start_turn awaiting its answer   | GO_LIVE       | live          |
@@ -20,6 +21,12 @@ Why a pending turn holds the stream open: a push-to-talk agent keeps its audio i
 RPC runs, and livekit-agents pushes the pre-connect buffer into that input when the stream completes — a buffer
 completed before the agent took the turn is discarded whole (room_io drops frames while input is detached). So
 in push-to-talk the stream closes only once the agent has answered `start_turn`, bounded by the stream's budget.
+
+Why pre-connect off goes straight back to live after any reconnect: there is no stream to carry what was held
+(the track was published without the pre-connect flag, so the agent expects none), and waiting for the agent's
+subscription would leave the mic in the buffer for good when the agent had subscribed before the drop (a resume
+does not repeat it) — "listening" on the device while the agent hears nothing. What was held is dropped, and
+counted: pushed into the live track it would make everything after it late by as much.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from enum import StrEnum
 
 
 class Route(StrEnum):
-    DISCARD = "discard"  # pre-connect off and not yet published, or muted
+    DISCARD = "discard"  # pre-connect off and not yet published (a mute does not change the route)
     BUFFER = "buffer"  # no agent yet: kept in a bounded buffer
     STREAM = "stream"  # LiveKit's pre-connect byte stream to the agent
     LIVE = "live"  # the published mic track
@@ -43,6 +50,7 @@ class Step(StrEnum):
     ABANDON = "abandon"  # the stream's agent left: close it, buffer for the next one
     GO_LIVE = "go-live"  # the agent subscribed: close the stream, hand over to the live track
     GO_LIVE_LATE = "go-live-late"  # the stream's budget is spent: close it and go live anyway
+    LIVE_AGAIN = "live-again"  # pre-connect off, reconnected: drop what was held, the live track goes on
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,12 @@ def decide(f: Facts) -> Step | None:
         return Step.HOLD
     if not f.reconnecting and f.held and not f.republished and f.subscribed:
         return Step.RESUME_LIVE
-    if f.republished and f.route is Route.LIVE:
+    if f.republished and f.route is Route.LIVE and f.preconnect:
         return Step.REBUFFER
     if f.reconnecting:
         return None
+    if not f.preconnect and (f.held or f.republished):
+        return Step.LIVE_AGAIN
     if f.route is Route.BUFFER and f.sid and f.agent and f.preconnect:
         return Step.OPEN_STREAM
     if f.route is Route.STREAM:

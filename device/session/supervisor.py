@@ -174,8 +174,7 @@ class Supervisor:
         self._tokens = TokenCache(token_source or make_token_source(config.livekit), wall=wall)
         self._clock = clock or LoopClock()
         self._media = media or RtcMedia()
-        self._policy = Policy(config.session, dispatched=bool(config.livekit.agent_name), rng=rng,
-                              follow_up_s=config.wake_word.follow_up_s)
+        self._policy = Policy(config.session, rng=rng, follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
         self._transcripts = Transcripts()

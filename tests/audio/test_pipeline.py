@@ -262,3 +262,14 @@ def test_the_callback_wakes_the_loop_once_per_wake_every_blocks():
     for k in range(7):
         cap.callback(block_bytes(k), BLOCK, TIME_INFO, 0)
     assert woken == [3, 6]
+
+
+async def test_a_readers_head_is_the_end_of_the_ring_read_or_not():
+    # where an unmute takes effect (device/session/preconnect.py): audio below it was captured before
+    cap, pump = rig()
+    feed(cap, pump, 0, 5)
+    reader = FrameReader(pump, 0)
+    assert reader.head() == 5 * BLOCK
+    await collect(reader, 2 * BLOCK)
+    feed(cap, pump, 5, 1)
+    assert reader.head() == 6 * BLOCK == reader.position + reader.available()

@@ -132,6 +132,9 @@ class FakeReader:
         self.pos = self.port.produced
         return self.pos
 
+    def head(self) -> int:
+        return self.port.produced
+
     def close(self) -> None:
         self.closed = True
         self.port.changed.set()

@@ -48,8 +48,8 @@ from device.session.policy import (
 )
 
 
-def policy(dispatched: bool = True, **cfg) -> Policy:
-    return Policy(SessionConfig(**cfg), dispatched=dispatched, rng=random.Random(1))
+def policy(**cfg) -> Policy:
+    return Policy(SessionConfig(**cfg), rng=random.Random(1))
 
 
 def emitted(actions) -> list:
@@ -70,13 +70,32 @@ def test_start_connects_with_a_fresh_token_in_a_new_room_and_arms_the_max_length
     assert actions == [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True), Arm("max", 60)]
 
 
-def test_connected_arms_the_agent_timer_only_when_an_agent_is_dispatched():
+def test_connected_arms_the_agent_timer_whoever_dispatched_the_agent():
+    # the device's agent_name or the token server: either way an agent must come, and a failure must show
     p = policy(agent_connect_timeout_s=20)
     p.handle(Start())
     assert p.handle(ConnectSucceeded()) == [Emit(SessionBuffering()), Arm("agent", 20), Arm("preconnect", 20)]
-    q = policy(dispatched=False, preconnect=False)
+    q = policy(preconnect=False)
     q.handle(Start())
-    assert q.handle(ConnectSucceeded()) == [Emit(SessionBuffering())]
+    assert q.handle(ConnectSucceeded()) == [Emit(SessionBuffering()), Arm("agent", 20)]
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "always_on"])
+def test_an_agent_that_never_comes_fails_the_session_whoever_dispatched_it(mode):
+    p = policy(mode=mode, agent_connect_timeout_s=20)
+    p.handle(Start())
+    armed = [a for a in p.handle(ConnectSucceeded()) if isinstance(a, Arm)]
+    events = [e for a in sorted(armed, key=lambda a: a.delay_s) for e in emitted(p.handle(TimerDue(a.name)))]
+    (failed,) = [e for e in events if isinstance(e, SessionFailed)]
+    assert failed.reason is FailureReason.AGENT_DID_NOT_JOIN and failed.detail == "after 20 s"
+    assert failed.reason.message == "Agent did not join the room."
+    assert (failed.retry_in_s is not None) == (mode == "always_on")
+
+
+def test_a_reconnect_rearms_the_agent_timer_whoever_dispatched_the_agent():
+    p = connected(policy(agent_connect_timeout_s=20), state="initializing")
+    p.handle(RoomReconnecting())
+    assert Arm("agent", 20) in p.handle(RoomReconnected())
 
 
 def test_a_ready_agent_cancels_the_agent_timer():
@@ -190,7 +209,7 @@ def test_no_idle_timer_for_always_on_or_when_disabled(mode, idle):
 
 
 def test_the_preconnect_timer_drops_the_buffer_only_if_no_agent_came():
-    p = policy(dispatched=False, agent_connect_timeout_s=20)
+    p = policy(agent_connect_timeout_s=20)
     p.handle(Start())
     p.handle(ConnectSucceeded())
     assert p.handle(TimerDue("preconnect")) == [DropBuffer("no agent joined within 20 s")]
@@ -256,7 +275,7 @@ def test_disconnect_reasons_are_classified():
 
 
 def wake_policy(follow_up_s: float = 2.0, **cfg) -> Policy:
-    return Policy(SessionConfig(mode="wake_word", **cfg), dispatched=True, rng=random.Random(1),
+    return Policy(SessionConfig(mode="wake_word", **cfg), rng=random.Random(1),
                   follow_up_s=follow_up_s)
 
 
@@ -302,7 +321,7 @@ def test_user_away_means_nothing_without_a_follow_up_window(mode):
 
 
 def test_the_idle_timer_of_other_modes_is_unchanged_by_the_follow_up_window():
-    p = connected(Policy(SessionConfig(mode="toggle", idle_timeout_s=30), dispatched=True, follow_up_s=2.0),
+    p = connected(Policy(SessionConfig(mode="toggle", idle_timeout_s=30), follow_up_s=2.0),
                   state=None)
     assert Arm("idle", 30) in p.handle(AgentState("listening"))
     assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=False)]

@@ -40,6 +40,13 @@ TABLE = [
     (replace(UP, route=Route.LIVE, agent=A, republished=True),                          Step.REBUFFER),
     (replace(UP, route=Route.LIVE, republished=True, reconnecting=True),                Step.HOLD),
     (replace(UP, route=Route.DISCARD, agent=A, preconnect=False),                       None),
+    # pre-connect off: back on the live track after any reconnect, subscribed again or not
+    (replace(UP, route=Route.LIVE, agent=A, preconnect=False, reconnecting=True),       Step.HOLD),
+    (replace(UP, agent=A, preconnect=False, held=True),                                 Step.LIVE_AGAIN),
+    (replace(UP, agent=A, preconnect=False, held=True, republished=True),               Step.LIVE_AGAIN),
+    (replace(UP, route=Route.LIVE, agent=A, preconnect=False, republished=True),        Step.LIVE_AGAIN),
+    (replace(UP, agent=A, preconnect=False, held=True, reconnecting=True),              None),  # holding
+    (replace(UP, route=Route.LIVE, agent=A, preconnect=False, subscribed=True),         None),  # live: settled
 ]  # fmt: skip
 
 

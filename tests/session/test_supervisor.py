@@ -226,18 +226,19 @@ async def test_buffer_is_capped_at_preconnect_max_s_keeping_the_newest_audio(mak
     np.testing.assert_array_equal(sent, pattern(ms(400), ms(500)))
 
 
-async def test_without_an_agent_before_the_timeout_the_buffer_is_dropped_and_status_says_why(make_rig):
-    rig = make_rig(config=make_config(agent_name=None, agent_connect_timeout_s=5.0))
+@pytest.mark.parametrize("mode", ["push_to_talk", "always_on"])
+async def test_an_agent_dispatched_by_the_token_server_is_waited_for_no_longer_than_with_agent_name(make_rig, mode):
+    # no agent_name: the token server dispatches (or not); the device still gives up on an agent that never comes
+    rig = make_rig(config=make_config(agent_name=None, mode=mode, agent_connect_timeout_s=5.0))
     await rig.start()
     rig.audio.speak(300)
-    await rig.run_for(5.1)
-    pre = rig.sup.status().preconnect
-    assert pre is not None and pre.drop_reason == "no agent joined within 5 s" and pre.dropped_ms == 300
-    rig.audio.speak(100)
-    await rig.settle()
-    rig.room.agent_joins()  # a late agent gets only what was said after the drop
-    await rig.settle()
-    assert len(rig.room.local_participant.writers[0].samples()) == ms(100)
+    await rig.run_for(4.9)
+    assert not rig.of(SessionFailed) and rig.sup.status().phase == "connected"
+    await rig.run_for(0.2)
+    failed = rig.of(SessionFailed)[0]
+    assert failed.reason is FailureReason.AGENT_DID_NOT_JOIN and failed.detail == "after 5 s"
+    assert failed.reason.message == "Agent did not join the room."
+    assert (failed.retry_in_s is not None) == (mode == "always_on")  # always_on keeps trying; the failure shows
 
 
 async def test_agent_never_joins_fails_with_the_sdk_sentence_and_tears_down(make_rig):
@@ -369,6 +370,43 @@ async def test_a_resume_keeps_the_same_track_and_sends_no_new_buffer(make_rig):
     assert len(rig.room.local_participant.writers) == 1
     assert rig.sup._uplink.route == "live"
     assert [e.state for e in rig.of(AgentStateChanged)][-1] == "listening"
+
+
+async def test_without_preconnect_a_full_reconnect_puts_the_mic_back_on_the_live_track(make_rig):
+    rig = make_rig(preconnect=False)
+    await _live_session(rig)
+    source = rig.media.sources[0]
+    live_before = len(source.samples())
+    rig.room.full_restart()
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    after = source.samples()[live_before:]
+    np.testing.assert_array_equal(after, pattern(resumed, ms(200)))  # the agent hears what is said now, at once
+    assert rig.room.local_participant.writers == [] and rig.sup.status().preconnect.route == "live"
+
+
+async def test_without_preconnect_a_reconnect_without_the_agents_subscription_still_goes_live(make_rig):
+    # a resume (same SID) before the agent had subscribed: nothing will ever say "subscribed" again
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    rig.audio.speak(100)  # said while the connection was down: not sent late on the live track
+    await rig.settle()
+    rig.room.emit("reconnected")
+    await rig.settle()
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(rig.media.sources[0].samples(), pattern(resumed, ms(200)))
+    pre = rig.sup.status().preconnect
+    assert pre.dropped_ms == 100 and pre.drop_reason
 
 
 async def test_end_during_reconnect_closes_writer_then_source_then_disconnects(make_rig):
@@ -802,6 +840,90 @@ async def test_mute_mutes_the_track_and_sends_no_audio(make_rig):
     rig.audio.speak(200)
     await rig.settle()
     assert not rig.room.mic.track.muted and len(rig.media.sources[0].samples()) == ms(200)
+
+
+def _sent(rig) -> np.ndarray:
+    """Everything the room got from the mic: the pre-connect streams, then the live track."""
+    streams = [w.samples() for w in rig.room.local_participant.writers]
+    return np.concatenate([*streams, rig.media.sources[0].samples()])
+
+
+async def test_a_mute_while_connecting_drops_the_buffered_speech_and_unmuting_sends_only_what_follows(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.audio.speak(300)  # buffered: no agent yet
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    rig.audio.speak(200)  # said while muted
+    await rig.settle()
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    assert len(_sent(rig)) == 0  # none of it reaches the agent
+    pre = rig.sup.status().preconnect
+    assert pre is not None and pre.drop_reason == "muted" and pre.dropped_ms == 300
+    await rig.sup.set_muted(False)
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(_sent(rig), pattern(resumed, ms(400)))  # from the unmute point on, all of it
+
+
+async def test_a_mute_while_streaming_drops_what_was_not_yet_written(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.room.agent_joins(state="initializing")
+    await rig.settle()
+    rig.audio.speak(200)
+    await rig.settle()
+    written = len(_sent(rig))
+    rig.audio.speak(60)  # less than a stream write: still pending in the uplink
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    rig.room.agent_subscribes_mic()  # the stream closes: its last piece must not be the muted one's
+    rig.audio.speak(200)
+    await rig.settle()
+    assert len(_sent(rig)) == written and rig.room.local_participant.writers[0].closed
+    assert rig.sup.status().preconnect.drop_reason == "muted"
+
+
+async def test_a_mute_while_the_stream_opens_keeps_the_buffer_out_of_it(make_rig):
+    rig = make_rig()
+    await rig.start()
+    rig.audio.speak(300)
+    await rig.settle()
+    lp = rig.room.local_participant
+    gate = asyncio.Event()
+    open_stream = lp.stream_bytes
+
+    async def slow_open(*args, **kwargs):
+        await gate.wait()
+        return await open_stream(*args, **kwargs)
+
+    lp.stream_bytes = slow_open
+    rig.room.agent_joins(state="listening")  # the uplink takes the buffer and waits for the stream
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    gate.set()
+    await rig.settle()
+    assert lp.writers and len(_sent(rig)) == 0
+    assert rig.sup.status().preconnect.drop_reason == "muted"
+
+
+async def test_audio_captured_while_muted_is_not_sent_even_when_the_uplink_reads_it_after_the_unmute(make_rig):
+    rig = make_rig(preconnect=False)
+    await rig.start()
+    uplink = rig.sup._uplink
+    uplink.set_muted(True)
+    rig.audio.speak(200)  # captured while muted ...
+    uplink.set_muted(False)  # ... and the uplink has not read it yet (no await in between)
+    resumed = rig.audio.produced
+    rig.audio.speak(200)
+    await rig.settle()
+    np.testing.assert_array_equal(_sent(rig), pattern(resumed, ms(200)))
 
 
 async def test_final_transcripts_are_kept_for_status_and_interim_ones_ignored(make_rig):
