@@ -10,7 +10,11 @@ low latency; an idle device needs only the ring (the pre-roll, a wake-word detec
   index), and the callback wakes the loop every `IDLE_WAKE_MS` (every few blocks) instead of every block;
 - when a live reader opens at a mark in that raw stretch, the pump first runs the APM over the ring from the
   mark (rounded back to whole APM calls) in place — the pre-roll is processed when the session starts, at the same
-  indices — then processes every block as it comes, waking the loop every block.
+  indices — then processes every block as it comes, waking the loop every block;
+- when the speaker opens instead (a cue while idle), there is no mark yet, and a session that starts during the
+  cue can mark back before it: the pump runs the APM over the whole raw stretch the ring holds first, so a mark
+  before the cue does not get audio as captured up to the cue and processed after it. Either way every sample it
+  processes goes through the one APM once, in capture order.
 A reader that is not live (`live=False`: a wake-word detector, a recorder) reads whatever the ring holds —
 processed while a session runs, as captured otherwise — and changes none of this.
 
@@ -137,13 +141,18 @@ class Pump:
         holds raw audio there, and run live from now on."""
         self.run()  # what the capture has, as it would be without this reader
         self._live_readers.add(reader)
-        if self.raw_since is not None and self.processor.active:
-            self._process_ring_from(start)
-        self._update_demand()
+        self._update_demand(start)
 
-    def _update_demand(self) -> None:
+    def _update_demand(self, mark: int | None = None) -> None:
+        """Switch between idle (raw, woken every ~100 ms) and live (processed, woken every block). Going live, the
+        APM first runs over the raw stretch in place, so a session's audio is processed throughout from its mark:
+        from a live reader's `mark` (its pre-roll), or all of the stretch when the speaker opened (there is no mark
+        yet, and a session that starts during the cue may mark back before it). The cost is one APM pass over what
+        the ring holds (about 4 ms per second of audio on the development machine), paid once per switch."""
         live = self.live()
         if live and self.raw_since is not None:
+            if self.processor.active:
+                self._process_ring_from(self.raw_since if mark is None else mark)
             self.raw_since = None
             self._far_pos = -1  # the far end restarts from what played lately (_feed_far_end)
         elif not live and self.raw_since is None:

@@ -211,7 +211,8 @@ class Effect:
 @dataclass(frozen=True)
 class StartSession(Effect):
     session: int = 0  # the number its events will carry
-    mark: int | None = None  # ring index where its audio starts; None: `audio.preroll_ms` before now
+    mark: int | None = None  # ring index where its audio starts; None: `audio.preroll_ms` before the press, stamped
+    #                          by the daemon in the tick that handled the press (not when the effect's turn comes)
     trigger: Trigger = Trigger.BUTTON
     listen_from: int | None = None  # ring index from which the user's speech counts (after the wake phrase)
 
@@ -226,6 +227,7 @@ class StartTurn(Effect):
     """Push-to-talk: the user's turn begins (mark the pre-roll; call the agent's start_turn RPC)."""
 
     session: int = 0  # the session it belongs to (a turn with no session running starts this one)
+    mark: int | None = None  # where such a session's audio starts; None: stamped at the press, as StartSession's
 
 
 @dataclass(frozen=True)

@@ -172,7 +172,14 @@ class App:
             else:
                 log.info("state state=%s", snap.state)
         self._publish_state()
+        mark: int | None = None
         for effect in effects:
+            if isinstance(effect, StartSession | StartTurn) and effect.mark is None:
+                # now, not when the effect's turn comes: a press right after an end waits for that end's teardown
+                # (seconds), and what the user says meanwhile belongs to the new session
+                if mark is None:
+                    mark = parts.audio.mark(parts.config.audio.preroll_ms)
+                effect = replace(effect, mark=mark)
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if not parts.timers.apply(effect):
@@ -236,13 +243,14 @@ class App:
         audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
         match effect:
             case StartSession(session=session, mark=mark, listen_from=listen_from):
-                # a wake word's mark is where its phrase began (or ended); a press's is the pre-roll before now
+                # a wake word's mark is where its phrase began (or ended); a press's is the pre-roll before the press
+                # (stamped by feed); the ring may have let it go since, which the session counts as lost
                 start = audio.mark(preroll) if mark is None else mark
                 await supervisor.start(start, session=session, listen_from=listen_from)
             case EndSession(reason=reason):
                 await supervisor.end(reason)
-            case StartTurn(session=session):
-                await supervisor.start_turn(audio.mark(preroll), session=session)
+            case StartTurn(session=session, mark=mark):
+                await supervisor.start_turn(audio.mark(preroll) if mark is None else mark, session=session)
             case EndTurn():
                 await supervisor.end_turn()
             case CancelTurn():

@@ -124,9 +124,12 @@ class Uplink:
         resend_s: float,
         speech: SpeechGate | None = None,
         on_speech: Callable[[], None] | None = None,
+        start: int | None = None,
     ):
         """`speech` judges each chunk (device/session/speech.py); `on_speech` hears about it, at most twice a
-        second while the user speaks."""
+        second while the user speaks. `start`: the ring index the session's audio was asked from (its mark); a
+        reader that can only begin later (the ring let the mark go while the session waited to start) has the
+        missing span counted as dropped, with the reason, instead of starting later in silence."""
         self.reader = reader
         self.rate = sample_rate
         self.clock = clock
@@ -168,7 +171,8 @@ class Uplink:
         self.dropped_samples = 0
         self.drop_reason = ""
         self.gaps = 0
-        self._next_index: int | None = None
+        self._next_index: int | None = start
+        self._first_chunk = True
         self._last_speech: int | None = None
         # machinery
         self._lock = asyncio.Lock()
@@ -309,9 +313,23 @@ class Uplink:
     # -- the pump's side --------------------------------------------------------------------------------------
 
     def _observe(self, first: int, samples: np.ndarray) -> None:
-        if self._next_index is not None and first != self._next_index:
-            self.gaps += 1
-            log.warning("mic reader gap expected=%d got=%d", self._next_index, first)
+        expected, opening = self._next_index, self._first_chunk
+        self._first_chunk = False
+        if expected is not None and first != expected and not (opening and first < expected):
+            # (a reader may open a little before an unaligned mark: it rounds back to a whole 10 ms frame)
+            lost = max(0, first - expected)
+            self.dropped_samples += lost
+            if opening:
+                self.drop_reason = ("the session's mark left the ring before the session started "
+                                    "(audio.ring_seconds is shorter than the wait)")
+                log.warning("session audio begins after its mark: the mark left the ring before the session "
+                            "started lost_ms=%d mark=%d first=%d", lost * 1000 // self.rate, expected, first)
+            else:
+                self.gaps += 1
+                if lost:
+                    self.drop_reason = "the mic reader fell behind the ring"
+                log.warning("mic reader gap expected=%d got=%d lost_ms=%d", expected, first,
+                            lost * 1000 // self.rate)
         self._next_index = first + len(samples)
         if self._silenced(first, samples) or self.on_speech is None or self.speech is None:
             return

@@ -374,6 +374,7 @@ class Supervisor:
             resend_s=self._sc.resend_after_reconnect_s,
             speech=self._speech_gate(mark if listen_from is None else listen_from),
             on_speech=lambda: self._post(None, UserSpeech()),
+            start=mark,
         )
         self._uplink.set_muted(self._muted)
         self._uplink_task = asyncio.get_running_loop().create_task(self._uplink.run())

@@ -13,6 +13,7 @@ from device.audio.capture import PA_INPUT_OVERFLOW, Capture
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
+from device.audio.ring import Ring
 
 RATE = 16000
 BLOCK = RATE // 50  # 20 ms
@@ -243,6 +244,44 @@ def test_a_session_mark_in_the_idle_stretch_is_processed_from_the_mark_at_the_sa
     reader.close()
     feed(cap, pump, 30, 1)
     assert cap.wake_every == 5 and pump.raw_since == pump.ring.total - BLOCK  # idle again
+
+
+class Speaker:
+    """The player as the pump sees it: a stream open (a cue or the agent playing) or not, and what it played."""
+
+    def __init__(self) -> None:
+        self.stream: object | None = None
+        self.played = Ring(RATE)
+        self.rate = RATE
+
+
+async def test_a_speaker_opening_in_the_idle_stretch_leaves_no_mark_half_as_captured_half_processed():
+    # Idle, the ring holds the mic as captured; a cue opens the speaker (the APM runs from then on) and closes
+    # again; then a session's mark falls before the cue. Its audio must be one APM stream from the mark on: every
+    # sample once, in order, processed exactly once, never raw up to the cue and processed after it.
+    speaker = Speaker()
+    pump = Pump(RATE, 2.0, hpf(), speaker)  # type: ignore[arg-type]
+    cap = Capture(RATE, BLOCK, 10, wake=lambda: None)
+    pump.attach(cap)
+    feed(cap, pump, 0, 25)  # 500 ms idle
+    speaker.stream = object()  # the cue starts
+    feed(cap, pump, 25, 10)
+    speaker.stream = None  # and ends: idle again
+    feed(cap, pump, 35, 5)
+    assert pump.raw_since == 35 * BLOCK
+    mark = 10 * BLOCK  # 300 ms before the cue
+    reader = FrameReader(pump, mark)  # a session's mic (live)
+    feed(cap, pump, 40, 5)
+    got = await collect(reader, pump.ring.total - mark)
+    firsts = [first for first, _ in got]
+    assert firsts == [mark, *np.cumsum([len(c) for _, c in got])[:-1] + mark]  # contiguous: no gap, no overlap
+    audio = np.concatenate([c for _, c in got])
+    assert len(audio) == pump.ring.total - mark
+    reference = hpf()  # one APM, run once over everything captured, in order
+    want = expected(0, pump.ring.total)
+    reference.process(want)
+    assert np.array_equal(audio, want[mark:])
+    reader.close()
 
 
 def test_a_reader_that_is_not_live_changes_nothing():

@@ -141,10 +141,12 @@ class FakeReader:
 
 
 class FakeAudioPort:
-    """A ring that keeps everything; `speak(ms)` appends loud patterned audio, `silence(ms)` zeros."""
+    """A ring that keeps everything (or, with `keep_ms`, lets a reader start no further back than that, as the real
+    ring's capacity does); `speak(ms)` appends loud patterned audio, `silence(ms)` zeros."""
 
-    def __init__(self, sample_rate: int = 16000, chunk_ms: int = 20):
+    def __init__(self, sample_rate: int = 16000, chunk_ms: int = 20, keep_ms: int | None = None):
         self.sample_rate = sample_rate
+        self.keep = None if keep_ms is None else sample_rate * keep_ms // 1000
         self.player = FakePlayer()
         self.samples = np.zeros(0, np.int16)
         self.produced = 0
@@ -173,11 +175,14 @@ class FakeAudioPort:
     def silence(self, ms: int) -> None:
         self._append(np.zeros(self.sample_rate * ms // 1000, np.int16))
 
+    def oldest(self) -> int:
+        return 0 if self.keep is None else max(0, self.produced - self.keep)
+
     def mark(self, preroll_ms: int) -> int:
-        return max(0, self.produced - self.sample_rate * preroll_ms // 1000)
+        return max(self.oldest(), self.produced - self.sample_rate * preroll_ms // 1000)
 
     def reader(self, start_index: int) -> FakeReader:
-        r = FakeReader(self, start_index, self.chunk)
+        r = FakeReader(self, max(start_index, self.oldest()), self.chunk)  # a start gone from the ring is clamped
         self.readers.append(r)
         return r
 
