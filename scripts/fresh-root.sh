@@ -13,6 +13,8 @@
 # What the root starts with: Debian 12 minbase plus git and ca-certificates (a clone needs them) — no Python, no
 # compiler, no sound server: scripts/setup.sh must install every package itself, from this machine's apt sources.
 # What is lent from this machine, none of which installs anything for the project:
+#   - its certificate authorities, pip.conf and the variables that point programs at them (machine_env), as every
+#     machine of this kind has them;
 #   - Go (/usr/local/go, read-only), the toolchain of the project's machines (Debian 12's golang is too old for
 #     livekit-server); absent here, the real-server suite fails under CI=true as it would in CI;
 #   - download caches (apt's .deb files, pip's wheels, Go's modules and build cache), so a run needs no second
@@ -73,11 +75,20 @@ inside() {
     mkdir -p "${lend%%:*}" "$root${lend#*:}"
     mount --bind "${lend%%:*}" "$root${lend#*:}"
   done
+  [[ -d /opt/wheels ]] && mkdir -p "$root/opt/wheels" && mount --bind -o ro /opt/wheels "$root/opt/wheels"
   # no apt.conf that deletes downloaded packages (Debian's container images have one): keep the cache warm
   rm -f "$root/etc/apt/apt.conf.d/docker-clean"
-  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI=true \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin \
-    bash -c 'cd /root/voice-device && exec bash scripts/test "$@"' test "$@"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1
+  local env=(HOME=/root LANG=C.UTF-8 TERM=dumb CI=true
+             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/go/bin)
+  mapfile -t -O "${#env[@]}" env < <(machine_env)
+  chroot "$root" /usr/bin/env -i "${env[@]}" bash -c 'cd /root/voice-device && exec bash scripts/test "$@"' test "$@"
+}
+
+# What this kind of machine sets for every program: where its trusted certificates are, pip's and Go's settings
+# (registries, time-outs), proxies. Not the session's own variables.
+machine_env() {
+  env | grep -E '^([A-Z_]*CA_(BUNDLE|CERTS?)[A-Z_]*|SSL_CERT_(FILE|DIR)|PIP_[A-Z_]+|GO(PROXY|SUMDB|NOSUMDB|PRIVATE|FLAGS)|(https?|no)_proxy|(HTTPS?|NO)_PROXY)=' || true
 }
 
 case "${1:-}" in
@@ -112,6 +123,12 @@ trap cleanup EXIT
 mkdir "$work/root"
 tar -C "$work/root" -xf "$tar"
 cp /etc/resolv.conf "$work/root/etc/resolv.conf"
+# the machine's trust and pip's configuration, as every machine of this kind has them (a TLS-inspecting egress
+# may sign the registries' certificates with its own authority)
+if compgen -G "/usr/local/share/ca-certificates/*" >/dev/null; then
+  cp -a /usr/local/share/ca-certificates/. "$work/root/usr/local/share/ca-certificates/"
+fi
+[[ -f /etc/pip.conf ]] && cp /etc/pip.conf "$work/root/etc/pip.conf"
 # apt in the root uses this machine's sources, as a fresh machine of this kind would
 if compgen -G "/etc/apt/sources.list.d/*" >/dev/null || [[ -s /etc/apt/sources.list ]]; then
   rm -f "$work/root/etc/apt/sources.list"
