@@ -89,6 +89,7 @@ class Components:
         self.mixer: MixerVolume | None = None
         self.wake: WakeService | None = None
         self.wake_error: str | None = None
+        self.unmuted_at = 0  # the ring index of the last unmute: what came before it was captured while muted
         if config.session.profile.wake_word:
             self.wake, self.wake_error = build_wake(config.wake_word, self.audio, app.feed)
 
@@ -158,6 +159,7 @@ class App:
             return
         log.debug("event %r", event)
         before = parts.snapshot.state, parts.snapshot.reason
+        was_muted = parts.snapshot.muted
         had_session = not isinstance(parts.snapshot.link, Down)
         parts.snapshot, effects = transition(parts.snapshot, event, time.monotonic())
         self.conversations.observe(event)
@@ -172,6 +174,8 @@ class App:
             else:
                 log.info("state state=%s", snap.state)
         self._publish_state()
+        if was_muted and not snap.muted:
+            parts.unmuted_at = parts.audio.mark(0)  # the pre-roll of a later start never reaches back past this
         mark: int | None = None
         for effect in effects:
             if isinstance(effect, StartSession | StartTurn) and effect.mark is None:
@@ -180,6 +184,10 @@ class App:
                 if mark is None:
                     mark = parts.audio.mark(parts.config.audio.preroll_ms)
                 effect = replace(effect, mark=mark)
+            if isinstance(effect, StartSession | StartTurn) and effect.mark is not None \
+                    and effect.mark < parts.unmuted_at:
+                # mute means mute: a pre-roll (or a wake phrase) that began while muted starts at the unmute
+                effect = replace(effect, mark=parts.unmuted_at)
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if not parts.timers.apply(effect):
