@@ -243,6 +243,11 @@ class WakeWordConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("info", "log level", choices=LOG_LEVELS)
+    transcripts: bool = opt(
+        False, "log each final transcript (what the user and the agent said) at INFO: a developer's switch, off in "
+        "every shipped profile; off, `voice-device status` still shows the last ones, kept in memory only (never in "
+        "daemon.status_file)",
+    )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ The app calls `outlets.set_state(state, reason)` on every change of the device s
 once, to every outlet, and answer the control server's snapshot requests with `snapshot()`: the app's
 `DeviceStatus` (session, agent, transcripts, audio counters, mute, volume, the client flags) stamped with the
 state, its reason and since when. `status_json` is its rendering for JSON peers (socket, file), and the client
-rebuilds it with `device.core.codec.from_json`. A failing outlet is logged and skipped: the status must never
-take the daemon down.
+rebuilds it with `device.core.codec.from_json`. Transcripts (what people said) live in memory and go to the control
+socket's clients only: the status file, on disk and world-readable, is written `without_transcripts`. A failing
+outlet is logged and skipped: the status must never take the daemon down.
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ def _redacted(value: JSON, redact: Callable[[str], str]) -> JSON:
     return value
 
 
+def without_transcripts(status: DeviceStatus) -> DeviceStatus:
+    """`status` as it may be written to disk: what the user and the agent said left out."""
+    return replace(status, session=replace(status.session, transcripts=()))
+
+
 def status_text(state: str, reason: str | None) -> str:
     """What `systemctl status` shows: `listening`, or `failed: auth`."""
     return f"{state}: {reason}" if reason else state
@@ -216,7 +222,7 @@ class StatusOutlets:
 
     def _write_file(self, path: str) -> None:
         try:
-            write_json_file(path, status_json(self.snapshot()))
+            write_json_file(path, status_json(without_transcripts(self.snapshot())))
         except OSError as e:
             if not self._file_failing:
                 log.warning("status file not written path=%s error=%s (further failures are not logged)",

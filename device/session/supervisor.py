@@ -180,7 +180,7 @@ class Supervisor:
                               follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
-        self._transcripts = Transcripts()
+        self._transcripts = Transcripts(log_them=config.logging.transcripts)
         self._agent_events = AgentEvents(self._user_away)
         self._barging = False  # interrupted: the agent's audio is dropped until it stops speaking
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
