@@ -67,6 +67,8 @@ class WakeStatus:
     ignored_own_voice: int = 0  # heard on the mic within a moment of the speaker saying it: dropped
     heard_on_speaker: int = 0  # the speaker guard's own detections on what the speaker played
     error: str | None = None  # why there is no listener (a model that no longer loads)
+    down: str | None = None  # why the listener is not hearing, while it waits to start again after a failure
+    failures: int = 0  # the listener failed (the detector raised) and was started again
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ class DeviceStatus:
         if w is None:
             return m
         m.update(wake_listening=w.listening, wake_detections=w.detections, wake_ignored_own_voice=w.ignored_own_voice,
-                 wake_conversations_without_speech=c.wake_without_speech)
+                 wake_conversations_without_speech=c.wake_without_speech, wake_listener_failures=w.failures)
+        if w.down:
+            m["wake_down"] = w.down
         lat = c.wake_to_listening
         if lat.count:
             m.update(wake_to_listening_ms_p50=lat.p50_ms, wake_to_listening_ms_p90=lat.p90_ms,
