@@ -13,6 +13,11 @@ speaker playing): the models cost far more called 33 times a second on a cold ca
 much later, after a phrase that took a second to say. The listener never falls behind the mic for it: a backlog
 is read at once.
 
+A detector that raises does not end the listening in silence: the failure is logged with its traceback, `down`
+says why while the listener waits, and it starts again (detector reset, reading from then on) after an exponential
+back-off (1 s, doubling, at most a minute), which starts again from its base once `healthy_s` of audio has been
+heard without an error.
+
 A `guard` (device/audio/echo_guard.py) follows what the speaker played alongside: a detection it recognises as the
 device's own voice is dropped (counted in `guard.vetoed`) instead of handed on, and while the speaker plays it
 sets the detector's cutoffs (lower: a user talking over the agent is heard through the echo canceller's
@@ -24,17 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import numpy as np
 
 from device.audio.reader import FrameReader
 from device.audio.wakeword import Detection, WakeWordDetector
+from device.core.backoff import Backoff
 
 log = logging.getLogger("device.audio.listener")
 
 BATCH_S = 0.2  # seconds of audio gathered between wake-ups (the reader's chunks are at most 0.2 s)
+RESTART_BASE_S, RESTART_CAP_S = 1.0, 60.0  # back-off after a failure: 1 s, 2 s, 4 s ... at most a minute
+HEALTHY_S = 60.0  # audio heard without an error after which the back-off starts again from its base
 
 
 class Ears(Protocol):
@@ -57,22 +65,35 @@ class Guard(Protocol):
 
 class WakeWordListener:
     def __init__(self, ears: Ears, detector: WakeWordDetector, on_detection: Callable[[Detection], None],
-                 on_chunk: Callable[[int, np.ndarray], None] | None = None, guard: Guard | None = None) -> None:
-        """`on_chunk(first_index, samples)`, if given, sees every chunk after the detector (a meter, a test)."""
+                 on_chunk: Callable[[int, np.ndarray], None] | None = None, guard: Guard | None = None, *,
+                 backoff_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """`on_chunk(first_index, samples)`, if given, sees every chunk after the detector (a meter, a test);
+        `backoff_sleep` waits out the back-off after a failure (a fake clock in tests)."""
         self._ears = ears
         self.detector = detector
         self.guard = guard
         self.batch_s = BATCH_S
+        self.healthy_s = HEALTHY_S
+        self.backoff_sleep = backoff_sleep
+        self._backoff = Backoff(RESTART_BASE_S, RESTART_CAP_S, jitter=False)  # nothing shared to spare: no jitter
+        self._heard_s = 0.0  # audio fed to the detector since the last failure
         self._on_detection = on_detection
         self._on_chunk = on_chunk
         self._task: asyncio.Task[None] | None = None
         self._reader: FrameReader | None = None
         self._used = False
         self.detections = 0
+        self.failures = 0  # the detector (or a chunk's consumer) raised: the listener started again
+        self.down: str | None = None  # why the listener is not hearing, while it waits to start again
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def listening(self) -> bool:
+        """Running, and not waiting to start again after a failure."""
+        return self.running and self.down is None
 
     def start(self) -> None:
         if self.running:
@@ -81,7 +102,7 @@ class WakeWordListener:
             self.detector.reset()
         self._used = True
         self._reader = self._ears.reader(self._ears.now_index(), reuse=True, live=False)
-        self._task = asyncio.get_running_loop().create_task(self._run(self._reader), name="wake-word")
+        self._task = asyncio.get_running_loop().create_task(self._supervise(self._reader), name="wake-word")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -92,6 +113,34 @@ class WakeWordListener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.down = None
+
+    async def _supervise(self, reader: FrameReader | None) -> None:
+        """Run until the reader is closed (`stop()`); after a failure, wait out the back-off and start again."""
+        while True:
+            try:
+                if reader is None:  # starting again: the audio in between was never heard
+                    self.detector.reset()
+                    reader = self._reader = self._ears.reader(self._ears.now_index(), reuse=True, live=False)
+                    self.down = None
+                    log.info("listening for the wake word again after a failure failures=%d", self.failures)
+                await self._run(reader)
+                return
+            except Exception as e:
+                if reader is not None:
+                    reader.close()
+                reader = self._reader = None
+                delay = self._failed(e)
+            await self.backoff_sleep(delay)
+
+    def _failed(self, error: Exception) -> float:
+        self.failures += 1
+        self._heard_s = 0.0
+        delay = self._backoff.next_delay() or RESTART_CAP_S  # attempts=0: never None
+        self.down = f"{type(error).__name__}: {error}"
+        log.error("wake word listener failed error=%s: not listening for the wake word, starting again in %.1f s",
+                  self.down, delay, exc_info=error)
+        return delay
 
     async def _run(self, reader: FrameReader) -> None:
         detector, guard = self.detector, self.guard
@@ -100,6 +149,9 @@ class WakeWordListener:
                 guard.follow()  # the far end keeps pace with the mic, so its detections are there when needed
                 detector.scale_cutoffs(guard.cutoff_scale())
             found = detector.feed(first, chunk)
+            self._heard_s += chunk.shape[0] / detector.rate
+            if self._backoff.failures and self._heard_s >= self.healthy_s:
+                self._backoff.reset()
             if self._on_chunk is not None:
                 self._on_chunk(first, chunk)
             if found is None or (guard is not None and guard.vetoes(found)):

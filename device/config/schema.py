@@ -137,7 +137,9 @@ class LiveKitConfig:
     name: str | None = opt(None, "participant display name")
     metadata: str | None = opt(None, "participant metadata string")
     attributes: dict[str, str] = opt({}, "participant attributes")
-    agent_name: str | None = opt(None, "agent to dispatch through room_config (absent = none dispatched)")
+    agent_name: str | None = opt(None, "agent to dispatch through room_config (absent = none dispatched); the "
+                                 "session follows and obeys only the agent carrying this lk.agent.name (absent: "
+                                 "the first agent to join)")
     agent_metadata: str | None = opt(None, "metadata passed to the dispatched agent")
     token_ttl_s: int = opt(3600, "lifetime of locally minted tokens", min=60, max=86400)
     http_timeout_s: float = opt(10.0, "token endpoint HTTP timeout", min=0.5, max=120.0)
@@ -241,6 +243,11 @@ class WakeWordConfig:
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("info", "log level", choices=LOG_LEVELS)
+    transcripts: bool = opt(
+        False, "log each final transcript (what the user and the agent said) at INFO: a developer's switch, off in "
+        "every shipped profile; off, `voice-device status` still shows the last ones, kept in memory only (never in "
+        "daemon.status_file)",
+    )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ The app calls `outlets.set_state(state, reason)` on every change of the device s
 once, to every outlet, and answer the control server's snapshot requests with `snapshot()`: the app's
 `DeviceStatus` (session, agent, transcripts, audio counters, mute, volume, the client flags) stamped with the
 state, its reason and since when. `status_json` is its rendering for JSON peers (socket, file), and the client
-rebuilds it with `device.core.codec.from_json`. A failing outlet is logged and skipped: the status must never
-take the daemon down.
+rebuilds it with `device.core.codec.from_json`. Transcripts (what people said) live in memory and go to the control
+socket's clients only: the status file, on disk and world-readable, is written `without_transcripts`. A failing
+outlet is logged and skipped: the status must never take the daemon down.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class WakeStatus:
     ignored_own_voice: int = 0  # heard on the mic within a moment of the speaker saying it: dropped
     heard_on_speaker: int = 0  # the speaker guard's own detections on what the speaker played
     error: str | None = None  # why there is no listener (a model that no longer loads)
+    down: str | None = None  # why the listener is not hearing, while it waits to start again after a failure
+    failures: int = 0  # the listener failed (the detector raised) and was started again
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,9 @@ class DeviceStatus:
         if w is None:
             return m
         m.update(wake_listening=w.listening, wake_detections=w.detections, wake_ignored_own_voice=w.ignored_own_voice,
-                 wake_conversations_without_speech=c.wake_without_speech)
+                 wake_conversations_without_speech=c.wake_without_speech, wake_listener_failures=w.failures)
+        if w.down:
+            m["wake_down"] = w.down
         lat = c.wake_to_listening
         if lat.count:
             m.update(wake_to_listening_ms_p50=lat.p50_ms, wake_to_listening_ms_p90=lat.p90_ms,
@@ -143,6 +148,11 @@ def _redacted(value: JSON, redact: Callable[[str], str]) -> JSON:
     if isinstance(value, list):
         return [_redacted(v, redact) for v in value]
     return value
+
+
+def without_transcripts(status: DeviceStatus) -> DeviceStatus:
+    """`status` as it may be written to disk: what the user and the agent said left out."""
+    return replace(status, session=replace(status.session, transcripts=()))
 
 
 def status_text(state: str, reason: str | None) -> str:
@@ -216,7 +226,7 @@ class StatusOutlets:
 
     def _write_file(self, path: str) -> None:
         try:
-            write_json_file(path, status_json(self.snapshot()))
+            write_json_file(path, status_json(without_transcripts(self.snapshot())))
         except OSError as e:
             if not self._file_failing:
                 log.warning("status file not written path=%s error=%s (further failures are not logged)",

@@ -57,7 +57,8 @@ class WakeService:
 
     @property
     def listening(self) -> bool:
-        return self.listener.running
+        """Hearing now: started, not muted, and not waiting to start again after a failure (see `status().down`)."""
+        return self.listener.listening
 
     def start(self) -> None:
         if not self.listener.running:
@@ -84,7 +85,8 @@ class WakeService:
     def status(self) -> WakeStatus:
         return WakeStatus(listening=self.listening, models=tuple(self.detector.names),
                           detections=self.listener.detections, ignored_own_voice=self.guard.vetoed,
-                          heard_on_speaker=self.guard.heard_on_speaker)
+                          heard_on_speaker=self.guard.heard_on_speaker, down=self.listener.down,
+                          failures=self.listener.failures)
 
     def _heard(self, d: Detection) -> None:
         mark = d.start_index if self.config.send_wake_phrase else d.end_index

@@ -2,7 +2,9 @@
 
 The agent is kind AGENT (compared by enum NAME: the FFI numbering differs from the protocol's), and not an
 avatar worker (which is also kind AGENT but carries `lk.publish_on_behalf`). Its state is the attribute
-`lk.agent.state`.
+`lk.agent.state`. When the device dispatches an agent by name, the session's agent is the one carrying that name
+in `lk.agent.name` (livekit-agents sets it when its worker accepts the job, and matches on it in its own
+`wait_for_agent`): another agent in the room is neither played, followed nor obeyed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from livekit import rtc
 
 AGENT_STATE_ATTR = "lk.agent.state"
+AGENT_NAME_ATTR = "lk.agent.name"
 PUBLISH_ON_BEHALF_ATTR = "lk.publish_on_behalf"
 READY_STATES = frozenset({"listening", "thinking", "speaking"})  # components-js isConnected
 
@@ -34,6 +37,13 @@ def is_agent(participant: rtc.Participant) -> bool:
     if _enum_name(rtc.ParticipantKind, participant.kind) != "PARTICIPANT_KIND_AGENT":
         return False
     return not participant.attributes.get(PUBLISH_ON_BEHALF_ATTR)
+
+
+def is_session_agent(participant: rtc.Participant, agent_name: str | None) -> bool:
+    """The agent a session takes for its own: an agent and, when the device dispatches `agent_name`, that one."""
+    if not is_agent(participant):
+        return False
+    return agent_name is None or participant.attributes.get(AGENT_NAME_ATTR) == agent_name
 
 
 def is_active(participant: rtc.Participant) -> bool:

@@ -1,6 +1,9 @@
 """RPC methods the agent may call on the device (beyond the official SDKs): `device.set_volume`
 (payload `{"volume": 0..1}`), `device.end_session`, `device.get_status`. Handlers never await the session's
-own teardown: `room.disconnect()` drains running RPC handlers, so ending from inside one would deadlock."""
+own teardown: `room.disconnect()` drains running RPC handlers, so ending from inside one would deadlock.
+
+Only the session's agent commands the device (`may_command` says who that is): anyone else in the room gets
+PERMISSION_DENIED, and the refusal is logged with the method and the caller, never the payload."""
 
 from __future__ import annotations
 
@@ -15,15 +18,20 @@ from device.session.status import SessionStatus
 if TYPE_CHECKING:
     from livekit import rtc
 
+    Handler = Callable[[rtc.RpcInvocationData], str]
+
 log = logging.getLogger("device.session.device_rpc")
 
 SET_VOLUME, END_SESSION, GET_STATUS = "device.set_volume", "device.end_session", "device.get_status"
-INVALID_ARGUMENT = 2001  # codes 1001-1999 are the SDK's own
+# codes 1001-1999 are the SDK's own
+INVALID_ARGUMENT = 2001
+PERMISSION_DENIED = 2002
 
 
 def register(
     local_participant: rtc.LocalParticipant,
     *,
+    may_command: Callable[[str], bool],
     set_volume: Callable[[float], float],
     request_end: Callable[[str], None],
     get_status: Callable[[], SessionStatus],
@@ -49,6 +57,15 @@ def register(
     def on_get_status(data: rtc.RpcInvocationData) -> str:
         return json.dumps(to_json(get_status()), default=str)
 
-    local_participant.register_rpc_method(SET_VOLUME, on_set_volume)
-    local_participant.register_rpc_method(END_SESSION, on_end_session)
-    local_participant.register_rpc_method(GET_STATUS, on_get_status)
+    def guarded(method: str, handler: Handler) -> Handler:
+        def serve(data: rtc.RpcInvocationData) -> str:
+            if not may_command(data.caller_identity):
+                log.warning("device RPC refused method=%s caller=%s: only the session's agent may command the device",
+                            method, data.caller_identity)
+                raise rtc.RpcError(PERMISSION_DENIED, "only the agent of this session may call device methods")
+            return handler(data)
+
+        return serve
+
+    for method, handler in ((SET_VOLUME, on_set_volume), (END_SESSION, on_end_session), (GET_STATUS, on_get_status)):
+        local_participant.register_rpc_method(method, guarded(method, handler))

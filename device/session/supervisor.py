@@ -34,11 +34,13 @@ from device.core.vocabulary import (
 )
 from device.session import device_rpc, sdklog
 from device.session.agent import (
+    AGENT_NAME_ATTR,
     AGENT_STATE_ATTR,
     READY_STATES,
     disconnect_reason_name,
     is_active,
     is_agent,
+    is_session_agent,
     speaks_for,
 )
 from device.session.classify import classify_connect_error
@@ -177,7 +179,7 @@ class Supervisor:
         self._policy = Policy(config.session, rng=rng, follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
-        self._transcripts = Transcripts()
+        self._transcripts = Transcripts(log_them=config.logging.transcripts)
         self._agent_events = AgentEvents(self._user_away)
         self._barging = False  # interrupted: the agent's audio is dropped until it stops speaking
         self._identity: str | None = identity  # one identity for the daemon's life (built at the first connect)
@@ -188,7 +190,8 @@ class Supervisor:
         self._old_attempts: set[asyncio.Task[None]] = set()
         self._uplink: Uplink | None = None
         self._uplink_task: asyncio.Task[None] | None = None
-        self._agent: str | None = None
+        self._agent: str | None = None  # the session's agent (is_session_agent): the one it follows and obeys
+        self._passed_over: set[str] = set()  # agents of the room that are not the session's (logged once)
         self._muted = muted
         self._press_t: float | None = None
         self._timers: dict[str, Timer] = {}
@@ -458,8 +461,8 @@ class Supervisor:
         if att.is_abandoned():  # a method, not the attribute: _teardown sets it while connect() awaits
             return
         lp = room.local_participant
-        device_rpc.register(lp, set_volume=self._set_volume, request_end=self._request_end,
-                            get_status=self.status)
+        device_rpc.register(lp, may_command=functools.partial(self._may_command, att),
+                            set_volume=self._set_volume, request_end=self._request_end, get_status=self.status)
         att.source = self._media.audio_source(self._audio.sample_rate)
         att.track = self._media.mic_track(att.source)
         # The flag makes the agent wait (up to 3 s) for a buffer: set it only when the uplink will send one.
@@ -489,6 +492,7 @@ class Supervisor:
     async def _teardown(self, reason: str) -> None:
         att, self._attempt = self._attempt, None
         self._agent = None
+        self._passed_over.clear()
         keep = self._policy.phase is Phase.WAITING
         if self._uplink is not None:
             await self._uplink.detach(keep_buffering=keep, reason=reason)  # closes the pre-connect writer first
@@ -555,14 +559,18 @@ class Supervisor:
         room.on("disconnected", lambda reason: post(p(self._disconnected, reason)))
 
     def _consider(self, participant: rtc.Participant) -> list[Input]:
-        if not is_agent(participant):
+        if not is_session_agent(participant, self._lk.agent_name):
+            if is_agent(participant) and participant.identity not in self._passed_over:
+                self._passed_over.add(participant.identity)
+                log.info("agent passed over identity=%s name=%s: the device dispatches %s", participant.identity,
+                         participant.attributes.get(AGENT_NAME_ATTR, ""), self._lk.agent_name)
             return []
         inputs: list[Input] = []
         if self._agent is None:
             self._agent = participant.identity
             self._turns.new_agent()
             log.info("agent joined identity=%s name=%s", participant.identity,
-                     participant.attributes.get("lk.agent.name", ""))
+                     participant.attributes.get(AGENT_NAME_ATTR, ""))
             inputs.append(AgentJoined(participant.identity))
         elif self._agent != participant.identity:
             return []  # one agent per session: the first one wins
@@ -572,6 +580,20 @@ class Supervisor:
         if state:
             inputs += self._agent_state(state)
         return inputs
+
+    def _may_command(self, att: Attempt, caller: str) -> bool:
+        """Whether `caller` is the session's agent, the only participant the device's RPC methods serve.
+
+        Called from the SDK's RPC handlers, outside the worker: an agent's call can outrun the worker's handling
+        of its join (an agent already in the room is only looked at once the mic is published), so until the
+        worker has chosen an agent, the room is asked by the same rule, in the order `_on_connected` reads it."""
+        if self._attempt is not att or att.room is None:
+            return False
+        if self._agent is not None:
+            return caller == self._agent
+        first = next((p for p in list(att.room.remote_participants.values())
+                      if is_session_agent(p, self._lk.agent_name)), None)
+        return first is not None and first.identity == caller
 
     def _attributes_changed(self, changed: dict[str, str], participant: rtc.Participant) -> list[Input]:
         if self._agent is None:

@@ -1,5 +1,6 @@
-"""Text on the room: transcripts the agent sends on `lk.transcription` (final segments are logged and kept for
-status), the agent's session events on `lk.agent.events`, and typed text the device sends on `lk.chat`.
+"""Text on the room: transcripts the agent sends on `lk.transcription` (final segments kept in memory for status;
+logged only with `logging.transcripts`: what people say stays out of the journal), the agent's session events on
+`lk.agent.events`, and typed text the device sends on `lk.chat`.
 
 `lk.agent.events` (livekit-agents' ClientEventsHandler, streamed to the linked participant): one text stream per
 event, its text a JSON object with a `type` — `agent_state_changed`, `user_state_changed` (`old_state`,
@@ -61,11 +62,12 @@ class StreamReaders:
 
 
 class Transcripts(StreamReaders):
-    """`lk.transcription`: final segments logged and the last `keep` kept."""
+    """`lk.transcription`: the last `keep` final segments kept (in memory); logged only when `log_them`."""
 
-    def __init__(self, keep: int = 10):
+    def __init__(self, keep: int = 10, *, log_them: bool = False):
         super().__init__()
         self.last: deque[Transcript] = deque(maxlen=keep)
+        self._log_them = log_them
 
     async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
         try:
@@ -78,7 +80,8 @@ class Transcripts(StreamReaders):
             return
         t = Transcript(identity, text.strip(), attrs.get(TRACK_ATTR, ""), attrs.get(SEGMENT_ATTR, ""))
         self.last.append(t)
-        log.info("transcript speaker=%s text=%r", identity, t.text)
+        if self._log_them:
+            log.info("transcript speaker=%s text=%r", identity, t.text)
 
 
 def user_went_away(text: str) -> bool:

@@ -1,10 +1,12 @@
 """The listener, the hook between the engine and the detector, on a pump driven by hand (no sound card): it
-follows the processed ring from when it starts, reports each detection once, survives a failing handler, and
-starts afresh after a stop."""
+follows the processed ring from when it starts, reports each detection once, survives a failing handler and a
+failing detector (restarted after a back-off), and starts afresh after a stop."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -122,3 +124,108 @@ async def test_listening_for_the_wake_word_leaves_the_device_idle(two_phrases):
     assert ears.pump.raw_since is not None
     await listener.stop()
 
+
+
+# ---- a detector that raises -------------------------------------------------------------------------------------
+
+
+class BackOffWaits:
+    """The listener's back-off waits on a fake clock: each is recorded, and returns when the test lets it go."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.waiting = asyncio.Event()
+        self._go = asyncio.Event()
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.waiting.set()
+        await self._go.wait()
+        self._go.clear()
+
+    async def next(self) -> float:
+        """Wait for the listener's next back-off wait; its delay."""
+        async with asyncio.timeout(5):
+            await self.waiting.wait()
+        self.waiting.clear()
+        return self.delays[-1]
+
+    def release(self) -> None:
+        self._go.set()
+
+
+def failing(detector: WakeWordDetector, errors: list[Exception]) -> WakeWordDetector:
+    """`detector`, whose next `len(errors)` feeds raise those errors in turn."""
+    feed = detector.feed
+
+    def flaky(first: int, samples: np.ndarray) -> Detection | None:
+        if errors:
+            raise errors.pop(0)
+        return feed(first, samples)
+
+    detector.feed = flaky  # type: ignore[method-assign]
+    return detector
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def test_a_detector_that_raises_is_logged_once_shown_down_and_listened_with_again_after_a_back_off(
+        two_phrases, caplog):
+    ears = HandDriven()
+    heard: list[Detection] = []
+    errors: list[Exception] = [RuntimeError("tensor arena corrupt"), RuntimeError("still corrupt")]
+    waits = BackOffWaits()
+    listener = WakeWordListener(ears, failing(WakeWordDetector(["okay_nabu"], RATE), errors), heard.append,
+                                backoff_sleep=waits)
+    listener.batch_s = 0.0
+    silence = np.zeros(BLOCK * 4, dtype=np.int16)
+    with caplog.at_level(logging.INFO, logger="device.audio.listener"):
+        listener.start()
+        await ears.say(silence)
+        assert await waits.next() == 1.0
+        assert listener.down == "RuntimeError: tensor arena corrupt" and not listener.listening
+        failed = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in failed] == [
+            "wake word listener failed error=RuntimeError: tensor arena corrupt: not listening for the wake word, "
+            "starting again in 1.0 s"]
+        assert failed[0].exc_info is not None  # the traceback goes with it
+
+        waits.release()
+        await until(lambda: listener.listening)
+        await ears.say(silence)
+        assert await waits.next() == 2.0  # it failed again at once: the back-off grows
+        assert listener.failures == 2
+        waits.release()
+        await until(lambda: listener.listening)
+
+    again = ears.now_index()
+    await ears.say(two_phrases)
+    await until(lambda: len(heard) == 2)
+    assert all(d.start_index >= again for d in heard)
+    assert listener.down is None and listener.running
+    await listener.stop()
+
+
+async def test_after_a_while_of_hearing_without_error_the_back_off_starts_again_from_its_base():
+    ears = HandDriven()
+    errors: list[Exception] = [ValueError("bad frame")]
+    waits = BackOffWaits()
+    listener = WakeWordListener(ears, failing(WakeWordDetector(["okay_nabu"], RATE), errors), lambda d: None,
+                                backoff_sleep=waits)
+    listener.batch_s = 0.0
+    listener.healthy_s = 0.5
+    listener.start()
+    await ears.say(np.zeros(BLOCK * 4, dtype=np.int16))
+    assert await waits.next() == 1.0
+    waits.release()
+    await until(lambda: listener.listening)
+    await ears.say(np.zeros(RATE, dtype=np.int16))  # a second heard without an error
+    errors.append(ValueError("bad frame"))
+    await ears.say(np.zeros(BLOCK * 4, dtype=np.int16))
+    assert await waits.next() == 1.0
+    await listener.stop()
+    assert not listener.running and listener.down is None

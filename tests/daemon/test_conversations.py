@@ -107,13 +107,15 @@ def test_voice_device_status_prints_the_wake_word_figures() -> None:
 
 
 class Ears:
-    """The engine as the wake service sees it; its reader waits for ever (nothing is said)."""
+    """The engine as the wake service sees it; its first reader gives `chunks` chunks of silence (none by default),
+    then every reader waits for ever (nothing more is said)."""
 
     sample_rate = 48000
 
-    def __init__(self) -> None:
+    def __init__(self, chunks: int = 0) -> None:
         self.player = Player(48000, 60, 1.0)
         self.readers = 0
+        self.chunks = chunks
 
     def now_index(self) -> int:
         return 0
@@ -123,14 +125,22 @@ class Ears:
 
     def reader(self, start_index: int, *, reuse: bool = False, live: bool = True):
         self.readers += 1
+        chunks, self.chunks = self.chunks, 0  # the first reader's only
 
         class Reader:
             def __aiter__(self):
                 return self
 
             async def __anext__(self) -> tuple[int, np.ndarray]:
+                nonlocal chunks
+                if chunks:
+                    chunks -= 1
+                    return start_index, np.zeros(4800, np.int16)
                 await asyncio.Event().wait()
                 raise StopAsyncIteration
+
+            def available(self) -> int:
+                return 0
 
             def close(self) -> None:
                 pass
@@ -168,3 +178,36 @@ def test_a_model_that_no_longer_loads_leaves_the_device_without_its_wake_word_an
     broken.write_text('{"model": "kitchen.tflite", "micro": {"probability_cutoff": 0.9}}')
     service, why = build_wake(WakeWordConfig(models=(str(broken),)), Ears(), lambda e: None)
     assert service is None and why is not None and "the wake word is off" in why and "voice-device check" in why
+
+
+async def test_a_listener_that_dies_is_shown_down_with_its_reason_until_it_listens_again(caplog) -> None:
+    ears = Ears(chunks=1)
+    service = WakeService.build(WakeWordConfig(), ears, lambda e: None)
+
+    def broken(first: int, samples: np.ndarray) -> None:
+        raise RuntimeError("interpreter failed")
+
+    service.detector.feed = broken  # type: ignore[method-assign]
+    delays: list[float] = []
+    resume = asyncio.Event()
+
+    async def backoff_sleep(delay: float) -> None:
+        delays.append(delay)
+        await resume.wait()
+
+    service.listener.backoff_sleep = backoff_sleep
+    service.start()
+    async with asyncio.timeout(5):
+        while not delays:
+            await asyncio.sleep(0)
+    down = service.status()
+    assert (down.listening, down.down, down.failures) == (False, "RuntimeError: interpreter failed", 1)
+    lines = format_snapshot(json.loads(json.dumps(status_json(DeviceStatus(wake=down))))).splitlines()
+    assert "  wake_down: RuntimeError: interpreter failed" in lines and "  wake_listener_failures: 1" in lines
+
+    resume.set()
+    async with asyncio.timeout(5):
+        while not service.status().listening:
+            await asyncio.sleep(0)
+    assert service.status().down is None and ears.readers == 2
+    await service.close()

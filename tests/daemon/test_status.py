@@ -12,7 +12,7 @@ import pytest
 from device.daemon.control import ControlServer
 from device.daemon.notify import Notifier
 from device.daemon.status import DeviceStatus, StatusOutlets, status_json, status_text
-from device.session.status import SessionMetrics, SessionStatus
+from device.session.status import SessionMetrics, SessionStatus, TranscriptLine
 from tests.daemon.conftest import NotifySocket
 from tests.daemon.test_control import Peer, Recorder
 
@@ -108,3 +108,14 @@ def test_a_status_field_of_the_wrong_type_is_named() -> None:
 
     with pytest.raises(DecodeError, match=r"DeviceStatus\.session\.metrics\.sessions"):
         from_json(DeviceStatus, {"state": "idle", "session": {"metrics": {"sessions": "four"}}})
+
+
+def test_the_status_file_on_disk_holds_no_transcripts_while_the_snapshot_in_memory_does(tmp_path: Path) -> None:
+    said = (TranscriptLine("device-1", "my door code is 4711"), TranscriptLine("agent-1", "noted: 4711"))
+    details = DeviceStatus(session=SessionStatus(transcripts=said))
+    board = StatusOutlets(None, str(tmp_path / "status.json"), details=lambda: details, clock=lambda: 1700000000.0)
+    board.set_state("listening")
+    assert board.snapshot().session.transcripts == said  # the control socket's answer, from memory
+    on_disk = (tmp_path / "status.json").read_text()
+    assert "4711" not in on_disk
+    assert json.loads(on_disk)["session"]["transcripts"] == []

@@ -171,7 +171,7 @@ def test_the_agent_leaving_mid_turn_is_failed_agent_left_and_the_next_press_reco
 
 def test_a_token_that_expires_during_a_long_session_does_not_end_it(bench) -> None:
     # a literal token valid for 12 s; the server pushes refreshed tokens (every 2 s here, 5 min in production)
-    token = mint_token(identity="proof-device", room="proof-room", ttl=timedelta(seconds=12))
+    token = mint_token(identity="proof-device", room="proof-room", ttl=timedelta(seconds=12), agent_name="proof-agent")
     stub, d = bench("--agent-delay", "0.3", "--refresh-token-every", "2",
                     livekit={"token_source": "literal", "token": token, "room": "proof-room"})
     d.command("start")

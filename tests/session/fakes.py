@@ -328,10 +328,13 @@ class FakeLocalParticipant:
         self.rpc_calls: list[tuple[str, str, str]] = []
         self.rpc_errors: dict[str, Exception] = {}
         self.rpc_gates: dict[str, asyncio.Event] = {}  # a call to this method is answered once its gate is set
+        self.publish_gate: asyncio.Event | None = None  # publish_track returns once it is set
         self.texts: list[tuple[str, str]] = []
 
     async def publish_track(self, track: FakeTrack, options: rtc.TrackPublishOptions) -> FakePublication:
         self.publish_options.append(options)
+        if self.publish_gate is not None:
+            await self.publish_gate.wait()
         pub = FakePublication(track, options.source)
         self.track_publications[pub.sid] = pub
         return pub
@@ -412,7 +415,8 @@ JOINED = rtc.ParticipantState.PARTICIPANT_STATE_JOINED
 
 class FakeRoom(FakeEmitter):
     """A room at the rtc.Room API. `connect` follows `behaviour`: None = succeed, an exception = raise it,
-    "hang" = never answer. Test drivers below emit what the SDK would."""
+    "hang" = never answer, "hold-publish" = succeed, but publishing the mic waits for
+    `local_participant.publish_gate`. Test drivers below emit what the SDK would."""
 
     def __init__(self, behaviour: Any = None, present: list[FakeRemoteParticipant] | None = None):
         super().__init__()
@@ -425,6 +429,8 @@ class FakeRoom(FakeEmitter):
         self.options: Any = None
         self.text_handlers: dict[str, Callable[..., Any]] = {}
         self.disconnects: list[int] = []
+        if behaviour == "hold-publish":
+            self.local_participant.publish_gate = asyncio.Event()
 
     async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
         self.url, self.token, self.options = url, token, options or rtc.RoomOptions()
@@ -467,6 +473,14 @@ class FakeRoom(FakeEmitter):
         self.emit("participant_connected", p)
         if active:
             self.activate(p)
+        return p
+
+    def person_joins(self, identity: str = "guest-1") -> FakeRemoteParticipant:
+        """Someone else in the room: a standard (non-agent) participant."""
+        p = FakeRemoteParticipant(identity, kind=STANDARD, state=ACTIVE)
+        self.remote_participants[identity] = p
+        self.emit("participant_connected", p)
+        self.emit("participant_active", p)
         return p
 
     def activate(self, p: FakeRemoteParticipant) -> None:

@@ -65,7 +65,8 @@ async def test_join_then_initializing_then_listening_drives_the_device_state(mak
 
 
 async def test_agent_already_in_the_room_at_connect_is_recognised_without_an_event(make_rig):
-    present = FakeRemoteParticipant("agent-7", kind=AGENT, state=ACTIVE, attributes={"lk.agent.state": "listening"})
+    present = FakeRemoteParticipant("agent-7", kind=AGENT, state=ACTIVE,
+                                    attributes={"lk.agent.name": "test-agent", "lk.agent.state": "listening"})
     rig = make_rig(present=[present])
     rig.audio.speak(300)
     await rig.start(preroll_ms=300)
@@ -948,6 +949,8 @@ async def test_send_text_goes_on_lk_chat_and_needs_a_session(make_rig):
 async def test_the_agent_can_set_the_volume_read_the_status_and_end_the_session(make_rig):
     rig = make_rig()
     await rig.start()
+    rig.room.agent_joins(state="listening")  # only the session's agent commands the device (test_device_rpc.py)
+    await rig.settle()
     lp = rig.room.local_participant
     assert json.loads(lp.invoke("device.set_volume", '{"volume": 0.3}')) == {"volume": 0.3}
     assert rig.audio.player.volume == 0.3

@@ -20,7 +20,8 @@ What it speaks (livekit 1.2.1, single peer connection, `/rtc/v1`):
 - Versions: the stub refuses to start unless livekit/livekit-protocol/aiortc are at the pinned versions,
   and refuses (HTTP 400, then exits with status 3) a join announcing another signalling protocol.
 
-The scripted agent (identity `agent-AJ_…`, kind AGENT, attribute `lk.agent.name`) joins `--agent-delay`
+The scripted agent (identity `agent-AJ_…`, kind AGENT, attribute `lk.agent.name`: the agent the first client's
+token dispatches, else `--agent-name`) joins `--agent-delay`
 seconds after the first participant (`never`: it does not), walks `lk.agent.state` initializing → listening
 → thinking → speaking → listening, subscribes to the microphone (the client gets `local_track_subscribed`),
 takes the pre-connect buffer (topic `lk.agent.pre-connect-audio-buffer`) by livekit-agents' rules, answers

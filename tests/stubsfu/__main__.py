@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the agent joins this long after the first participant (default 2)")
     p.add_argument("--agent-reply", type=_reply, default="echo", metavar="echo|WAV",
                    help="what the agent answers: an echo of the turn it heard, or a WAV file (default echo)")
-    p.add_argument("--agent-name", default="stub-agent", help="the agent's lk.agent.name (default stub-agent)")
+    p.add_argument("--agent-name", default="stub-agent",
+                   help="the agent's lk.agent.name when the token dispatches none (default stub-agent); a token that "
+                        "dispatches an agent names it, as the real server does")
     p.add_argument("--record", type=Path, default=None, metavar="DIR",
                    help="write session-N/{preconnect.raw,heard.wav,meta.json} and events.jsonl here")
     p.add_argument("--ptt", action=argparse.BooleanOptionalAction, default=False,

@@ -114,6 +114,14 @@ class ScriptedAgent:
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
+    def dispatched(self, agent_name: str) -> None:
+        """A joining client's token dispatches `agent_name`: the real server sends the worker registered under
+        that name, which carries it in `lk.agent.name`, so the agent takes it (before it joins; the first wins)."""
+        if self.joined or self.left or self._join_task is not None or not agent_name:
+            return
+        self.info.name = agent_name
+        self.info.attributes["lk.agent.name"] = agent_name
+
     def on_client_joined(self) -> None:
         if self.joined or self.left or self._join_task is not None or self.config.delay_s is None:
             return

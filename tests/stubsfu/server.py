@@ -214,6 +214,8 @@ class StubServer:
             await self._answer(client, join.publisher_offer)
         await self._refresh_token(client)
         self._spawn(self._refresh_loop(client))
+        for dispatch in claims.room_config.agents if claims.room_config is not None else []:
+            room.agent.dispatched(dispatch.agent_name)
         room.agent.on_client_joined()
         return client
 

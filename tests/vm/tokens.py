@@ -4,7 +4,7 @@
 the VM's namespace) listens on 10.232.0.1, port chosen by the kernel, and prints `tokens ready port=N`. The path
 picks the answer:
 - `POST /ok`: LiveKit's standard answer (201, `server_url` + `participant_token` for a room of its own, minted for
-  the stub SFU with the key and secret given here);
+  the stub SFU with the key and secret given here, dispatching the agent the request's `room_config` names);
 - `POST /echo-500`: a 500 whose body repeats the request's headers, credential included (a careless server).
 Every request is appended to `--log` as a JSON line (path and headers), so a test can prove the credential was
 sent. The certificate is the test's own (a self-signed one for 10.232.0.1, which the guest's unit trusts through
@@ -38,16 +38,26 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def dispatched(body: bytes) -> str | None:
+    """The agent a standard token request's `room_config` dispatches, if any."""
+    try:
+        agents = json.loads(body or b"{}").get("room_config", {}).get("agents") or []
+        return str(agents[0]["agent_name"]) if agents else None
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        return None
+
+
 def app(args: argparse.Namespace) -> web.Application:
     log = Path(args.log)
 
     async def handle(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
         with log.open("a") as f:
             f.write(json.dumps({"path": request.path, "headers": dict(request.headers)}) + "\n")
         if request.path == "/ok":
             room = f"vm-{secrets.token_hex(4)}"
-            token = mint_token(identity="vd-appliance", room=room, key=args.api_key, secret=args.api_secret)
+            token = mint_token(identity="vd-appliance", room=room, key=args.api_key, secret=args.api_secret,
+                               agent_name=dispatched(body))
             return web.json_response({"server_url": args.livekit_url, "participant_token": token}, status=201)
         if request.path == "/echo-500":
             return web.Response(status=500, text=f"bad request with headers {dict(request.headers)}")

@@ -29,14 +29,18 @@ PYTHON = sys.executable
 
 
 def mint_token(identity: str = "device-1", room: str = "room-1", key: str = "devkey", secret: str = "secret",
-               ttl: timedelta = timedelta(minutes=10)) -> str:
+               ttl: timedelta = timedelta(minutes=10), agent_name: str | None = None) -> str:
+    """A token for `room`; with `agent_name`, it dispatches that agent (the stub's agent then carries the name)."""
     from livekit import api
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The HMAC key is")  # `secret` is the --dev secret: short
-        return (api.AccessToken(key, secret).with_identity(identity).with_name(identity)
-                .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True))
-                .with_ttl(ttl).to_jwt())
+        token = (api.AccessToken(key, secret).with_identity(identity).with_name(identity)
+                 .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True))
+                 .with_ttl(ttl))
+        if agent_name:
+            token = token.with_room_config(api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent_name)]))
+        return token.to_jwt()
 
 
 class LineProcess:
