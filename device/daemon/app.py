@@ -49,7 +49,7 @@ from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.conversations import ConversationStats
 from device.daemon.notify import Notifier, watchdog_interval
-from device.daemon.saved import boot_clock, load, save, since_planned_restart, state_path
+from device.daemon.saved import Saved, boot_clock, load, save, since_planned_restart, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets, WakeStatus
 from device.daemon.wake import WakeService, build_wake
@@ -141,8 +141,11 @@ class App:
         self._effect_worker: asyncio.Task[None] | None = None
         self._reload_error: str | None = None
         self._saved_at = state_path(config.daemon)
+        # read once: from now on what is remembered is kept here and written through (`_remember`), so a file that
+        # goes bad while running neither repeats its warning nor puts its fail-closed "muted" into later writes
+        self._saved = load(self._saved_at)
         # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
-        self.muted = config.daemon.boot_muted or load(self._saved_at).muted
+        self.muted = config.daemon.boot_muted or self._saved.muted
         self.reloads = 0
         self.conversations = ConversationStats()  # over the daemon's life, reloads included
         self.exit_code = EXIT_OK
@@ -187,8 +190,7 @@ class App:
         rss = rss_mb()
         if not limit_mb or rss is None or rss <= limit_mb or self.exit_code == EXIT_RESTART:
             return
-        saved = load(self._saved_at)
-        since = since_planned_restart(saved)
+        since = since_planned_restart(self._saved)
         wait = 0.0 if since is None else self.config.daemon.restart_min_interval_s - since
         if wait > 0:
             if self._deferred_restart is None:
@@ -200,9 +202,13 @@ class App:
         log.warning("restarting to return memory rss_mb=%.0f limit_mb=%d (the livekit SDK keeps native memory "
                     "per session; systemd starts a fresh process)", rss, limit_mb)
         boot, now = boot_clock()
-        save(self._saved_at, replace(saved, planned_restart_boot=boot, planned_restart_at=now))
+        self._remember(replace(self._saved, planned_restart_boot=boot, planned_restart_at=now))
         self.exit_code = EXIT_RESTART
         self.signals.request_stop("memory limit")
+
+    def _remember(self, saved: Saved) -> None:
+        self._saved = saved
+        save(self._saved_at, saved)
 
     def _deferred_restart_due(self) -> None:
         from device.controls.machine import Down
@@ -252,7 +258,7 @@ class App:
                 await supervisor.interrupt()
             case SetMuted(muted=muted):
                 self.muted = muted
-                save(self._saved_at, replace(load(self._saved_at), muted=muted))
+                self._remember(replace(self._saved, muted=muted))
                 if parts.wake is not None:
                     await parts.wake.set_muted(muted)
                 await supervisor.set_muted(muted)

@@ -2,8 +2,11 @@
 boot) it last restarted itself to return memory, so that planned restarts stay rate-limited across them.
 
 Kept as JSON in `daemon.state_dir` (systemd's StateDirectory by default), replaced atomically, so mute means mute
-after a power cut too. A file that cannot be read is reported once and treated as "not muted" only when
-`daemon.boot_muted` does not say otherwise; a file that cannot be written is reported and the device goes on.
+after a power cut too. No file is a first boot: not muted. A file that is there but cannot be read, is not JSON, or
+has no boolean `muted` fails closed: the device starts muted (mute's last value is unknown, and "muted" is the
+promise that can be kept), with one warning naming the file and saying how to unmute, which rewrites it. A file
+that cannot be written is reported and the device goes on. The daemon reads the file once at start-up and keeps
+what it remembers in memory from then on: a file that goes bad later changes nothing until the next start.
 """
 
 from __future__ import annotations
@@ -58,21 +61,33 @@ def state_path(config: DaemonConfig, env: dict[str, str] | None = None) -> Path 
 
 
 def load(path: Path | None) -> Saved:
+    """What `path` says; `Saved()` (not muted) when there is no path or no file yet, `UNREADABLE` (muted) when the
+    file is there but says nothing trustworthy about mute."""
     if path is None:
         return Saved()
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return Saved()
-    except (OSError, ValueError) as e:
-        log.warning("saved state unreadable path=%s error=%s; starting unmuted unless daemon.boot_muted", path, e)
-        return Saved()
-    if not isinstance(data, dict):
-        return Saved()
+    except OSError as e:
+        return _unreadable(path, e.strerror or str(e))
+    except ValueError as e:  # not UTF-8, or not JSON
+        return _unreadable(path, f"not JSON ({e})")
+    if not isinstance(data, dict) or not isinstance(data.get("muted"), bool):
+        return _unreadable(path, 'not a JSON object with a boolean "muted"')
     boot, at = data.get("planned_restart_boot"), data.get("planned_restart_at")
     if not (isinstance(boot, str) and isinstance(at, int | float) and not isinstance(at, bool)):
         boot, at = "", 0.0
-    return Saved(muted=data.get("muted") is True, planned_restart_boot=boot, planned_restart_at=float(at))
+    return Saved(muted=data["muted"], planned_restart_boot=boot, planned_restart_at=float(at))
+
+
+UNREADABLE = Saved(muted=True)
+
+
+def _unreadable(path: Path, why: str) -> Saved:
+    log.warning("saved state unreadable path=%s error=%s; starting MUTED, as mute's last value is unknown: unmute "
+                "with `voice-device ctl unmute`, which rewrites the file", path, why)
+    return UNREADABLE
 
 
 def save(path: Path | None, saved: Saved) -> None:
