@@ -80,7 +80,9 @@ class Components:
         from device.controls.timers import LoopTimers
         loop = asyncio.get_running_loop()
         self.config = config
-        self.audio = AudioEngine(config.audio, on_event=app.feed)
+        # the software volume the user last set, remembered across reloads and restarts; audio.volume until then
+        volume = config.audio.volume if app.saved.volume is None else app.saved.volume
+        self.audio = AudioEngine(replace(config.audio, volume=volume), on_event=app.feed)
         self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
         self.timers = LoopTimers(loop, app.feed)
         self.supervisor = make_supervisor(config, self.audio, app.feed)
@@ -95,6 +97,8 @@ class Components:
     async def start(self, app: App) -> None:
         await self.audio.start()
         self.mixer = await attach_mixer(self.audio.player, self.config.audio.mixer, self.config.audio.mixer_device)
+        if self.mixer is None:  # a mixer keeps its own level (and alsactl across reboots): only software's is saved
+            self.audio.player.on_volume = app.volume_set
         if self.wake is not None and not app.muted:  # mute means mute: not even the wake word is listened for
             self.wake.start()
         self.board.show(self.snapshot)
@@ -143,9 +147,9 @@ class App:
         self._saved_at = state_path(config.daemon)
         # read once: from now on what is remembered is kept here and written through (`_remember`), so a file that
         # goes bad while running neither repeats its warning nor puts its fail-closed "muted" into later writes
-        self._saved = load(self._saved_at)
+        self.saved = load(self._saved_at)
         # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
-        self.muted = config.daemon.boot_muted or self._saved.muted
+        self.muted = config.daemon.boot_muted or self.saved.muted
         self.reloads = 0
         self.conversations = ConversationStats()  # over the daemon's life, reloads included
         self.exit_code = EXIT_OK
@@ -190,7 +194,7 @@ class App:
         rss = rss_mb()
         if not limit_mb or rss is None or rss <= limit_mb or self.exit_code == EXIT_RESTART:
             return
-        since = since_planned_restart(self._saved)
+        since = since_planned_restart(self.saved)
         wait = 0.0 if since is None else self.config.daemon.restart_min_interval_s - since
         if wait > 0:
             if self._deferred_restart is None:
@@ -202,12 +206,17 @@ class App:
         log.warning("restarting to return memory rss_mb=%.0f limit_mb=%d (the livekit SDK keeps native memory "
                     "per session; systemd starts a fresh process)", rss, limit_mb)
         boot, now = boot_clock()
-        self._remember(replace(self._saved, planned_restart_boot=boot, planned_restart_at=now))
+        self._remember(replace(self.saved, planned_restart_boot=boot, planned_restart_at=now))
         self.exit_code = EXIT_RESTART
         self.signals.request_stop("memory limit")
 
+    def volume_set(self, volume: float) -> None:
+        """The software volume was set (a volume button or command, the agent): remember it."""
+        if volume != self.saved.volume:
+            self._remember(replace(self.saved, volume=volume))
+
     def _remember(self, saved: Saved) -> None:
-        self._saved = saved
+        self.saved = saved
         save(self._saved_at, saved)
 
     def _deferred_restart_due(self) -> None:
@@ -258,7 +267,7 @@ class App:
                 await supervisor.interrupt()
             case SetMuted(muted=muted):
                 self.muted = muted
-                self._remember(replace(self._saved, muted=muted))
+                self._remember(replace(self.saved, muted=muted))
                 if parts.wake is not None:
                     await parts.wake.set_muted(muted)
                 await supervisor.set_muted(muted)

@@ -1,5 +1,7 @@
-"""What the device remembers across a reload, a restart and a reboot: whether it is muted, and when (in this
-boot) it last restarted itself to return memory, so that planned restarts stay rate-limited across them.
+"""What the device remembers across a reload, a restart and a reboot: whether it is muted, the software volume the
+user last set (buttons, `ctl volume-up/down`, the agent's `device.set_volume`; `audio.volume` is only the first
+start's; with an ALSA mixer the mixer keeps its own level and nothing is saved here), and when (in this boot) it last
+restarted itself to return memory, so that planned restarts stay rate-limited across them.
 
 Kept as JSON in `daemon.state_dir` (systemd's StateDirectory by default), replaced atomically, so mute means mute
 after a power cut too. No file is a first boot: not muted. A file that is there but cannot be read, is not JSON, or
@@ -29,6 +31,7 @@ FILE_NAME = "state.json"
 @dataclass(frozen=True)
 class Saved:
     muted: bool = False
+    volume: float | None = None  # the software volume last set, 0.0 to 1.0; None: never set (audio.volume holds)
     # the last planned restart (exit 75): the boot it happened in and CLOCK_BOOTTIME then (both "": none)
     planned_restart_boot: str = ""
     planned_restart_at: float = 0.0
@@ -78,7 +81,18 @@ def load(path: Path | None) -> Saved:
     boot, at = data.get("planned_restart_boot"), data.get("planned_restart_at")
     if not (isinstance(boot, str) and isinstance(at, int | float) and not isinstance(at, bool)):
         boot, at = "", 0.0
-    return Saved(muted=data["muted"], planned_restart_boot=boot, planned_restart_at=float(at))
+    return Saved(muted=data["muted"], volume=_volume(data.get("volume"), path), planned_restart_boot=boot,
+                 planned_restart_at=float(at))
+
+
+def _volume(value: object, path: Path) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    log.warning("saved volume ignored path=%s volume=%r (not a number from 0 to 1); audio.volume applies until the "
+                "volume is set again", path, value)
+    return None
 
 
 UNREADABLE = Saved(muted=True)
@@ -95,8 +109,9 @@ def save(path: Path | None, saved: Saved) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_file(path, {"muted": saved.muted, "planned_restart_boot": saved.planned_restart_boot,
+        write_json_file(path, {"muted": saved.muted, "volume": saved.volume,
+                               "planned_restart_boot": saved.planned_restart_boot,
                                "planned_restart_at": saved.planned_restart_at})
     except OSError as e:
-        log.warning("saved state not written path=%s error=%s; mute will not survive a restart", path,
+        log.warning("saved state not written path=%s error=%s; mute and volume will not survive a restart", path,
                     e.strerror or e)

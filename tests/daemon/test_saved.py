@@ -62,6 +62,29 @@ def test_no_state_file_is_a_first_boot_not_muted_and_silent(tmp_path: Path, capl
     assert caplog.records == []
 
 
+def test_the_volume_set_reads_back_with_mute(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    save(path, Saved(muted=True, volume=0.35))
+    assert load(path) == Saved(muted=True, volume=0.35)
+    save(path, Saved(muted=False, volume=0.0))  # silent is a volume too, not "never set"
+    assert load(path) == Saved(muted=False, volume=0.0)
+
+
+def test_a_file_from_before_the_volume_was_kept_reads_as_never_set(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"muted": true, "planned_restart_boot": "", "planned_restart_at": 0.0}')
+    assert load(path) == Saved(muted=True, volume=None)
+
+
+@pytest.mark.parametrize("volume", ['"loud"', "1.5", "-0.1", "true", "NaN"])
+def test_a_saved_volume_out_of_range_is_ignored_and_said_mute_still_read(
+        tmp_path: Path, volume: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(f'{{"muted": false, "volume": {volume}}}')
+    assert load(path) == Saved(muted=False, volume=None)
+    assert "saved volume ignored" in caplog.text
+
+
 def test_unmuting_rewrites_a_bad_state_file(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(b"{not json")
