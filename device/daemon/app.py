@@ -7,6 +7,8 @@ the same tick → the effects, executed in order by one worker task (so StartSes
 Health: READY=1 once audio and controls are up (never waiting for the network); WATCHDOG=1 only while the loop
 answers and, while the engine holds the mic open, frames keep arriving. SIGTERM/SIGINT end the session and
 close everything within 5 s; SIGHUP reloads the config, keeping the old one when the new one is invalid.
+A config that still uses a profile's placeholders (`device/config/placeholders.py`) is refused at start-up (exit
+2, the sentences of `voice-device check`) and on reload (the old one kept), as an invalid one is.
 
 Exit codes: 0 clean stop, 1 a runtime failure (message logged), 2 configuration error, 75 a planned restart
 (idle after a session with RSS above `daemon.restart_above_rss_mb`: the livekit SDK's native core keeps memory
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
+from device.config.placeholders import placeholders
 from device.core.log import redactor
 from device.core.vocabulary import (
     CancelTurn,
@@ -364,6 +367,8 @@ class App:
         self.notifier.reloading("reloading configuration")
         try:
             new = load_config(self.config_path)
+            if problems := placeholders(new):
+                raise problems[0]  # as at start-up: a device on them could only ever show `unreachable`
         except ConfigError as e:
             self._reload_error = f"reload failed, old configuration kept: {e}"
             log.error("reload failed, keeping the running configuration error=%s", e)
@@ -468,6 +473,12 @@ def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
         config = load_config(config_path)
     except ConfigError as e:
         print(f"voice-device: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    # the profiles' placeholders load (so that `check` can name them) but cannot work: refused as `check` does,
+    # rather than a daemon that says `unreachable` about a server nobody configured
+    if problems := placeholders(config):
+        for problem in problems:
+            print(f"voice-device: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, verbosity, secrets=secret_values(config))
     # Python's own writes (an uncaught thread's traceback, a fault's dump) share the log's stream: fd 2 is
