@@ -135,7 +135,8 @@ class LiveKitConfig:
     api_secret: str | None = opt(None, "API secret for the local source: belongs on a token server", secret=True)
     room: str | None = opt(None, "fixed room name (default: a fresh room per session)")
     room_prefix: str = opt("voice-device-", "prefix of the fresh room created per session")
-    identity: str | None = opt(None, "participant identity (default: a stable id of this device)")
+    identity: str | None = opt(None, "participant identity (default: an id made once for this device and kept in "
+                               "daemon.state_dir; without one, a hash of the machine id)")
     name: str | None = opt(None, "participant display name")
     metadata: str | None = opt(None, "participant metadata string")
     attributes: dict[str, str] = opt({}, "participant attributes")
@@ -196,9 +197,9 @@ class DaemonConfig:
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
     state_dir: str | None = opt(
-        None, "where the device keeps what must survive a restart or a reboot (mute, the software volume); "
-        "default: systemd's StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), nowhere when "
-        "run by hand")
+        None, "where the device keeps what must survive a restart or a reboot (mute, the software volume, its "
+        "identity); default: systemd's StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), "
+        "nowhere when run by hand")
     boot_muted: bool = opt(False, "start muted at every start-up, whatever mute was when it stopped")
     restart_above_rss_mb: int = opt(
         0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "

@@ -51,8 +51,9 @@ from device.core.vocabulary import (
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.conversations import ConversationStats
+from device.daemon.identity import kept_identity
 from device.daemon.notify import Notifier, watchdog_interval
-from device.daemon.saved import Saved, boot_clock, load, save, since_planned_restart, state_path
+from device.daemon.saved import Saved, boot_clock, load, save, since_planned_restart, state_dir, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets, WakeStatus
 from device.daemon.wake import WakeService, build_wake
@@ -88,7 +89,7 @@ class Components:
         self.audio = AudioEngine(replace(config.audio, volume=volume), on_event=app.feed)
         self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
         self.timers = LoopTimers(loop, app.feed)
-        self.supervisor = make_supervisor(config, self.audio, app.feed)
+        self.supervisor = make_supervisor(config, self.audio, app.feed, app.identity(config))
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
         self.mixer: MixerVolume | None = None
@@ -153,6 +154,7 @@ class App:
         self.saved = load(self._saved_at)
         # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
         self.muted = config.daemon.boot_muted or self.saved.muted
+        self._kept_identity: str | None = None
         self.reloads = 0
         self.conversations = ConversationStats()  # over the daemon's life, reloads included
         self.exit_code = EXIT_OK
@@ -212,6 +214,15 @@ class App:
         self._remember(replace(self.saved, planned_restart_boot=boot, planned_restart_at=now))
         self.exit_code = EXIT_RESTART
         self.signals.request_stop("memory limit")
+
+    def identity(self, config: Config) -> str:
+        """`livekit.identity`, else the one kept for this device in the state directory (resolved once: the same
+        for the daemon's life, every session and session process included)."""
+        if config.livekit.identity:
+            return config.livekit.identity
+        if self._kept_identity is None:
+            self._kept_identity = kept_identity(state_dir(config.daemon))
+        return self._kept_identity
 
     def volume_set(self, volume: float) -> None:
         """The software volume was set (a volume button or command, the agent): remember it."""
@@ -442,15 +453,16 @@ class App:
             self.notifier.close()
 
 
-def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None]) -> SessionPort:
+def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None], identity: str
+                    ) -> SessionPort:
     """The session supervisor, in this process or one child process per session (`session.process`)."""
     if config.session.process == "inline":
         from device.session.supervisor import Supervisor
 
-        return Supervisor(config, audio, emit)
+        return Supervisor(config, audio, emit, identity=identity)
     from device.session.remote import RemoteSupervisor
 
-    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm")
+    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm", identity=identity)
 
 
 def rss_mb() -> float | None:

@@ -56,11 +56,17 @@ def since_planned_restart(saved: Saved) -> float | None:
     return max(0.0, now - saved.planned_restart_at)
 
 
-def state_path(config: DaemonConfig, env: dict[str, str] | None = None) -> Path | None:
+def state_dir(config: DaemonConfig, env: dict[str, str] | None = None) -> Path | None:
     """`daemon.state_dir`, else systemd's $STATE_DIRECTORY (its first entry), else None (nothing is kept)."""
     environ = os.environ if env is None else env
     directory = config.state_dir or environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(directory) / FILE_NAME if directory else None
+    return Path(directory) if directory else None
+
+
+def state_path(config: DaemonConfig, env: dict[str, str] | None = None) -> Path | None:
+    """The state file in `state_dir`; None when there is none."""
+    directory = state_dir(config, env)
+    return directory / FILE_NAME if directory else None
 
 
 def load(path: Path | None) -> Saved:
