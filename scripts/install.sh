@@ -424,8 +424,9 @@ install_config
 install_alsa
 install_unit
 say "done. Next:"
-say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the profile's"
-say "     placeholders tokens.example.invalid and 'Bearer unset' are used), or LIVEKIT_URL, LIVEKIT_API_KEY and"
-say "     LIVEKIT_API_SECRET for a development server; the devices and pins are in $CONFIG"
+say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the service"
+say "     refuses to start on the profile's placeholders tokens.example.invalid and 'Bearer unset'), or"
+say "     LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET for a development server; the devices and pins are"
+say "     in $CONFIG"
 say "  2. confirm it: sudo voice-device check    (reads both files, says what is still to set)"
 say "  3. then: sudo systemctl restart voice-device && voice-device status"

@@ -155,6 +155,11 @@ provision_image() {  # $1 rootfs, $2 wheelhouse
     tail -30 "$dir/root/install.log" >&2
     die "the installer failed in the image (log above)"
   fi
+  # The owner's first step after the installer ("1. edit /etc/voice-device/env"): the daemon refuses to start on the
+  # profile's placeholders, so the first boot gets a token endpoint of its own (the suite's side of the tap; the
+  # appliance asks it for nothing before a press, and the suite's set-up replaces this file with its real one).
+  printf '%s\n' "VOICE_DEVICE_TOKEN_ENDPOINT=https://10.232.0.1/voice-device" "VOICE_DEVICE_CREDENTIAL=first-boot" \
+    >> "$dir/etc/voice-device/env"
   chroot "$dir" apt-get clean
   chroot_umount "$dir"
   rm -rf "$dir"/var/lib/apt/lists/* "$dir/etc/resolv.conf"

@@ -47,6 +47,17 @@ def test_check_calls_a_profiles_placeholders_an_error_with_the_line_and_what_to_
     ]
 
 
+@pytest.mark.parametrize("simulate", [(), ("--simulate",)], ids=["run", "run --simulate"])
+@pytest.mark.parametrize("profile", ["kiosk", "smart-speaker", "appliance"])
+def test_run_refuses_a_profiles_placeholders_as_check_does_before_starting_anything(
+        profile: str, simulate: tuple[str, ...]) -> None:
+    checked = run("check", "--config", f"config/{profile}.yaml")
+    r = run("run", "--config", f"config/{profile}.yaml", *simulate)
+    assert r.returncode == checked.returncode == 2
+    assert r.stderr.splitlines() == checked.stderr.splitlines()  # the same sentences, nothing else (no log yet)
+    assert "still the profile's placeholder" in r.stderr
+
+
 def test_check_reads_the_env_file_the_service_gets(tmp_path: Path) -> None:
     env = tmp_path / "env"
     env.write_text("# secrets\nVOICE_DEVICE_TOKEN_ENDPOINT='https://tokens.acme-voice.io/device'\n"

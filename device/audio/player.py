@@ -42,6 +42,7 @@ class Player:
         self.jitter_ms = jitter_ms
         self._volume = min(1.0, max(0.0, float(volume)))
         self._apply_volume: Callable[[float], None] | None = None  # set: the volume is a mixer's, not scaled here
+        self.on_volume: Callable[[float], None] | None = None  # told every volume set (the daemon remembers it)
         self._capacity_s = capacity_s
         self.underruns = 0
         self.underrun_samples = 0
@@ -91,6 +92,8 @@ class Player:
         self._volume = min(1.0, max(0.0, float(value)))
         if self._apply_volume is not None:
             self._apply_volume(self._volume)
+        if self.on_volume is not None:
+            self.on_volume(self._volume)
 
     def hand_volume_to(self, level: float, apply: Callable[[float], None]) -> None:
         """From now on the volume is applied elsewhere (an ALSA mixer control, `device/audio/mixer.py`): samples go

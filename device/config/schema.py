@@ -71,7 +71,9 @@ class AudioConfig:
     noise_suppression: bool = opt(True, "run noise suppression on the mic")
     high_pass_filter: bool = opt(True, "remove DC and rumble from the mic")
     auto_gain_control: bool = opt(False, "automatic gain control on the mic")
-    volume: float = opt(0.8, "playback volume, 0.0 to 1.0, in software (unused with a mixer)", min=0.0, max=1.0)
+    volume: float = opt(0.8, "playback volume, 0.0 to 1.0, in software (unused with a mixer), at the first start: "
+                        "from then on the volume last set (buttons, ctl, the agent) is kept in daemon.state_dir",
+                        min=0.0, max=1.0)
     mixer: str | None = opt(None, "ALSA mixer control that sets the speaker volume, e.g. 'Speaker' or 'PCM' ('auto': "
                             "the first with a playback volume on mixer_device; null: volume in software); the "
                             "level it has at start is kept")
@@ -133,7 +135,8 @@ class LiveKitConfig:
     api_secret: str | None = opt(None, "API secret for the local source: belongs on a token server", secret=True)
     room: str | None = opt(None, "fixed room name (default: a fresh room per session)")
     room_prefix: str = opt("voice-device-", "prefix of the fresh room created per session")
-    identity: str | None = opt(None, "participant identity (default: a stable id of this device)")
+    identity: str | None = opt(None, "participant identity (default: an id made once for this device and kept in "
+                               "daemon.state_dir; without one, a hash of the machine id)")
     name: str | None = opt(None, "participant display name")
     metadata: str | None = opt(None, "participant metadata string")
     attributes: dict[str, str] = opt({}, "participant attributes")
@@ -196,8 +199,9 @@ class DaemonConfig:
     watchdog: bool = opt(True, "ping systemd's watchdog when the loop and the mic are healthy")
     status_file: str | None = opt(None, "also write the current state as JSON to this file")
     state_dir: str | None = opt(
-        None, "where the device keeps what must survive a restart or a reboot (mute); default: systemd's "
-        "StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), nowhere when run by hand")
+        None, "where the device keeps what must survive a restart or a reboot (mute, the software volume, its "
+        "identity); default: systemd's StateDirectory ($STATE_DIRECTORY, /var/lib/voice-device under the unit), "
+        "nowhere when run by hand")
     boot_muted: bool = opt(False, "start muted at every start-up, whatever mute was when it stopped")
     restart_above_rss_mb: int = opt(
         0, "exit (code 75, systemd restarts it) when idle after a session with the daemon's RSS above this; a guard "

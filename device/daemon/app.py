@@ -7,6 +7,8 @@ the same tick → the effects, executed in order by one worker task (so StartSes
 Health: READY=1 once audio and controls are up (never waiting for the network); WATCHDOG=1 only while the loop
 answers and, while the engine holds the mic open, frames keep arriving. SIGTERM/SIGINT end the session and
 close everything within 5 s; SIGHUP reloads the config, keeping the old one when the new one is invalid.
+A config that still uses a profile's placeholders (`device/config/placeholders.py`) is refused at start-up (exit
+2, the sentences of `voice-device check`) and on reload (the old one kept), as an invalid one is.
 
 Exit codes: 0 clean stop, 1 a runtime failure (message logged), 2 configuration error, 75 a planned restart
 (idle after a session with RSS above `daemon.restart_above_rss_mb`: the livekit SDK's native core keeps memory
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
+from device.config.placeholders import placeholders
 from device.core.log import redactor
 from device.core.vocabulary import (
     CancelTurn,
@@ -48,8 +51,9 @@ from device.core.vocabulary import (
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer, ControlSocketInUse
 from device.daemon.conversations import ConversationStats
+from device.daemon.identity import kept_identity
 from device.daemon.notify import Notifier, watchdog_interval
-from device.daemon.saved import boot_clock, load, save, since_planned_restart, state_path
+from device.daemon.saved import Saved, boot_clock, load, save, since_planned_restart, state_dir, state_path
 from device.daemon.signals import SignalHandlers, stop_within
 from device.daemon.status import DeviceStatus, StatusOutlets, WakeStatus
 from device.daemon.wake import WakeService, build_wake
@@ -80,10 +84,12 @@ class Components:
         from device.controls.timers import LoopTimers
         loop = asyncio.get_running_loop()
         self.config = config
-        self.audio = AudioEngine(config.audio, on_event=app.feed)
+        # the software volume the user last set, remembered across reloads and restarts; audio.volume until then
+        volume = config.audio.volume if app.saved.volume is None else app.saved.volume
+        self.audio = AudioEngine(replace(config.audio, volume=volume), on_event=app.feed)
         self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
         self.timers = LoopTimers(loop, app.feed)
-        self.supervisor = make_supervisor(config, self.audio, app.feed)
+        self.supervisor = make_supervisor(config, self.audio, app.feed, app.identity(config))
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
         self.mixer: MixerVolume | None = None
@@ -96,6 +102,8 @@ class Components:
     async def start(self, app: App) -> None:
         await self.audio.start()
         self.mixer = await attach_mixer(self.audio.player, self.config.audio.mixer, self.config.audio.mixer_device)
+        if self.mixer is None:  # a mixer keeps its own level (and alsactl across reboots): only software's is saved
+            self.audio.player.on_volume = app.volume_set
         if self.wake is not None and not app.muted:  # mute means mute: not even the wake word is listened for
             self.wake.start()
         self.board.show(self.snapshot)
@@ -142,8 +150,12 @@ class App:
         self._effect_worker: asyncio.Task[None] | None = None
         self._reload_error: str | None = None
         self._saved_at = state_path(config.daemon)
+        # read once: from now on what is remembered is kept here and written through (`_remember`), so a file that
+        # goes bad while running neither repeats its warning nor puts its fail-closed "muted" into later writes
+        self.saved = load(self._saved_at)
         # mute survives reloads (kept here), restarts and reboots (the saved state); boot_muted overrides at start-up
-        self.muted = config.daemon.boot_muted or load(self._saved_at).muted
+        self.muted = config.daemon.boot_muted or self.saved.muted
+        self._kept_identity: str | None = None
         self.reloads = 0
         self.conversations = ConversationStats()  # over the daemon's life, reloads included
         self.exit_code = EXIT_OK
@@ -202,8 +214,7 @@ class App:
         rss = rss_mb()
         if not limit_mb or rss is None or rss <= limit_mb or self.exit_code == EXIT_RESTART:
             return
-        saved = load(self._saved_at)
-        since = since_planned_restart(saved)
+        since = since_planned_restart(self.saved)
         wait = 0.0 if since is None else self.config.daemon.restart_min_interval_s - since
         if wait > 0:
             if self._deferred_restart is None:
@@ -215,9 +226,27 @@ class App:
         log.warning("restarting to return memory rss_mb=%.0f limit_mb=%d (the livekit SDK keeps native memory "
                     "per session; systemd starts a fresh process)", rss, limit_mb)
         boot, now = boot_clock()
-        save(self._saved_at, replace(saved, planned_restart_boot=boot, planned_restart_at=now))
+        self._remember(replace(self.saved, planned_restart_boot=boot, planned_restart_at=now))
         self.exit_code = EXIT_RESTART
         self.signals.request_stop("memory limit")
+
+    def identity(self, config: Config) -> str:
+        """`livekit.identity`, else the one kept for this device in the state directory (resolved once: the same
+        for the daemon's life, every session and session process included)."""
+        if config.livekit.identity:
+            return config.livekit.identity
+        if self._kept_identity is None:
+            self._kept_identity = kept_identity(state_dir(config.daemon))
+        return self._kept_identity
+
+    def volume_set(self, volume: float) -> None:
+        """The software volume was set (a volume button or command, the agent): remember it."""
+        if volume != self.saved.volume:
+            self._remember(replace(self.saved, volume=volume))
+
+    def _remember(self, saved: Saved) -> None:
+        self.saved = saved
+        save(self._saved_at, saved)
 
     def _deferred_restart_due(self) -> None:
         from device.controls.machine import Down
@@ -268,7 +297,7 @@ class App:
                 await supervisor.interrupt()
             case SetMuted(muted=muted):
                 self.muted = muted
-                save(self._saved_at, replace(load(self._saved_at), muted=muted))
+                self._remember(replace(self.saved, muted=muted))
                 if parts.wake is not None:
                     await parts.wake.set_muted(muted)
                 await supervisor.set_muted(muted)
@@ -370,6 +399,8 @@ class App:
         self.notifier.reloading("reloading configuration")
         try:
             new = load_config(self.config_path)
+            if problems := placeholders(new):
+                raise problems[0]  # as at start-up: a device on them could only ever show `unreachable`
         except ConfigError as e:
             self._reload_error = f"reload failed, old configuration kept: {e}"
             log.error("reload failed, keeping the running configuration error=%s", e)
@@ -443,15 +474,16 @@ class App:
             self.notifier.close()
 
 
-def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None]) -> SessionPort:
+def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None], identity: str
+                    ) -> SessionPort:
     """The session supervisor, in this process or one child process per session (`session.process`)."""
     if config.session.process == "inline":
         from device.session.supervisor import Supervisor
 
-        return Supervisor(config, audio, emit)
+        return Supervisor(config, audio, emit, identity=identity)
     from device.session.remote import RemoteSupervisor
 
-    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm")
+    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm", identity=identity)
 
 
 def rss_mb() -> float | None:
@@ -474,6 +506,12 @@ def run(config_path: str, *, simulate: bool = False, verbosity: int = 0) -> int:
         config = load_config(config_path)
     except ConfigError as e:
         print(f"voice-device: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    # the profiles' placeholders load (so that `check` can name them) but cannot work: refused as `check` does,
+    # rather than a daemon that says `unreachable` about a server nobody configured
+    if problems := placeholders(config):
+        for problem in problems:
+            print(f"voice-device: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(config.logging.level, verbosity, secrets=secret_values(config))
     # Python's own writes (an uncaught thread's traceback, a fault's dump) share the log's stream: fd 2 is

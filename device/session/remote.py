@@ -317,13 +317,14 @@ class RemoteSupervisor:
     """The `Supervisor` API, each session in a child process (see the module docstring)."""
 
     def __init__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, warm: bool = True,
-                 factory: str | None = None, silent_limit_s: float = SILENT_LIMIT_S) -> None:
+                 factory: str | None = None, silent_limit_s: float = SILENT_LIMIT_S,
+                 identity: str | None = None) -> None:
         self._cfg = config
         self.audio = audio
         self._emit_cb = emit
         self._warm = warm
         self._factory = factory
-        self._identity = build_request(config.livekit).participant_identity
+        self._identity = build_request(config.livekit, identity=identity).participant_identity  # for every child
         self._muted = False
         self.current: Child | None = None
         self._children: set[Child] = set()

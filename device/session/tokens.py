@@ -109,7 +109,9 @@ def jwt_claims(token: str) -> dict[str, JSON] | None:
 def device_identity(
     paths: tuple[Path, ...] = MACHINE_ID_PATHS, hostname: Callable[[], str] = socket.gethostname
 ) -> str:
-    """A stable id for this device: a hash of the machine id (never the id itself), else the hostname."""
+    """A hash of the machine id (never the id itself), else the hostname: the identity of last resort, where no
+    state directory keeps one made for this device (`device/daemon/identity.py`) — devices cloned from one image
+    share their machine id, and so this."""
     for path in paths:
         try:
             machine_id = path.read_text().strip()

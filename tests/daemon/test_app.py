@@ -385,3 +385,26 @@ def test_mute_survives_a_reload_and_a_restart_and_boot_muted_wins_at_start_up(wo
         wait_until(lambda: d.snapshot()["state"] == "muted", 10, "boot_muted")
         d.signal(signal.SIGTERM)
         assert d.wait() == 0, d.log()
+
+
+def test_the_software_volume_set_survives_a_reload_and_a_restart_and_audio_volume_is_only_the_first_starts(
+        workdir, audio_rig) -> None:
+    config = base_config(workdir)
+    config["daemon"]["state_dir"] = str(workdir / "state")
+    config["audio"]["volume"] = 0.8  # no audio.mixer: the volume is in software
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        assert d.snapshot()["volume"] == pytest.approx(0.8)  # the first start's
+        assert d.command("volume-down") == {"type": "ok"}
+        wait_until(lambda: d.snapshot()["volume"] == pytest.approx(0.7), 10, "the volume a step down")
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.notify.wait(lambda m: m.get("READY") == "1", start=mark)
+        assert d.snapshot()["volume"] == pytest.approx(0.7)  # a reload keeps it
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()
+    with start(workdir, audio_rig, config) as d:
+        d.wait_ready()
+        assert d.snapshot()["volume"] == pytest.approx(0.7)  # and so does a restart
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.log()

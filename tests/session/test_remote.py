@@ -40,11 +40,12 @@ async def until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOU
 
 
 class Rig:
-    def __init__(self, *, warm: bool = True, factory: str = FACTORY, config: Any = None, **session: Any) -> None:
+    def __init__(self, *, warm: bool = True, factory: str = FACTORY, config: Any = None, identity: str | None = None,
+                 **session: Any) -> None:
         self.audio = FakeAudioPort(sample_rate=16000)
         self.events: list[Event] = []
         self.sup = RemoteSupervisor(config or make_config(**session), self.audio, self.events.append, warm=warm,
-                                    factory=factory)
+                                    factory=factory, identity=identity)
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -98,6 +99,19 @@ async def test_each_session_runs_in_its_own_child_and_the_child_exits_after_it(c
         identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
                       if "session connecting" in r.getMessage()}
         assert identities == {"device-test"}
+    finally:
+        await rig.sup.aclose()
+
+
+async def test_the_child_connects_with_the_identity_the_daemon_kept_when_none_is_configured(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    config = make_config()
+    rig = Rig(config=replace(config, livekit=replace(config.livekit, identity=None)), identity="device-0123456789ab")
+    try:
+        await rig.session()
+        identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
+                      if "session connecting" in r.getMessage()}
+        assert identities == {"device-0123456789ab"}  # the daemon's, not one the child derived on its own
     finally:
         await rig.sup.aclose()
 
