@@ -58,6 +58,7 @@ build_base() {
 inside() {
   local root="$1"; shift
   mount --make-rprivate /
+  mount --bind "$root" "$root"  # `/` in the chroot is a mount point, as `ip netns` expects (mount --make-rslave /)
   mount -t proc proc "$root/proc"
   mount -t sysfs sys "$root/sys"
   mount --rbind /dev "$root/dev"

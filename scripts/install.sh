@@ -31,7 +31,7 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PROFILE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 WHEEL="" OFFLINE=0 FIND_LINKS="" ALSA_CARD=""
 SERVICE_USER=voice-device
 GROUPS_NEEDED=(audio gpio spi)
-APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils)
+APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils procps)
 
 ARGS=("$@")
 

@@ -30,8 +30,10 @@ PROGRAMS: dict[str, str] = {
     "iptables": "iptables",
     "tcpdump": "tcpdump",
     "setpriv": "util-linux",
-    # the unit's offline checks and the installer's test
+    # the unit's offline checks and the installer's test; the unit's ExecReload runs /bin/kill (not in a minimal
+    # Debian: scripts/install.sh installs it on a device too)
     "systemd-analyze": "systemd",
+    "kill": "procps",
     "getent": "libc-bin",
     # the VM suite: the image, its TLS token endpoint and the emulated appliance
     "qemu-system-x86_64": "qemu-system-x86",

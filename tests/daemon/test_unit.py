@@ -23,7 +23,7 @@ UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 @pytest.fixture(autouse=True)
 def _systemd_analyze() -> None:
-    need("systemd-analyze")
+    need("systemd-analyze", "kill")  # verify checks that ExecReload's /bin/kill exists
 
 
 def directives(name: str) -> list[str]:
