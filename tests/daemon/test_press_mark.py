@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 from device.config.schema import AudioConfig, Config
-from device.controls.machine import initial
 from device.controls.timers import LoopTimers
 from device.core.vocabulary import EndRequested, Pressed, StartRequested
 from device.daemon.app import App
 from device.session.supervisor import Supervisor
+from tests.daemon.fakeparts import FakeParts
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort, FakeClock, FakeMedia, FakeRoom, FakeTokens, Rooms, settle
 
@@ -43,24 +43,6 @@ class Audio(FakeAudioPort):
 
     def play_earcon(self, name: str) -> None:
         self.earcons.append(name)
-
-
-class Board:
-    def show(self, snapshot: Any) -> None:
-        pass
-
-
-class Parts:
-    """What `App.feed` and `App._execute` use of `Components`, with the real supervisor and machine."""
-
-    def __init__(self, config: Config, audio: Audio, supervisor: Supervisor, timers: LoopTimers) -> None:
-        self.config = config
-        self.audio = audio
-        self.supervisor = supervisor
-        self.timers = timers
-        self.board = Board()
-        self.snapshot = initial(config.session.mode, config.controls.gestures)
-        self.wake = None
 
 
 @dataclass
@@ -97,7 +79,7 @@ async def press_rig(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[.
         sup = Supervisor(config, audio, app.feed, room_factory=rooms, token_source=tokens, clock=clock,
                          media=FakeMedia(), rng=random.Random(7), wall=lambda: tokens.now)
         timers = LoopTimers(asyncio.get_running_loop(), app.feed)
-        app.parts = Parts(config, audio, sup, timers)  # type: ignore[assignment]
+        app.parts = FakeParts(config, audio, sup, timers)  # type: ignore[assignment]
         worker = asyncio.get_running_loop().create_task(app._run_effects())
         rig = Rig(app, audio, rooms, sup)
         made.append((rig, clock, timers, worker))

@@ -60,6 +60,7 @@ from device.daemon.commands import Command
 from device.daemon.control import ControlError
 from device.session.supervisor import Supervisor
 from device.session.tokens import TokenError
+from tests.daemon.fakeparts import FakeParts
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort, FakeClock, FakeMedia, FakeTokens, Rooms, settle
 
@@ -133,27 +134,6 @@ class ClockLoop:
         return self.clock.call_later(delay, lambda: fn(*args))
 
 
-class Parts:
-    """What `Components` holds, with the fakes in place of the hardware and the network."""
-
-    def __init__(self, app: App, config: Config, clock: FakeClock, audio: Mic, rooms: Rooms, tokens: FakeTokens,
-                 media: FakeMedia, seed: int) -> None:
-        from device.controls.machine import initial
-
-        self.config = config
-        self.audio = audio
-        self.board = type("Board", (), {"show": lambda self, snap: None, "buttons": {}})()
-        self.timers = LoopTimers(ClockLoop(clock), app.feed)  # type: ignore[arg-type]
-        self.supervisor = Supervisor(config, audio, app.feed, room_factory=rooms, token_source=tokens, clock=clock,
-                                     media=media, rng=random.Random(seed), wall=lambda: tokens.now)
-        self.snapshot = initial(config.session.mode, config.controls.gestures)
-        self.simulator = None
-        self.mixer = None
-        self.wake = None
-        self.wake_error = None
-        self.unmuted_at = 0
-
-
 def model_config(mode: str, *, preconnect: bool, dispatched: bool, state_dir: str) -> Config:
     base = make_config(agent_name="test-agent" if dispatched else None, mode=mode, preconnect=preconnect,
                        idle_timeout_s=8.0, max_session_s=60.0, connect_timeout_s=5.0,
@@ -187,7 +167,7 @@ class Promises(RuleBasedStateMachine):
         await self._settle()
 
     @property
-    def parts(self) -> Parts | None:
+    def parts(self) -> FakeParts | None:
         return self.app.parts if self.app is not None else None  # type: ignore[return-value]
 
     def _boot(self) -> None:
@@ -196,8 +176,11 @@ class Promises(RuleBasedStateMachine):
         async def boot() -> None:
             app = App(self.config, str(Path(self.tmp.name) / "model.yaml"))
             self.app = app
-            app.parts = Parts(app, self.config, self.clock, self.audio, self.rooms, self.tokens,  # type: ignore[assignment]
-                              self.media, seed=len(self.boots))
+            supervisor = Supervisor(self.config, self.audio, app.feed, room_factory=self.rooms,
+                                    token_source=self.tokens, clock=self.clock, media=self.media,
+                                    rng=random.Random(len(self.boots)), wall=lambda: self.tokens.now)
+            timers = LoopTimers(ClockLoop(self.clock), app.feed)  # type: ignore[arg-type]
+            app.parts = FakeParts(self.config, self.audio, supervisor, timers)  # type: ignore[assignment]
             app._effect_worker = asyncio.get_running_loop().create_task(app._run_effects())
             original = app._execute
 
