@@ -121,9 +121,21 @@ class Utterance:
 @pytest.fixture(scope="module")
 def utterance(netns: NetNs, audio_rig: Any, wavs: Wavs, tmp_path_factory: pytest.TempPathFactory) -> Utterance:
     """Speech starts 300 ms before the press; the agent joins 2 s after it; release after the speech ends."""
-    tmp = tmp_path_factory.mktemp("utterance")
+    return _utterance(netns, audio_rig, wavs, tmp_path_factory.mktemp("utterance"))
+
+
+@pytest.fixture(scope="module")
+def utterance_dsp(netns: NetNs, audio_rig: Any, wavs: Wavs, tmp_path_factory: pytest.TempPathFactory) -> Utterance:
+    """The same, with the audio processing a device ships with (echo canceller, noise suppressor, high-pass)."""
+    return _utterance(netns, audio_rig, wavs, tmp_path_factory.mktemp("utterance-dsp"), audio=SHIPPED_DSP)
+
+
+SHIPPED_DSP = {"echo_cancellation": True, "noise_suppression": True, "high_pass_filter": True}
+
+
+def _utterance(netns: NetNs, audio_rig: Any, wavs: Wavs, tmp: Path, audio: dict[str, Any] | None = None) -> Utterance:
     stub, daemon = _start(netns, tmp, audio_rig.pulse_server, "--agent-delay", "never", "--ptt",
-                          "--agent-reply", str(wavs.reply))
+                          "--agent-reply", str(wavs.reply), audio=audio)
     try:
         player = play_into_mic(audio_rig.pulse_server, wavs.utterance)
         time.sleep(PRESS_AFTER_SPEECH_S)
@@ -185,6 +197,27 @@ def test_live_audio_continues_exactly_where_the_preconnect_buffer_stopped(uttera
     assert seam.after.correlation > 0.7, f"live audio after the seam is not the utterance: {seam.after}"
     # No gap (< 0), no overlap beyond the codec's pre-echo: a lost or repeated 10 ms frame fails this.
     assert -1.0 <= seam.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0, seam
+
+
+def test_with_the_shipped_audio_processing_the_seam_is_exact_too(utterance_dsp: Utterance) -> None:
+    """The audit measured 5-19 ms of audio repeated at the seam with the defaults on (echo canceller, noise
+    suppressor, high-pass): the buffer and the live track must join without a gap or an overlap with them too."""
+    meta, source, heard = utterance_dsp.meta, utterance_dsp.source, utterance_dsp.heard
+    assert SHIPPED_DSP.items() <= daemon_audio_defaults().items(), "the profile's defaults changed: update SHIPPED_DSP"
+    seam_index = meta["live_first_sample_index"]
+    lag = find_lag(source, heard[:seam_index])
+    seam: Seam = seam_offset(source, heard, seam_index, guess=lag)
+    print(f"seam with the shipped DSP: {seam.extra_ms:+.2f} ms (before {seam.before}, after {seam.after})")
+    assert seam.before.correlation > 0.8 and seam.after.correlation > 0.6, seam
+    assert -1.0 <= seam.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0, seam
+
+
+def daemon_audio_defaults() -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from device.config.schema import AudioConfig
+
+    return asdict(AudioConfig())
 
 
 def test_the_agents_reply_is_played_on_the_speaker(utterance: Utterance) -> None:
