@@ -61,6 +61,7 @@ class Parts:
         self.board = Board()
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.wake = None
+        self.unmuted_at = 0
 
 
 @dataclass
