@@ -23,9 +23,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
@@ -61,6 +61,7 @@ from device.daemon.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from device.audio.engine import AudioEngine
+    from device.controls.machine import Snapshot
     from device.controls.simulator import Simulator
     from device.session.ports import SessionPort
 
@@ -148,6 +149,7 @@ class App:
         self.parts: Components | None = None
         self._effects: asyncio.Queue[Effect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
+        self._starting: tuple[int, asyncio.Task[None]] | None = None  # the session whose start runs, and its task
         self._reload_error: str | None = None
         self._saved_at = state_path(config.daemon)
         # read once: from now on what is remembered is kept here and written through (`_remember`), so a file that
@@ -186,6 +188,7 @@ class App:
             else:
                 log.info("state state=%s", snap.state)
         self._publish_state()
+        self._abandon_start(snap)
         if was_muted and not snap.muted:
             parts.unmuted_at = parts.audio.mark(0)  # the pre-roll of a later start never reaches back past this
         mark: int | None = None
@@ -204,6 +207,42 @@ class App:
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if not parts.timers.apply(effect):
                 self._effects.put_nowait(effect)
+
+    def _abandon_start(self, snap: Snapshot) -> None:
+        """An end is an end: a start still on its way (waiting for its session process) when its session is ended,
+        or another is asked for, is called off, so no room opens behind a device that shows idle."""
+        from device.controls.machine import Down
+
+        if self._starting is None:
+            return
+        session, task = self._starting
+        if snap.session != session or isinstance(snap.link, Down):
+            task.cancel()
+
+    def _wanted(self, session: int) -> bool:
+        """Whether a start of `session` is still wanted when its effect gets its turn (effects run in order: an end
+        that came meanwhile is queued behind it)."""
+        from device.controls.machine import Down
+
+        parts = self.parts
+        if parts is None or parts.snapshot.session != session or isinstance(parts.snapshot.link, Down):
+            log.info("start dropped: session %d was ended (or another asked for) before it began", session)
+            return False
+        return True
+
+    async def _start(self, session: int, start: Coroutine[Any, Any, None]) -> None:
+        """Run a start so that `_abandon_start` can call it off while it waits for its session process."""
+        task = asyncio.ensure_future(start)
+        self._starting = session, task
+        try:
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if not task.cancelled() or (me is not None and me.cancelling()):
+                raise
+            log.info("start called off: session %d was ended before its session process took it", session)
+        finally:
+            self._starting = None
 
     def _restart_if_bloated(self, limit_mb: int) -> None:
         """Idle after a session (one that failed counts): exit 75 if RSS is above the limit — at least
@@ -280,14 +319,19 @@ class App:
         audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
         match effect:
             case StartSession(session=session, mark=mark, listen_from=listen_from):
+                if not self._wanted(session):
+                    return
                 # a wake word's mark is where its phrase began (or ended); a press's is the pre-roll before the press
                 # (stamped by feed); the ring may have let it go since, which the session counts as lost
                 start = audio.mark(preroll) if mark is None else mark
-                await supervisor.start(start, session=session, listen_from=listen_from)
+                await self._start(session, supervisor.start(start, session=session, listen_from=listen_from))
             case EndSession(reason=reason):
                 await supervisor.end(reason)
             case StartTurn(session=session, mark=mark):
-                await supervisor.start_turn(audio.mark(preroll) if mark is None else mark, session=session)
+                if not self._wanted(session):
+                    return
+                await self._start(session, supervisor.start_turn(audio.mark(preroll) if mark is None else mark,
+                                                                 session=session))
             case EndTurn():
                 await supervisor.end_turn()
             case CancelTurn():

@@ -326,6 +326,8 @@ class RemoteSupervisor:
         self._factory = factory
         self._identity = build_request(config.livekit, identity=identity).participant_identity  # for every child
         self._muted = False
+        self._unmuted_at = 0  # the ring index of the last unmute: a session this supervisor starts by itself (an
+        #                        always_on restart) takes nothing from before it (the daemon clamps its own starts)
         self.current: Child | None = None
         self._children: set[Child] = set()
         self._spare: asyncio.Task[Child] | None = None  # the next session's child, starting or ready
@@ -394,6 +396,8 @@ class RemoteSupervisor:
             self.interrupting = False
 
     async def set_muted(self, muted: bool) -> None:
+        if self._muted and not muted:
+            self._unmuted_at = self.audio.mark(0)
         self._muted = muted
         child = self.current
         if child is not None:
@@ -599,7 +603,9 @@ class RemoteSupervisor:
 
     async def _restart_kept_session(self) -> None:
         if not self.closed and self.current is None:
-            await self.start(self.audio.mark(self._cfg.audio.preroll_ms), session=self._session)
+            # mute means mute: the pre-roll never reaches back into what was captured before the last unmute
+            mark = max(self.audio.mark(self._cfg.audio.preroll_ms), self._unmuted_at)
+            await self.start(mark, session=self._session)
 
     # ---- to the daemon ---------------------------------------------------------------------------------------
 

@@ -261,6 +261,37 @@ async def test_always_on_an_end_during_the_restart_back_off_opens_no_room(tmp_pa
         await rig.sup.aclose()
 
 
+async def test_always_on_a_restart_right_after_an_unmute_sends_nothing_captured_while_muted(
+        tmp_path, monkeypatch, caplog) -> None:
+    """Mute means mute, across a lost session process: while an always_on restart waits out its back-off, the user
+    mutes, says something, unmutes; the restart then starts the new session from its pre-roll (500 ms back), which
+    must not reach back past the unmute (the daemon clamps the marks of the starts it asks for; this start is the
+    supervisor's own)."""
+    caplog.set_level(logging.INFO)
+    marker = tmp_path / "crash"
+    marker.touch()
+    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
+    rig = Rig(mode="always_on", idle_timeout_s=0.0, max_session_s=0.0)
+    try:
+        rig.audio.speak(300)
+        await rig.sup.start(rig.audio.mark(100))
+        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
+        assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0
+        await rig.sup.set_muted(True)  # during the back-off: it reaches no process
+        rig.audio.speak(300)  # said while muted
+        await rig.sup.set_muted(False)
+        unmuted_at = rig.audio.produced
+        await until(rig.listening, "the restarted session")
+        rig.audio.speak(200)
+        await asyncio.sleep(0.3)
+        await rig.sup.end("requested")
+        line = (await until(lambda: sent_lines(caplog), "the restarted child's report of what it sent"))[-1]
+        assert int(line["first"]) >= unmuted_at, f"the restart sent {unmuted_at - int(line['first'])} samples " \
+                                                 "captured while muted"
+    finally:
+        await rig.sup.aclose()
+
+
 async def test_closing_while_a_press_waits_for_a_starting_child_ends_the_press_quietly() -> None:
     # a reload (aclose) during a press that waits for its child: the daemon's effect worker must not get a
     # CancelledError (it would stop for good)

@@ -195,7 +195,7 @@ class StubServer:
             await room.remove(replaced, models.DisconnectReason.DUPLICATE_IDENTITY)
         client.peer = ClientPeer(client.sid, self._audio_callback(room, client), self._packet_callback(room, client))
         self._bind(ws, client)
-        self.events.record("participant_joined", sid=client.sid, identity=client.identity,
+        self.events.record("participant_joined", sid=client.sid, identity=client.identity, room=room.name,
                            protocol=join.client_info.protocol, client_protocol=client.client_protocol,
                            sdk=join.client_info.sdk, sdk_version=join.client_info.version,
                            reconnect_reason=join.reconnect_reason)
