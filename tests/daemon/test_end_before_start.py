@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from device.controls.machine import initial
 from device.controls.timers import LoopTimers
 from device.core.vocabulary import EndRequested, Pressed, Released, StartRequested
 from device.daemon.app import App
 from device.session.remote import RemoteSupervisor
+from tests.daemon.fakeparts import FakeParts
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort
 
@@ -28,25 +28,6 @@ FACTORY = "tests.session.hostfactory:scripted"
 class Audio(FakeAudioPort):
     def play_earcon(self, name: str) -> None:
         pass
-
-
-class Board:
-    def show(self, snapshot: Any) -> None:
-        pass
-
-
-class Parts:
-    """What `App.feed` and `App._execute` use of `Components`: the real machine and a RemoteSupervisor."""
-
-    def __init__(self, config: Any, audio: Audio, supervisor: RemoteSupervisor, timers: LoopTimers) -> None:
-        self.config = config
-        self.audio = audio
-        self.supervisor = supervisor
-        self.timers = timers
-        self.board = Board()
-        self.snapshot = initial(config.session.mode, config.controls.gestures)
-        self.wake = None
-        self.unmuted_at = 0
 
 
 async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -71,7 +52,7 @@ async def daemon(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[str
         # on_demand: the session's process is started at the press, and takes a moment to be ready
         sup = RemoteSupervisor(config, audio, app.feed, warm=False, factory=FACTORY)
         timers = LoopTimers(asyncio.get_running_loop(), app.feed)
-        app.parts = Parts(config, audio, sup, timers)  # type: ignore[assignment]
+        app.parts = FakeParts(config, audio, sup, timers)  # type: ignore[assignment]
         worker = asyncio.get_running_loop().create_task(app._run_effects())
         made.append((sup, timers, worker))
         audio.speak(500)
