@@ -44,6 +44,8 @@ shown() {  # a command line as one would type it
   echo "${out% }"
 }
 die() { echo "install: $*" >&2; exit "${2:-1}"; }
+# shellcheck source=lib/platform.sh
+source "$SRC/scripts/lib/platform.sh"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -112,14 +114,9 @@ source_hash() {
 }
 
 check_platform() {
-  local arch
-  arch="$(uname -m)"
-  case "$arch" in
-    aarch64|x86_64) ;;
-    armv6l|armv7l|armhf|arm*)
-      die "this is a 32-bit system ($arch): voice-device needs a 64-bit OS because LiveKit ships its native library for aarch64 and x86_64 only. Install Raspberry Pi OS (64-bit, bookworm) and run this again." ;;
-    *) die "unsupported architecture $arch: voice-device runs on aarch64 (64-bit Raspberry Pi OS) or x86_64." ;;
-  esac
+  local refusal
+  refusal="$(userland_refusal)"
+  [[ -z "$refusal" ]] || die "$refusal"
   if [[ -r /etc/os-release ]]; then
     local codename
     codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"

@@ -13,12 +13,11 @@ APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio
 
 say() { echo "setup: $*" >&2; }
 
+# shellcheck source=lib/platform.sh
+source "$ROOT/scripts/lib/platform.sh"
+refusal="$(userland_refusal)"
+if [[ -n "$refusal" ]]; then say "$refusal"; exit 1; fi
 arch=$(uname -m)
-case "$arch" in
-  x86_64|aarch64) ;;
-  *) say "this is a $arch system: livekit ships wheels for x86_64 and aarch64 only."
-     say "On a Raspberry Pi, install the 64-bit Raspberry Pi OS (bookworm)."; exit 1 ;;
-esac
 
 # The VM suite (tests/vm): qemu's software emulation of an x86_64 appliance, debootstrap for its image.
 # Without recommends: qemu's GUI and firmware extras are not needed for a headless -kernel boot.

@@ -40,7 +40,7 @@ base_key() {
 
 image_key() {
   (cd "$ROOT" && { echo "base $(base_key)"; cat "$0";
-    find device config systemd tests/vm/guest scripts/install.sh pyproject.toml -type f \
+    find device config systemd tests/vm/guest scripts/install.sh scripts/lib pyproject.toml -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum; }) | sha256sum | cut -c1-16
 }
 

@@ -124,16 +124,43 @@ def test_a_fresh_install_without_a_profile_says_which_to_choose(tmp_path: Path) 
     assert "choose a profile with --profile kiosk|smart-speaker|appliance" in r.stderr
 
 
-def test_a_32_bit_system_is_refused_with_the_reason(tmp_path: Path) -> None:
+def fake_platform(tmp_path: Path, kernel: str, userland: str | None) -> dict[str, str]:
+    """`uname -m` and `dpkg --print-architecture` as another system answers them (None: no dpkg)."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "uname").write_text("#!/bin/sh\necho armv7l\n")
-    (fake / "uname").chmod(0o755)
-    r = install("--prefix", str(tmp_path / "root"), "--profile", "kiosk",
-                env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    (fake / "uname").write_text(f"#!/bin/sh\necho {kernel}\n")
+    (fake / "dpkg").write_text(f"#!/bin/sh\necho {userland}\n" if userland else "#!/bin/sh\nexit 127\n")
+    for tool in ("uname", "dpkg"):
+        (fake / tool).chmod(0o755)
+    return {"PATH": f"{fake}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("kernel", "userland"), [("armv7l", "armhf"), ("aarch64", "armhf"), ("armv6l", "armel")],
+                         ids=["32-bit", "64-bit-kernel-32-bit-userland", "pi-zero"])
+def test_a_32_bit_userland_is_refused_with_the_reason_whatever_the_kernel(tmp_path: Path, kernel: str,
+                                                                          userland: str) -> None:
+    """32-bit Raspberry Pi OS on a Pi 4/5 boots a 64-bit kernel: `uname -m` says aarch64, pip installs armhf wheels
+    and finds no livekit. The userland's architecture decides, with one sentence saying what to install."""
+    r = install("--prefix", str(tmp_path / "root"), "--profile", "kiosk", env=fake_platform(tmp_path, kernel, userland))
     assert r.returncode == 1
-    assert "32-bit system (armv7l)" in r.stderr and "64-bit" in r.stderr
+    assert f"32-bit system (userland {userland}, kernel {kernel})" in r.stderr, r.stderr
+    assert "Raspberry Pi OS Lite (64-bit, bookworm)" in r.stderr
     assert not (tmp_path / "root" / "opt").exists()
+
+
+def test_setup_refuses_a_32_bit_userland_on_a_64_bit_kernel_too(tmp_path: Path) -> None:
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **fake_platform(tmp_path, "aarch64", "armhf"),
+                            "VOICE_DEVICE_VENV": str(tmp_path / "venv")})
+    assert r.returncode == 1
+    assert "32-bit system (userland armhf, kernel aarch64)" in r.stderr, r.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_a_64_bit_userland_is_accepted(tmp_path: Path) -> None:
+    r = install("--prefix", str(tmp_path / "root"), "--profile", "kiosk", "--dry-run", "--offline",
+                env=fake_platform(tmp_path, "aarch64", "arm64"))
+    assert r.returncode == 0, r.stderr
 
 
 def test_uninstall_removes_what_it_added_and_keeps_the_config(installed, tmp_path: Path) -> None:
