@@ -15,8 +15,8 @@ mode. After every step the promises are asserted (README, "What the device promi
 - P4 mute survives a restart;
 - P5 nothing twice: within each stream a room receives, no captured sample arrives twice.
 
-CI runs `VD_MODEL_EXAMPLES` (default 60) examples of up to 40 steps per mode; the soak raises it
-(`VD_MODEL_EXAMPLES=2000 pytest tests/promises`).
+CI runs `VD_MODEL_EXAMPLES` (default 150) examples of up to 40 steps per mode (about a minute in all); the soak
+raises it (`VD_MODEL_EXAMPLES=2000 pytest tests/promises`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from tests.daemon.fakeparts import FakeParts
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort, FakeClock, FakeMedia, FakeTokens, Rooms, settle
 
-EXAMPLES = int(os.environ.get("VD_MODEL_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("VD_MODEL_EXAMPLES", "150"))
 SECRET = -7777  # every sample captured while muted; no room may ever receive this value
 BLOCK = 4  # an unmuted sample's value is 1 + (its ring index // BLOCK) modulo WRAP: unique over 8 s at 16 kHz
 WRAP = 32000
