@@ -241,7 +241,15 @@ def _ctl_args(p: argparse.ArgumentParser) -> None:
     _control_socket_args(p)
 
 
-@command("ctl", "drive the running daemon: start, end, mute, unmute, say TEXT (press, release with --simulate)")
+def _ctl_help() -> str:
+    from device.daemon.commands import COMMANDS
+
+    plain = [f"{n} TEXT" if c.takes_text else n for n, c in COMMANDS.items() if not c.simulate_only]
+    simulated = [n for n, c in COMMANDS.items() if c.simulate_only]
+    return f"drive the running daemon: {', '.join(plain)} ({', '.join(simulated)} with --simulate)"
+
+
+@command("ctl", _ctl_help())
 @arguments(_ctl_args)
 def cmd_ctl(args: argparse.Namespace) -> int:
     from device.daemon.client import ClientError, ControlClient

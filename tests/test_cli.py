@@ -165,3 +165,14 @@ def test_devices_lists_the_virtual_rig(audio_rig) -> None:
     # PulseAudio's own defaults behind ALSA's pulse plugin are the rig's mic and spk.
     info = audio_rig.pactl("info")
     assert "Default Sink: spk" in info and "Default Source: mic" in info
+
+
+def test_ctl_help_names_every_control_command_from_the_one_declaration() -> None:
+    from device.daemon.commands import COMMANDS
+
+    r = subprocess.run([sys.executable, "-m", "device", "--help"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "400"})  # one line per command: argparse wraps at hyphens
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("ctl"))
+    for name in COMMANDS:  # volume-up and volume-down were missing from the hand-kept list
+        assert name in line, (name, line)
