@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from device.core.vocabulary import EndRequested, Pressed, Released, StartRequest
 from device.daemon.app import App
 from device.session.remote import RemoteSupervisor
 from tests.daemon.fakeparts import FakeParts
+from tests.polling import until
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort
 
@@ -28,15 +28,6 @@ FACTORY = "tests.session.hostfactory:scripted"
 class Audio(FakeAudioPort):
     def play_earcon(self, name: str) -> None:
         pass
-
-
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,12 @@ import pytest
 from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
 from device.session.remote import RemoteSupervisor
 from device.session.status import ProcessStatus
+from tests.polling import until
 from tests.session.conftest import make_config
 from tests.session.fakes import FakeAudioPort
 from tests.session.hostfactory import SPEECH
 
 FACTORY = "tests.session.hostfactory:scripted"
-TIMEOUT = 30.0
-
-
-async def until(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (value := predicate()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 class Rig:
@@ -223,7 +213,9 @@ async def test_a_start_queued_behind_the_end_of_a_session_starts_in_a_fresh_chil
         await rig.sup.aclose()
 
 
-async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(tmp_path, monkeypatch) -> None:
+async def crashed_always_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Rig, list[SessionFailed]]:
+    """An always_on session whose process crashed (the hostfactory child exits while the marker file exists):
+    the rig, and the failure it reported (a restart is armed after its back-off)."""
     marker = tmp_path / "crash"
     marker.touch()
     monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
@@ -231,7 +223,15 @@ async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(
     try:
         rig.audio.speak(300)
         await rig.sup.start(rig.audio.mark(100))
-        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
+        return rig, await until(lambda: rig.of(SessionFailed), "the session to fail")
+    except BaseException:
+        await rig.sup.aclose()
+        raise
+
+
+async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(tmp_path, monkeypatch) -> None:
+    rig, failed = await crashed_always_on(tmp_path, monkeypatch)
+    try:
         assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0  # shown as "retrying"
         await until(rig.listening, "a new session without a press")
     finally:
@@ -241,14 +241,8 @@ async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(
 async def test_always_on_an_end_during_the_restart_back_off_opens_no_room(tmp_path, monkeypatch) -> None:
     """The room the user cannot see: a crashed always_on session arms a restart; `ctl end` during its back-off
     reaches no process, and must still cancel the restart (the device shows idle: no room may open behind it)."""
-    marker = tmp_path / "crash"
-    marker.touch()
-    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
-    rig = Rig(mode="always_on", idle_timeout_s=0.0, max_session_s=0.0)
+    rig, failed = await crashed_always_on(tmp_path, monkeypatch)
     try:
-        rig.audio.speak(300)
-        await rig.sup.start(rig.audio.mark(100))
-        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
         retry = failed[0].retry_in_s
         assert retry is not None
         await rig.sup.end("control")
@@ -268,14 +262,8 @@ async def test_always_on_a_restart_right_after_an_unmute_sends_nothing_captured_
     must not reach back past the unmute (the daemon clamps the marks of the starts it asks for; this start is the
     supervisor's own)."""
     caplog.set_level(logging.INFO)
-    marker = tmp_path / "crash"
-    marker.touch()
-    monkeypatch.setenv("VD_FAKE_CRASH", str(marker))
-    rig = Rig(mode="always_on", idle_timeout_s=0.0, max_session_s=0.0)
+    rig, failed = await crashed_always_on(tmp_path, monkeypatch)
     try:
-        rig.audio.speak(300)
-        await rig.sup.start(rig.audio.mark(100))
-        failed = await until(lambda: rig.of(SessionFailed), "the session to fail")
         assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0
         await rig.sup.set_muted(True)  # during the back-off: it reaches no process
         rig.audio.speak(300)  # said while muted
