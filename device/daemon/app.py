@@ -193,16 +193,14 @@ class App:
             parts.unmuted_at = parts.audio.mark(0)  # the pre-roll of a later start never reaches back past this
         mark: int | None = None
         for effect in effects:
-            if isinstance(effect, StartSession | StartTurn) and effect.mark is None:
-                # now, not when the effect's turn comes: a press right after an end waits for that end's teardown
-                # (seconds), and what the user says meanwhile belongs to the new session
-                if mark is None:
-                    mark = parts.audio.mark(parts.config.audio.preroll_ms)
-                effect = replace(effect, mark=mark)
-            if isinstance(effect, StartSession | StartTurn) and effect.mark is not None \
-                    and effect.mark < parts.unmuted_at:
+            if isinstance(effect, StartSession | StartTurn):
+                # a press's mark is taken now, not when the effect's turn comes: a press right after an end waits
+                # for that end's teardown (seconds), and what the user says meanwhile belongs to the new session
+                start = effect.mark
+                if start is None:
+                    mark = start = parts.audio.mark(parts.config.audio.preroll_ms) if mark is None else mark
                 # mute means mute: a pre-roll (or a wake phrase) that began while muted starts at the unmute
-                effect = replace(effect, mark=parts.unmuted_at)
+                effect = replace(effect, mark=max(start, parts.unmuted_at))
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if not parts.timers.apply(effect):
@@ -211,21 +209,17 @@ class App:
     def _abandon_start(self, snap: Snapshot) -> None:
         """An end is an end: a start still on its way (waiting for its session process) when its session is ended,
         or another is asked for, is called off, so no room opens behind a device that shows idle."""
-        from device.controls.machine import Down
-
         if self._starting is None:
             return
         session, task = self._starting
-        if snap.session != session or isinstance(snap.link, Down):
+        if _given_up(snap, session):
             task.cancel()
 
     def _wanted(self, session: int) -> bool:
         """Whether a start of `session` is still wanted when its effect gets its turn (effects run in order: an end
         that came meanwhile is queued behind it)."""
-        from device.controls.machine import Down
-
         parts = self.parts
-        if parts is None or parts.snapshot.session != session or isinstance(parts.snapshot.link, Down):
+        if parts is None or _given_up(parts.snapshot, session):
             log.info("start dropped: session %d was ended (or another asked for) before it began", session)
             return False
         return True
@@ -516,6 +510,13 @@ class App:
             if server is not None:
                 await server.close()
             self.notifier.close()
+
+
+def _given_up(snap: Snapshot, session: int) -> bool:
+    """The device no longer wants `session` started: it was ended, or another was asked for since."""
+    from device.controls.machine import Down
+
+    return snap.session != session or isinstance(snap.link, Down)
 
 
 def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None], identity: str
