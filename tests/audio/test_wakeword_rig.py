@@ -132,7 +132,7 @@ async def test_the_user_saying_the_wake_word_over_the_agent_is_heard(audio_rig, 
     listener, guard = guarded(engine, heard)
     story = speech.say("once upon a time there was a small voice device that lived on a kitchen shelf, and every "
                        "morning it listened for its name while the kettle boiled and the radio played", "en", 150)
-    said = [said_by for said_by in positive_clips(speech, "okay_nabu") if said_by.voice in ("en-us", "en")][:3]
+    said = [said_by for said_by in positive_clips(speech, "okay_nabu") if said_by.voice in ("en-us", "en", "en-us+m3")]
     peaks = []
     await engine.start()
     try:
@@ -156,7 +156,10 @@ async def test_the_user_saying_the_wake_word_over_the_agent_is_heard(audio_rig, 
     print("okay nabu over the agent: " + ", ".join(f"{p:.3f}{'*' if hit else ''}" for p, hit in peaks)
           + f" (cutoff while it plays {0.85 * BARGE_IN_CUTOFF_SCALE:.3f}; * = heard)")
     assert guard.vetoed == 0, "the guard took the user for the speaker"
-    assert sum(hit for _, hit in peaks) >= 2, peaks
+    # At 0 dB against the agent a phrase is sometimes masked outright (scores of 0.01 to 0.5 in about one try of
+    # five, measured over 15): three tries needing two failed one CI run in few; nine tries needing four keep a
+    # chance failure near one run in a hundred.
+    assert sum(hit for _, hit in peaks) >= 4, peaks
 
 
 def test_wake_test_prints_scores_and_the_detection(audio_rig, speech, tmp_path, capsys):

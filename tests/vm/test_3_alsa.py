@@ -51,14 +51,27 @@ def judged(what: str, source: np.ndarray, recording: np.ndarray) -> tuple[float,
     found intact sit in the recording in the source's order (the audio went through, not a stray match)."""
     found = windows_found(source, recording)
     scores = np.array([score for _s, _at, score in found])
-    intact = [(start, at) for start, at, score in found if score > 0.9]
+    matched = [(start, at) for start, at, score in found if score > 0.9]
+    # A word said twice ("the" in the utterance) is the same samples twice: where a lost period spoiled one, its
+    # window's best match is the other. Such a window is out of the source's order and is not counted intact;
+    # the rest must be in order, and strays must stay a few (a stray-match pass would be in no order at all).
+    intact = in_order(matched)
+    strays = len(matched) - len(intact)
     lags = [(at - start) / RATE * 1000 for start, at in intact]
-    share = float(np.mean(scores > 0.9))
+    share = len(intact) / len(found)
     print(f"{what}: {len(found)} speech windows, median correlation {np.median(scores):.3f}, {share:.0%} intact; "
-          f"lag {min(lags, default=0):.0f}..{max(lags, default=0):.0f} ms")
-    positions = [at for _start, at in intact]
-    assert positions == sorted(positions), intact
+          f"{strays} matched out of order; lag {min(lags, default=0):.0f}..{max(lags, default=0):.0f} ms")
+    assert strays <= max(1, len(matched) // 10), matched
     return float(np.median(scores)), share
+
+
+def in_order(matched: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The longest run of `matched` (in the source's order) whose places in the recording never go back."""
+    best: list[list[tuple[int, int]]] = []
+    for window in matched:
+        longest = max((run for run in best if run[-1][1] <= window[1]), key=len, default=[])
+        best.append([*longest, window])
+    return max(best, key=len, default=[])
 
 
 def test_the_engine_captures_and_plays_speech_through_the_installers_default_beside_the_daemon(
