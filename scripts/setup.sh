@@ -19,10 +19,13 @@ refusal="$(userland_refusal)"
 if [[ -n "$refusal" ]]; then say "$refusal"; exit 1; fi
 arch=$(uname -m)
 
-# The VM suite (tests/vm): qemu's software emulation of an x86_64 appliance, debootstrap for its image.
-# Without recommends: qemu's GUI and firmware extras are not needed for a headless -kernel boot.
+# The VM suites (tests/vm, tests/vm_arm64): qemu's software emulation of an x86_64 and of an arm64 (Raspberry Pi
+# shaped) appliance, debootstrap for their images, qemu-user-static so the arm64 image's packages configure and its
+# installer runs in a chroot on this machine (binfmt_misc). Without recommends: qemu's GUI and firmware extras are
+# not needed for a headless -kernel boot.
 VM_PACKAGES=()
-[[ "$arch" == x86_64 ]] && VM_PACKAGES=(qemu-system-x86 debootstrap e2fsprogs openssl)
+[[ "$arch" == x86_64 ]] && VM_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-user-static debootstrap e2fsprogs
+  openssl)
 
 apt_missing() {
   local p

@@ -2,14 +2,20 @@
 # Build (once, cached) the Debian 12 disk the VM tests boot: a Pi-shaped appliance with voice-device installed
 # by its own installer, systemd as PID 1 and plain ALSA on the snd-aloop loopback card.
 #
-#   scripts/vm-image.sh build     build what is missing, print the image's directory (the cache entry)
-#   scripts/vm-image.sh path      print that directory if it is built (exit 1 otherwise)
-#   scripts/vm-image.sh clean     remove the cache
+#   scripts/vm-image.sh [--arch amd64|arm64] build   build what is missing, print the image's directory
+#   scripts/vm-image.sh [--arch amd64|arm64] path    print that directory if it is built (exit 1 otherwise)
+#   scripts/vm-image.sh clean                        remove the cache (every architecture's)
+#
+# --arch (default amd64, or $VOICE_DEVICE_VM_ARCH): arm64 is the Raspberry Pi's architecture (64-bit Raspberry Pi
+# OS is Debian 12 arm64 underneath). Its root is made by debootstrap's two stages, the second run in a chroot through
+# binfmt_misc and qemu-user-static, and its installer runs there too, as slowly as emulation goes (PyAudio compiles
+# from source on arm64 as on a Pi: no wheel exists); its wheelhouse holds the aarch64 wheels pip downloads for
+# Python 3.11 (and PyAudio's source). Images are cached per architecture.
 #
 # Two stages, each cached under $VOICE_DEVICE_VM_CACHE (default .cache/vm in the checkout, gitignored):
 #   rootfs-KEY.tar   debootstrap --variant=minbase bookworm with systemd, udev, a kernel, python3 (~3.5 min);
-#                    KEY hashes this script's package list.
-#   image-KEY/       the rootfs provisioned in a chroot at native speed: the test agent, the loopback card, a
+#                    KEY hashes the architecture and this script's package list.
+#   image-ARCH-KEY/  the rootfs provisioned in a chroot at native speed: the test agent, the loopback card, a
 #                    static address, then `scripts/install.sh --profile appliance` for real (apt from Debian,
 #                    the system user, the venv from a wheelhouse built here, the config, the unit, enabled);
 #                    then disk.img (ext4), vmlinuz and initrd.img. KEY hashes the checkout's installed parts.
@@ -18,13 +24,16 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ARCH="${VOICE_DEVICE_VM_ARCH:-amd64}"
+if [[ "${1:-}" == --arch ]]; then ARCH="${2:?--arch needs amd64 or arm64}"; shift 2; fi
+case "$ARCH" in amd64|arm64) ;; *) echo "vm-image: --arch is amd64 or arm64, not $ARCH" >&2; exit 2 ;; esac
 CACHE="${VOICE_DEVICE_VM_CACHE:-$ROOT/.cache/vm}"
 PY="${VOICE_DEVICE_VENV:-$ROOT/.venv}/bin/python"
 SUITE=bookworm
 MIRROR="${VOICE_DEVICE_VM_MIRROR:-http://deb.debian.org/debian}"
 # What a Raspberry Pi OS Lite has that matters here (systemd, udev, kmod, python3), plus a kernel and initrd
 # for qemu, dbus for systemd-analyze, procps and psmisc for the tests' process checks.
-BASE_PACKAGES=(systemd systemd-sysv udev kmod dbus linux-image-amd64 initramfs-tools iproute2 python3 procps
+BASE_PACKAGES=(systemd systemd-sysv udev kmod dbus "linux-image-$ARCH" initramfs-tools iproute2 python3 procps
   psmisc)
 DISK_MB=4096
 
@@ -35,12 +44,12 @@ say() { echo "vm-image: $*" >&2; }
 die() { echo "vm-image: $*" >&2; exit 1; }
 
 base_key() {
-  { echo "$SUITE ${BASE_PACKAGES[*]}"; sed -n '/^provision_base()/,/^}/p' "$0"; } | sha256sum | cut -c1-16
+  { echo "$SUITE $ARCH ${BASE_PACKAGES[*]}"; sed -n '/^provision_base()/,/^}/p' "$0"; } | sha256sum | cut -c1-16
 }
 
 image_key() {
   (cd "$ROOT" && { echo "base $(base_key)"; cat "$0";
-    find device config systemd tests/vm/guest scripts/install.sh scripts/lib pyproject.toml -type f \
+    echo "$ARCH"; find device config systemd tests/vm/guest scripts/install.sh scripts/lib pyproject.toml -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum; }) | sha256sum | cut -c1-16
 }
 
@@ -61,7 +70,8 @@ provision_base() {  # $1: rootfs dir; what every image shares (part of the base 
   printf '/dev/vda / ext4 rw,relatime 0 1\n' > "$dir/etc/fstab"
   chroot "$dir" passwd -d root >/dev/null
   # No getty fights the test agent on the console; the console still shows the boot.
-  chroot "$dir" systemctl mask serial-getty@ttyS0.service getty@tty1.service >/dev/null 2>&1
+  chroot "$dir" systemctl mask serial-getty@ttyS0.service serial-getty@ttyAMA0.service getty@tty1.service \
+    >/dev/null 2>&1
   # Apt of the image talks to the same archive this machine does (the installer runs it inside the chroot).
   printf 'deb %s %s main\n' "$MIRROR" "$SUITE" > "$dir/etc/apt/sources.list"
   rm -f "$dir"/var/cache/apt/archives/*.deb
@@ -71,8 +81,8 @@ build_base() {
   local tar="$CACHE/rootfs-$(base_key).tar" work
   if [[ -f "$tar" ]]; then echo "$tar"; return; fi
   work="$(mktemp -d "$CACHE/.rootfs.XXXXXX")"
-  say "debootstrap $SUITE (minbase + ${BASE_PACKAGES[*]}): a few minutes, once"
-  debootstrap_into "$work/root" "$SUITE" "$MIRROR" "${BASE_PACKAGES[@]}" \
+  say "debootstrap $SUITE $ARCH (minbase + ${BASE_PACKAGES[*]}): a few minutes, once"
+  DEBOOTSTRAP_ARCH="$ARCH" debootstrap_into "$work/root" "$SUITE" "$MIRROR" "${BASE_PACKAGES[@]}" \
     || { rm -rf "$work"; die "debootstrap failed (log above)"; }
   provision_base "$work/root"
   tar -C "$work/root" --numeric-owner -cf "$tar.part" .
@@ -86,24 +96,49 @@ build_base() {
 
 build_wheelhouse() {
   local deps dir work
-  deps="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])' \
+  deps="$(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
     "$ROOT/pyproject.toml")"
-  dir="$CACHE/wheelhouse-$(echo "$deps" | sha256sum | cut -c1-16)"
+  dir="$CACHE/wheelhouse-$ARCH-$( { echo "$ARCH"; echo "$deps"; } | sha256sum | cut -c1-16)"
   if [[ -f "$dir/.complete" ]]; then echo "$dir"; return; fi
   [[ -x "$PY" ]] || die "no $PY: run scripts/setup.sh first"
   work="$(mktemp -d "$CACHE/.wheels.XXXXXX")"
-  say "building the wheelhouse (voice-device's dependencies; PyAudio is compiled here)"
-  if ! "$PY" -m pip wheel -q --disable-pip-version-check -w "$work" "$ROOT" setuptools wheel \
-      > "$work/pip.log" 2>&1; then
-    tail -20 "$work/pip.log" >&2
-    rm -rf "$work"
-    die "pip wheel failed (log above)"
+  if [[ "$ARCH" == amd64 ]]; then
+    say "building the wheelhouse (voice-device's dependencies; PyAudio is compiled here)"
+    if ! "$PY" -m pip wheel -q --disable-pip-version-check -w "$work" "$ROOT" setuptools wheel \
+        > "$work/pip.log" 2>&1; then
+      tail -20 "$work/pip.log" >&2
+      rm -rf "$work"
+      die "pip wheel failed (log above)"
+    fi
+    rm -f "$work"/voice_device-*.whl  # the installer builds voice-device from the checkout
+  else
+    say "downloading the aarch64 wheelhouse (Python 3.11 wheels; PyAudio as source: the image's pip compiles it)"
+    if ! download_foreign_wheels "$work" "$deps" > "$work/pip.log" 2>&1; then
+      tail -20 "$work/pip.log" >&2
+      rm -rf "$work"
+      die "pip download for $ARCH failed (log above)"
+    fi
   fi
-  rm -f "$work"/voice_device-*.whl "$work/pip.log"  # the installer builds voice-device from the checkout
+  rm -f "$work/pip.log"
   touch "$work/.complete"
   rm -rf "$dir"
   mv "$work" "$dir"
   echo "$dir"
+}
+
+# download_foreign_wheels DIR DEPS: the aarch64 wheels of DEPS (one requirement a line) and their dependencies for
+# CPython 3.11 on glibc 2.36 (bookworm), as pip on a Pi would choose them: pip takes a manylinux tag only when it
+# is listed (pymicro-wakeword ships manylinux_2_35 alone), so every glibc up to the image's is. PyAudio has no
+# wheel on any Linux: its source goes in, with the build tools the image's pip needs to compile it offline.
+download_foreign_wheels() {
+  local dir="$1" deps="$2" platforms=() binary=() glibc
+  for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_aarch64"); done
+  platforms+=(--platform manylinux2014_aarch64 --platform linux_aarch64)
+  mapfile -t binary < <(grep -vi '^pyaudio' <<< "$deps")
+  "$PY" -m pip download -q --disable-pip-version-check -d "$dir" --only-binary=:all: --python-version 3.11 \
+    --implementation cp --abi cp311 "${platforms[@]}" "${binary[@]}" setuptools wheel &&
+  "$PY" -m pip download -q --disable-pip-version-check -d "$dir" --no-binary=:all: --no-deps \
+    "$(grep -i '^pyaudio' <<< "$deps")"
 }
 
 # ---- stage 2: the appliance, installed by the project's installer inside a chroot ------------------------------
@@ -171,7 +206,7 @@ build_image() {
   base="$(build_base)"
   wheels="$(build_wheelhouse)"
   key="$(image_key)"
-  out="$CACHE/image-$key"
+  out="$CACHE/image-$ARCH-$key"
   if [[ -f "$out/disk.img" ]]; then echo "$out"; return; fi
   work="$(mktemp -d "$CACHE/.image.XXXXXX")"
   trap 'chroot_umount "$work/root"; rm -rf "$work"' EXIT
@@ -184,8 +219,8 @@ build_image() {
   say "making the disk (ext4, ${DISK_MB} MB sparse)"
   mkfs.ext4 -q -F -L vd-root -d "$work/root" "$work/disk.img" "${DISK_MB}M"
   rm -rf "$work/root"
-  # One image is kept: older ones go (a VM still running on one keeps its open disk).
-  rm -rf "$CACHE"/image-*
+  # One image an architecture is kept: older ones go (a VM still running on one keeps its open disk).
+  rm -rf "$CACHE"/image-"$ARCH"-*
   mv "$work" "$out"
   trap - EXIT
   say "image ready: $out"
@@ -197,7 +232,7 @@ main() {
   case "$cmd" in
     base) need; mkdir -p "$CACHE"; build_base ;;
     build) need; mkdir -p "$CACHE"; build_image ;;
-    path) local out="$CACHE/image-$(image_key)"; [[ -f "$out/disk.img" ]] || exit 1; echo "$out" ;;
+    path) local out="$CACHE/image-$ARCH-$(image_key)"; [[ -f "$out/disk.img" ]] || exit 1; echo "$out" ;;
     clean) rm -rf "$CACHE" ;;
     *) die "usage: $0 build|path|clean" ;;
   esac

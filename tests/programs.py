@@ -37,6 +37,8 @@ PROGRAMS: dict[str, str] = {
     "getent": "libc-bin",
     # the VM suite: the image, its TLS token endpoint and the emulated appliance
     "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-aarch64-static": "qemu-user-static",
     "debootstrap": "debootstrap",
     "mkfs.ext4": "e2fsprogs",
     "openssl": "openssl",
@@ -44,8 +46,9 @@ PROGRAMS: dict[str, str] = {
 
 # Debian's Essential packages: on every Debian system, never installed by hand
 ESSENTIAL = frozenset({"util-linux", "libc-bin"})
-# the VM suite's: installed by scripts/setup.sh on x86_64 only (the suite emulates an x86_64 appliance)
-VM_ONLY = frozenset({"qemu-system-x86_64", "debootstrap", "mkfs.ext4", "openssl"})
+# the VM suites': installed by scripts/setup.sh on x86_64 only (they emulate an x86_64 and an arm64 appliance)
+VM_ONLY = frozenset({"qemu-system-x86_64", "qemu-system-aarch64", "qemu-aarch64-static", "debootstrap", "mkfs.ext4",
+                     "openssl"})
 
 # run by the code but not from Debian's archive, or always there: the shell, the interpreter, Go (the machine's
 # toolchain; scripts/livekit-server.sh says what happens without it), perf (benchmarks/profile.py only, optional)

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -33,7 +34,9 @@ from tests.wire.signals import speech
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SCRIPT = ROOT / "scripts" / "vm-image.sh"
-BUILD_TIMEOUT_S = 900
+# From nothing: the amd64 image ~6 min; the arm64 one configures its packages and runs its installer under
+# user-mode emulation (PyAudio compiles there, as on a Pi).
+BUILD_TIMEOUT_S = {"amd64": 900, "arm64": 2400}
 # What the suite changes in the installed profile, for a CPU that software emulation makes several times slower
 # than a Pi 4 (on a shared machine): a room join took 10-20 s, past the profile's 10 s deadline; no echo canceller
 # or noise suppression (no echo path on the loopback card). The session stays in its own process: inline, the
@@ -46,11 +49,17 @@ SLOW_BOARD = {
 }
 
 
-def missing_prerequisites() -> list[str]:
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+
+
+def missing_prerequisites(arch: str) -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (qemu on a tap in a network namespace, debootstrap, chroot)")
-    for tool in ("qemu-system-x86_64", "debootstrap", "mkfs.ext4", "ip", "openssl"):
+    tools = [QEMU[arch], "debootstrap", "mkfs.ext4", "ip", "openssl"]
+    if arch == "arm64":  # the image's packages configure, and its installer runs, in a chroot through binfmt_misc
+        tools.append("qemu-aarch64-static")
+    for tool in tools:
         if shutil.which(tool) is None:
             missing.append(f"{tool} (apt: {PROGRAMS[tool]})")
     if not os.path.exists("/dev/net/tun"):
@@ -65,36 +74,45 @@ def unavailable(sentence: str) -> None:
 
 
 _helpers: list[LineProcess] = []  # the host-side processes beside the VM, stopped with it
-_failed: list[str] = []  # a session fixture that failed is retried for every test: fail them at once instead
+_failed: dict[str, str] = {}  # a session fixture that failed is retried for every test: fail them at once instead
 
 
-def fail(sentence: str) -> None:
-    _failed.append(sentence)
+def fail(arch: str, sentence: str) -> NoReturn:
+    _failed[arch] = sentence
     pytest.fail(sentence, pytrace=False)
 
 
-@pytest.fixture(scope="package")
-def vm_image() -> Path:
-    if _failed:
-        pytest.fail(_failed[0], pytrace=False)
-    missing = missing_prerequisites()
+def image_for(arch: str) -> Path:
+    """The appliance's disk for `arch`, built by scripts/vm-image.sh (or taken from its cache)."""
+    if arch in _failed:
+        pytest.fail(_failed[arch], pytrace=False)
+    missing = missing_prerequisites(arch)
     if missing:
         unavailable(f"the VM suite needs {', '.join(missing)}; `bash scripts/setup.sh` installs the packages")
     started = time.monotonic()
     try:
-        r = subprocess.run(["bash", str(IMAGE_SCRIPT), "build"], capture_output=True, text=True,
-                           timeout=BUILD_TIMEOUT_S)
+        r = subprocess.run(["bash", str(IMAGE_SCRIPT), "--arch", arch, "build"], capture_output=True, text=True,
+                           timeout=BUILD_TIMEOUT_S[arch])
     except subprocess.TimeoutExpired:
-        fail(f"scripts/vm-image.sh build took more than {BUILD_TIMEOUT_S} s")
+        fail(arch, f"scripts/vm-image.sh --arch {arch} build took more than {BUILD_TIMEOUT_S[arch]} s")
     if r.returncode != 0 or not r.stdout.strip():
-        fail(f"scripts/vm-image.sh build failed (the image is a prerequisite):\n{r.stderr[-4000:]}")
+        fail(arch, f"scripts/vm-image.sh --arch {arch} build failed (the image is a prerequisite):\n{r.stderr[-4000:]}")
     image = Path(r.stdout.strip().splitlines()[-1])
     print(f"\nvm image {image} ready in {time.monotonic() - started:.0f} s")
     return image
 
 
 @pytest.fixture(scope="package")
+def vm_image() -> Path:
+    return image_for("amd64")
+
+
+@pytest.fixture(scope="package")
 def vm_speech() -> dict[str, np.ndarray]:
+    return spoken()
+
+
+def spoken() -> dict[str, np.ndarray]:
     """What the test's person says into the appliance, and what the stub's agent answers (espeak-ng)."""
     missing = programs.missing("espeak-ng", "sox")
     if missing:
@@ -103,25 +121,24 @@ def vm_speech() -> dict[str, np.ndarray]:
             "reply": speech("It is ten past nine, and the kitchen lights are on.", seed=5)}
 
 
-# package scope: the VM is shut down after the last VM test, not left running (under emulation) through the rest
-@pytest.fixture(scope="package")
-def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appliance]:
-    """The booted appliance, the stub SFU in its namespace, and the secrets in /etc/voice-device/env."""
-    if _failed:
-        pytest.fail(_failed[0], pytrace=False)
+def booted(arch: str, image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appliance]:
+    """The booted appliance, the stub SFU in its namespace, and the secrets in /etc/voice-device/env; powered off
+    (and its journal kept) when the generator is closed."""
+    if arch in _failed:
+        pytest.fail(_failed[arch], pytrace=False)
     # Not pytest's tmp_path: its numbered directories are pruned by any other pytest run on this machine.
-    workdir = Path(os.environ.get("VOICE_DEVICE_VM_CACHE", ROOT / ".cache" / "vm")) / "last-run"
+    workdir = Path(os.environ.get("VOICE_DEVICE_VM_CACHE", ROOT / ".cache" / "vm")) / f"last-run-{arch}"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
-        machine = Machine.boot(vm_image, workdir)
+        machine = Machine.boot(image, workdir, arch)
     except MachineError as e:
-        fail(f"the VM did not boot: {e}")
+        fail(arch, f"the {arch} VM did not boot: {e}")
     try:
         try:
             app, _stub = set_up(machine, workdir, vm_speech)
         except Exception as e:  # said once, for every test that needs it
-            fail(f"the appliance could not be set up: {type(e).__name__}: {e}; console {machine.console}")
+            fail(arch, f"the appliance could not be set up: {type(e).__name__}: {e}; console {machine.console}")
         yield app
     finally:
         with contextlib.suppress(MachineError):
@@ -130,7 +147,13 @@ def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appl
         while _helpers:
             _helpers.pop().stop()
         machine.close()
-        print(f"\nvm boots (s): {[round(b, 1) for b in machine.boots]}; console {machine.console}")
+        print(f"\n{arch} vm boots (s): {[round(b, 1) for b in machine.boots]}; console {machine.console}")
+
+
+# package scope: the VM is shut down after the last VM test, not left running (under emulation) through the rest
+@pytest.fixture(scope="package")
+def appliance(vm_image: Path, vm_speech: dict[str, np.ndarray]) -> Iterator[Appliance]:
+    yield from booted("amd64", vm_image, vm_speech)
 
 
 def set_up(machine: Machine, workdir: Path, vm_speech: dict[str, np.ndarray]) -> tuple[Appliance, Stub]:

@@ -76,8 +76,9 @@ def _die_with_parent() -> None:
 
 
 class Machine:
-    def __init__(self, image: Path, workdir: Path, netns: NetNs) -> None:
+    def __init__(self, image: Path, workdir: Path, netns: NetNs, arch: str = "amd64") -> None:
         self.image = image
+        self.arch = arch
         self.workdir = workdir
         self.netns = netns
         self.console = workdir / "console.log"
@@ -93,9 +94,9 @@ class Machine:
     # ---- start and stop ------------------------------------------------------------------------------------
 
     @classmethod
-    def boot(cls, image: Path, workdir: Path) -> Machine:
+    def boot(cls, image: Path, workdir: Path, arch: str = "amd64") -> Machine:
         netns = make_netns()
-        machine = cls(image, workdir, netns)
+        machine = cls(image, workdir, netns, arch)
         try:
             machine._start()
         except BaseException:
@@ -104,11 +105,16 @@ class Machine:
         return machine
 
     def qemu_argv(self) -> list[str]:
+        # arm64: qemu's `virt` board with a Cortex-A72, the Pi 4's core (qemu has no Pi 4 machine); its console is
+        # the PL011 UART. Both are software emulation (TCG): this machine has no virtualisation for either.
+        machine, console = ((["qemu-system-aarch64", "-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a72"],
+                             "ttyAMA0") if self.arch == "arm64"
+                            else (["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max"], "ttyS0"))
         return [
-            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1536",
+            *machine, "-smp", "2", "-m", "1536",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", f"file:{self.console}",
             "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1",
+            "-append", f"root=/dev/vda rw console={console} net.ifnames=0 panic=-1",
             "-drive", f"file={self.image / 'disk.img'},format=raw,if=virtio,snapshot=on",
             "-object", "rng-random,id=rng,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",

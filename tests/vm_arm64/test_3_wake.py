@@ -1,0 +1,149 @@
+"""The wake word and a spoken conversation on arm64.
+
+The built-in models score the same clips here (x86_64, the suite's Python) and in the arm64 appliance (its
+installed venv: the aarch64 TFLite library, the aarch64 front end), frame by frame. Then the installed daemon,
+switched to the smart speaker's wake-word mode under its real unit, hears "okay nabu, ..." played into the
+loopback card in one breath: the room opens to the stub SFU on the host, the words reach its agent through the
+pre-connect buffer and across the seam to the live track (the agent's recording is the witness), and the agent's
+answer (it echoes what it heard) comes out of the appliance's speaker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audio import corpus
+from tests.polling import wait_for
+from tests.programs import need
+from tests.vm.appliance import Appliance, from_guest_stereo, to_guest
+from tests.vm.test_3_alsa import judged
+from tests.wire.harness import PYTHON
+from tests.wire.signals import (
+    OPUS_LOOKAHEAD_S,
+    RATE,
+    correlation,
+    find_lag,
+    onset,
+    read_wav,
+    seam_offset,
+    speech,
+)
+
+pytestmark = pytest.mark.vm_arm64
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "vm" / "wake_scores.py"
+VENV_PYTHON = "/opt/voice-device/venv/bin/python"
+# A model's output is a uint8 (the models are quantised): a probability moves in steps of 1/256. The front end's
+# floating point may round differently on another CPU (fused multiply-add on aarch64), which can move a quantised
+# output by a step; more than two steps anywhere, or a detection that differs, is a difference in the code.
+STEP = 1 / 256
+TOLERANCE = 2 * STEP
+HW = "-D hw:Loopback,1,0 -f S16_LE -r 48000 -c 2 -t raw -q"
+ONE_BREATH = "okay nabu, turn the kitchen lights on, please, and tell me the time"
+
+
+def clips(directory: Path) -> Path:
+    """Three positives of each built-in model (two voices, speeds) and two stretches of prose: 16 kHz."""
+    need("espeak-ng", "sox")
+    said = corpus.Speech(directory / "speech", rate=16000)
+    chosen = {f"{c.model}-{c.voice}-{c.wpm}": c.samples
+              for model in corpus.POSITIVES for c in corpus.positive_clips(said, model)[::4][:3]}
+    for i, line in enumerate(corpus.prose(60)[:2]):
+        chosen[f"prose-{i}"] = said.say(line, "en-us", 170)
+    path = directory / "clips.npz"
+    np.savez(path, **{name: np.asarray(samples).astype(np.int16) for name, samples in chosen.items()})
+    return path
+
+
+def test_the_built_in_wake_words_score_the_same_on_arm64_as_on_x86_64(appliance: Appliance, tmp_path: Path) -> None:
+    path = clips(tmp_path)
+    here = subprocess.run([PYTHON, str(PROBE), str(path)], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert here.returncode == 0, here.stderr[-2000:]
+    x86 = json.loads(here.stdout)
+    appliance.machine.write("/tmp/wake_scores.py", PROBE.read_text())
+    appliance.machine.write("/tmp/clips.npz.b64", base64.b64encode(path.read_bytes()).decode())
+    out = appliance.sh(f"base64 -d /tmp/clips.npz.b64 > /tmp/clips.npz && cd /tmp && "
+                       f"{VENV_PYTHON} /tmp/wake_scores.py /tmp/clips.npz", timeout=900)
+    arm = json.loads(out.strip().splitlines()[-1])
+    assert (x86["machine"], arm["machine"]) == ("x86_64", "aarch64")
+    worst, differing, frames = 0.0, 0, 0
+    for clip, models in x86["scores"].items():
+        for model, series in models.items():
+            theirs = arm["scores"][clip][model]
+            assert len(theirs) == len(series), (clip, model)
+            gaps = np.abs(np.array(series) - np.array(theirs))
+            worst = max(worst, float(gaps.max()))
+            differing += int(np.count_nonzero(gaps > 1e-9))
+            frames += len(series)
+    print(f"\n{len(x86['scores'])} clips, {frames} frame scores: {differing} differ, by at most {worst:.4f} "
+          f"({worst / STEP:.1f} quantisation steps)")
+    assert worst <= TOLERANCE
+    assert arm["detections"] == x86["detections"]
+    heard = {clip for clip, found in x86["detections"].items() if found}
+    assert heard and all(not clip.startswith("prose") for clip in heard), x86["detections"]
+
+
+def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_and_its_answer_plays(
+        appliance: Appliance) -> None:
+    config = appliance.original_config.replace("  mode: toggle\n", "  mode: wake_word\n", 1)
+    assert config != appliance.original_config
+    appliance.write_config(config + "wake_word:\n  models: [okay_nabu]\n  follow_up_s: 3\n")
+    appliance.restart()
+    try:
+        wait_for(lambda: appliance.status().get("metrics", {}).get("wake_listening"), 180,
+                 "the wake-word listener", every=2.0)
+        converse(appliance)
+    finally:
+        appliance.write_config(appliance.original_config)
+        appliance.restart()
+
+
+def converse(appliance: Appliance) -> None:
+    need("espeak-ng", "sox")
+    source = speech(ONE_BREATH, voice="en-us")
+    to_guest(appliance, "/root/one-breath.raw", source)
+    stub = appliance.stub
+    before = {p.name for p in stub.record_dir.glob("session-*")}
+    seconds = len(source) / RATE + 40  # the phrase, the room's join under emulation, the agent's echo
+    appliance.sh(f"rm -f /tmp/ear.raw; (arecord {HW} -d {int(seconds)} /tmp/ear.raw >/dev/null 2>&1 &); "
+                 f"aplay {HW} /root/one-breath.raw", timeout=120)
+    appliance.wait_state("speaking", timeout=180)  # the agent answers once its turn detection took the request
+    appliance.wait_state("listening", "idle", timeout=120)
+    wait_for(lambda: appliance.sh("pgrep -x arecord || echo done").strip() == "done", seconds + 60,
+             "the ear's recording to end", every=2.0)
+    stub.control.flush()
+    new = sorted({p.name for p in stub.record_dir.glob("session-*")} - before)
+    assert len(new) == 1, new
+    session = stub.record_dir / new[0]
+    meta = json.loads((session / "meta.json").read_text())
+    heard = read_wav(session / "heard.wav")
+    metrics = appliance.status()["metrics"]
+    print(f"\nwake → listening {metrics.get('wake_to_listening_ms_p50')} ms; pre-connect "
+          f"{meta['live_first_sample_index'] / RATE:.2f} s; meta { {k: meta[k] for k in ('preconnect_status',)} }")
+    assert meta["preconnect_status"] == "used", meta
+    assert metrics["wake_detections"] >= 1 and metrics["conversations_wake_word"] == 1, metrics
+    seam = meta["live_first_sample_index"]
+    lag = find_lag(source, heard[:seam])  # heard[k] is source[k - lag]
+    word = onset(source)
+    assert word is not None
+    # wake_word.send_wake_phrase (the default): the agent's audio begins before "okay" ...
+    assert lag + word > 0, f"the wake phrase begins {-(lag + word) / RATE * 1000:.0f} ms before what the agent heard"
+    # ... and everything said from there to the seam reached the agent sample for sample
+    assert correlation(source[max(0, -lag): seam - lag], heard[max(0, lag): seam]) > 0.99
+    assert seam - lag < len(source) - RATE // 2, "the seam must fall inside the utterance to be judged"
+    joint = seam_offset(source, heard, seam, guess=lag)
+    print(f"seam {joint.extra_ms:+.2f} ms, before {joint.before}, after {joint.after}")
+    assert joint.before.correlation > 0.99 and joint.after.correlation > 0.7, joint
+    assert -1.0 <= joint.extra_ms <= OPUS_LOOKAHEAD_S * 1000 + 1.0, joint
+    # the answer (the agent's echo of the request) came out of the appliance's speaker
+    ear = from_guest_stereo(appliance, "/tmp/ear.raw")[:, 0]
+    _played, share = judged("the answer played", source[RATE // 2:], ear)
+    assert share > 0.5
