@@ -286,8 +286,8 @@ def cmd_audio_test(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from device.audio.audio_test import loopback, record_and_play
     from device.config.schema import AudioConfig
+    from device.tools.audio_check import loopback, record_and_play
 
     if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         audio = AudioConfig()  # no installed config yet: the defaults (system default devices)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "device"
-LAYERS = ("core", "config", "audio", "controls", "session", "daemon", "cli")
+LAYERS = ("core", "config", "audio", "controls", "session", "daemon", "tools", "cli")
 
 
 def layer_of(module: str) -> int:
