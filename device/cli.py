@@ -315,9 +315,9 @@ def cmd_wake_test(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from device.audio.wake_test import wake_test
     from device.config.schema import AudioConfig, WakeWordConfig
     from device.config.wake_models import ModelSpecError, describe, is_path
+    from device.tools.wake_scores import wake_test
 
     if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         audio, wake = AudioConfig(), WakeWordConfig()  # no installed config yet: the defaults

@@ -7,6 +7,6 @@
 
 Beside it, not in it: the model descriptions the config loader checks (`device/config/wake_models.py`, below the
 audio layer), the daemon's wiring of a detection into the device machine (`device/daemon/wake.py`), the tuning
-command (`device/audio/wake_test.py`) and the 16 kHz decimator the follow-up window's VAD shares
+command (`device/tools/wake_scores.py`) and the 16 kHz decimator the follow-up window's VAD shares
 (`device/audio/downsample.py`).
 """
