@@ -352,7 +352,7 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
     import os
 
     from device.config.schema import ButtonConfig, ControlsConfig, LedsConfig
-    from device.controls.gpiotest import run_gpio_test
+    from device.tools.gpio_check import run_gpio_test
 
     if args.simulate and args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         # No installed config yet: simulate a button on GPIO17 and an RGB LED so there is something to see.
