@@ -59,7 +59,7 @@ def feed_all(detector: Any, audio: np.ndarray, block: int = BLOCK) -> tuple[list
 
 
 def detection(speech: corpus.Speech) -> dict[str, Any]:
-    from device.audio.wakeword import WakeWordDetector
+    from device.audio.wake.detector import WakeWordDetector
 
     out: dict[str, Any] = {}
     cpu = audio_s = 0.0
@@ -77,7 +77,7 @@ def detection(speech: corpus.Speech) -> dict[str, Any]:
 
 
 def false_wakes(speech: corpus.Speech, minutes: float) -> dict[str, Any]:
-    from device.audio.wakeword import WakeWordDetector
+    from device.audio.wake.detector import WakeWordDetector
 
     audio = np.concatenate([
         corpus.other_speech(speech, minutes * 60),
@@ -158,7 +158,7 @@ def run_peer(audio16: np.ndarray, tmp: Path) -> float | None:
 def downsampling(speech: corpus.Speech) -> dict[str, Any]:
     from livekit import rtc
 
-    from device.audio.wakeword import WakeWordDetector
+    from device.audio.wake.detector import WakeWordDetector
 
     audio, placed = corpus.stream(corpus.positive_clips(speech, "okay_nabu"))
     cpu_ours = min(_decimate_cpu(audio) for _ in range(3))  # the least disturbed of three runs, for each side

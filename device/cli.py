@@ -286,8 +286,8 @@ def cmd_audio_test(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from device.audio.audio_test import loopback, record_and_play
     from device.config.schema import AudioConfig
+    from device.tools.audio_check import loopback, record_and_play
 
     if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         audio = AudioConfig()  # no installed config yet: the defaults (system default devices)
@@ -315,9 +315,9 @@ def cmd_wake_test(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from device.audio.wake_test import wake_test
     from device.config.schema import AudioConfig, WakeWordConfig
     from device.config.wake_models import ModelSpecError, describe, is_path
+    from device.tools.wake_scores import wake_test
 
     if args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         audio, wake = AudioConfig(), WakeWordConfig()  # no installed config yet: the defaults
@@ -352,7 +352,7 @@ def cmd_gpio_test(args: argparse.Namespace) -> int:
     import os
 
     from device.config.schema import ButtonConfig, ControlsConfig, LedsConfig
-    from device.controls.gpiotest import run_gpio_test
+    from device.tools.gpio_check import run_gpio_test
 
     if args.simulate and args.config == DEFAULT_CONFIG and not os.path.exists(args.config):
         # No installed config yet: simulate a button on GPIO17 and an RGB LED so there is something to see.

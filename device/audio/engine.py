@@ -40,12 +40,12 @@ from device.audio.devices import (
 )
 from device.audio.earcons import load_earcons
 from device.audio.holders import busy_sentence
+from device.audio.loop_waker import LoopWaker
 from device.audio.player import Player
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
 from device.audio.stats import AudioStats
-from device.audio.waker import Waker
 from device.config.schema import AudioConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, MicLost, MicRestored
@@ -100,7 +100,7 @@ class AudioEngine:
         self._earcons = load_earcons(config.earcons, self.sample_rate)
         self._pa: PyAudio | None = None
         self._capture: Capture | None = None
-        self._waker: Waker | None = None
+        self._waker: LoopWaker | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.mic_open = False
@@ -141,7 +141,7 @@ class AudioEngine:
         loop = asyncio.get_running_loop()
         self._stopping = False
         self._pump.closed = False
-        self._waker = Waker(loop, self._pump.run)
+        self._waker = LoopWaker(loop, self._pump.run)
         self._pa = await self._off_loop(open_pyaudio)
         await self._open_input()
         await self._check_output_exists()

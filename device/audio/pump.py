@@ -29,7 +29,7 @@ import asyncio
 import logging
 import math
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -43,12 +43,17 @@ if TYPE_CHECKING:
 
     from device.audio.capture import Capture
     from device.audio.player import Player
-    from device.audio.reader import FrameReader
 
 log = logging.getLogger("device.audio.pump")
 
 LEVEL_FLOOR_DBFS = -100.0
 IDLE_WAKE_MS = 100  # while nothing is live the loop wakes about this often (whole blocks)
+
+
+class LiveReader(Protocol):
+    """What the pump sees of a live reader (reader.py's `FrameReader`): whether it is still open."""
+
+    closed: bool
 
 
 class Pump:
@@ -74,7 +79,7 @@ class Pump:
         self.frames_captured = 0  # 10 ms frames through the pipeline
         self.anchor_index = 0  # processed index whose raw sample's ADC time is anchor_time
         self.anchor_time = 0.0
-        self._live_readers: weakref.WeakSet[FrameReader] = weakref.WeakSet()
+        self._live_readers: weakref.WeakSet[LiveReader] = weakref.WeakSet()
         self.raw_since: int | None = 0  # the ring holds unprocessed audio from this index on (None: processing)
         self.reprocessed_samples = 0  # ring samples the APM ran over when a live reader came (the pre-roll)
 
@@ -136,7 +141,7 @@ class Pump:
             return True
         return self.player is not None and self.player.stream is not None
 
-    def add_live_reader(self, reader: FrameReader, start: int) -> None:
+    def add_live_reader(self, reader: LiveReader, start: int) -> None:
         """A live reader from ring index `start`: catch up with the capture, process the ring from `start` if it
         holds raw audio there, and run live from now on."""
         self.run()  # what the capture has, as it would be without this reader

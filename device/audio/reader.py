@@ -13,14 +13,10 @@ overwritten by the next chunk, and following the mic allocates no sample buffers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from device.audio.pump import Pump
 from device.audio.ring import Overrun
-
-if TYPE_CHECKING:
-    from device.audio.pump import Pump
 
 
 class FrameReader:

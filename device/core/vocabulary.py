@@ -124,7 +124,7 @@ class MuteRequested(Event):
     muted: bool
 
 
-# From the wake-word listener (device/audio/listener.py, through the daemon).
+# From the wake-word listener (device/audio/wake/listener.py, through the daemon).
 @dataclass(frozen=True)
 class WakeWordHeard(Event):
     """The wake word, heard on the device (the speaker guard has ruled out the device's own voice)."""

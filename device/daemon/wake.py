@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from device.audio.echo_guard import FAR_END_CUTOFF_SCALE, SpeakerGuard
-from device.audio.listener import WakeWordListener
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
+from device.audio.wake.listener import WakeWordListener
+from device.audio.wake.speaker_guard import FAR_END_CUTOFF_SCALE, SpeakerGuard
 from device.config.schema import WakeWordConfig
 from device.config.wake_models import ModelSpecError
 from device.core.vocabulary import Event, WakeWordHeard

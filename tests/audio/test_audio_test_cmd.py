@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from device.audio.audio_test import chirp, find_delay, meter_line, round_trip_s
 from device.cli import main
+from device.tools.audio_check import chirp, find_delay, meter_line, round_trip_s
 
 
 def test_meter_spans_silence_to_full_scale():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.audio.echo_guard import BARGE_IN_CUTOFF_SCALE, FAR_END_CUTOFF_SCALE, PLAYING_HOLD_S, SpeakerGuard
-from device.audio.listener import WakeWordListener
 from device.audio.player import Player
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
+from device.audio.wake.listener import WakeWordListener
+from device.audio.wake.speaker_guard import BARGE_IN_CUTOFF_SCALE, FAR_END_CUTOFF_SCALE, PLAYING_HOLD_S, SpeakerGuard
 from tests.audio.corpus import positive_clips
 
 RATE = 48000

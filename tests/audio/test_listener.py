@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from device.audio.capture import Capture
-from device.audio.listener import BATCH_S, WakeWordListener
 from device.audio.processing import FrameProcessor
 from device.audio.pump import Pump
 from device.audio.reader import FrameReader
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
+from device.audio.wake.listener import BATCH_S, WakeWordListener
 from tests.audio.corpus import positive_clips, stream
 
 RATE = 48000
@@ -183,7 +183,7 @@ async def test_a_detector_that_raises_is_logged_once_shown_down_and_listened_wit
                                 backoff_sleep=waits)
     listener.batch_s = 0.0
     silence = np.zeros(BLOCK * 4, dtype=np.int16)
-    with caplog.at_level(logging.INFO, logger="device.audio.listener"):
+    with caplog.at_level(logging.INFO, logger="device.audio.wake.listener"):
         listener.start()
         await ears.say(silence)
         assert await waits.next() == 1.0

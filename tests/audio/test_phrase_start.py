@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from device.audio.phrase_start import PhraseStart
+from device.audio.wake.phrase_start import PhraseStart
 
 FRAME = 160
 RATE = 16000

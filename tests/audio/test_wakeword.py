@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
 from device.config.wake_models import BUILTIN_WAKE_WORDS, ModelSpecError, builtin_dir
 from tests.audio import corpus
 from tests.audio.corpus import POSITIVES, positive_clips, stream
@@ -51,7 +51,7 @@ def test_our_interpreter_loop_scores_exactly_as_pymicro_wakeword_does(speech_at)
     from micro_features_cpp import create_frontend, process_samples
     from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
 
-    from device.audio.wakeword import _Model
+    from device.audio.wake.detector import _Model
     from device.config.wake_models import describe
 
     audio, _ = stream(positive_clips(speech_at(16000), "hey_jarvis")[:3], rate=16000, warmup_s=1.0)

@@ -11,10 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from device.audio.echo_guard import BARGE_IN_CUTOFF_SCALE, FAR_END_CUTOFF_SCALE, SpeakerGuard
 from device.audio.engine import AudioEngine
-from device.audio.listener import WakeWordListener
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
+from device.audio.wake.listener import WakeWordListener
+from device.audio.wake.speaker_guard import BARGE_IN_CUTOFF_SCALE, FAR_END_CUTOFF_SCALE, SpeakerGuard
 from device.cli import main
 from device.config.schema import AudioConfig
 from tests.audio.corpus import positive_clips

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from device.audio.player import Player
-from device.audio.wakeword import Detection
+from device.audio.wake.detector import Detection
 from device.config.schema import WakeWordConfig
 from device.core.vocabulary import (
     AgentStateChanged,

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 
-class Waker:
+class LoopWaker:
     """Call `wake()` from any thread; `on_wake` runs on the loop thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_wake: Callable[[], None]) -> None:

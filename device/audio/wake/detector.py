@@ -16,7 +16,7 @@ list of 40 floats). We drive `pymicro_wakeword.MicroWakeWord`'s interpreter ours
 `process_streaming_prob`, which builds four arrays per call and averages with `statistics.mean`: half the
 CPU, same probabilities (tests/audio/test_wakeword.py compares the two on real speech).
 
-Where the phrase began: device/audio/phrase_start.py (the levels of the last seconds, walked back from the
+Where the phrase began: device/audio/wake/phrase_start.py (the levels of the last seconds, walked back from the
 detection to the pause before the phrase; at most 2 s back).
 
 Refractory: after a detection, nothing is reported for `refractory_s` of audio (counted in samples, not wall
@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 
 from device.audio.downsample import TARGET_RATE, Frames16k
-from device.audio.phrase_start import PhraseStart
+from device.audio.wake.phrase_start import PhraseStart
 from device.config.schema import WakeWordConfig
 from device.config.wake_models import ModelDescription, ModelSpecError, describe, model_name
 
-log = logging.getLogger("device.audio.wakeword")
+log = logging.getLogger("device.audio.wake.detector")
 
 FRAME_16K = TARGET_RATE // 100  # 160 samples: the front end's step
 FEATURES = 40

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from device.audio.ring import Overrun, Ring
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
 
 if TYPE_CHECKING:
     from device.audio.player import Player
 
-log = logging.getLogger("device.audio.echo_guard")
+log = logging.getLogger("device.audio.wake.speaker_guard")
 
 FAR_END_CUTOFF_SCALE = 0.6
 BARGE_IN_CUTOFF_SCALE = 0.75  # the microphone's cutoffs while the speaker plays

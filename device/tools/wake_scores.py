@@ -14,8 +14,8 @@ import sys
 from typing import TextIO
 
 from device.audio.engine import AudioEngine
-from device.audio.listener import WakeWordListener
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
+from device.audio.wake.listener import WakeWordListener
 from device.config.schema import AudioConfig, WakeWordConfig
 
 

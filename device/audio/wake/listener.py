@@ -2,7 +2,7 @@
 
 A task follows the ring from the moment it starts, through a reader whose chunks reuse one buffer, and feeds
 each chunk to the detector with its ring index; each detection is handed to `on_detection` on the loop. The
-reader is not live (pump.py): listening for the wake word keeps neither the echo canceller nor every-block
+reader is not live (audio/pump.py): listening for the wake word keeps neither the echo canceller nor every-block
 wake-ups running — the detector gets the mic as captured, about every 100 ms, while the device is idle, and the
 echo canceller's output while something plays or a session runs. Stopping closes the reader (no CPU while
 stopped); starting again resets the detector, since the audio in between was never heard.
@@ -18,7 +18,7 @@ says why while the listener waits, and it starts again (detector reset, reading 
 back-off (1 s, doubling, at most a minute), which starts again from its base once `healthy_s` of audio has been
 heard without an error.
 
-A `guard` (device/audio/echo_guard.py) follows what the speaker played alongside: a detection it recognises as the
+A `guard` (speaker_guard.py) follows what the speaker played alongside: a detection it recognises as the
 device's own voice is dropped (counted in `guard.vetoed`) instead of handed on, and while the speaker plays it
 sets the detector's cutoffs (lower: a user talking over the agent is heard through the echo canceller's
 double-talk, and the guard is what keeps the agent's own voice out).
@@ -35,10 +35,10 @@ from typing import Protocol
 import numpy as np
 
 from device.audio.reader import FrameReader
-from device.audio.wakeword import Detection, WakeWordDetector
+from device.audio.wake.detector import Detection, WakeWordDetector
 from device.core.backoff import Backoff
 
-log = logging.getLogger("device.audio.listener")
+log = logging.getLogger("device.audio.wake.listener")
 
 BATCH_S = 0.2  # seconds of audio gathered between wake-ups (the reader's chunks are at most 0.2 s)
 RESTART_BASE_S, RESTART_CAP_S = 1.0, 60.0  # back-off after a failure: 1 s, 2 s, 4 s ... at most a minute
