@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from device.audio.wakeword import WakeWordDetector
+from device.audio.wake.detector import WakeWordDetector
 
 RATE = 16000
 FRAME = RATE // 100
