@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
@@ -33,10 +33,11 @@ from device.config.display import secret_values
 from device.config.placeholders import placeholders
 from device.core.log import redactor
 from device.core.vocabulary import (
+    ArmTimer,
+    CancelTimer,
     CancelTurn,
     ChangeVolume,
     DeviceState,
-    Effect,
     EndSession,
     EndTurn,
     Event,
@@ -44,6 +45,7 @@ from device.core.vocabulary import (
     MuteRequested,
     PlayEarcon,
     SetMuted,
+    ShellEffect,
     StartRequested,
     StartSession,
     StartTurn,
@@ -147,7 +149,7 @@ class App:
                                     details=self.device_status)
         self.signals = SignalHandlers(on_reload=self.reload)
         self.parts: Components | None = None
-        self._effects: asyncio.Queue[Effect] = asyncio.Queue()
+        self._effects: asyncio.Queue[ShellEffect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
         self._starting: tuple[int, asyncio.Task[None]] | None = None  # the session whose start runs, and its task
         self._reload_error: str | None = None
@@ -203,7 +205,9 @@ class App:
                 effect = replace(effect, mark=max(start, parts.unmuted_at))
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
-            if not parts.timers.apply(effect):
+            if isinstance(effect, ArmTimer | CancelTimer):
+                parts.timers.apply(effect)
+            else:
                 self._effects.put_nowait(effect)
 
     def _abandon_start(self, snap: Snapshot) -> None:
@@ -306,7 +310,7 @@ class App:
             except Exception:
                 log.exception("effect failed effect=%s", type(effect).__name__)
 
-    async def _execute(self, effect: Effect) -> None:
+    async def _execute(self, effect: ShellEffect) -> None:
         parts = self.parts
         if parts is None:
             return
@@ -345,7 +349,7 @@ class App:
             case PlayEarcon(name=name):
                 audio.play_earcon(name)
             case _:
-                log.warning("effect not understood effect=%r", effect)
+                assert_never(effect)  # a new effect without its case here is a type error
 
     # ---- control socket ----------------------------------------------------------------------------------------
 
