@@ -1,0 +1,81 @@
+"""Three rows of the README's "where things go", done: a new LED kind, a new control command and a new status outlet,
+each added in one place — a fixture here registers a toy — and driven end to end through what the device already
+has (the loader and the board; the cli, the control socket and the daemon; the daemon's status on a change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from device.config import ConfigError, load_config_text
+from device.config.led_kinds import LED_KINDS, LedHardware
+from device.config.reference import reference_text
+from device.controls.board import Board
+from device.controls.leds import LED_DRIVERS, LedKind, Pattern, level
+from device.controls.machine import initial, transition
+from device.core.vocabulary import MuteRequested
+
+LOCAL = "livekit:\n  token_source: local\n  url: ws://127.0.0.1:7880\n  api_key: k\n  api_secret: s\n"  # lines 1-5
+
+
+def leds_config(leds: str, button: str = "") -> str:
+    return LOCAL + "controls:\n" + button + "  leds:\n" + leds
+
+
+# ---- an LED kind: one row in each of the two tables, nothing else --------------------------------------------------
+
+
+class ToyPair:
+    """The toy kind's output: two plain LEDs, both lit in the bright half of any pattern."""
+
+    def __init__(self, pins: Sequence[int], pin_factory: object | None) -> None:
+        from gpiozero import LED
+
+        self.leds = [LED(pin, pin_factory=pin_factory) for pin in pins]
+
+    def render(self, pattern: Pattern, t: float) -> None:
+        for led in self.leds:
+            led.value = 1 if pattern.brightness > 0 and level(pattern, t) >= 0.5 else 0
+
+    def close(self) -> None:
+        for led in self.leds:
+            led.close()
+
+
+@pytest.fixture
+def toy_led_kind(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(LED_KINDS, "toy", LedHardware("toy", pins=("left", "right"), called="the toy pair"))
+    monkeypatch.setitem(LED_DRIVERS, "toy", LedKind(lambda config, factory, spi: [ToyPair(config.pins, factory)]))
+    return "toy"
+
+
+def test_a_new_led_kind_is_a_choice_of_the_config_with_its_pin_count_checked(toy_led_kind: str) -> None:
+    config = load_config_text(leds_config(f"    kind: {toy_led_kind}\n    pins: [5, 6]\n"))
+    assert (config.controls.leds.kind, config.controls.leds.pins) == ("toy", (5, 6))
+    assert "one of none, led, pwmled, rgbled, apa102, toy" in reference_text()
+    with pytest.raises(ConfigError, match=r"9: controls\.leds\.pins: kind 'toy' needs 2 pin\(s\), got 1"):
+        load_config_text(leds_config("    kind: toy\n    pins: [5]\n"))
+    with pytest.raises(ConfigError, match=r"GPIO 6 is already used by controls\.leds\.pins"):
+        load_config_text(leds_config("    kind: toy\n    pins: [5, 6]\n", button="  button:\n    pin: 6\n"))
+
+
+async def test_a_new_led_kind_shows_the_state_on_the_board(toy_led_kind: str, mock_pins) -> None:
+    config = load_config_text(leds_config(f"    kind: {toy_led_kind}\n    pins: [5, 6]\n"))
+    board = Board(config.controls, asyncio.get_running_loop(), lambda event: None, pin_factory=mock_pins)
+    try:
+        snap = initial("push_to_talk")
+        board.show(snap)
+        assert [mock_pins.pin(p).state for p in (5, 6)] == [False, False]  # idle: off
+        snap, _ = transition(snap, MuteRequested(True), 0.0)
+        board.show(snap)
+        assert [mock_pins.pin(p).state for p in (5, 6)] == [True, True]  # muted: solid red, lit
+    finally:
+        board.close()
+    assert [mock_pins.pin(p).state for p in (5, 6)] == [False, False]
+
+
+def test_the_two_kind_tables_still_agree_without_the_toy() -> None:
+    assert "toy" not in LED_KINDS and tuple(LED_DRIVERS) == tuple(LED_KINDS)
