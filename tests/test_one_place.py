@@ -6,17 +6,30 @@ has (the loader and the board; the cli, the control socket and the daemon; the d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from device.config import ConfigError, load_config_text
+from device.audio.stats import AudioStats
+from device.cli import main
+from device.config import Config, ConfigError, load_config_text
 from device.config.led_kinds import LED_KINDS, LedHardware
 from device.config.reference import reference_text
 from device.controls.board import Board
 from device.controls.leds import LED_DRIVERS, LedKind, Pattern, level
 from device.controls.machine import initial, transition
+from device.controls.timers import LoopTimers
 from device.core.vocabulary import MuteRequested
+from device.daemon.app import App
+from device.daemon.commands import COMMANDS, CommandSpec
+from device.daemon.control import ControlServer
+from device.session.status import SessionStatus
+from tests.daemon.fakeparts import FakeParts
+from tests.polling import until
 
 LOCAL = "livekit:\n  token_source: local\n  url: ws://127.0.0.1:7880\n  api_key: k\n  api_secret: s\n"  # lines 1-5
 
@@ -79,3 +92,96 @@ async def test_a_new_led_kind_shows_the_state_on_the_board(toy_led_kind: str, mo
 
 def test_the_two_kind_tables_still_agree_without_the_toy() -> None:
     assert "toy" not in LED_KINDS and tuple(LED_DRIVERS) == tuple(LED_KINDS)
+
+
+# ---- a control command: one row in COMMANDS --------------------------------------------------------------------
+
+
+@pytest.fixture
+def toy_command(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(COMMANDS, "hush", CommandSpec("hush", "mute, said softly", event=lambda: MuteRequested(True)))
+    return "hush"
+
+
+class Speaker:
+    volume = 0.5
+
+
+class Audio:
+    """The daemon's audio as the event path and the status read it."""
+
+    player = Speaker()
+    mic_open = True
+
+    def stats(self) -> AudioStats:
+        return AudioStats()
+
+    def mark(self, ms: int) -> int:
+        return 0
+
+
+@dataclass
+class Session:
+    """The session port: records what the daemon asks of it."""
+
+    asked: list[tuple[str, object]] = field(default_factory=list)
+
+    async def set_muted(self, muted: bool) -> None:
+        self.asked.append(("set_muted", muted))
+
+    def status(self) -> SessionStatus:
+        return SessionStatus()
+
+
+@dataclass
+class Daemon:
+    app: App
+    session: Session
+    server: ControlServer
+
+
+@pytest.fixture
+async def daemon(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Daemon]:
+    """The daemon's event path, effects and control socket in this process, on fakes of its audio and session."""
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    config = Config()
+    app = App(config, "unused.yaml")
+    session = Session()
+    timers = LoopTimers(asyncio.get_running_loop(), app.feed)
+    app.parts = FakeParts(config, Audio(), session, timers)  # type: ignore[assignment]
+    worker = asyncio.get_running_loop().create_task(app._run_effects())
+    folder = Path(tempfile.mkdtemp(prefix="vd-one-"))
+    server = ControlServer(folder / "control.sock", app, app.status.snapshot)
+    await server.start()
+    try:
+        yield Daemon(app, session, server)
+    finally:
+        await server.close()
+        worker.cancel()
+        timers.close()
+        folder.rmdir()
+
+
+def ctl(*args: str) -> int:
+    """`voice-device ctl ARGS` in this process (where the toy row is), the root logger left as it was."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        return main(["ctl", *args])
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
+async def test_a_new_control_command_goes_from_the_cli_through_the_socket_to_the_machine(toy_command: str,
+                                                                                        daemon: Daemon) -> None:
+    assert await asyncio.to_thread(ctl, toy_command, "--socket", str(daemon.server.path)) == 0
+    await until(lambda: daemon.session.asked, "the session to be told")
+    assert daemon.session.asked == [("set_muted", True)]
+    assert (daemon.app.muted, daemon.app.status.state) == (True, "muted")
+
+
+async def test_without_the_row_the_command_is_unknown(daemon: Daemon) -> None:
+    with pytest.raises(SystemExit):  # argparse: not one of ctl's choices
+        ctl("hush", "--socket", str(daemon.server.path))
