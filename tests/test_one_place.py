@@ -25,8 +25,9 @@ from device.controls.machine import initial, transition
 from device.controls.timers import LoopTimers
 from device.core.vocabulary import MuteRequested
 from device.daemon.app import App
-from device.daemon.commands import COMMANDS, CommandSpec
+from device.daemon.commands import COMMANDS, Command, CommandSpec
 from device.daemon.control import ControlServer
+from device.daemon.outlets import OUTLETS, StatusChange
 from device.session.status import SessionStatus
 from tests.daemon.fakeparts import FakeParts
 from tests.polling import until
@@ -185,3 +186,41 @@ async def test_a_new_control_command_goes_from_the_cli_through_the_socket_to_the
 async def test_without_the_row_the_command_is_unknown(daemon: Daemon) -> None:
     with pytest.raises(SystemExit):  # argparse: not one of ctl's choices
         ctl("hush", "--socket", str(daemon.server.path))
+
+
+# ---- a status outlet: one registered factory (and, for a real one, its config section) ----------------------------
+
+
+class ToyOutlet:
+    """Keeps every change it is given."""
+
+    def __init__(self) -> None:
+        self.changes: list[StatusChange] = []
+
+    def publish(self, change: StatusChange) -> None:
+        self.changes.append(change)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def toy_outlet(monkeypatch: pytest.MonkeyPatch) -> ToyOutlet:
+    toy = ToyOutlet()
+    monkeypatch.setitem(OUTLETS, "toy", lambda config: toy)
+    return toy
+
+
+async def test_a_new_status_outlet_is_given_the_typed_status_on_each_change_that_matters(
+        toy_outlet: ToyOutlet, daemon: Daemon) -> None:  # the outlet first: the daemon is built with it registered
+    daemon.app.feed(MuteRequested(True))
+    await until(lambda: daemon.session.asked, "the mute to be carried out")
+    assert [(c.before.state, c.status.state, c.status.muted, c.status.volume) for c in toy_outlet.changes] == [
+        ("idle", "muted", True, 0.5)]
+    await daemon.app.handle(Command("volume-up"))  # the button's event; its effect moves the volume
+    await until(lambda: len(toy_outlet.changes) > 1, "the volume to reach the outlet")
+    change = toy_outlet.changes[-1]
+    assert (change.status.state, change.status.volume, change.before.volume, change.state_changed) == (
+        "muted", 0.6, 0.5, False)
+    daemon.app.feed(MuteRequested(True))  # already muted: nothing moves, nothing is sent
+    assert len(toy_outlet.changes) == 2
