@@ -10,6 +10,8 @@ A new publisher (MQTT, Prometheus, ...) is one new file in this folder — its `
 with `@outlet("NAME")` that builds it from the configuration, or returns None when its section is absent — plus
 that section in `device/config/schema.py`. `configured` imports every module of this folder, so nothing else lists
 the file; the daemon builds the configured outlets at start-up and again on each reload (closing the old ones).
+What leaves the device goes as `status_json` renders it (secrets redacted as in the log), and anything kept or sent
+beyond the device leaves the transcripts out (`without_transcripts`), as the status file does.
 """
 
 from __future__ import annotations
