@@ -316,13 +316,17 @@ class App:
                 await self._execute(effect)
             except Exception:
                 log.exception("effect failed effect=%s", type(effect).__name__)
-            self.status.update()  # e.g. the volume a button moved
+            self._update_status()  # e.g. the volume a button moved
 
     async def _poll_status(self) -> None:
         """What changes outside the event path (the session's transcripts and counts, the volume the agent set)
         reaches the outlets within STATUS_POLL_S."""
         while True:
             await asyncio.sleep(STATUS_POLL_S)
+            self._update_status()
+
+    def _update_status(self) -> None:
+        if self.parts is not None:  # not while reloading: without its parts the device has no volume, no session
             self.status.update()
 
     async def _execute(self, effect: ShellEffect) -> None:
