@@ -253,18 +253,20 @@ def _ctl_help() -> str:
 @arguments(_ctl_args)
 def cmd_ctl(args: argparse.Namespace) -> int:
     from device.daemon.client import ClientError, ControlClient
+    from device.daemon.commands import COMMANDS, Command
 
-    if args.action == "say" and not args.text:
-        print("voice-device: ctl say needs the text to say, e.g. voice-device ctl say Hello there", file=sys.stderr)
+    takes_text = COMMANDS[args.action].takes_text
+    if takes_text and not args.text:
+        print(f"voice-device: ctl {args.action} needs the text to say, e.g. voice-device ctl {args.action} Hello there",
+              file=sys.stderr)
         return EXIT_CONFIG
-    if args.action != "say" and args.text:
+    if not takes_text and args.text:
         print(f"voice-device: ctl {args.action} takes no text", file=sys.stderr)
         return EXIT_CONFIG
-    cmd = {"cmd": args.action, **({"text": " ".join(args.text)} if args.action == "say" else {})}
     try:
         with ControlClient(control_socket_path(args)) as client:
             client.snapshot()
-            reply = client.command(cmd)
+            reply = client.command(Command(args.action, " ".join(args.text)).to_json())
     except ClientError as e:
         print(f"voice-device: {e}", file=sys.stderr)
         return EXIT_FAILURE

@@ -24,6 +24,7 @@ import yaml
 
 from device.config import wake_models
 from device.config.errors import ConfigError
+from device.config.led_kinds import LED_KINDS
 from device.config.schema import Config
 from device.core.dynamic import FieldValue, TypeForm
 
@@ -315,16 +316,15 @@ def _cross_checks(config: Config, ctx: _Ctx) -> Config:
                           f"{audio.input_channels} (channels count from 0)", file=ctx.file,
                           line=ctx.lines.get("audio.input_channel"), key="audio.input_channel")
     leds = config.controls.leds
-    want = {"none": None, "led": 1, "pwmled": 1, "rgbled": 3, "apa102": 0}[leds.kind]
-    if want is not None and len(leds.pins) != want:
-        raise ConfigError(
-            f"kind {leds.kind!r} needs {want} pin(s), got {len(leds.pins)}",
-            file=ctx.file, line=ctx.lines.get("controls.leds.pins") or ctx.lines.get("controls.leds"),
-            key="controls.leds.pins",
-        )
+    hardware = LED_KINDS[leds.kind]  # a choice of the schema: a row of the table
+    if problem := hardware.pins_problem(leds.pins):
+        raise ConfigError(problem, file=ctx.file,
+                          line=ctx.lines.get("controls.leds.pins") or ctx.lines.get("controls.leds"),
+                          key="controls.leds.pins")
+    led_gpios = () if hardware.spi else leds.pins  # an SPI kind drives no GPIO of controls.leds.pins
     pins: dict[int, str] = {}
     if leds.power_pin is not None and leds.kind != "none":
-        if leds.kind != "apa102" and leds.power_pin in leds.pins:
+        if leds.power_pin in led_gpios:
             raise ConfigError(f"GPIO {leds.power_pin} is already used by controls.leds.pins", file=ctx.file,
                               line=ctx.lines.get("controls.leds.power_pin"), key="controls.leds.power_pin")
         pins[leds.power_pin] = "controls.leds.power_pin"
@@ -333,7 +333,7 @@ def _cross_checks(config: Config, ctx: _Ctx) -> Config:
         if button is None:
             continue
         key = f"controls.{name}.pin"
-        if button.pin in pins or (leds.kind != "apa102" and button.pin in leds.pins):
+        if button.pin in pins or button.pin in led_gpios:
             other = pins.get(button.pin, "controls.leds.pins")
             raise ConfigError(f"GPIO {button.pin} is already used by {other}",
                               file=ctx.file, line=ctx.lines.get(key), key=key)

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from device.config.led_kinds import LED_KINDS
 from device.config.wake_models import BUILTIN_WAKE_WORDS
 from device.core.dynamic import FieldSpec, FieldValue
 from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
 
 SAMPLE_RATES = (16000, 24000, 48000)
 TOKEN_SOURCES = ("endpoint", "sandbox", "literal", "local")
-LED_KINDS = ("none", "led", "pwmled", "rgbled", "apa102")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -95,7 +95,7 @@ class ButtonConfig:
 
 @dataclass(frozen=True)
 class LedsConfig:
-    kind: str = opt("none", "LED hardware", choices=LED_KINDS)
+    kind: str = opt("none", "LED hardware", choices=LED_KINDS)  # the table itself: a kind added to it is a choice
     pins: tuple[int, ...] = opt([], "BCM pins: one for led/pwmled, three (r, g, b) for rgbled")
     active_high: bool = opt(True, "LED lit when the pin is high")
     count: int = opt(12, "number of pixels on an apa102 ring", min=1, max=256)

@@ -7,8 +7,8 @@
 Real pins come from gpiozero's default pin factory (lgpio on a Pi); `simulate=True` builds everything on
 gpiozero's MockFactory with PWM-capable pins, so `--simulate` runs the very same gesture and LED code. Under
 simulation a mute button is added on a spare pin when none is configured, so the simulator's `m` key goes through
-the real mute gesture path; an APA102 ring writes to memory (bit-banging mock SPI pins would grow their history
-without bound).
+the real mute gesture path; an LED kind on SPI (the APA102 ring) writes to memory (bit-banging mock SPI pins would
+grow their history without bound).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from device.config.led_kinds import LED_KINDS, LedHardware
 from device.config.schema import ButtonConfig, ControlsConfig
 from device.controls.button import ButtonInput
-from device.controls.leds import LED_DRIVERS, LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
+from device.controls.leds import LedDriver, Pattern, SpiWriter, open_outputs, pattern_for
 from device.core.vocabulary import Event
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Board:
             from gpiozero.pins.mock import MockFactory
 
             pin_factory = self._own_factory = MockFactory(pin_class=simulated_pin_class())
-        if simulate and spi is None and config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi:
+        if simulate and spi is None and _spi_kind(config) is not None:
             spi = MemorySpi()
         self.pin_factory = pin_factory
         self.buttons: dict[str, ButtonInput] = {}
@@ -181,10 +182,17 @@ def _explain(e: Exception, config: ControlsConfig) -> str:
         return f"a GPIO pin is used twice or by another program ({e}); give each button and LED its own pin"
     if isinstance(e, PinInvalidPin):
         return f"a configured pin does not exist on this board ({e}); use BCM GPIO numbers"
-    spi_kind = config.leds.kind in LED_DRIVERS and LED_DRIVERS[config.leds.kind].spi
-    if isinstance(e, SPIError) or (spi_kind and isinstance(e, OSError)):
-        return (f"the APA102 ring's SPI bus {config.leds.spi_port}.{config.leds.spi_device} could not be opened "
-                f"({e}); enable SPI (raspi-config → Interface Options → SPI) and check controls.leds.spi_*")
+    spi = _spi_kind(config)
+    if isinstance(e, SPIError) or (spi is not None and isinstance(e, OSError)):
+        bus = f"{config.leds.spi_port}.{config.leds.spi_device}"
+        return (f"{spi.called if spi else 'the LED'}'s SPI bus {bus} could not be opened ({e}); enable SPI "
+                "(raspi-config → Interface Options → SPI) and check controls.leds.spi_*")
     if isinstance(e, ValueError):
         return str(e)
     return f"the buttons and LEDs could not be set up ({type(e).__name__}: {e}); check the controls section"
+
+
+def _spi_kind(config: ControlsConfig) -> LedHardware | None:
+    """The configured LED kind's row (`config/led_kinds.py`) when it is driven over an SPI bus."""
+    hardware = LED_KINDS.get(config.leds.kind)
+    return hardware if hardware is not None and hardware.spi else None

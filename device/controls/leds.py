@@ -32,12 +32,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Protocol
 
+from device.config.led_kinds import LED_KINDS
 from device.config.schema import LedsConfig
 from device.controls.machine import Cue
 from device.core.dynamic import GpioPinFactory
@@ -284,18 +284,20 @@ Steps = Iterator[tuple[str, Pattern]]
 
 @dataclass(frozen=True)
 class LedKind:
-    """One kind of LED hardware: how to open it from `controls.leds`, and what `gpio-test` lights on it."""
+    """The driver of one kind of LED hardware: how to open it from `controls.leds`, and what `gpio-test` lights on
+    it. What the configuration knows of the kind (its pins, its SPI bus, its name in sentences) is its row in
+    `device/config/led_kinds.py`."""
 
     open: Callable[[LedsConfig, GpioPinFactory | None, SpiWriter | None], list[LedOutput]]
     check: Callable[[LedsConfig], Steps] = lambda leds: iter(())  # gpio-test: each channel alone, named
-    spi: bool = False  # driven over SPI (--simulate stands a memory bus in for it; errors name the bus)
 
 
-def _pins(config: LedsConfig, n: int, what: str) -> tuple[int, ...]:
-    pins = tuple(config.pins)
-    if len(pins) != n:
-        raise ValueError(f"controls.leds.pins: kind {config.kind} needs {what}, got {list(pins)}")
-    return pins
+def _pins(config: LedsConfig) -> tuple[int, ...]:
+    """`controls.leds.pins`, as many as the kind's row says (the loader has checked a loaded config already)."""
+    hardware = LED_KINDS[config.kind]
+    if hardware.pins_problem(config.pins):
+        raise ValueError(f"controls.leds.pins: kind {config.kind} needs {hardware.needs}, got {list(config.pins)}")
+    return tuple(config.pins)
 
 
 def _one_led_check(leds: LedsConfig) -> Steps:
@@ -318,18 +320,15 @@ def _open_ring(config: LedsConfig, factory: GpioPinFactory | None, spi: SpiWrite
     return [Apa102Ring(spi, config.count, config.brightness) if spi is not None else Apa102Ring.open(config, factory)]
 
 
-# A new LED driver is a `LedOutput` class above and one entry here; `config/schema.py` LED_KINDS names the same
-# kinds for the config's checks (tests/controls/test_leds.py keeps the two equal).
-LED_DRIVERS: Mapping[str, LedKind] = MappingProxyType({
+# A new LED driver is a `LedOutput` class above and one entry here, under the name of its row in
+# `config/led_kinds.py` LED_KINDS (tests/controls/test_leds.py keeps the two tables equal).
+LED_DRIVERS: dict[str, LedKind] = {
     "none": LedKind(lambda c, f, s: []),
-    "led": LedKind(lambda c, f, s: [SingleLed(_pins(c, 1, "exactly one pin")[0], c.active_high, f)],
-                   check=_one_led_check),
-    "pwmled": LedKind(lambda c, f, s: [PwmLed(_pins(c, 1, "exactly one pin")[0], c.active_high, c.brightness, f)],
-                      check=_one_led_check),
-    "rgbled": LedKind(lambda c, f, s: [RgbLed(_pins(c, 3, "three pins (r, g, b)"), c.active_high, c.brightness, f)],
-                      check=_rgb_check),
-    "apa102": LedKind(_open_ring, check=_ring_check, spi=True),
-})
+    "led": LedKind(lambda c, f, s: [SingleLed(_pins(c)[0], c.active_high, f)], check=_one_led_check),
+    "pwmled": LedKind(lambda c, f, s: [PwmLed(_pins(c)[0], c.active_high, c.brightness, f)], check=_one_led_check),
+    "rgbled": LedKind(lambda c, f, s: [RgbLed(_pins(c), c.active_high, c.brightness, f)], check=_rgb_check),
+    "apa102": LedKind(_open_ring, check=_ring_check),
+}
 
 
 def led_kind(config: LedsConfig) -> LedKind:

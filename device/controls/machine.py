@@ -560,7 +560,7 @@ def _on_failure_change(old: Snapshot, new: Snapshot, effects: list[Effect]) -> R
     fresh = is_failed and (not was or (isinstance(new.link, Failed) and new.link != old.link))
     if fresh:
         rearm = [CancelTimer(FAILED_ALERT_TIMER)] if was else []
-        alert = [PlayEarcon("error"), ArmTimer(FAILED_ALERT_TIMER, FAILED_ALERT_S)]
+        alert: list[Effect] = [PlayEarcon("error"), ArmTimer(FAILED_ALERT_TIMER, FAILED_ALERT_S)]
         return replace(new, alerting=True), [*effects, *rearm, *alert]
     if was and not is_failed:
         return replace(new, alerting=False), [*effects, CancelTimer(FAILED_ALERT_TIMER)]

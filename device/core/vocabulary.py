@@ -204,12 +204,8 @@ class TimerFired(Event):
 # ---- effects: what the state machine asks the shell to do ---------------------------------------------------
 
 
-class Effect:
-    """Base of every effect."""
-
-
 @dataclass(frozen=True)
-class StartSession(Effect):
+class StartSession:
     session: int = 0  # the number its events will carry
     mark: int | None = None  # ring index where its audio starts; None: `audio.preroll_ms` before the press, stamped
     #                          by the daemon in the tick that handled the press (not when the effect's turn comes)
@@ -218,12 +214,12 @@ class StartSession(Effect):
 
 
 @dataclass(frozen=True)
-class EndSession(Effect):
+class EndSession:
     reason: str = "requested"
 
 
 @dataclass(frozen=True)
-class StartTurn(Effect):
+class StartTurn:
     """Push-to-talk: the user's turn begins (mark the pre-roll; call the agent's start_turn RPC)."""
 
     session: int = 0  # the session it belongs to (a turn with no session running starts this one)
@@ -231,42 +227,50 @@ class StartTurn(Effect):
 
 
 @dataclass(frozen=True)
-class EndTurn(Effect):
+class EndTurn:
     pass
 
 
 @dataclass(frozen=True)
-class Interrupt(Effect):
+class Interrupt:
     """Barge-in without push-to-talk turns (the wake word or a press while the agent speaks): the speaker stops at
     once and the agent's audio is dropped until it stops speaking; the microphone goes on to the agent live."""
 
 
 @dataclass(frozen=True)
-class CancelTurn(Effect):
+class CancelTurn:
     pass
 
 
 @dataclass(frozen=True)
-class SetMuted(Effect):
+class SetMuted:
     muted: bool
 
 
 @dataclass(frozen=True)
-class ChangeVolume(Effect):
+class ChangeVolume:
     delta: float
 
 
 @dataclass(frozen=True)
-class PlayEarcon(Effect):
+class PlayEarcon:
     name: str  # listening | stopped | error | wake | conversation_end
 
 
 @dataclass(frozen=True)
-class ArmTimer(Effect):
+class ArmTimer:
     name: str
     delay_s: float
 
 
 @dataclass(frozen=True)
-class CancelTimer(Effect):
+class CancelTimer:
     name: str
+
+
+# Every effect, by what carries it out: the daemon (`App._execute`, which matches them all: mypy checks that a new
+# one has its case) and the machine's own timers (`controls/timers.py`).
+ShellEffect = (StartSession | EndSession | StartTurn | EndTurn | Interrupt | CancelTurn | SetMuted | ChangeVolume
+               | PlayEarcon)
+TimerEffect = ArmTimer | CancelTimer
+Effect = ShellEffect | TimerEffect

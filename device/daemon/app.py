@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
@@ -33,10 +33,11 @@ from device.config.display import secret_values
 from device.config.placeholders import placeholders
 from device.core.log import redactor
 from device.core.vocabulary import (
+    ArmTimer,
+    CancelTimer,
     CancelTurn,
     ChangeVolume,
     DeviceState,
-    Effect,
     EndSession,
     EndTurn,
     Event,
@@ -44,6 +45,7 @@ from device.core.vocabulary import (
     MuteRequested,
     PlayEarcon,
     SetMuted,
+    ShellEffect,
     StartRequested,
     StartSession,
     StartTurn,
@@ -53,9 +55,13 @@ from device.daemon.control import ControlError, ControlServer, ControlSocketInUs
 from device.daemon.conversations import ConversationStats
 from device.daemon.identity import kept_identity
 from device.daemon.notify import Notifier, watchdog_interval
+from device.daemon.outlets import configured
+from device.daemon.outlets.control_socket import ControlSocketStatus
+from device.daemon.outlets.hub import STATUS_POLL_S, StatusOutlets
+from device.daemon.outlets.systemd import SystemdStatus
 from device.daemon.saved import Saved, boot_clock, load, save, since_planned_restart, state_dir, state_path
 from device.daemon.signals import SignalHandlers, stop_within
-from device.daemon.status import DeviceStatus, StatusOutlets, WakeStatus
+from device.daemon.status import DeviceStatus, WakeStatus
 from device.daemon.wake import WakeService, build_wake
 from device.daemon.watchdog import Watchdog
 
@@ -143,12 +149,15 @@ class App:
         self.config_path = config_path
         self.simulate = simulate
         self.notifier = Notifier.from_env()
-        self.status = StatusOutlets(notify_status=self.notifier.status, status_file=config.daemon.status_file,
-                                    details=self.device_status)
+        self.status = StatusOutlets(details=self.device_status)
+        if self.notifier.enabled:
+            self.status.attach(SystemdStatus(self.notifier.status))
+        self.status.configure(configured(config))
         self.signals = SignalHandlers(on_reload=self.reload)
         self.parts: Components | None = None
-        self._effects: asyncio.Queue[Effect] = asyncio.Queue()
+        self._effects: asyncio.Queue[ShellEffect] = asyncio.Queue()
         self._effect_worker: asyncio.Task[None] | None = None
+        self._status_poll: asyncio.Task[None] | None = None
         self._starting: tuple[int, asyncio.Task[None]] | None = None  # the session whose start runs, and its task
         self._reload_error: str | None = None
         self._saved_at = state_path(config.daemon)
@@ -203,7 +212,9 @@ class App:
                 effect = replace(effect, mark=max(start, parts.unmuted_at))
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
-            if not parts.timers.apply(effect):
+            if isinstance(effect, ArmTimer | CancelTimer):
+                parts.timers.apply(effect)
+            else:
                 self._effects.put_nowait(effect)
 
     def _abandon_start(self, snap: Snapshot) -> None:
@@ -305,8 +316,20 @@ class App:
                 await self._execute(effect)
             except Exception:
                 log.exception("effect failed effect=%s", type(effect).__name__)
+            self._update_status()  # e.g. the volume a button moved
 
-    async def _execute(self, effect: Effect) -> None:
+    async def _poll_status(self) -> None:
+        """What changes outside the event path (the session's transcripts and counts, the volume the agent set)
+        reaches the outlets within STATUS_POLL_S."""
+        while True:
+            await asyncio.sleep(STATUS_POLL_S)
+            self._update_status()
+
+    def _update_status(self) -> None:
+        if self.parts is not None:  # not while reloading: without its parts the device has no volume, no session
+            self.status.update()
+
+    async def _execute(self, effect: ShellEffect) -> None:
         parts = self.parts
         if parts is None:
             return
@@ -345,7 +368,7 @@ class App:
             case PlayEarcon(name=name):
                 audio.play_earcon(name)
             case _:
-                log.warning("effect not understood effect=%r", effect)
+                assert_never(effect)  # a new effect without its case here is a type error
 
     # ---- control socket ----------------------------------------------------------------------------------------
 
@@ -452,7 +475,7 @@ class App:
         if old is not None:
             await old.close()
         self.config = new
-        self.status.status_file = new.daemon.status_file
+        self.status.configure(configured(new))
         self._saved_at = state_path(new.daemon)
         try:
             await self._bring_up(new)
@@ -470,10 +493,11 @@ class App:
             log.error("controls unavailable: %s", e)
             return EXIT_FAILURE
         self._effect_worker = asyncio.create_task(self._run_effects(), name="effects")
+        self._status_poll = asyncio.create_task(self._poll_status(), name="status")
         server = ControlServer(self.config.daemon.control_socket, self, self.status.snapshot,
                                mode=self.config.daemon.control_socket_mode, simulate=self.simulate,
                                refresh=self._refresh_status)
-        self.status.subscribe(server.publish_state)
+        self.status.attach(ControlSocketStatus(server.publish_state))
         try:
             await server.start()
         except (ControlSocketInUse, OSError) as e:
@@ -505,8 +529,10 @@ class App:
             if parts is not None:
                 await parts.close()
         finally:
-            if self._effect_worker is not None:
-                self._effect_worker.cancel()
+            for task in (self._effect_worker, self._status_poll):
+                if task is not None:
+                    task.cancel()
+            self.status.close()
             if server is not None:
                 await server.close()
             self.notifier.close()

@@ -7,9 +7,8 @@ A new command is one entry here (and, if it is more than an event, one case in `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from device.core.dynamic import JSON
 from device.core.vocabulary import EndRequested, Event, MuteRequested, Pressed, StartRequested
@@ -26,7 +25,8 @@ class CommandSpec:
     simulate_only: bool = False  # the daemon must run with --simulate (drives the simulated button)
 
 
-COMMANDS: Mapping[str, CommandSpec] = MappingProxyType({c.name: c for c in (
+# The table: one row per command (a dict, so that a test can add a toy one for its duration).
+COMMANDS: dict[str, CommandSpec] = {c.name: c for c in (
     CommandSpec("start", "start a session (as a press would)", event=StartRequested),
     CommandSpec("end", "end the session", event=lambda: EndRequested("control")),
     CommandSpec("mute", "mute the microphone (nothing leaves the device)", event=lambda: MuteRequested(True)),
@@ -37,7 +37,7 @@ COMMANDS: Mapping[str, CommandSpec] = MappingProxyType({c.name: c for c in (
     CommandSpec("say", "send typed text to the agent (lk.chat)", takes_text=True),
     CommandSpec("press", "press the simulated button", simulate_only=True),
     CommandSpec("release", "release the simulated button", simulate_only=True),
-)})
+)}
 
 
 class CommandInvalid(ValueError):

@@ -1,22 +1,17 @@
-"""The daemon's status: one frozen `DeviceStatus`, and the one place it goes out — systemd's STATUS=, control-socket
-clients, the status file.
+"""The daemon's status, declared once: the frozen `DeviceStatus` (state, reason, session, agent, transcripts, audio
+counters, mute, volume, the client flags, the conversations) and its renderings.
 
-The app calls `outlets.set_state(state, reason)` on every change of the device state; the outlets forward it,
-once, to every outlet, and answer the control server's snapshot requests with `snapshot()`: the app's
-`DeviceStatus` (session, agent, transcripts, audio counters, mute, volume, the client flags) stamped with the
-state, its reason and since when. `status_json` is its rendering for JSON peers (socket, file), and the client
-rebuilds it with `device.core.codec.from_json`. Transcripts (what people said) live in memory and go to the control
-socket's clients only: the status file, on disk and world-readable, is written `without_transcripts`. A failing
-outlet is logged and skipped: the status must never take the daemon down.
+Where it goes is `device/daemon/outlets/`: systemd's STATUS=, control-socket clients, the status file, and any
+publisher added there. `status_json` is its rendering for JSON peers (socket, file), and the client rebuilds it with
+`device.core.codec.from_json`. Transcripts (what people said) live in memory and go to the control socket's clients
+only: the status file, on disk and world-readable, is written `without_transcripts`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,9 +24,6 @@ from device.core.dynamic import JSON
 from device.core.log import redactor
 from device.session.status import SessionStatus
 
-log = logging.getLogger("device.daemon.status")
-
-Listener = Callable[[str, str | None], None]
 _AUDIO_METRICS = ("overruns", "underruns", "input_overflows", "lost_samples", "frames_captured", "samples_played",
                   "input_reopens", "output_reopens")
 
@@ -173,71 +165,3 @@ def write_json_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-class StatusOutlets:
-    def __init__(
-        self,
-        notify_status: Callable[[str], object] | None = None,
-        status_file: str | None = None,
-        details: Callable[[], DeviceStatus] = DeviceStatus,
-        clock: Callable[[], float] = time.time,
-        initial_state: str = "idle",
-    ):
-        self.notify_status = notify_status
-        self.status_file = status_file
-        self.details = details
-        self.clock = clock
-        self.state = initial_state
-        self.reason: str | None = None
-        self.since = clock()
-        self._listeners: list[Listener] = []
-        self._file_failing = False
-
-    @property
-    def text(self) -> str:
-        """What systemd shows (STATUS=): the state and its reason, `failed: mic-unavailable`."""
-        return status_text(self.state, self.reason)
-
-    def subscribe(self, listener: Listener) -> None:
-        """Call `listener(state, reason)` on every change (e.g. `control_server.publish_state`)."""
-        self._listeners.append(listener)
-
-    def snapshot(self) -> DeviceStatus:
-        return replace(self.details(), state=self.state, reason=self.reason, since=self.since)
-
-    def set_state(self, state: str, reason: str | None = None) -> bool:
-        """Publish a change; False (and nothing sent) if the state and reason are what they already were."""
-        state = str(state)
-        if (state, reason) == (self.state, self.reason):
-            return False
-        self.state, self.reason, self.since = state, reason, self.clock()
-        self.publish()
-        return True
-
-    def publish(self) -> None:
-        """Send the current state to every outlet (also used after a reload, to refresh STATUS=)."""
-        if self.notify_status is not None:
-            self._safely("notify", self.notify_status, status_text(self.state, self.reason))
-        for listener in list(self._listeners):
-            self._safely("listener", listener, self.state, self.reason)
-        if self.status_file:
-            self._write_file(self.status_file)
-
-    def _write_file(self, path: str) -> None:
-        try:
-            write_json_file(path, status_json(without_transcripts(self.snapshot())))
-        except OSError as e:
-            if not self._file_failing:
-                log.warning("status file not written path=%s error=%s (further failures are not logged)",
-                            path, e.strerror or e)
-            self._file_failing = True
-        else:
-            self._file_failing = False
-
-    @staticmethod
-    def _safely(what: str, fn: Callable[..., object], *args: object) -> None:
-        try:
-            fn(*args)
-        except Exception:
-            log.exception("status outlet failed outlet=%s", what)

@@ -349,7 +349,7 @@ def test_ring_through_gpiozero_spi_layer_puts_the_frame_on_the_wire(monkeypatch:
 
 
 def test_the_configs_led_kinds_are_exactly_the_drivers() -> None:
-    from device.config.schema import LED_KINDS
+    from device.config.led_kinds import LED_KINDS
     from device.controls.leds import LED_DRIVERS
 
     assert tuple(LED_DRIVERS) == tuple(LED_KINDS)

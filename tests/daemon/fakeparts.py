@@ -35,3 +35,6 @@ class FakeParts:
         self.wake = None
         self.wake_error = None
         self.unmuted_at = 0
+
+    def wake_status(self) -> None:
+        return None  # no wake word listened for

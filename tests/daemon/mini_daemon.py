@@ -14,8 +14,10 @@ import time
 from device.daemon.commands import Command
 from device.daemon.control import ControlError, ControlServer
 from device.daemon.notify import Notifier, watchdog_interval
+from device.daemon.outlets.control_socket import ControlSocketStatus
+from device.daemon.outlets.hub import StatusOutlets
+from device.daemon.outlets.systemd import SystemdStatus
 from device.daemon.signals import SignalHandlers, stop_within
-from device.daemon.status import StatusOutlets
 from device.daemon.watchdog import Watchdog
 
 
@@ -38,10 +40,11 @@ class Device:
 
 async def main(socket_path: str) -> int:
     notifier = Notifier.from_env()
-    board = StatusOutlets(notify_status=notifier.status)
+    board = StatusOutlets()
+    board.attach(SystemdStatus(notifier.status))
     device = Device(board)
     server = ControlServer(socket_path, device, board.snapshot)
-    board.subscribe(server.publish_state)
+    board.attach(ControlSocketStatus(server.publish_state))
 
     async def reload() -> None:
         notifier.reloading()

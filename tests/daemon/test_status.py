@@ -1,4 +1,4 @@
-"""The status board sends each state change once to systemd, the control socket and the status file."""
+"""The status hub sends each state change once to systemd, the control socket and the status file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from device.config.schema import Config, DaemonConfig
 from device.daemon.control import ControlServer
 from device.daemon.notify import Notifier
-from device.daemon.status import DeviceStatus, StatusOutlets, status_json, status_text
+from device.daemon.outlets import configured
+from device.daemon.outlets.control_socket import ControlSocketStatus
+from device.daemon.outlets.hub import StatusOutlets
+from device.daemon.outlets.status_file import StatusFile
+from device.daemon.outlets.systemd import SystemdStatus
+from device.daemon.status import DeviceStatus, status_json, status_text
 from device.session.status import SessionMetrics, SessionStatus, TranscriptLine
 from tests.daemon.conftest import NotifySocket
 from tests.daemon.test_control import Peer, Recorder
@@ -25,9 +31,10 @@ def test_status_text_names_the_reason_of_a_failure() -> None:
 def test_a_change_reaches_systemd_listeners_and_the_file_once(notify_socket: NotifySocket, tmp_path: Path) -> None:
     seen: list[tuple[str, str | None]] = []
     details = DeviceStatus(session=SessionStatus(metrics=SessionMetrics(sessions=1)))
-    board = StatusOutlets(Notifier(notify_socket.address).status, str(tmp_path / "status.json"),
-                          details=lambda: details, clock=lambda: 1700000000.0)
-    board.subscribe(lambda s, r: seen.append((s, r)))
+    board = StatusOutlets(details=lambda: details, clock=lambda: 1700000000.0)
+    board.attach(SystemdStatus(Notifier(notify_socket.address).status))
+    board.attach(ControlSocketStatus(lambda s, r: seen.append((s, r))))
+    board.configure(configured(Config(daemon=DaemonConfig(status_file=str(tmp_path / "status.json")))))
     assert board.set_state("failed", "auth") is True
     assert board.set_state("failed", "auth") is False  # no change, nothing sent
     assert notify_socket.messages() == [{"STATUS": "failed: auth"}]
@@ -44,9 +51,10 @@ def test_a_broken_outlet_does_not_stop_the_others(tmp_path: Path, caplog: pytest
     def broken(state: str, reason: str | None) -> None:
         raise RuntimeError("bug")
 
-    board = StatusOutlets(status_file=str(tmp_path / "missing-dir" / "status.json"))
-    board.subscribe(broken)
-    board.subscribe(lambda s, r: seen.append(s))
+    board = StatusOutlets()
+    board.configure([StatusFile(str(tmp_path / "missing-dir" / "status.json"))])
+    board.attach(ControlSocketStatus(broken))
+    board.attach(ControlSocketStatus(lambda s, r: seen.append(s)))
     board.set_state("listening")
     board.set_state("thinking")
     assert seen == ["listening", "thinking"]
@@ -58,7 +66,7 @@ async def test_control_clients_get_the_boards_snapshot_and_changes() -> None:
     board = StatusOutlets(details=lambda: DeviceStatus(session=SessionStatus(metrics=SessionMetrics(reconnects=2))))
     board.set_state("muted")
     server = ControlServer(d / "control.sock", Recorder(), board.snapshot)
-    board.subscribe(server.publish_state)
+    board.attach(ControlSocketStatus(server.publish_state))
     await server.start()
     try:
         reader, writer = await asyncio.open_unix_connection(str(server.path))
@@ -113,9 +121,35 @@ def test_a_status_field_of_the_wrong_type_is_named() -> None:
 def test_the_status_file_on_disk_holds_no_transcripts_while_the_snapshot_in_memory_does(tmp_path: Path) -> None:
     said = (TranscriptLine("device-1", "my door code is 4711"), TranscriptLine("agent-1", "noted: 4711"))
     details = DeviceStatus(session=SessionStatus(transcripts=said))
-    board = StatusOutlets(None, str(tmp_path / "status.json"), details=lambda: details, clock=lambda: 1700000000.0)
+    board = StatusOutlets(details=lambda: details, clock=lambda: 1700000000.0)
+    board.configure([StatusFile(str(tmp_path / "status.json"))])
     board.set_state("listening")
     assert board.snapshot().session.transcripts == said  # the control socket's answer, from memory
     on_disk = (tmp_path / "status.json").read_text()
     assert "4711" not in on_disk
     assert json.loads(on_disk)["session"]["transcripts"] == []
+
+
+def test_a_new_configuration_replaces_and_closes_the_configured_outlets_and_keeps_the_attached_ones() -> None:
+    class Kept:
+        def __init__(self) -> None:
+            self.states: list[str] = []
+            self.closed = False
+
+        def publish(self, change) -> None:
+            self.states.append(change.status.state)
+
+        def close(self) -> None:
+            self.closed = True
+
+    attached, old, new = Kept(), Kept(), Kept()
+    board = StatusOutlets()
+    board.attach(attached)
+    board.configure([old])
+    board.set_state("listening")
+    board.configure([new])  # a reload
+    board.set_state("thinking")
+    assert (attached.states, old.states, new.states) == (["listening", "thinking"], ["listening"], ["thinking"])
+    assert (attached.closed, old.closed, new.closed) == (False, True, False)
+    board.close()
+    assert attached.closed and new.closed
