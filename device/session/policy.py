@@ -1,7 +1,11 @@
 """The session policy: a pure state machine (ESP32 `engine.c` style). Inputs in, actions out, no I/O.
 
-Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers are
-actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them on its injectable clock.
+Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers (`TimerName`)
+are actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them on its injectable clock.
+
+`TABLE` is keyed by (phase, input type) and written as a grid, one row per input type, like the device machine's:
+every cell names a handler or `ignore` on purpose, `tests/session/test_policy.py` proves the grid total, and an
+input the policy does not know raises `TypeError`.
 
 | timer        | armed when                                   | fires →                                          |
 |--------------|----------------------------------------------|--------------------------------------------------|
@@ -28,15 +32,16 @@ BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from device.config.schema import SessionConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import (
-    FOLLOW_UP_OVER,
-    USER_AWAY,
+    AgentState,
     AgentStateChanged,
+    EndReason,
     Event,
     FailureReason,
     SessionBuffering,
@@ -46,7 +51,6 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
-from device.session.agent import READY_STATES
 from device.session.classify import RETRYABLE, classify_disconnect
 
 AGENT_LEFT_GRACE_S = 2.0
@@ -59,6 +63,15 @@ class Phase(StrEnum):
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
     WAITING = "waiting"
+
+
+class TimerName(StrEnum):
+    AGENT = "agent"
+    AGENT_GONE = "agent-gone"
+    IDLE = "idle"
+    MAX = "max"
+    RETRY = "retry"
+    PRECONNECT = "preconnect"
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
@@ -75,7 +88,7 @@ class Start(Input):
 
 @dataclass(frozen=True)
 class Stop(Input):
-    reason: str = "requested"
+    reason: str = EndReason.REQUESTED  # an EndReason, or the device's reason for asking
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,8 @@ class AgentJoined(Input):
 
 
 @dataclass(frozen=True)
-class AgentState(Input):
-    state: str
+class AgentStateReported(Input):
+    state: AgentState
 
 
 @dataclass(frozen=True)
@@ -121,7 +134,7 @@ class RoomReconnected(Input):
 
 @dataclass(frozen=True)
 class TimerDue(Input):
-    name: str
+    name: TimerName
 
 
 @dataclass(frozen=True)
@@ -169,13 +182,13 @@ class Teardown(Action):
 
 @dataclass(frozen=True)
 class Arm(Action):
-    name: str
+    name: TimerName
     delay_s: float
 
 
 @dataclass(frozen=True)
 class Cancel(Action):
-    name: str
+    name: TimerName
 
 
 @dataclass(frozen=True)
@@ -183,7 +196,7 @@ class DropBuffer(Action):
     reason: str
 
 
-_SESSION_TIMERS = ("agent", "agent-gone", "idle", "preconnect")
+_SESSION_TIMERS = (TimerName.AGENT, TimerName.AGENT_GONE, TimerName.IDLE, TimerName.PRECONNECT)
 
 
 class Policy:
@@ -201,7 +214,7 @@ class Policy:
         self.phase = Phase.IDLE
         self.agent_present = False
         self.agent_ever = False
-        self.agent_state: str | None = None
+        self.agent_state: AgentState | None = None
         self.agent_left_deliberately = False
         self.auth_retried = False
         self.turn_held = False
@@ -214,48 +227,17 @@ class Policy:
     # -- the transition function ------------------------------------------------------------------------------
 
     def handle(self, event: Input) -> list[Action]:
-        match event:
-            case Start():
-                return self._start()
-            case Stop(reason):
-                return [] if self.phase is Phase.IDLE else self._end(reason)
-            case ConnectSucceeded():
-                return self._connected()
-            case ConnectFailed(reason, detail):
-                return self._connect_failed(reason, detail)
-            case AgentJoined():
-                return self._agent_joined()
-            case AgentState(state):
-                return self._agent_state(state)
-            case AgentLeft(deliberate):
-                return self._agent_left(deliberate)
-            case RoomReconnecting():
-                return self._reconnecting()
-            case RoomReconnected():
-                return self._reconnected()
-            case Disconnected(name):
-                return self._disconnected(name)
-            case TimerDue(name):
-                return self._timer(name)
-            case UserSpeech():
-                # while the agent speaks, what the mic hears may be its own echo the canceller let through
-                self.heard_user = self.heard_user or self.agent_state != "speaking"
-                return self._rearm_idle() if self.idle_armed else []
-            case UserAway():
-                return self._user_away()
-            case TurnBegan():
-                self.turn_held = True
-                return self._update_idle()
-            case TurnFinished():
-                self.turn_held = False
-                return self._update_idle()
+        handler = TABLE.get((self.phase, type(event)))
+        if handler is None:
+            raise TypeError(f"not an input of the session policy: {event!r}")
+        return handler(self, event)
+
+    # -- handlers (each is given only the inputs of its rows in TABLE) ------------------------------------------
+
+    def _ignore(self, event: Input) -> list[Action]:
         return []
 
-    # -- handlers ---------------------------------------------------------------------------------------------
-
-    def _start(self) -> list[Action]:
-        if self.phase is not Phase.IDLE:
-            return []  # a double start is ignored
+    def _start(self, event: Input) -> list[Action]:
         self.backoff.reset()
         self.auth_retried = False
         self._forget_agent()
@@ -263,116 +245,133 @@ class Policy:
         self.phase = Phase.CONNECTING
         actions: list[Action] = [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True)]
         if self.max_applies:
-            actions.append(Arm("max", self.cfg.max_session_s))
+            actions.append(Arm(TimerName.MAX, self.cfg.max_session_s))
         return actions
 
-    def _connected(self) -> list[Action]:
-        if self.phase is not Phase.CONNECTING:
-            return []
+    def _stop(self, event: Input) -> list[Action]:
+        assert isinstance(event, Stop)
+        return self._end(event.reason)
+
+    def _connected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
         self.auth_retried = False
         # the agent timer runs whoever dispatches the agent (the device's agent_name or the token server): an
         # agent that never comes is a failure shown, not a device buffering until max_session_s (or for ever)
-        actions: list[Action] = [Emit(SessionBuffering()), Arm("agent", self.cfg.agent_connect_timeout_s)]
+        actions: list[Action] = [Emit(SessionBuffering()), Arm(TimerName.AGENT, self.cfg.agent_connect_timeout_s)]
         if self.cfg.preconnect:
-            actions.append(Arm("preconnect", self.cfg.agent_connect_timeout_s))
+            actions.append(Arm(TimerName.PRECONNECT, self.cfg.agent_connect_timeout_s))
         return actions
 
-    def _connect_failed(self, reason: FailureReason, detail: str) -> list[Action]:
-        if self.phase is not Phase.CONNECTING:
-            return []
-        if reason is FailureReason.AUTH and not self.auth_retried:
+    def _connect_failed(self, event: Input) -> list[Action]:
+        assert isinstance(event, ConnectFailed)
+        if event.reason is FailureReason.AUTH and not self.auth_retried:
             # the token may simply be stale (a Pi without RTC, a rotated key): one fresh token, then give up
             self.auth_retried = True
             return [Connect(fresh_token=True, new_room=False)]
-        return self._fail(reason, detail, new_room=False)
+        return self._fail(event.reason, event.detail, new_room=False)
 
-    def _agent_joined(self) -> list[Action]:
+    def _agent_joined(self, event: Input) -> list[Action]:
         self.agent_present = True
         self.agent_ever = True
         self.agent_left_deliberately = False
-        return [Cancel("agent-gone"), Cancel("preconnect")]
+        return [Cancel(TimerName.AGENT_GONE), Cancel(TimerName.PRECONNECT)]
 
-    def _agent_state(self, state: str) -> list[Action]:
-        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING) or state == self.agent_state:
+    def _agent_state(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentStateReported)
+        state = event.state
+        if state == self.agent_state:
             return []
         self.agent_state = state
         actions: list[Action] = [Emit(AgentStateChanged(state))]
-        if state in READY_STATES:
-            actions.append(Cancel("agent"))
+        if state.ready:
+            actions.append(Cancel(TimerName.AGENT))
             self.backoff.reset()  # a working session refills the retry budget
-        if state == "speaking":
+        if state is AgentState.SPEAKING:
             self.answered = True
         elif self.away and self.phase is Phase.CONNECTED:
-            return actions + self._end(USER_AWAY)  # it has said its goodbye
+            return actions + self._end(EndReason.USER_AWAY)  # it has said its goodbye
         return actions + self._update_idle()
 
-    def _user_away(self) -> list[Action]:
-        if not self.follow_up or self.phase is not Phase.CONNECTED:
+    def _user_away(self, event: Input) -> list[Action]:
+        if not self.follow_up:
             return []
-        if self.agent_state == "speaking":
+        if self.agent_state is AgentState.SPEAKING:
             self.away = True
             return []
-        return self._end(USER_AWAY)
+        return self._end(EndReason.USER_AWAY)
 
-    def _agent_left(self, deliberate: bool) -> list[Action]:
+    def _agent_left(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentLeft)
         self.agent_present = False
         self.agent_state = None
-        self.agent_left_deliberately = deliberate
+        self.agent_left_deliberately = event.deliberate
         actions = self._cancel_idle()
         if self.phase is Phase.CONNECTED:
-            actions.append(Arm("agent-gone", AGENT_LEFT_GRACE_S))
+            actions.append(Arm(TimerName.AGENT_GONE, AGENT_LEFT_GRACE_S))
         return actions
 
-    def _reconnecting(self) -> list[Action]:
-        if self.phase is not Phase.CONNECTED:
-            return []
+    def _reconnecting(self, event: Input) -> list[Action]:
         self.phase = Phase.RECONNECTING
-        return [Emit(SessionReconnecting()), Cancel("agent-gone"), Cancel("agent"), *self._cancel_idle()]
+        return [Emit(SessionReconnecting()), Cancel(TimerName.AGENT_GONE), Cancel(TimerName.AGENT),
+                *self._cancel_idle()]
 
-    def _reconnected(self) -> list[Action]:
-        if self.phase is not Phase.RECONNECTING:
-            return []
+    def _reconnected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
         actions: list[Action] = [Emit(SessionReconnected())]
         if not self.agent_present and self.agent_ever:
             # a full restart reported the agent gone; it must come back
-            actions.append(Arm("agent-gone", self.cfg.agent_connect_timeout_s))
-        elif self.agent_state not in READY_STATES:
-            actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
+            actions.append(Arm(TimerName.AGENT_GONE, self.cfg.agent_connect_timeout_s))
+        elif self.agent_state is None or not self.agent_state.ready:
+            actions.append(Arm(TimerName.AGENT, self.cfg.agent_connect_timeout_s))
         if self.agent_state is not None:
             actions.append(Emit(AgentStateChanged(self.agent_state)))
         return actions + self._update_idle()
 
-    def _disconnected(self, reason_name: str) -> list[Action]:
-        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING):
-            return []
-        ended, failure = classify_disconnect(reason_name)
+    def _disconnected(self, event: Input) -> list[Action]:
+        assert isinstance(event, Disconnected)
+        ended, failure = classify_disconnect(event.reason_name)
         if ended is not None:
             return self._end(ended)
         assert failure is not None
-        return self._fail(failure, f"disconnected: {reason_name}", new_room=True)
+        return self._fail(failure, f"disconnected: {event.reason_name}", new_room=True)
 
-    def _timer(self, name: str) -> list[Action]:
-        if name == "retry" and self.phase is Phase.WAITING:
-            self.phase = Phase.CONNECTING
-            return [Emit(SessionConnecting()), self._next_connect]
-        if name == "max" and self.phase is not Phase.IDLE:
-            return self._end("max-length")
+    def _timer(self, event: Input) -> list[Action]:
+        assert isinstance(event, TimerDue)
+        match event.name:
+            case TimerName.RETRY if self.phase is Phase.WAITING:
+                self.phase = Phase.CONNECTING
+                return [Emit(SessionConnecting()), self._next_connect]
+            case TimerName.MAX:
+                return self._end(EndReason.MAX_LENGTH)
         if self.phase is not Phase.CONNECTED:
             return []
-        if name == "agent" and self.agent_state not in READY_STATES:
-            reason = FailureReason.AGENT_NOT_INITIALIZED if self.agent_present else FailureReason.AGENT_DID_NOT_JOIN
-            return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
-        if name == "agent-gone" and not self.agent_present:
-            if self.agent_left_deliberately:
-                return self._end("agent-ended")
-            return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
-        if name == "idle" and self.idle_armed:
-            return self._end(FOLLOW_UP_OVER if self.follow_up else "idle-timeout")
-        if name == "preconnect" and not self.agent_present:
-            return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
+        match event.name:
+            case TimerName.AGENT if self.agent_state is None or not self.agent_state.ready:
+                reason = (FailureReason.AGENT_NOT_INITIALIZED if self.agent_present
+                          else FailureReason.AGENT_DID_NOT_JOIN)
+                return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
+            case TimerName.AGENT_GONE if not self.agent_present:
+                if self.agent_left_deliberately:
+                    return self._end(EndReason.AGENT_ENDED)
+                return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
+            case TimerName.IDLE if self.idle_armed:
+                return self._end(EndReason.FOLLOW_UP_OVER if self.follow_up else EndReason.IDLE_TIMEOUT)
+            case TimerName.PRECONNECT if not self.agent_present:
+                return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
         return []
+
+    def _user_speech(self, event: Input) -> list[Action]:
+        # while the agent speaks, what the mic hears may be its own echo the canceller let through
+        self.heard_user = self.heard_user or self.agent_state is not AgentState.SPEAKING
+        return self._rearm_idle() if self.idle_armed else []
+
+    def _turn_began(self, event: Input) -> list[Action]:
+        self.turn_held = True
+        return self._update_idle()
+
+    def _turn_finished(self, event: Input) -> list[Action]:
+        self.turn_held = False
+        return self._update_idle()
 
     # -- helpers ----------------------------------------------------------------------------------------------
 
@@ -380,7 +379,7 @@ class Policy:
         want = (
             self.idle_applies
             and self.phase is Phase.CONNECTED
-            and self.agent_state == "listening"
+            and self.agent_state is AgentState.LISTENING
             and not self.turn_held
         )
         if want and not self.idle_armed:
@@ -391,7 +390,7 @@ class Policy:
 
     def _rearm_idle(self) -> list[Action]:
         self.idle_armed = True
-        return [Arm("idle", self._idle_s())]
+        return [Arm(TimerName.IDLE, self._idle_s())]
 
     def _idle_s(self) -> float:
         if not self.follow_up:
@@ -402,7 +401,7 @@ class Policy:
         if not self.idle_armed:
             return []
         self.idle_armed = False
-        return [Cancel("idle")]
+        return [Cancel(TimerName.IDLE)]
 
     def _forget_agent(self) -> None:
         self.agent_present = self.agent_ever = self.agent_left_deliberately = False
@@ -417,15 +416,52 @@ class Policy:
         delay = self.backoff.next_delay() if retry else None
         if delay is None:
             self.phase = Phase.IDLE
-            return [*actions, Cancel("max"), Emit(SessionFailed(reason, detail, None))]
+            return [*actions, Cancel(TimerName.MAX), Emit(SessionFailed(reason, detail, None))]
         self.phase = Phase.WAITING
         self._next_connect = Connect(fresh_token=reason is FailureReason.AUTH or new_room, new_room=new_room)
-        return [*actions, Arm("retry", delay), Emit(SessionFailed(reason, detail, delay))]
+        return [*actions, Arm(TimerName.RETRY, delay), Emit(SessionFailed(reason, detail, delay))]
 
     def _end(self, reason: str) -> list[Action]:
         """An end — asked for (`ctl end`, a long press, the agent's `device.end_session`, the agent closing the room)
         or a timer's — ends the session for real in every mode; only failures are retried."""
-        actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
+        actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel(TimerName.RETRY)]
         self._forget_agent()
         self.phase = Phase.IDLE
-        return [*actions, Cancel("max"), Emit(SessionEnded(reason, heard_user=self.heard_user))]
+        return [*actions, Cancel(TimerName.MAX), Emit(SessionEnded(reason, heard_user=self.heard_user))]
+
+
+# ---- the table ------------------------------------------------------------------------------------------------
+
+Handler = Callable[[Policy, Input], list[Action]]
+PHASES: tuple[Phase, ...] = tuple(Phase)
+_ = Policy._ignore
+
+
+def _grid(rows: list[tuple[type[Input], Handler, Handler, Handler, Handler, Handler]]) -> dict[
+        tuple[Phase, type[Input]], Handler]:
+    return {(phase, row[0]): handler for row in rows for phase, handler in zip(PHASES, row[1:], strict=True)}
+
+
+P = Policy
+# A double start is ignored; a stale report (a connect's result after an end, a room event while waiting to retry)
+# is ignored. The agent's own comings and goings are remembered in every phase; its state only while in a room.
+TABLE: dict[tuple[Phase, type[Input]], Handler] = _grid([
+    # input              IDLE          CONNECTING        CONNECTED          RECONNECTING       WAITING
+    (Start,              P._start,     _,                _,                 _,                 _),
+    (Stop,               _,            P._stop,          P._stop,           P._stop,           P._stop),
+    (ConnectSucceeded,   _,            P._connected,     _,                 _,                 _),
+    (ConnectFailed,      _,            P._connect_failed, _,                _,                 _),
+    (AgentJoined,        P._agent_joined, P._agent_joined, P._agent_joined, P._agent_joined,   P._agent_joined),
+    (AgentStateReported, _,            _,                P._agent_state,    P._agent_state,    _),
+    (AgentLeft,          P._agent_left, P._agent_left,   P._agent_left,     P._agent_left,     P._agent_left),
+    (RoomReconnecting,   _,            _,                P._reconnecting,   _,                 _),
+    (RoomReconnected,    _,            _,                _,                 P._reconnected,    _),
+    (Disconnected,       _,            _,                P._disconnected,   P._disconnected,   _),
+    (TimerDue,           _,            P._timer,         P._timer,          P._timer,          P._timer),
+    (UserSpeech,         P._user_speech, P._user_speech, P._user_speech,    P._user_speech,    P._user_speech),
+    (UserAway,           _,            _,                P._user_away,      _,                 _),
+    (TurnBegan,          P._turn_began, P._turn_began,   P._turn_began,     P._turn_began,     P._turn_began),
+    (TurnFinished,       P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished),
+])  # fmt: skip
+
+INPUT_TYPES: tuple[type[Input], ...] = tuple(dict.fromkeys(key for _phase, key in TABLE))

@@ -24,7 +24,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from device.config.schema import Config
+from device.core.timers import Fired, NamedTimers
 from device.core.vocabulary import (
+    AgentState,
+    EndReason,
     Event,
     FailureReason,
     SessionEnded,
@@ -36,7 +39,6 @@ from device.session import device_rpc, sdklog
 from device.session.agent import (
     AGENT_NAME_ATTR,
     AGENT_STATE_ATTR,
-    READY_STATES,
     disconnect_reason_name,
     is_active,
     is_agent,
@@ -44,13 +46,13 @@ from device.session.agent import (
     speaks_for,
 )
 from device.session.classify import classify_connect_error
-from device.session.clock import Clock, LoopClock, Timer, within
+from device.session.clock import Clock, LoopClock, within
 from device.session.media import Media, RtcMedia
 from device.session.policy import (
     Action,
     AgentJoined,
     AgentLeft,
-    AgentState,
+    AgentStateReported,
     Arm,
     Cancel,
     Connect,
@@ -68,6 +70,7 @@ from device.session.policy import (
     Stop,
     Teardown,
     TimerDue,
+    TimerName,
     TurnBegan,
     TurnFinished,
     UserAway,
@@ -194,8 +197,7 @@ class Supervisor:
         self._passed_over: set[str] = set()  # agents of the room that are not the session's (logged once)
         self._muted = muted
         self._press_t: float | None = None
-        self._timers: dict[str, Timer] = {}
-        self._timer_gen: Counter[str] = Counter()
+        self._timers: NamedTimers[TimerName] = NamedTimers(self._clock.call_later, self._timer_fired)
         self._inbox: asyncio.Queue[tuple[int | None, Item, asyncio.Future[None] | None]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._turn_task: asyncio.Task[None] | None = None
@@ -213,7 +215,7 @@ class Supervisor:
             raise SessionError("the session supervisor is closed")
         await self._submit(functools.partial(self._begin, mark, session, listen_from))
 
-    async def end(self, reason: str = "requested") -> None:
+    async def end(self, reason: str = EndReason.REQUESTED) -> None:
         await self._submit(Stop(reason))
 
     async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
@@ -282,13 +284,12 @@ class Supervisor:
         if self._closed:
             return
         if self._worker is not None:
-            await self.end("shutdown")
+            await self.end(EndReason.SHUTDOWN)
             # abandoned connects finish on their own deadline, then disconnect: wait for that before exit
             await asyncio.gather(*self._attempt_tasks(), return_exceptions=True)
             await self.wait_quiet()
         self._closed = True
-        for name in list(self._timers):
-            self._cancel_timer(name)
+        self._timers.close()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -352,9 +353,9 @@ class Supervisor:
             case Teardown(reason):
                 await self._teardown(reason)
             case Arm(name, delay):
-                self._arm_timer(name, delay)
+                self._timers.arm(name, delay)
             case Cancel(name):
-                self._cancel_timer(name)
+                self._timers.cancel(name)
             case DropBuffer(reason):
                 if self._uplink is not None:
                     self._uplink.drop_buffer(reason)
@@ -602,15 +603,19 @@ class Supervisor:
             return self._agent_state(changed[AGENT_STATE_ATTR])
         return []
 
-    def _agent_state(self, state: str) -> list[Input]:
-        if state != "speaking" and self._barging:
+    def _agent_state(self, raw: str) -> list[Input]:
+        state = AgentState.of(raw)
+        if state is None:
+            log.debug("agent state ignored state=%s", raw)
+            return []
+        if state is not AgentState.SPEAKING and self._barging:
             self._barging = False
             log.info("agent stopped speaking after the interruption state=%s", state)
-        if state == "listening":
+        if state is AgentState.LISTENING:
             self._listening_for_press()
-        if state in READY_STATES:
+        if state.ready:
             self._post(None, self._flush_turns)  # after the policy has seen the state
-        return [AgentState(state)]
+        return [AgentStateReported(state)]
 
     def _participant_left(self, participant: rtc.RemoteParticipant) -> list[Input]:
         if participant.identity != self._agent:
@@ -689,9 +694,9 @@ class Supervisor:
         if which == "start":
             if self._policy.phase is not Phase.IDLE:
                 self._press_t = self._press_t or self._clock.now()
-                if self._policy.agent_state == "listening" and not self._turns.active:
+                if self._policy.agent_state is AgentState.LISTENING and not self._turns.active:
                     self._listening_for_press()  # nothing to open: the agent listens already
-            if self._policy.agent_state == "speaking":
+            if self._policy.agent_state is AgentState.SPEAKING:
                 self._audio.player.flush()  # barge-in: stop playing at once; start_turn interrupts the agent
                 log.info("barge-in agent=%s", self._agent)
         self._turns.queue(which)
@@ -701,14 +706,14 @@ class Supervisor:
     def _turn_start_pending(self, pending: bool) -> None:
         if self._uplink is not None:
             self._uplink.set_turn_pending(pending)
-        if not pending and self._policy.agent_state == "listening":
+        if not pending and self._policy.agent_state is AgentState.LISTENING:
             self._listening_for_press()  # the agent answered the press's start_turn: it listens for this press
 
     def _flush_turns(self) -> None:
         att = self._attempt
         room = att.room if att is not None and att.publication is not None else None
-        if (not self._turns.pending or room is None or self._agent is None
-                or self._policy.agent_state not in READY_STATES):
+        state = self._policy.agent_state
+        if not self._turns.pending or room is None or self._agent is None or state is None or not state.ready:
             return
         if self._turn_task is None or self._turn_task.done():
             lp, agent = room.local_participant, self._agent
@@ -724,7 +729,7 @@ class Supervisor:
         log.info("mic muted=%s", muted)
 
     def _interrupt(self) -> None:
-        if self._policy.agent_state == "speaking" and not self._barging:
+        if self._policy.agent_state is AgentState.SPEAKING and not self._barging:
             self._barging = True
             log.info("barge-in agent=%s: its audio is dropped until it stops speaking", self._agent)
 
@@ -741,24 +746,11 @@ class Supervisor:
 
     # ---- timers and events out -------------------------------------------------------------------------------
 
-    def _arm_timer(self, name: str, delay: float) -> None:
-        self._cancel_timer(name)
-        gen = self._timer_gen[name]
-        self._timers[name] = self._clock.call_later(
-            delay, lambda: self._post(None, functools.partial(self._timer_fired, name, gen))
-        )
+    def _timer_fired(self, fired: Fired[TimerName]) -> None:
+        self._post(None, functools.partial(self._timer_due, fired))
 
-    def _cancel_timer(self, name: str) -> None:
-        self._timer_gen[name] += 1  # a fire already queued is now stale
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _timer_fired(self, name: str, gen: int) -> list[Input]:
-        if self._timer_gen[name] != gen:
-            return []
-        self._timers.pop(name, None)
-        return [TimerDue(name)]
+    def _timer_due(self, fired: Fired[TimerName]) -> list[Input]:
+        return [TimerDue(fired.name)] if self._timers.take(fired) else []
 
     def _publish(self, event: Event) -> None:
         if isinstance(event, SessionEvent):

@@ -9,6 +9,7 @@ import pytest
 from device.config.schema import BackoffConfig, SessionConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import (
+    AgentState,
     AgentStateChanged,
     FailureReason,
     SessionBuffering,
@@ -18,13 +19,16 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
+from device.session import policy as policy_module
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,
     FIRST_ANSWER_S,
+    INPUT_TYPES,
+    TABLE,
     AgentJoined,
     AgentLeft,
-    AgentState,
+    AgentStateReported,
     Arm,
     Cancel,
     Connect,
@@ -33,6 +37,7 @@ from device.session.policy import (
     Disconnected,
     DropBuffer,
     Emit,
+    Input,
     Phase,
     Policy,
     RoomReconnected,
@@ -41,6 +46,7 @@ from device.session.policy import (
     Stop,
     Teardown,
     TimerDue,
+    TimerName,
     TurnBegan,
     TurnFinished,
     UserAway,
@@ -56,13 +62,65 @@ def emitted(actions) -> list:
     return [a.event for a in actions if isinstance(a, Emit)]
 
 
-def connected(p: Policy, state: str | None = "listening") -> Policy:
+def connected(p: Policy, state: AgentState | None = AgentState.LISTENING) -> Policy:
     p.handle(Start())
     p.handle(ConnectSucceeded())
     p.handle(AgentJoined("agent-1"))
     if state:
-        p.handle(AgentState(state))
+        p.handle(AgentStateReported(state))
     return p
+
+
+# ---- the table is total ------------------------------------------------------------------------------------
+
+# One input of each kind (every agent state, every timer), to drive each cell of the table once.
+SAMPLES: list[Input] = [
+    Start(), Stop(), Stop("control"), ConnectSucceeded(), ConnectFailed(FailureReason.UNREACHABLE),
+    ConnectFailed(FailureReason.AUTH), AgentJoined("agent-1"), *(AgentStateReported(s) for s in AgentState),
+    AgentLeft(), AgentLeft(deliberate=True), Disconnected("ROOM_DELETED"), Disconnected("SIGNAL_CLOSE"),
+    RoomReconnecting(), RoomReconnected(), *(TimerDue(t) for t in TimerName), UserSpeech(), UserAway(), TurnBegan(),
+    TurnFinished(),
+]
+
+# How a policy reaches each phase.
+REACH: dict[Phase, list[Input]] = {
+    Phase.IDLE: [],
+    Phase.CONNECTING: [Start()],
+    Phase.CONNECTED: [Start(), ConnectSucceeded()],
+    Phase.RECONNECTING: [Start(), ConnectSucceeded(), RoomReconnecting()],
+    Phase.WAITING: [Start(), ConnectFailed(FailureReason.UNREACHABLE)],
+}
+
+
+def test_every_input_type_is_handled_or_ignored_in_every_phase():
+    declared = {c for c in vars(policy_module).values() if isinstance(c, type) and issubclass(c, Input)} - {Input}
+    assert set(INPUT_TYPES) == declared
+    for phase in Phase:
+        for kind in declared:
+            assert callable(TABLE[(phase, kind)]), (phase, kind)
+    assert len(TABLE) == len(Phase) * len(declared)
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "wake_word", "always_on"])
+@pytest.mark.parametrize("phase", list(Phase))
+def test_every_input_in_every_phase_gives_actions_and_a_phase(mode, phase):
+    assert {type(x) for x in SAMPLES} == set(INPUT_TYPES)
+    for sample in SAMPLES:
+        p = policy(mode=mode, idle_timeout_s=30, max_session_s=60)
+        for step in REACH[phase]:
+            p.handle(step)
+        assert p.phase is phase
+        actions = p.handle(sample)
+        assert all(isinstance(a, policy_module.Action) for a in actions), (phase, sample)
+        assert p.phase in Phase
+
+
+def test_an_unknown_input_is_refused():
+    with pytest.raises(TypeError, match="not an input of the session policy"):
+        policy().handle(object())  # type: ignore[arg-type]
+
+
+# ---- the transitions ---------------------------------------------------------------------------------------
 
 
 def test_start_connects_with_a_fresh_token_in_a_new_room_and_arms_the_max_length():
@@ -93,7 +151,7 @@ def test_an_agent_that_never_comes_fails_the_session_whoever_dispatched_it(mode)
 
 
 def test_a_reconnect_rearms_the_agent_timer_whoever_dispatched_the_agent():
-    p = connected(policy(agent_connect_timeout_s=20), state="initializing")
+    p = connected(policy(agent_connect_timeout_s=20), state=AgentState.INITIALIZING)
     p.handle(RoomReconnecting())
     assert Arm("agent", 20) in p.handle(RoomReconnected())
 
@@ -102,14 +160,14 @@ def test_a_ready_agent_cancels_the_agent_timer():
     p = policy()
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    assert Cancel("agent") not in p.handle(AgentState("initializing"))
-    assert Cancel("agent") in p.handle(AgentState("listening"))
+    assert Cancel("agent") not in p.handle(AgentStateReported(AgentState.INITIALIZING))
+    assert Cancel("agent") in p.handle(AgentStateReported(AgentState.LISTENING))
 
 
 def test_the_same_agent_state_twice_is_reported_once():
     p = connected(policy())
-    assert p.handle(AgentState("listening")) == []
-    assert emitted(p.handle(AgentState("thinking"))) == [AgentStateChanged("thinking")]
+    assert p.handle(AgentStateReported(AgentState.LISTENING)) == []
+    assert emitted(p.handle(AgentStateReported(AgentState.THINKING))) == [AgentStateChanged("thinking")]
 
 
 def test_the_agent_timer_picks_the_sdk_reason():
@@ -117,7 +175,7 @@ def test_the_agent_timer_picks_the_sdk_reason():
     p.handle(Start())
     p.handle(ConnectSucceeded())
     assert emitted(p.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_DID_NOT_JOIN
-    q = connected(policy(), state="initializing")
+    q = connected(policy(), state=AgentState.INITIALIZING)
     assert emitted(q.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_NOT_INITIALIZED
 
 
@@ -192,20 +250,20 @@ def test_always_on_retries_a_failure_for_ever_but_not_an_end():
 
 def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
     p = connected(policy(mode="push_to_talk", idle_timeout_s=30), state=None)
-    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert Arm("idle", 30) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert p.handle(UserSpeech()) == [Arm("idle", 30)]
     assert p.handle(TurnBegan()) == [Cancel("idle")]
     assert p.handle(UserSpeech()) == []
     assert p.handle(TurnFinished()) == [Arm("idle", 30)]
-    assert Cancel("idle") in p.handle(AgentState("thinking"))
-    p.handle(AgentState("listening"))
+    assert Cancel("idle") in p.handle(AgentStateReported(AgentState.THINKING))
+    p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=True)]
 
 
 @pytest.mark.parametrize(("mode", "idle"), [("always_on", 30.0), ("push_to_talk", 0.0)])
 def test_no_idle_timer_for_always_on_or_when_disabled(mode, idle):
     p = connected(policy(mode=mode, idle_timeout_s=idle), state=None)
-    assert not any(isinstance(a, Arm) and a.name == "idle" for a in p.handle(AgentState("listening")))
+    assert not any(isinstance(a, Arm) and a.name == "idle" for a in p.handle(AgentStateReported(AgentState.LISTENING)))
 
 
 def test_the_preconnect_timer_drops_the_buffer_only_if_no_agent_came():
@@ -282,53 +340,54 @@ def wake_policy(follow_up_s: float = 2.0, **cfg) -> Policy:
 def test_the_follow_up_window_restarts_each_time_the_agent_finishes_speaking_and_ends_the_conversation():
     p = connected(wake_policy(follow_up_s=2.0, idle_timeout_s=30), state=None)
     # before the first answer the agent is still taking the command from the pre-connect buffer
-    assert Arm("idle", FIRST_ANSWER_S) in p.handle(AgentState("listening"))
-    assert Cancel("idle") in p.handle(AgentState("thinking"))
-    p.handle(AgentState("speaking"))
-    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))
-    p.handle(AgentState("speaking"))
-    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))  # the clock starts again after each answer
+    assert Arm("idle", FIRST_ANSWER_S) in p.handle(AgentStateReported(AgentState.LISTENING))
+    assert Cancel("idle") in p.handle(AgentStateReported(AgentState.THINKING))
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    assert Arm("idle", 2.0) in p.handle(AgentStateReported(AgentState.LISTENING))
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    # the clock starts again after each answer
+    assert Arm("idle", 2.0) in p.handle(AgentStateReported(AgentState.LISTENING))
     actions = p.handle(TimerDue("idle"))
     assert emitted(actions) == [SessionEnded("follow-up-over", heard_user=False)]
     assert Teardown("follow-up-over") in actions and p.phase is Phase.IDLE
 
 
 def test_the_user_speaking_in_the_follow_up_window_keeps_the_conversation_and_is_remembered():
-    p = connected(wake_policy(follow_up_s=3.0), state="speaking")
-    assert Arm("idle", 3.0) in p.handle(AgentState("listening"))
+    p = connected(wake_policy(follow_up_s=3.0), state=AgentState.SPEAKING)
+    assert Arm("idle", 3.0) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert p.handle(UserSpeech()) == [Arm("idle", 3.0)]
     assert emitted(p.handle(Stop("control"))) == [SessionEnded("control", heard_user=True)]
 
 
 def test_a_follow_up_window_of_zero_ends_the_conversation_right_after_the_answer():
-    p = connected(wake_policy(follow_up_s=0.0), state="speaking")
-    assert Arm("idle", 0.0) in p.handle(AgentState("listening"))
+    p = connected(wake_policy(follow_up_s=0.0), state=AgentState.SPEAKING)
+    assert Arm("idle", 0.0) in p.handle(AgentStateReported(AgentState.LISTENING))
 
 
 def test_the_agent_marking_the_user_away_ends_the_conversation_once_it_has_stopped_speaking():
-    p = connected(wake_policy(), state="listening")
+    p = connected(wake_policy(), state=AgentState.LISTENING)
     assert emitted(p.handle(UserAway())) == [SessionEnded("user-away", heard_user=False)]
-    q = connected(wake_policy(), state="speaking")
+    q = connected(wake_policy(), state=AgentState.SPEAKING)
     assert q.handle(UserAway()) == []  # its goodbye is still playing
-    assert emitted(q.handle(AgentState("listening"))) == [AgentStateChanged("listening"),
+    assert emitted(q.handle(AgentStateReported(AgentState.LISTENING))) == [AgentStateChanged("listening"),
                                                          SessionEnded("user-away", heard_user=False)]
 
 
 @pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "always_on"])
 def test_user_away_means_nothing_without_a_follow_up_window(mode):
-    p = connected(policy(mode=mode), state="listening")
+    p = connected(policy(mode=mode), state=AgentState.LISTENING)
     assert p.handle(UserAway()) == [] and p.phase is Phase.CONNECTED
 
 
 def test_the_idle_timer_of_other_modes_is_unchanged_by_the_follow_up_window():
     p = connected(Policy(SessionConfig(mode="toggle", idle_timeout_s=30), follow_up_s=2.0),
                   state=None)
-    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert Arm("idle", 30) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=False)]
 
 
 def test_speech_while_the_agent_speaks_is_not_taken_for_the_user_having_spoken():
-    p = connected(wake_policy(), state="speaking")
+    p = connected(wake_policy(), state=AgentState.SPEAKING)
     p.handle(UserSpeech())  # perhaps its own voice, echoed past the canceller
-    p.handle(AgentState("listening"))
+    p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle")))[-1] == SessionEnded("follow-up-over", heard_user=False)
