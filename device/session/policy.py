@@ -25,15 +25,22 @@ by a voice activity detector, re-arms it) — except before the agent's first an
 The policy also remembers whether the user spoke at all (`SessionEnded.heard_user`; speech heard while the agent
 speaks does not count: it may be the agent's own voice, echoed).
 
+Besides connecting and ending, the policy makes every other decision of a session, and the supervisor carries
+them out: which participant is the session's agent (the first `AgentSeen`; another agent is neither followed nor
+obeyed), its state, the press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard),
+barge-in (`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a
+ready agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
+
 The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
 BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from device.config.schema import SessionConfig
@@ -52,6 +59,8 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session.classify import RETRYABLE, classify_disconnect
+
+log = logging.getLogger("device.session.policy")
 
 AGENT_LEFT_GRACE_S = 2.0
 FIRST_ANSWER_S = 5.0
@@ -82,8 +91,18 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Begin(Input):
+    """A session asked for (`Supervisor.start`): its audio from ring index `mark`, its reports numbered `session`,
+    the user's speech counted from `listen_from` (None: the mark). Ignored while one runs, whose number it takes."""
+
+    mark: int
+    session: int = 0
+    listen_from: int | None = None
+
+
+@dataclass(frozen=True)
 class Start(Input):
-    pass
+    """The connection part of `Begin`: connect, and the session's timers."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +122,23 @@ class ConnectFailed(Input):
 
 
 @dataclass(frozen=True)
-class AgentJoined(Input):
+class AgentSeen(Input):
+    """A participant the session may take for its agent (`agent.is_session_agent`) is in the room: it connected,
+    became active, or was already there. The first one seen is the session's agent; the others are not."""
+
     identity: str
+    name: str = ""  # lk.agent.name
+    active: bool = False  # its participant state is ACTIVE (the pre-connect stream may go to it)
+    state: AgentState | None = None  # its lk.agent.state
+
+
+@dataclass(frozen=True)
+class AgentAttributesChanged(Input):
+    """The attributes of a participant the session may take for its agent changed (`state_changed`:
+    lk.agent.state among them); `seen` is what it is now."""
+
+    seen: AgentSeen
+    state_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +148,7 @@ class AgentStateReported(Input):
 
 @dataclass(frozen=True)
 class AgentLeft(Input):
+    identity: str
     deliberate: bool = False  # the agent disconnected itself (CLIENT_INITIATED)
 
 
@@ -144,17 +179,46 @@ class UserSpeech(Input):
 
 @dataclass(frozen=True)
 class UserAway(Input):
-    """The agent marked the user away (`lk.agent.events` user_state_changed → away)."""
+    """A participant marked the user away (`lk.agent.events` user_state_changed → away); only the session's agent
+    counts."""
+
+    identity: str
+
+
+class TurnKind(StrEnum):
+    START = "start"
+    END = "end"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class TurnAsked(Input):
+    """A push-to-talk turn call (`Supervisor.start_turn` / `end_turn` / `cancel_turn`); `turn_calls`: the agent
+    takes turn RPCs (`Turns.active`)."""
+
+    kind: TurnKind
+    turn_calls: bool = False
 
 
 @dataclass(frozen=True)
 class TurnBegan(Input):
-    pass
+    """The user holds a turn (the turn part of `TurnAsked(START)`): no idle timer meanwhile."""
 
 
 @dataclass(frozen=True)
 class TurnFinished(Input):
-    pass
+    """The held turn is over (the turn part of `TurnAsked(END | CANCEL)`)."""
+
+
+@dataclass(frozen=True)
+class TurnOpened(Input):
+    """The agent answered the press's `start_turn` (or the call failed or was dropped)."""
+
+
+@dataclass(frozen=True)
+class Interrupt(Input):
+    """Barge-in without turns: the daemon flushed the player; the agent's audio is dropped until it stops
+    speaking."""
 
 
 # ---- actions --------------------------------------------------------------------------------------------------
@@ -178,6 +242,8 @@ class Connect(Action):
 @dataclass(frozen=True)
 class Teardown(Action):
     reason: str
+    # a retry follows: the uplink goes on buffering for it (how to tear down, not which teardown: not compared)
+    keep_buffering: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -196,6 +262,62 @@ class DropBuffer(Action):
     reason: str
 
 
+@dataclass(frozen=True)
+class OpenSession(Action):
+    """Open the session's uplink from ring index `mark` (its speech gate from `listen_from`) and count it."""
+
+    mark: int
+    listen_from: int
+
+
+@dataclass(frozen=True)
+class CloseSession(Action):
+    """The session is over (ended, or failed for good): close its uplink, forget its turns and its room."""
+
+
+@dataclass(frozen=True)
+class PressMade(Action):
+    """A press to answer: the shell notes the time on its clock."""
+
+
+@dataclass(frozen=True)
+class PressAnswered(Action):
+    """The agent listens for the press noted last: the shell records the latency (`press_to_listening_ms`)."""
+
+
+@dataclass(frozen=True)
+class TakeAgent(Action):
+    """`identity` is the session's agent from now on: the one it follows, plays and obeys (a new agent's turn
+    support is unknown)."""
+
+    identity: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FollowAgent(Action):
+    """The agent the mic uplink streams to: the session's agent once it is active, None once it left."""
+
+    identity: str | None
+
+
+@dataclass(frozen=True)
+class StopPlayback(Action):
+    """Barge-in with turns: stop playing the agent at once (its start_turn interrupts it)."""
+
+
+@dataclass(frozen=True)
+class QueueTurn(Action):
+    kind: TurnKind
+
+
+@dataclass(frozen=True)
+class FlushTurns(Action):
+    """The agent is ready for the turn calls queued so far: send them to `agent`."""
+
+    agent: str
+
+
 _SESSION_TIMERS = (TimerName.AGENT, TimerName.AGENT_GONE, TimerName.IDLE, TimerName.PRECONNECT)
 
 
@@ -212,7 +334,8 @@ class Policy:
         attempts = 0 if self.keeps_session else cfg.backoff.attempts  # nobody is there to press again
         self.backoff = Backoff(cfg.backoff.base_s, cfg.backoff.cap_s, attempts, rng)
         self.phase = Phase.IDLE
-        self.agent_present = False
+        self.session = 0  # the device machine's number of the running (or last) session; the shell stamps reports
+        self.agent: str | None = None  # the session's agent (`AgentSeen`): the one it follows and obeys
         self.agent_ever = False
         self.agent_state: AgentState | None = None
         self.agent_left_deliberately = False
@@ -222,6 +345,8 @@ class Policy:
         self.answered = False  # the agent has spoken in this session
         self.away = False  # the agent reported the user away; the session ends once it stops speaking
         self.heard_user = False
+        self.press_pending = False  # a press waits for the agent to listen (PressMade … PressAnswered)
+        self.barging = False  # interrupted: the agent's audio is dropped until it stops speaking
         self._next_connect = Connect(fresh_token=True, new_room=True)
 
     # -- the transition function ------------------------------------------------------------------------------
@@ -235,6 +360,19 @@ class Policy:
     # -- handlers (each is given only the inputs of its rows in TABLE) ------------------------------------------
 
     def _ignore(self, event: Input) -> list[Action]:
+        return []
+
+    def _begin(self, event: Input) -> list[Action]:
+        assert isinstance(event, Begin)
+        self.session = event.session
+        self.press_pending = True
+        listen_from = event.mark if event.listen_from is None else event.listen_from
+        return [OpenSession(event.mark, listen_from), PressMade(), *self._start(Start())]
+
+    def _begin_again(self, event: Input) -> list[Action]:
+        assert isinstance(event, Begin)
+        self.session = event.session  # a start while one runs (e.g. waiting to retry) makes it the session asked for
+        log.info("start ignored: a session is already %s", self.phase)
         return []
 
     def _start(self, event: Input) -> list[Action]:
@@ -270,19 +408,49 @@ class Policy:
             return [Connect(fresh_token=True, new_room=False)]
         return self._fail(event.reason, event.detail, new_room=False)
 
-    def _agent_joined(self, event: Input) -> list[Action]:
-        self.agent_present = True
-        self.agent_ever = True
-        self.agent_left_deliberately = False
-        return [Cancel(TimerName.AGENT_GONE), Cancel(TimerName.PRECONNECT)]
+    def _agent_seen(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentSeen)
+        actions: list[Action] = []
+        if self.agent is None:
+            self.agent = event.identity
+            self.agent_ever = True
+            self.agent_left_deliberately = False
+            actions += [TakeAgent(event.identity, event.name), Cancel(TimerName.AGENT_GONE),
+                        Cancel(TimerName.PRECONNECT)]
+        elif self.agent != event.identity:
+            return []  # one agent per session: the first one wins
+        if event.active:
+            actions.append(FollowAgent(event.identity))
+        if event.state is not None:
+            actions += self.handle(AgentStateReported(event.state))
+        return actions
+
+    def _attributes_changed(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentAttributesChanged)
+        seen = event.seen
+        if self.agent is None:
+            return self._agent_seen(seen)
+        if seen.identity == self.agent and event.state_changed and seen.state is not None:
+            return self.handle(AgentStateReported(seen.state))
+        return []
+
+    def _agent_state_aside(self, event: Input) -> list[Action]:
+        """What a report of the agent's state means in any phase: a barge-in is over once the agent stops speaking,
+        a press is answered once it listens."""
+        assert isinstance(event, AgentStateReported)
+        if event.state is not AgentState.SPEAKING and self.barging:
+            self.barging = False
+            log.info("agent stopped speaking after the interruption state=%s", event.state)
+        return self._press_answered() if event.state is AgentState.LISTENING else []
 
     def _agent_state(self, event: Input) -> list[Action]:
         assert isinstance(event, AgentStateReported)
+        actions = self._agent_state_aside(event)
         state = event.state
         if state == self.agent_state:
-            return []
+            return actions
         self.agent_state = state
-        actions: list[Action] = [Emit(AgentStateChanged(state))]
+        actions.append(Emit(AgentStateChanged(state)))
         if state.ready:
             actions.append(Cancel(TimerName.AGENT))
             self.backoff.reset()  # a working session refills the retry budget
@@ -290,10 +458,11 @@ class Policy:
             self.answered = True
         elif self.away and self.phase is Phase.CONNECTED:
             return actions + self._end(EndReason.USER_AWAY)  # it has said its goodbye
-        return actions + self._update_idle()
+        return actions + self._update_idle() + self._flush_turns()
 
     def _user_away(self, event: Input) -> list[Action]:
-        if not self.follow_up:
+        assert isinstance(event, UserAway)
+        if not self.follow_up or event.identity != self.agent:
             return []
         if self.agent_state is AgentState.SPEAKING:
             self.away = True
@@ -302,10 +471,13 @@ class Policy:
 
     def _agent_left(self, event: Input) -> list[Action]:
         assert isinstance(event, AgentLeft)
-        self.agent_present = False
+        if event.identity != self.agent:
+            return []
+        log.info("agent left identity=%s deliberate=%s", event.identity, event.deliberate)
+        self.agent = None
         self.agent_state = None
         self.agent_left_deliberately = event.deliberate
-        actions = self._cancel_idle()
+        actions: list[Action] = [FollowAgent(None), *self._cancel_idle()]
         if self.phase is Phase.CONNECTED:
             actions.append(Arm(TimerName.AGENT_GONE, AGENT_LEFT_GRACE_S))
         return actions
@@ -318,7 +490,7 @@ class Policy:
     def _reconnected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
         actions: list[Action] = [Emit(SessionReconnected())]
-        if not self.agent_present and self.agent_ever:
+        if self.agent is None and self.agent_ever:
             # a full restart reported the agent gone; it must come back
             actions.append(Arm(TimerName.AGENT_GONE, self.cfg.agent_connect_timeout_s))
         elif self.agent_state is None or not self.agent_state.ready:
@@ -347,16 +519,16 @@ class Policy:
             return []
         match event.name:
             case TimerName.AGENT if self.agent_state is None or not self.agent_state.ready:
-                reason = (FailureReason.AGENT_NOT_INITIALIZED if self.agent_present
+                reason = (FailureReason.AGENT_NOT_INITIALIZED if self.agent is not None
                           else FailureReason.AGENT_DID_NOT_JOIN)
                 return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
-            case TimerName.AGENT_GONE if not self.agent_present:
+            case TimerName.AGENT_GONE if self.agent is None:
                 if self.agent_left_deliberately:
                     return self._end(EndReason.AGENT_ENDED)
                 return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
             case TimerName.IDLE if self.idle_armed:
                 return self._end(EndReason.FOLLOW_UP_OVER if self.follow_up else EndReason.IDLE_TIMEOUT)
-            case TimerName.PRECONNECT if not self.agent_present:
+            case TimerName.PRECONNECT if self.agent is None:
                 return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
         return []
 
@@ -373,7 +545,51 @@ class Policy:
         self.turn_held = False
         return self._update_idle()
 
+    # ---- press → listening: each press once, when the agent is first listening for it ----------------------
+    # A session's first press waits for the agent to join and say `listening`. A later press (push-to-talk turns)
+    # usually finds it listening already, after its reply: that press is answered when its `start_turn` call
+    # returns (the agent has opened the turn, `TurnOpened`) — or at once when the agent takes no turn calls — not
+    # when the agent next says `listening`, which is after its next reply. A press during the agent's reply
+    # (barge-in) is answered when the interrupted agent says `listening`.
+
+    def _turn_asked(self, event: Input) -> list[Action]:
+        assert isinstance(event, TurnAsked)
+        actions: list[Action] = []
+        if event.kind is TurnKind.START:
+            if self.phase is not Phase.IDLE:
+                if not self.press_pending:
+                    self.press_pending = True
+                    actions.append(PressMade())
+                if self.agent_state is AgentState.LISTENING and not event.turn_calls:
+                    actions += self._press_answered()  # nothing to open: the agent listens already
+            if self.agent_state is AgentState.SPEAKING:
+                log.info("barge-in agent=%s", self.agent)
+                actions.append(StopPlayback())  # stop playing at once; start_turn interrupts the agent
+        actions += [QueueTurn(event.kind), *self._flush_turns()]
+        return actions + self.handle(TurnBegan() if event.kind is TurnKind.START else TurnFinished())
+
+    def _turn_opened(self, event: Input) -> list[Action]:
+        # the agent answered the press's start_turn: it listens for this press
+        return self._press_answered() if self.agent_state is AgentState.LISTENING else []
+
+    def _interrupt(self, event: Input) -> list[Action]:
+        if self.agent_state is AgentState.SPEAKING and not self.barging:
+            self.barging = True
+            log.info("barge-in agent=%s: its audio is dropped until it stops speaking", self.agent)
+        return []
+
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _press_answered(self) -> list[Action]:
+        if not self.press_pending:
+            return []
+        self.press_pending = False
+        return [PressAnswered()]
+
+    def _flush_turns(self) -> list[Action]:
+        """Turn calls go out only to the session's agent, once it is ready."""
+        ready = self.agent_state is not None and self.agent_state.ready
+        return [FlushTurns(self.agent)] if self.agent is not None and ready else []
 
     def _update_idle(self) -> list[Action]:
         want = (
@@ -404,7 +620,8 @@ class Policy:
         return [Cancel(TimerName.IDLE)]
 
     def _forget_agent(self) -> None:
-        self.agent_present = self.agent_ever = self.agent_left_deliberately = False
+        self.agent = None
+        self.agent_ever = self.agent_left_deliberately = False
         self.agent_state = None
         self.idle_armed = False
         self.away = False
@@ -416,9 +633,11 @@ class Policy:
         delay = self.backoff.next_delay() if retry else None
         if delay is None:
             self.phase = Phase.IDLE
-            return [*actions, Cancel(TimerName.MAX), Emit(SessionFailed(reason, detail, None))]
+            self.barging = False
+            return [*actions, Cancel(TimerName.MAX), Emit(SessionFailed(reason, detail, None)), CloseSession()]
         self.phase = Phase.WAITING
         self._next_connect = Connect(fresh_token=reason is FailureReason.AUTH or new_room, new_room=new_room)
+        actions[0] = Teardown(f"failed: {reason}", keep_buffering=True)
         return [*actions, Arm(TimerName.RETRY, delay), Emit(SessionFailed(reason, detail, delay))]
 
     def _end(self, reason: str) -> list[Action]:
@@ -427,7 +646,8 @@ class Policy:
         actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel(TimerName.RETRY)]
         self._forget_agent()
         self.phase = Phase.IDLE
-        return [*actions, Cancel(TimerName.MAX), Emit(SessionEnded(reason, heard_user=self.heard_user))]
+        self.barging = False
+        return [*actions, Cancel(TimerName.MAX), Emit(SessionEnded(reason, heard_user=self.heard_user)), CloseSession()]
 
 
 # ---- the table ------------------------------------------------------------------------------------------------
@@ -447,12 +667,16 @@ P = Policy
 # is ignored. The agent's own comings and goings are remembered in every phase; its state only while in a room.
 TABLE: dict[tuple[Phase, type[Input]], Handler] = _grid([
     # input              IDLE          CONNECTING        CONNECTED          RECONNECTING       WAITING
+    (Begin,              P._begin,     P._begin_again,   P._begin_again,    P._begin_again,    P._begin_again),
     (Start,              P._start,     _,                _,                 _,                 _),
     (Stop,               _,            P._stop,          P._stop,           P._stop,           P._stop),
     (ConnectSucceeded,   _,            P._connected,     _,                 _,                 _),
     (ConnectFailed,      _,            P._connect_failed, _,                _,                 _),
-    (AgentJoined,        P._agent_joined, P._agent_joined, P._agent_joined, P._agent_joined,   P._agent_joined),
-    (AgentStateReported, _,            _,                P._agent_state,    P._agent_state,    _),
+    (AgentSeen,          P._agent_seen, P._agent_seen,   P._agent_seen,     P._agent_seen,     P._agent_seen),
+    (AgentAttributesChanged, P._attributes_changed, P._attributes_changed, P._attributes_changed,
+                         P._attributes_changed, P._attributes_changed),
+    (AgentStateReported, P._agent_state_aside, P._agent_state_aside, P._agent_state, P._agent_state,
+                         P._agent_state_aside),
     (AgentLeft,          P._agent_left, P._agent_left,   P._agent_left,     P._agent_left,     P._agent_left),
     (RoomReconnecting,   _,            _,                P._reconnecting,   _,                 _),
     (RoomReconnected,    _,            _,                _,                 P._reconnected,    _),
@@ -462,6 +686,9 @@ TABLE: dict[tuple[Phase, type[Input]], Handler] = _grid([
     (UserAway,           _,            _,                P._user_away,      _,                 _),
     (TurnBegan,          P._turn_began, P._turn_began,   P._turn_began,     P._turn_began,     P._turn_began),
     (TurnFinished,       P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished),
+    (TurnAsked,          P._turn_asked, P._turn_asked,   P._turn_asked,     P._turn_asked,     P._turn_asked),
+    (TurnOpened,         P._turn_opened, P._turn_opened, P._turn_opened,    P._turn_opened,    P._turn_opened),
+    (Interrupt,          P._interrupt, P._interrupt,     P._interrupt,      P._interrupt,      P._interrupt),
 ])  # fmt: skip
 
 INPUT_TYPES: tuple[type[Input], ...] = tuple(dict.fromkeys(key for _phase, key in TABLE))

@@ -26,29 +26,43 @@ from device.session.policy import (
     FIRST_ANSWER_S,
     INPUT_TYPES,
     TABLE,
-    AgentJoined,
+    AgentAttributesChanged,
     AgentLeft,
+    AgentSeen,
     AgentStateReported,
     Arm,
+    Begin,
     Cancel,
+    CloseSession,
     Connect,
     ConnectFailed,
     ConnectSucceeded,
     Disconnected,
     DropBuffer,
     Emit,
+    FlushTurns,
+    FollowAgent,
     Input,
+    Interrupt,
+    OpenSession,
     Phase,
     Policy,
+    PressAnswered,
+    PressMade,
+    QueueTurn,
     RoomReconnected,
     RoomReconnecting,
     Start,
     Stop,
+    StopPlayback,
     Teardown,
     TimerDue,
     TimerName,
+    TurnAsked,
     TurnBegan,
     TurnFinished,
+    TurnKind,
+    TurnOpened,
     UserAway,
     UserSpeech,
 )
@@ -65,7 +79,7 @@ def emitted(actions) -> list:
 def connected(p: Policy, state: AgentState | None = AgentState.LISTENING) -> Policy:
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    p.handle(AgentJoined("agent-1"))
+    p.handle(AgentSeen("agent-1"))
     if state:
         p.handle(AgentStateReported(state))
     return p
@@ -76,10 +90,14 @@ def connected(p: Policy, state: AgentState | None = AgentState.LISTENING) -> Pol
 # One input of each kind (every agent state, every timer), to drive each cell of the table once.
 SAMPLES: list[Input] = [
     Start(), Stop(), Stop("control"), ConnectSucceeded(), ConnectFailed(FailureReason.UNREACHABLE),
-    ConnectFailed(FailureReason.AUTH), AgentJoined("agent-1"), *(AgentStateReported(s) for s in AgentState),
-    AgentLeft(), AgentLeft(deliberate=True), Disconnected("ROOM_DELETED"), Disconnected("SIGNAL_CLOSE"),
-    RoomReconnecting(), RoomReconnected(), *(TimerDue(t) for t in TimerName), UserSpeech(), UserAway(), TurnBegan(),
-    TurnFinished(),
+    ConnectFailed(FailureReason.AUTH), AgentSeen("agent-1"), *(AgentStateReported(s) for s in AgentState),
+    AgentLeft("agent-1"), AgentLeft("agent-1", deliberate=True), Disconnected("ROOM_DELETED"),
+    Disconnected("SIGNAL_CLOSE"),
+    RoomReconnecting(), RoomReconnected(), *(TimerDue(t) for t in TimerName), UserSpeech(), UserAway("agent-1"),
+    TurnBegan(), TurnFinished(), Begin(7, session=2), Begin(7, listen_from=9),
+    AgentSeen("agent-1", active=True, state=AgentState.LISTENING), AgentSeen("agent-2"),
+    AgentAttributesChanged(AgentSeen("agent-1", state=AgentState.SPEAKING), state_changed=True),
+    *(TurnAsked(k, turn_calls=c) for k in TurnKind for c in (False, True)), TurnOpened(), Interrupt(),
 ]
 
 # How a policy reaches each phase.
@@ -181,21 +199,21 @@ def test_the_agent_timer_picks_the_sdk_reason():
 
 def test_an_agent_leaving_is_a_failure_only_after_the_grace_unless_a_reconnect_explains_it():
     p = connected(policy())
-    assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft())
+    assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft("agent-1"))
     actions = p.handle(RoomReconnecting())  # a full restart reports participants gone first
     assert Cancel("agent-gone") in actions and emitted(actions) == [SessionReconnecting()]
     assert p.handle(TimerDue("agent-gone")) == []
-    p.handle(AgentJoined("agent-1"))
+    p.handle(AgentSeen("agent-1"))
     assert emitted(p.handle(RoomReconnected())) == [SessionReconnected()]
     q = connected(policy())
-    q.handle(AgentLeft())
+    q.handle(AgentLeft("agent-1"))
     assert emitted(q.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
 
 def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
     p = connected(policy(agent_connect_timeout_s=15))
     p.handle(RoomReconnecting())
-    p.handle(AgentLeft())
+    p.handle(AgentLeft("agent-1"))
     assert Arm("agent-gone", 15) in p.handle(RoomReconnected())
     assert emitted(p.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
@@ -366,9 +384,9 @@ def test_a_follow_up_window_of_zero_ends_the_conversation_right_after_the_answer
 
 def test_the_agent_marking_the_user_away_ends_the_conversation_once_it_has_stopped_speaking():
     p = connected(wake_policy(), state=AgentState.LISTENING)
-    assert emitted(p.handle(UserAway())) == [SessionEnded("user-away", heard_user=False)]
+    assert emitted(p.handle(UserAway("agent-1"))) == [SessionEnded("user-away", heard_user=False)]
     q = connected(wake_policy(), state=AgentState.SPEAKING)
-    assert q.handle(UserAway()) == []  # its goodbye is still playing
+    assert q.handle(UserAway("agent-1")) == []  # its goodbye is still playing
     assert emitted(q.handle(AgentStateReported(AgentState.LISTENING))) == [AgentStateChanged("listening"),
                                                          SessionEnded("user-away", heard_user=False)]
 
@@ -376,7 +394,7 @@ def test_the_agent_marking_the_user_away_ends_the_conversation_once_it_has_stopp
 @pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "always_on"])
 def test_user_away_means_nothing_without_a_follow_up_window(mode):
     p = connected(policy(mode=mode), state=AgentState.LISTENING)
-    assert p.handle(UserAway()) == [] and p.phase is Phase.CONNECTED
+    assert p.handle(UserAway("agent-1")) == [] and p.phase is Phase.CONNECTED
 
 
 def test_the_idle_timer_of_other_modes_is_unchanged_by_the_follow_up_window():
@@ -391,3 +409,64 @@ def test_speech_while_the_agent_speaks_is_not_taken_for_the_user_having_spoken()
     p.handle(UserSpeech())  # perhaps its own voice, echoed past the canceller
     p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle")))[-1] == SessionEnded("follow-up-over", heard_user=False)
+
+
+# ---- the session's agent, presses, turns and barge-in ----------------------------------------------------------------
+
+
+def test_the_first_agent_seen_is_the_sessions_and_only_it_is_followed_or_heard():
+    p = connected(policy(mode="wake_word"))
+    assert p.handle(AgentSeen("agent-2", active=True, state=AgentState.SPEAKING)) == []
+    assert p.handle(AgentLeft("agent-2")) == [] and p.agent == "agent-1"
+    assert p.handle(UserAway("agent-2")) == [] and p.phase is Phase.CONNECTED
+    assert FollowAgent("agent-1") in p.handle(AgentSeen("agent-1", active=True))
+    assert FollowAgent(None) in p.handle(AgentLeft("agent-1"))
+
+
+def test_a_start_while_one_runs_is_ignored_but_takes_its_number():
+    p = policy()
+    assert p.handle(Begin(100, session=1))[:2] == [OpenSession(100, 100), PressMade()]
+    assert p.handle(Begin(200, session=2, listen_from=250)) == [] and p.session == 2
+
+
+def test_each_press_is_answered_once_when_the_agent_first_listens_for_it():
+    p = policy(mode="push_to_talk")
+    p.handle(Begin(0))
+    p.handle(ConnectSucceeded())
+    assert PressAnswered() in p.handle(AgentSeen("agent-1", state=AgentState.LISTENING))
+    assert PressAnswered() not in p.handle(AgentStateReported(AgentState.THINKING))
+    assert PressAnswered() not in p.handle(AgentStateReported(AgentState.LISTENING))  # no press waits
+    asked = p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    assert PressMade() in asked and PressAnswered() not in asked  # its start_turn opens the turn
+    assert p.handle(TurnOpened()) == [PressAnswered()]
+
+
+def test_turn_calls_go_only_to_a_ready_agent_and_a_press_while_it_speaks_stops_its_audio():
+    p = policy(mode="push_to_talk")
+    p.handle(Begin(0))
+    p.handle(ConnectSucceeded())
+    p.handle(AgentSeen("agent-1", state=AgentState.INITIALIZING))
+    asked = p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    assert QueueTurn(TurnKind.START) in asked and not any(isinstance(a, FlushTurns) for a in asked)
+    assert FlushTurns("agent-1") in p.handle(AgentStateReported(AgentState.SPEAKING))
+    assert StopPlayback() in p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+
+
+def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking():
+    p = connected(policy(), state=AgentState.LISTENING)
+    p.handle(Interrupt())
+    assert not p.barging  # nothing to interrupt
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    p.handle(Interrupt())
+    assert p.barging
+    p.handle(AgentStateReported(AgentState.LISTENING))
+    assert not p.barging
+
+
+def test_a_session_over_closes_and_a_failure_to_be_retried_keeps_buffering():
+    p = connected(policy())
+    retried = p.handle(Disconnected("SIGNAL_CLOSE"))
+    assert next(a for a in retried if isinstance(a, Teardown)).keep_buffering and CloseSession() not in retried
+    p.handle(TimerDue("retry"))
+    ended = p.handle(Stop())
+    assert not next(a for a in ended if isinstance(a, Teardown)).keep_buffering and ended[-1] == CloseSession()
