@@ -405,6 +405,18 @@ class Uplink:
             await self._take(step)
         log.error("uplink routing did not settle after %d steps facts=%s", MAX_STEPS, self.facts())
 
+    def _live_after_reconnect(self, reason: str, *, said_if_empty: bool) -> None:
+        """Drop what was held while reconnecting and go live again (a resume says so even when nothing was held)."""
+        self._after_reconnect = False
+        dropped = self.buffer.clear()
+        if dropped or said_if_empty:
+            self.dropped_samples += dropped
+            self.drop_reason = reason
+            # say so: these are the user's words from the reconnect, and no agent will hear them
+            log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                     dropped * 1000 // self.rate)
+        self._set_route(Route.LIVE)
+
     async def _take(self, step: Step) -> None:
         match step:
             case Step.HOLD:
@@ -418,25 +430,13 @@ class Uplink:
                 self._after_reconnect = True
             case Step.RESUME_LIVE:
                 # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
-                self._after_reconnect = False
-                dropped = self.buffer.clear()
-                self.dropped_samples += dropped
-                self.drop_reason = "resumed: the live track continued"
-                # say so: these are the user's words from the reconnect, and no agent will hear them
-                log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
-                         dropped * 1000 // self.rate)
-                self._set_route(Route.LIVE)
+                self._live_after_reconnect("resumed: the live track continued", said_if_empty=True)
             case Step.LIVE_AGAIN:
                 # pre-connect off: no stream can carry what was held, and the live track must not wait for a
                 # subscription that may never be repeated (a resume) or come late (a full restart)
-                self._after_reconnect = self._republished = False
-                dropped = self.buffer.clear()
-                if dropped:
-                    self.dropped_samples += dropped
-                    self.drop_reason = "reconnected: pre-connect off, the live track continued"
-                    log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
-                             dropped * 1000 // self.rate)
-                self._set_route(Route.LIVE)
+                self._republished = False
+                self._live_after_reconnect("reconnected: pre-connect off, the live track continued",
+                                           said_if_empty=False)
             case Step.REBUFFER:
                 # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
                 self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
