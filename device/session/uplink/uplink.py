@@ -44,7 +44,7 @@ from device.session.status import UplinkStatus
 if TYPE_CHECKING:
     from livekit import rtc
 
-log = logging.getLogger("device.session.preconnect")
+log = logging.getLogger("device.session.uplink.uplink")
 
 TOPIC = "lk.agent.pre-connect-audio-buffer"
 STREAM_NAME = "pre-connect-audio"
