@@ -37,9 +37,9 @@ import numpy as np
 
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
-from device.session.routing import Facts, Route, Step, decide
 from device.session.speech import SpeechGate
 from device.session.status import UplinkStatus
+from device.session.uplink.routing import Facts, Route, Step, decide
 
 if TYPE_CHECKING:
     from livekit import rtc
