@@ -83,7 +83,6 @@ from device.session.policy import (
     UserSpeech,
 )
 from device.session.ports import AudioPort
-from device.session.speech import EnergyGate, SpeechGate, VadGate
 from device.session.status import (
     PRESS_LATENCIES_KEPT,
     AgentStatus,
@@ -97,6 +96,7 @@ from device.session.text import AGENT_EVENTS_TOPIC, CHAT_TOPIC, TRANSCRIPTION_TO
 from device.session.tokens import TokenCache, TokenSource, make_token_source
 from device.session.turns import Turns
 from device.session.uplink.uplink import Uplink
+from device.session.uplink.user_speech import EnergyGate, SpeechGate, VadGate
 from device.session.voice import STREAM_FRAME_MS, VoiceGate
 
 if TYPE_CHECKING:

@@ -37,9 +37,9 @@ import numpy as np
 
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
-from device.session.speech import SpeechGate
 from device.session.status import UplinkStatus
 from device.session.uplink.routing import Facts, Route, Step, decide
+from device.session.uplink.user_speech import SpeechGate
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -126,7 +126,7 @@ class Uplink:
         on_speech: Callable[[], None] | None = None,
         start: int | None = None,
     ):
-        """`speech` judges each chunk (device/session/speech.py); `on_speech` hears about it, at most twice a
+        """`speech` judges each chunk (`uplink/user_speech.py`); `on_speech` hears about it, at most twice a
         second while the user speaks. `start`: the ring index the session's audio was asked from (its mark); a
         reader that can only begin later (the ring let the mark go while the session waited to start) has the
         missing span counted as dropped, with the reason, instead of starting later in silence."""
