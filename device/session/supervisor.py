@@ -41,6 +41,7 @@ from device.session.agent import (
     is_session_agent,
     speaks_for,
 )
+from device.session.agent_audio import STREAM_FRAME_MS, VoiceGate
 from device.session.attempt import Attempt, Connector, Published
 from device.session.clock import Clock, LoopClock
 from device.session.media import Media, RtcMedia
@@ -97,7 +98,6 @@ from device.session.tokens import TokenCache, TokenSource, make_token_source
 from device.session.turns import Turns
 from device.session.uplink.uplink import Uplink
 from device.session.uplink.user_speech import EnergyGate, SpeechGate, VadGate
-from device.session.voice import STREAM_FRAME_MS, VoiceGate
 
 if TYPE_CHECKING:
     from livekit import rtc
