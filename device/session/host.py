@@ -7,7 +7,7 @@ aborts the process on some native errors. So the daemon keeps the microphone, th
 LEDs, and runs each session here: when the session ends this process exits and takes that memory with it, and
 a native crash ends one session, not the device.
 
-The messages are `session/protocol.py`'s: the daemon sends a `Hello` (configuration, identity, mute, volume, log
+The messages are `session/process/protocol.py`'s: the daemon sends a `Hello` (configuration, identity, mute, volume, log
 levels), then `Call`s; this side answers each with a `Reply`, and sends the supervisor's events, its status
 whenever it changes, its log records (the daemon's handlers format and redact them), the agent's audio to
 play, and `Over` once the session has ended. The mic is read from the daemon's ring in shared memory
@@ -35,9 +35,9 @@ import numpy as np
 from device.audio.ring import Overrun
 from device.audio.shared import RingView
 from device.core.vocabulary import Event
-from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import SessionPort
-from device.session.protocol import (
+from device.session.process.ipc import Channel, ChannelClosed
+from device.session.process.protocol import (
     MIC_EOF,
     MIC_RECORD,
     Beat,

@@ -33,9 +33,9 @@ from pathlib import Path
 from device.config.schema import Config
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, FailureReason, SessionFailed
-from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort, AudioReader
-from device.session.protocol import (
+from device.session.process.ipc import Channel, ChannelClosed
+from device.session.process.protocol import (
     MIC_EOF,
     MIC_RECORD,
     Beat,

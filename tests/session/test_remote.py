@@ -359,7 +359,7 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
 
 
 async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
-    from device.session.protocol import Play
+    from device.session.process.protocol import Play
     from device.session.remote import Child
 
     audio = FakeAudioPort(sample_rate=16000)
