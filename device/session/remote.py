@@ -1,4 +1,4 @@
-"""`RemoteSupervisor`: the daemon's side of a session that runs in its own process (`device.session.host`).
+"""`RemoteSupervisor`: the daemon's side of a session that runs in its own process (`device.session.process.host`).
 
 It has the `Supervisor`'s public API, so the daemon does not know the difference. Each session runs in one
 child process; when the child reports the session over, the daemon retires it (it disconnects, exits, and the
@@ -129,7 +129,7 @@ class Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "device.session.host", str(theirs.fileno()), str(mic_theirs.fileno()),
+                sys.executable, "-m", "device.session.process.host", str(theirs.fileno()), str(mic_theirs.fileno()),
                 str(ring_fd), pass_fds=(theirs.fileno(), mic_theirs.fileno(), ring_fd),
                 stdin=asyncio.subprocess.DEVNULL, env=env,
             )

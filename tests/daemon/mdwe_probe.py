@@ -140,7 +140,7 @@ async def exercise_livekit() -> list[str]:
 
 
 async def exercise_session_process() -> str:
-    """A session child (device.session.host) under the same filter: fork/exec, socketpairs, the shared ring, its
+    """A session child (device.session.process.host) under the same filter: fork/exec, socketpairs, the shared ring, its
     livekit import."""
     import types
 

@@ -1,6 +1,6 @@
-"""A session per child process (`device.session.remote` + `device.session.host`): real children, fake rooms.
+"""A session per child process (`device.session.remote` + `device.session.process.host`): real children, fake rooms.
 
-Each test starts real `python -m device.session.host` children whose Supervisor talks to scripted fake rooms
+Each test starts real `python -m device.session.process.host` children whose Supervisor talks to scripted fake rooms
 (tests/session/hostfactory.py); the daemon side (RemoteSupervisor) is what the daemon runs. The real SDK over
 the wire is covered by the wire tests, which run the daemon with its default `session.process: warm`.
 """
@@ -382,7 +382,7 @@ async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent
 
 
 def test_the_spare_child_looks_at_its_status_once_a_second_and_a_session_ten_times() -> None:
-    from device.session.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
+    from device.session.process.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
 
     assert status_every(False) == BEAT_EVERY_S == 1.0
     assert status_every(True) == STATUS_EVERY_S == 0.1

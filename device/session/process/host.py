@@ -1,6 +1,6 @@
 """The session process: one `Supervisor` and its LiveKit Room, in a child of the daemon, for one session.
 
-    python -m device.session.host FD MIC_FD RING_FD     (started by `device.session.remote`, never by hand)
+    python -m device.session.process.host FD MIC_FD RING_FD     (started by `device.session.remote`, never by hand)
 
 The livekit 1.2.1 native core keeps about half a megabyte of every session it ran until the process exits, and
 aborts the process on some native errors. So the daemon keeps the microphone, the speaker, the button and the
@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from device.config.schema import Config
     from device.session.ports import AudioPort
 
-log = logging.getLogger("device.session.host")
+log = logging.getLogger("device.session.process.host")
 
 STATUS_EVERY_S = 0.1
 BEAT_EVERY_S = 1.0  # with nothing else to say, "still here": the daemon kills a child silent for longer
@@ -392,7 +392,7 @@ async def _run(fd: int, mic_fd: int, ring_fd: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3 or not all(a.isdigit() for a in args):
-        print("usage: python -m device.session.host FD MIC_FD RING_FD  (started by the voice-device daemon)",
+        print("usage: python -m device.session.process.host FD MIC_FD RING_FD  (started by the voice-device daemon)",
               file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
