@@ -1,4 +1,4 @@
-"""A session per child process (`device.session.remote` + `device.session.process.host`): real children, fake rooms.
+"""A session per child process (`session/process/remote.py` + `host.py`): real children, fake rooms.
 
 Each test starts real `python -m device.session.process.host` children whose Supervisor talks to scripted fake rooms
 (tests/session/hostfactory.py); the daemon side (RemoteSupervisor) is what the daemon runs. The real SDK over
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
-from device.session.remote import RemoteSupervisor
+from device.session.process.remote import RemoteSupervisor
 from device.session.status import ProcessStatus
 from tests.polling import until
 from tests.session.conftest import make_config
@@ -308,7 +308,7 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
 
 async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(make_rig) -> None:
     # idle_status() stands in for Supervisor.status() while no child exists: it must not drift from it
-    from device.session.remote import idle_status
+    from device.session.process.remote import idle_status
 
     for mode in ("push_to_talk", "toggle", "always_on"):
         rig = make_rig(mode=mode)
@@ -360,7 +360,7 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
 
 async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
     from device.session.process.protocol import Play
-    from device.session.remote import Child
+    from device.session.process.remote import Child
 
     audio = FakeAudioPort(sample_rate=16000)
     sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)

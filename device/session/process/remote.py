@@ -74,7 +74,7 @@ from device.session.supervisor import SessionError, turns_status
 from device.session.tokens import build_request
 from device.session.turns import Turns
 
-log = logging.getLogger("device.session.remote")
+log = logging.getLogger("device.session.process.remote")
 
 REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
 READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
@@ -83,7 +83,7 @@ SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; si
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
 RESPAWN_BASE_S, RESPAWN_CAP_S = 0.5, 30.0  # a session process that keeps dying is started again ever more slowly
 _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def idle_status(config: Config) -> SessionStatus:
