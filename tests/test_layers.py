@@ -15,7 +15,7 @@ LAYERS = ("core", "config", "audio", "controls", "session", "daemon", "cli")
 
 
 def layer_of(module: str) -> int:
-    """`device.session.process.host` → 4; `device.cli` and `device.__main__` are the top."""
+    """`device.session.host` → 4; `device.cli` and `device.__main__` are the top."""
     parts = module.split(".")
     assert parts[0] == "device", module
     if len(parts) == 1 or parts[1] in ("cli", "__main__"):
