@@ -58,7 +58,7 @@ def process_name(pid: int) -> str:
     except OSError:
         return "?"
     words = [w.decode(errors="replace") for w in cmd if w]
-    if "device.session.host" in words:
+    if "device.session.process.host" in words:
         return "session process"
     if "run" in words and "device" in words:
         return "daemon"

@@ -2,7 +2,7 @@
 
 The pump's ring (`SharedRing`, a `Ring`) lives in a memfd: a 64-byte header (capacity, total, reserved as
 int64) followed by the int16 samples. A session process maps the same memfd read-only (`RingView`) and reads
-the microphone from it by index; the socket between the two carries only indices (`session/remote.py`).
+the microphone from it by index; the socket between the two carries only indices (`session/process/remote.py`).
 
 Ordering, on weakly ordered CPUs too: the writer copies the samples, then publishes `total`; a reader only reads
 below an end index it received over a socket after the writer wrote it — the send and the receive are system

@@ -39,6 +39,7 @@ from types import MappingProxyType
 from device.core.modes import GESTURE_ACTIONS, GESTURES, Mode, get_mode
 from device.core.vocabulary import (
     CONVERSATION_OVER,
+    AgentState,
     AgentStateChanged,
     ArmTimer,
     CancelTimer,
@@ -83,14 +84,13 @@ FAILED_ALERT_S = 5.0  # the fast blink lasts this long, then the LED dims (the f
 CUE_TIMER = "cue"
 VOLUME_STEP = 0.1
 
-# lk.agent.state → what we show. "idle" is declared by the protocol but not set by AgentSession; components-js
-# counts it as pending, like initializing.
-AGENT_STATES: Mapping[str, DeviceState] = MappingProxyType({
-    "initializing": DeviceState.INITIALIZING,
-    "idle": DeviceState.INITIALIZING,
-    "listening": DeviceState.LISTENING,
-    "thinking": DeviceState.THINKING,
-    "speaking": DeviceState.SPEAKING,
+# lk.agent.state → what we show ("idle" is pending, like initializing: see AgentState).
+AGENT_STATES: Mapping[AgentState, DeviceState] = MappingProxyType({
+    AgentState.INITIALIZING: DeviceState.INITIALIZING,
+    AgentState.IDLE: DeviceState.INITIALIZING,
+    AgentState.LISTENING: DeviceState.LISTENING,
+    AgentState.THINKING: DeviceState.THINKING,
+    AgentState.SPEAKING: DeviceState.SPEAKING,
 })
 
 

@@ -1,6 +1,7 @@
 """The state machine's own timers on the asyncio loop: ArmTimer / CancelTimer effects in, TimerFired events out.
 
-One timer per name: arming a name again replaces it, so a late TimerFired can only come from the newest arming.
+One timer per name (`core/timers.py`): arming a name again replaces it, so a late TimerFired can only come from
+the newest arming.
 """
 
 from __future__ import annotations
@@ -8,40 +9,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from device.core.timers import Fired, NamedTimers
 from device.core.vocabulary import ArmTimer, CancelTimer, Effect, Event, TimerFired
 
 
 class LoopTimers:
     def __init__(self, loop: asyncio.AbstractEventLoop, feed: Callable[[Event], None]) -> None:
-        self._loop = loop
         self._feed = feed
-        self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._timers: NamedTimers[str] = NamedTimers(loop.call_later, self._fire)
 
     def apply(self, effect: Effect) -> bool:
         """Carry out a timer effect; False when the effect is not about timers (the caller handles it)."""
         match effect:
             case ArmTimer(name=name, delay_s=delay):
-                self.cancel(name)
-                self._handles[name] = self._loop.call_later(delay, self._fire, name)
+                self._timers.arm(name, delay)
             case CancelTimer(name=name):
-                self.cancel(name)
+                self._timers.cancel(name)
             case _:
                 return False
         return True
 
     def cancel(self, name: str) -> None:
-        handle = self._handles.pop(name, None)
-        if handle is not None:
-            handle.cancel()
+        self._timers.cancel(name)
 
     @property
     def armed(self) -> frozenset[str]:
-        return frozenset(self._handles)
+        return self._timers.armed
 
-    def _fire(self, name: str) -> None:
-        self._handles.pop(name, None)
-        self._feed(TimerFired(name))
+    def _fire(self, fired: Fired[str]) -> None:
+        if self._timers.take(fired):
+            self._feed(TimerFired(fired.name))
 
     def close(self) -> None:
-        for name in list(self._handles):
-            self.cancel(name)
+        self._timers.close()

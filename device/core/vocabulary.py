@@ -73,11 +73,47 @@ class Trigger(StrEnum):
     COMMAND = "command"  # `voice-device ctl start`, and always_on's start at boot
 
 
-# Why a wake-word conversation ended by itself (the follow-up window closed with nobody speaking, or the agent
-# reported the user away): the device says "conversation over" instead of "stopped".
-FOLLOW_UP_OVER = "follow-up-over"
-USER_AWAY = "user-away"
-CONVERSATION_OVER = frozenset({FOLLOW_UP_OVER, USER_AWAY})
+class AgentState(StrEnum):
+    """`lk.agent.state`, what the agent says it is doing (livekit-agents' `AgentState`). `idle` is declared by the
+    protocol but not set by AgentSession; components-js counts it as pending, like initializing."""
+
+    INITIALIZING = "initializing"
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+    @classmethod
+    def of(cls, value: str) -> AgentState | None:
+        """The state an attribute names, or None for a value the protocol does not declare."""
+        try:
+            return cls(value)
+        except ValueError:
+            return None
+
+    @property
+    def ready(self) -> bool:
+        """The agent has finished initializing (components-js `isConnected`)."""
+        return self in (AgentState.LISTENING, AgentState.THINKING, AgentState.SPEAKING)
+
+
+class EndReason(StrEnum):
+    """Why a session ended by its own account (`SessionEnded.reason`); an end the device asked for carries the
+    device's reason instead (`EndSession.reason`: "control", "button", ...)."""
+
+    REQUESTED = "requested"
+    IDLE_TIMEOUT = "idle-timeout"
+    MAX_LENGTH = "max-length"
+    AGENT_ENDED = "agent-ended"  # the agent's device.end_session, or its leaving the room on purpose
+    ROOM_CLOSED = "room-closed"
+    SHUTDOWN = "shutdown"
+    # Why a wake-word conversation ended by itself (the follow-up window closed with nobody speaking, or the agent
+    # reported the user away): the device says "conversation over" instead of "stopped".
+    FOLLOW_UP_OVER = "follow-up-over"
+    USER_AWAY = "user-away"
+
+
+CONVERSATION_OVER = frozenset({EndReason.FOLLOW_UP_OVER, EndReason.USER_AWAY})
 
 
 # ---- events: inputs of the device state machine -------------------------------------------------------------
@@ -157,7 +193,7 @@ class SessionBuffering(SessionEvent):
 
 @dataclass(frozen=True)
 class AgentStateChanged(SessionEvent):
-    state: str  # lk.agent.state: initializing | listening | thinking | speaking (| idle)
+    state: AgentState
 
 
 @dataclass(frozen=True)
@@ -179,7 +215,7 @@ class SessionFailed(SessionEvent):
 
 @dataclass(frozen=True)
 class SessionEnded(SessionEvent):
-    reason: str = ""  # "idle-timeout", "max-length", "requested", "agent-ended", FOLLOW_UP_OVER, ...
+    reason: str = ""  # an EndReason, or the reason of the device's EndSession
     heard_user: bool | None = None  # whether the user spoke in it (after the wake phrase; None: not known) — a
     #                                  wake-word conversation in which nobody spoke was most likely a false wake
 

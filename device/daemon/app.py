@@ -552,7 +552,7 @@ def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], 
         from device.session.supervisor import Supervisor
 
         return Supervisor(config, audio, emit, identity=identity)
-    from device.session.remote import RemoteSupervisor
+    from device.session.process.remote import RemoteSupervisor
 
     return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm", identity=identity)
 

@@ -2,9 +2,10 @@
 
 The agent is kind AGENT (compared by enum NAME: the FFI numbering differs from the protocol's), and not an
 avatar worker (which is also kind AGENT but carries `lk.publish_on_behalf`). Its state is the attribute
-`lk.agent.state`. When the device dispatches an agent by name, the session's agent is the one carrying that name
-in `lk.agent.name` (livekit-agents sets it when its worker accepts the job, and matches on it in its own
-`wait_for_agent`): another agent in the room is neither played, followed nor obeyed.
+`lk.agent.state` (`AgentState`, declared in `core/vocabulary.py`). When the device dispatches an agent by name,
+the session's agent is the one carrying that name in `lk.agent.name` (livekit-agents sets it when its worker
+accepts the job, and matches on it in its own `wait_for_agent`): another agent in the room is neither played,
+followed nor obeyed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 AGENT_STATE_ATTR = "lk.agent.state"
 AGENT_NAME_ATTR = "lk.agent.name"
 PUBLISH_ON_BEHALF_ATTR = "lk.publish_on_behalf"
-READY_STATES = frozenset({"listening", "thinking", "speaking"})  # components-js isConnected
 
 
 def _enum_name(enum: ProtobufEnum, value: int | None) -> str:

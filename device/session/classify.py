@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import re
 
-from device.core.vocabulary import FailureReason
+from device.core.vocabulary import EndReason, FailureReason
 
 _AUTH = re.compile(r"\b(401|403)\b|unauthori[sz]ed|forbidden|invalid token|token is expired", re.IGNORECASE)
 
 # Disconnect reasons that end a session normally: the room went away (agents delete it when they finish).
-ENDED_REASONS = {"CLIENT_INITIATED": "requested", "ROOM_DELETED": "room-closed", "ROOM_CLOSED": "room-closed"}
+ENDED_REASONS = {
+    "CLIENT_INITIATED": EndReason.REQUESTED,
+    "ROOM_DELETED": EndReason.ROOM_CLOSED,
+    "ROOM_CLOSED": EndReason.ROOM_CLOSED,
+}
 
 DISCONNECT_FAILURES = {
     "SERVER_SHUTDOWN": FailureReason.SERVER_SHUTDOWN,
@@ -44,7 +48,7 @@ def classify_connect_error(message: str) -> FailureReason:
     return FailureReason.AUTH if _AUTH.search(message or "") else FailureReason.UNREACHABLE
 
 
-def classify_disconnect(reason_name: str) -> tuple[str | None, FailureReason | None]:
+def classify_disconnect(reason_name: str) -> tuple[EndReason | None, FailureReason | None]:
     """(end reason, None) for a normal end, (None, failure) otherwise."""
     if reason_name in ENDED_REASONS:
         return ENDED_REASONS[reason_name], None

@@ -1,7 +1,11 @@
 """The session policy: a pure state machine (ESP32 `engine.c` style). Inputs in, actions out, no I/O.
 
-Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers are
-actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them on its injectable clock.
+Phases: IDLE → CONNECTING → CONNECTED ⇄ RECONNECTING, and WAITING (backoff before a retry). Timers (`TimerName`)
+are actions (`Arm`/`Cancel`) and come back as `TimerDue` inputs; the shell arms them on its injectable clock.
+
+`TABLE` is keyed by (phase, input type) and written as a grid, one row per input type, like the device machine's:
+every cell names a handler or `ignore` on purpose, `tests/session/test_policy.py` proves the grid total, and an
+input the policy does not know raises `TypeError`.
 
 | timer        | armed when                                   | fires →                                          |
 |--------------|----------------------------------------------|--------------------------------------------------|
@@ -21,22 +25,30 @@ by a voice activity detector, re-arms it) — except before the agent's first an
 The policy also remembers whether the user spoke at all (`SessionEnded.heard_user`; speech heard while the agent
 speaks does not count: it may be the agent's own voice, echoed).
 
+Besides connecting and ending, the policy makes every other decision of a session, and the supervisor carries
+them out: which participant is the session's agent (the first `AgentSeen`; another agent is neither followed nor
+obeyed), its state, the press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard),
+barge-in (`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a
+ready agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
+
 The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
 BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
 """
 
 from __future__ import annotations
 
+import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from device.config.schema import SessionConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import (
-    FOLLOW_UP_OVER,
-    USER_AWAY,
+    AgentState,
     AgentStateChanged,
+    EndReason,
     Event,
     FailureReason,
     SessionBuffering,
@@ -46,8 +58,9 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
-from device.session.agent import READY_STATES
 from device.session.classify import RETRYABLE, classify_disconnect
+
+log = logging.getLogger("device.session.policy")
 
 AGENT_LEFT_GRACE_S = 2.0
 FIRST_ANSWER_S = 5.0
@@ -61,6 +74,15 @@ class Phase(StrEnum):
     WAITING = "waiting"
 
 
+class TimerName(StrEnum):
+    AGENT = "agent"
+    AGENT_GONE = "agent-gone"
+    IDLE = "idle"
+    MAX = "max"
+    RETRY = "retry"
+    PRECONNECT = "preconnect"
+
+
 # ---- inputs ---------------------------------------------------------------------------------------------------
 
 
@@ -69,13 +91,23 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Begin(Input):
+    """A session asked for (`Supervisor.start`): its audio from ring index `mark`, its reports numbered `session`,
+    the user's speech counted from `listen_from` (None: the mark). Ignored while one runs, whose number it takes."""
+
+    mark: int
+    session: int = 0
+    listen_from: int | None = None
+
+
+@dataclass(frozen=True)
 class Start(Input):
-    pass
+    """The connection part of `Begin`: connect, and the session's timers."""
 
 
 @dataclass(frozen=True)
 class Stop(Input):
-    reason: str = "requested"
+    reason: str = EndReason.REQUESTED  # an EndReason, or the device's reason for asking
 
 
 @dataclass(frozen=True)
@@ -90,17 +122,33 @@ class ConnectFailed(Input):
 
 
 @dataclass(frozen=True)
-class AgentJoined(Input):
+class AgentSeen(Input):
+    """A participant the session may take for its agent (`agent.is_session_agent`) is in the room: it connected,
+    became active, or was already there. The first one seen is the session's agent; the others are not."""
+
     identity: str
+    name: str = ""  # lk.agent.name
+    active: bool = False  # its participant state is ACTIVE (the pre-connect stream may go to it)
+    state: AgentState | None = None  # its lk.agent.state
 
 
 @dataclass(frozen=True)
-class AgentState(Input):
-    state: str
+class AgentAttributesChanged(Input):
+    """The attributes of a participant the session may take for its agent changed (`state_changed`:
+    lk.agent.state among them); `seen` is what it is now."""
+
+    seen: AgentSeen
+    state_changed: bool = False
+
+
+@dataclass(frozen=True)
+class AgentStateReported(Input):
+    state: AgentState
 
 
 @dataclass(frozen=True)
 class AgentLeft(Input):
+    identity: str
     deliberate: bool = False  # the agent disconnected itself (CLIENT_INITIATED)
 
 
@@ -121,7 +169,7 @@ class RoomReconnected(Input):
 
 @dataclass(frozen=True)
 class TimerDue(Input):
-    name: str
+    name: TimerName
 
 
 @dataclass(frozen=True)
@@ -131,17 +179,46 @@ class UserSpeech(Input):
 
 @dataclass(frozen=True)
 class UserAway(Input):
-    """The agent marked the user away (`lk.agent.events` user_state_changed → away)."""
+    """A participant marked the user away (`lk.agent.events` user_state_changed → away); only the session's agent
+    counts."""
+
+    identity: str
+
+
+class TurnKind(StrEnum):
+    START = "start"
+    END = "end"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class TurnAsked(Input):
+    """A push-to-talk turn call (`Supervisor.start_turn` / `end_turn` / `cancel_turn`); `turn_calls`: the agent
+    takes turn RPCs (`Turns.active`)."""
+
+    kind: TurnKind
+    turn_calls: bool = False
 
 
 @dataclass(frozen=True)
 class TurnBegan(Input):
-    pass
+    """The user holds a turn (the turn part of `TurnAsked(START)`): no idle timer meanwhile."""
 
 
 @dataclass(frozen=True)
 class TurnFinished(Input):
-    pass
+    """The held turn is over (the turn part of `TurnAsked(END | CANCEL)`)."""
+
+
+@dataclass(frozen=True)
+class TurnOpened(Input):
+    """The agent answered the press's `start_turn` (or the call failed or was dropped)."""
+
+
+@dataclass(frozen=True)
+class Interrupt(Input):
+    """Barge-in without turns: the daemon flushed the player; the agent's audio is dropped until it stops
+    speaking."""
 
 
 # ---- actions --------------------------------------------------------------------------------------------------
@@ -165,17 +242,19 @@ class Connect(Action):
 @dataclass(frozen=True)
 class Teardown(Action):
     reason: str
+    # a retry follows: the uplink goes on buffering for it (how to tear down, not which teardown: not compared)
+    keep_buffering: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
 class Arm(Action):
-    name: str
+    name: TimerName
     delay_s: float
 
 
 @dataclass(frozen=True)
 class Cancel(Action):
-    name: str
+    name: TimerName
 
 
 @dataclass(frozen=True)
@@ -183,7 +262,63 @@ class DropBuffer(Action):
     reason: str
 
 
-_SESSION_TIMERS = ("agent", "agent-gone", "idle", "preconnect")
+@dataclass(frozen=True)
+class OpenSession(Action):
+    """Open the session's uplink from ring index `mark` (its speech gate from `listen_from`) and count it."""
+
+    mark: int
+    listen_from: int
+
+
+@dataclass(frozen=True)
+class CloseSession(Action):
+    """The session is over (ended, or failed for good): close its uplink, forget its turns and its room."""
+
+
+@dataclass(frozen=True)
+class PressMade(Action):
+    """A press to answer: the shell notes the time on its clock."""
+
+
+@dataclass(frozen=True)
+class PressAnswered(Action):
+    """The agent listens for the press noted last: the shell records the latency (`press_to_listening_ms`)."""
+
+
+@dataclass(frozen=True)
+class TakeAgent(Action):
+    """`identity` is the session's agent from now on: the one it follows, plays and obeys (a new agent's turn
+    support is unknown)."""
+
+    identity: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FollowAgent(Action):
+    """The agent the mic uplink streams to: the session's agent once it is active, None once it left."""
+
+    identity: str | None
+
+
+@dataclass(frozen=True)
+class StopPlayback(Action):
+    """Barge-in with turns: stop playing the agent at once (its start_turn interrupts it)."""
+
+
+@dataclass(frozen=True)
+class QueueTurn(Action):
+    kind: TurnKind
+
+
+@dataclass(frozen=True)
+class FlushTurns(Action):
+    """The agent is ready for the turn calls queued so far: send them to `agent`."""
+
+    agent: str
+
+
+_SESSION_TIMERS = (TimerName.AGENT, TimerName.AGENT_GONE, TimerName.IDLE, TimerName.PRECONNECT)
 
 
 class Policy:
@@ -199,9 +334,10 @@ class Policy:
         attempts = 0 if self.keeps_session else cfg.backoff.attempts  # nobody is there to press again
         self.backoff = Backoff(cfg.backoff.base_s, cfg.backoff.cap_s, attempts, rng)
         self.phase = Phase.IDLE
-        self.agent_present = False
+        self.session = 0  # the device machine's number of the running (or last) session; the shell stamps reports
+        self.agent: str | None = None  # the session's agent (`AgentSeen`): the one it follows and obeys
         self.agent_ever = False
-        self.agent_state: str | None = None
+        self.agent_state: AgentState | None = None
         self.agent_left_deliberately = False
         self.auth_retried = False
         self.turn_held = False
@@ -209,53 +345,37 @@ class Policy:
         self.answered = False  # the agent has spoken in this session
         self.away = False  # the agent reported the user away; the session ends once it stops speaking
         self.heard_user = False
+        self.press_pending = False  # a press waits for the agent to listen (PressMade … PressAnswered)
+        self.barging = False  # interrupted: the agent's audio is dropped until it stops speaking
         self._next_connect = Connect(fresh_token=True, new_room=True)
 
     # -- the transition function ------------------------------------------------------------------------------
 
     def handle(self, event: Input) -> list[Action]:
-        match event:
-            case Start():
-                return self._start()
-            case Stop(reason):
-                return [] if self.phase is Phase.IDLE else self._end(reason)
-            case ConnectSucceeded():
-                return self._connected()
-            case ConnectFailed(reason, detail):
-                return self._connect_failed(reason, detail)
-            case AgentJoined():
-                return self._agent_joined()
-            case AgentState(state):
-                return self._agent_state(state)
-            case AgentLeft(deliberate):
-                return self._agent_left(deliberate)
-            case RoomReconnecting():
-                return self._reconnecting()
-            case RoomReconnected():
-                return self._reconnected()
-            case Disconnected(name):
-                return self._disconnected(name)
-            case TimerDue(name):
-                return self._timer(name)
-            case UserSpeech():
-                # while the agent speaks, what the mic hears may be its own echo the canceller let through
-                self.heard_user = self.heard_user or self.agent_state != "speaking"
-                return self._rearm_idle() if self.idle_armed else []
-            case UserAway():
-                return self._user_away()
-            case TurnBegan():
-                self.turn_held = True
-                return self._update_idle()
-            case TurnFinished():
-                self.turn_held = False
-                return self._update_idle()
+        handler = TABLE.get((self.phase, type(event)))
+        if handler is None:
+            raise TypeError(f"not an input of the session policy: {event!r}")
+        return handler(self, event)
+
+    # -- handlers (each is given only the inputs of its rows in TABLE) ------------------------------------------
+
+    def _ignore(self, event: Input) -> list[Action]:
         return []
 
-    # -- handlers ---------------------------------------------------------------------------------------------
+    def _begin(self, event: Input) -> list[Action]:
+        assert isinstance(event, Begin)
+        self.session = event.session
+        self.press_pending = True
+        listen_from = event.mark if event.listen_from is None else event.listen_from
+        return [OpenSession(event.mark, listen_from), PressMade(), *self._start(Start())]
 
-    def _start(self) -> list[Action]:
-        if self.phase is not Phase.IDLE:
-            return []  # a double start is ignored
+    def _begin_again(self, event: Input) -> list[Action]:
+        assert isinstance(event, Begin)
+        self.session = event.session  # a start while one runs (e.g. waiting to retry) makes it the session asked for
+        log.info("start ignored: a session is already %s", self.phase)
+        return []
+
+    def _start(self, event: Input) -> list[Action]:
         self.backoff.reset()
         self.auth_retried = False
         self._forget_agent()
@@ -263,124 +383,219 @@ class Policy:
         self.phase = Phase.CONNECTING
         actions: list[Action] = [Emit(SessionConnecting()), Connect(fresh_token=True, new_room=True)]
         if self.max_applies:
-            actions.append(Arm("max", self.cfg.max_session_s))
+            actions.append(Arm(TimerName.MAX, self.cfg.max_session_s))
         return actions
 
-    def _connected(self) -> list[Action]:
-        if self.phase is not Phase.CONNECTING:
-            return []
+    def _stop(self, event: Input) -> list[Action]:
+        assert isinstance(event, Stop)
+        return self._end(event.reason)
+
+    def _connected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
         self.auth_retried = False
         # the agent timer runs whoever dispatches the agent (the device's agent_name or the token server): an
         # agent that never comes is a failure shown, not a device buffering until max_session_s (or for ever)
-        actions: list[Action] = [Emit(SessionBuffering()), Arm("agent", self.cfg.agent_connect_timeout_s)]
+        actions: list[Action] = [Emit(SessionBuffering()), Arm(TimerName.AGENT, self.cfg.agent_connect_timeout_s)]
         if self.cfg.preconnect:
-            actions.append(Arm("preconnect", self.cfg.agent_connect_timeout_s))
+            actions.append(Arm(TimerName.PRECONNECT, self.cfg.agent_connect_timeout_s))
         return actions
 
-    def _connect_failed(self, reason: FailureReason, detail: str) -> list[Action]:
-        if self.phase is not Phase.CONNECTING:
-            return []
-        if reason is FailureReason.AUTH and not self.auth_retried:
+    def _connect_failed(self, event: Input) -> list[Action]:
+        assert isinstance(event, ConnectFailed)
+        if event.reason is FailureReason.AUTH and not self.auth_retried:
             # the token may simply be stale (a Pi without RTC, a rotated key): one fresh token, then give up
             self.auth_retried = True
             return [Connect(fresh_token=True, new_room=False)]
-        return self._fail(reason, detail, new_room=False)
+        return self._fail(event.reason, event.detail, new_room=False)
 
-    def _agent_joined(self) -> list[Action]:
-        self.agent_present = True
-        self.agent_ever = True
-        self.agent_left_deliberately = False
-        return [Cancel("agent-gone"), Cancel("preconnect")]
-
-    def _agent_state(self, state: str) -> list[Action]:
-        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING) or state == self.agent_state:
-            return []
-        self.agent_state = state
-        actions: list[Action] = [Emit(AgentStateChanged(state))]
-        if state in READY_STATES:
-            actions.append(Cancel("agent"))
-            self.backoff.reset()  # a working session refills the retry budget
-        if state == "speaking":
-            self.answered = True
-        elif self.away and self.phase is Phase.CONNECTED:
-            return actions + self._end(USER_AWAY)  # it has said its goodbye
-        return actions + self._update_idle()
-
-    def _user_away(self) -> list[Action]:
-        if not self.follow_up or self.phase is not Phase.CONNECTED:
-            return []
-        if self.agent_state == "speaking":
-            self.away = True
-            return []
-        return self._end(USER_AWAY)
-
-    def _agent_left(self, deliberate: bool) -> list[Action]:
-        self.agent_present = False
-        self.agent_state = None
-        self.agent_left_deliberately = deliberate
-        actions = self._cancel_idle()
-        if self.phase is Phase.CONNECTED:
-            actions.append(Arm("agent-gone", AGENT_LEFT_GRACE_S))
+    def _agent_seen(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentSeen)
+        actions: list[Action] = []
+        if self.agent is None:
+            self.agent = event.identity
+            self.agent_ever = True
+            self.agent_left_deliberately = False
+            actions += [TakeAgent(event.identity, event.name), Cancel(TimerName.AGENT_GONE),
+                        Cancel(TimerName.PRECONNECT)]
+        elif self.agent != event.identity:
+            return []  # one agent per session: the first one wins
+        if event.active:
+            actions.append(FollowAgent(event.identity))
+        if event.state is not None:
+            actions += self.handle(AgentStateReported(event.state))
         return actions
 
-    def _reconnecting(self) -> list[Action]:
-        if self.phase is not Phase.CONNECTED:
-            return []
-        self.phase = Phase.RECONNECTING
-        return [Emit(SessionReconnecting()), Cancel("agent-gone"), Cancel("agent"), *self._cancel_idle()]
+    def _attributes_changed(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentAttributesChanged)
+        seen = event.seen
+        if self.agent is None:
+            return self._agent_seen(seen)
+        if seen.identity == self.agent and event.state_changed and seen.state is not None:
+            return self.handle(AgentStateReported(seen.state))
+        return []
 
-    def _reconnected(self) -> list[Action]:
-        if self.phase is not Phase.RECONNECTING:
+    def _agent_state_aside(self, event: Input) -> list[Action]:
+        """What a report of the agent's state means in any phase: a barge-in is over once the agent stops speaking,
+        a press is answered once it listens."""
+        assert isinstance(event, AgentStateReported)
+        if event.state is not AgentState.SPEAKING and self.barging:
+            self.barging = False
+            log.info("agent stopped speaking after the interruption state=%s", event.state)
+        return self._press_answered() if event.state is AgentState.LISTENING else []
+
+    def _agent_state(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentStateReported)
+        actions = self._agent_state_aside(event)
+        state = event.state
+        if state == self.agent_state:
+            return actions
+        self.agent_state = state
+        actions.append(Emit(AgentStateChanged(state)))
+        if state.ready:
+            actions.append(Cancel(TimerName.AGENT))
+            self.backoff.reset()  # a working session refills the retry budget
+        if state is AgentState.SPEAKING:
+            self.answered = True
+        elif self.away and self.phase is Phase.CONNECTED:
+            return actions + self._end(EndReason.USER_AWAY)  # it has said its goodbye
+        return actions + self._update_idle() + self._flush_turns()
+
+    def _user_away(self, event: Input) -> list[Action]:
+        assert isinstance(event, UserAway)
+        if not self.follow_up or event.identity != self.agent:
             return []
+        if self.agent_state is AgentState.SPEAKING:
+            self.away = True
+            return []
+        return self._end(EndReason.USER_AWAY)
+
+    def _agent_left(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentLeft)
+        if event.identity != self.agent:
+            return []
+        log.info("agent left identity=%s deliberate=%s", event.identity, event.deliberate)
+        self.agent = None
+        self.agent_state = None
+        self.agent_left_deliberately = event.deliberate
+        actions: list[Action] = [FollowAgent(None), *self._cancel_idle()]
+        if self.phase is Phase.CONNECTED:
+            actions.append(Arm(TimerName.AGENT_GONE, AGENT_LEFT_GRACE_S))
+        return actions
+
+    def _reconnecting(self, event: Input) -> list[Action]:
+        self.phase = Phase.RECONNECTING
+        return [Emit(SessionReconnecting()), Cancel(TimerName.AGENT_GONE), Cancel(TimerName.AGENT),
+                *self._cancel_idle()]
+
+    def _reconnected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
         actions: list[Action] = [Emit(SessionReconnected())]
-        if not self.agent_present and self.agent_ever:
+        if self.agent is None and self.agent_ever:
             # a full restart reported the agent gone; it must come back
-            actions.append(Arm("agent-gone", self.cfg.agent_connect_timeout_s))
-        elif self.agent_state not in READY_STATES:
-            actions.append(Arm("agent", self.cfg.agent_connect_timeout_s))
+            actions.append(Arm(TimerName.AGENT_GONE, self.cfg.agent_connect_timeout_s))
+        elif self.agent_state is None or not self.agent_state.ready:
+            actions.append(Arm(TimerName.AGENT, self.cfg.agent_connect_timeout_s))
         if self.agent_state is not None:
             actions.append(Emit(AgentStateChanged(self.agent_state)))
         return actions + self._update_idle()
 
-    def _disconnected(self, reason_name: str) -> list[Action]:
-        if self.phase not in (Phase.CONNECTED, Phase.RECONNECTING):
-            return []
-        ended, failure = classify_disconnect(reason_name)
+    def _disconnected(self, event: Input) -> list[Action]:
+        assert isinstance(event, Disconnected)
+        ended, failure = classify_disconnect(event.reason_name)
         if ended is not None:
             return self._end(ended)
         assert failure is not None
-        return self._fail(failure, f"disconnected: {reason_name}", new_room=True)
+        return self._fail(failure, f"disconnected: {event.reason_name}", new_room=True)
 
-    def _timer(self, name: str) -> list[Action]:
-        if name == "retry" and self.phase is Phase.WAITING:
-            self.phase = Phase.CONNECTING
-            return [Emit(SessionConnecting()), self._next_connect]
-        if name == "max" and self.phase is not Phase.IDLE:
-            return self._end("max-length")
+    def _timer(self, event: Input) -> list[Action]:
+        assert isinstance(event, TimerDue)
+        match event.name:
+            case TimerName.RETRY if self.phase is Phase.WAITING:
+                self.phase = Phase.CONNECTING
+                return [Emit(SessionConnecting()), self._next_connect]
+            case TimerName.MAX:
+                return self._end(EndReason.MAX_LENGTH)
         if self.phase is not Phase.CONNECTED:
             return []
-        if name == "agent" and self.agent_state not in READY_STATES:
-            reason = FailureReason.AGENT_NOT_INITIALIZED if self.agent_present else FailureReason.AGENT_DID_NOT_JOIN
-            return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
-        if name == "agent-gone" and not self.agent_present:
-            if self.agent_left_deliberately:
-                return self._end("agent-ended")
-            return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
-        if name == "idle" and self.idle_armed:
-            return self._end(FOLLOW_UP_OVER if self.follow_up else "idle-timeout")
-        if name == "preconnect" and not self.agent_present:
-            return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
+        match event.name:
+            case TimerName.AGENT if self.agent_state is None or not self.agent_state.ready:
+                reason = (FailureReason.AGENT_NOT_INITIALIZED if self.agent is not None
+                          else FailureReason.AGENT_DID_NOT_JOIN)
+                return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
+            case TimerName.AGENT_GONE if self.agent is None:
+                if self.agent_left_deliberately:
+                    return self._end(EndReason.AGENT_ENDED)
+                return self._fail(FailureReason.AGENT_LEFT, "", new_room=True)
+            case TimerName.IDLE if self.idle_armed:
+                return self._end(EndReason.FOLLOW_UP_OVER if self.follow_up else EndReason.IDLE_TIMEOUT)
+            case TimerName.PRECONNECT if self.agent is None:
+                return [DropBuffer(f"no agent joined within {self.cfg.agent_connect_timeout_s:g} s")]
+        return []
+
+    def _user_speech(self, event: Input) -> list[Action]:
+        # while the agent speaks, what the mic hears may be its own echo the canceller let through
+        self.heard_user = self.heard_user or self.agent_state is not AgentState.SPEAKING
+        return self._rearm_idle() if self.idle_armed else []
+
+    def _turn_began(self, event: Input) -> list[Action]:
+        self.turn_held = True
+        return self._update_idle()
+
+    def _turn_finished(self, event: Input) -> list[Action]:
+        self.turn_held = False
+        return self._update_idle()
+
+    # ---- press → listening: each press once, when the agent is first listening for it ----------------------
+    # A session's first press waits for the agent to join and say `listening`. A later press (push-to-talk turns)
+    # usually finds it listening already, after its reply: that press is answered when its `start_turn` call
+    # returns (the agent has opened the turn, `TurnOpened`) — or at once when the agent takes no turn calls — not
+    # when the agent next says `listening`, which is after its next reply. A press during the agent's reply
+    # (barge-in) is answered when the interrupted agent says `listening`.
+
+    def _turn_asked(self, event: Input) -> list[Action]:
+        assert isinstance(event, TurnAsked)
+        actions: list[Action] = []
+        if event.kind is TurnKind.START:
+            if self.phase is not Phase.IDLE:
+                if not self.press_pending:
+                    self.press_pending = True
+                    actions.append(PressMade())
+                if self.agent_state is AgentState.LISTENING and not event.turn_calls:
+                    actions += self._press_answered()  # nothing to open: the agent listens already
+            if self.agent_state is AgentState.SPEAKING:
+                log.info("barge-in agent=%s", self.agent)
+                actions.append(StopPlayback())  # stop playing at once; start_turn interrupts the agent
+        actions += [QueueTurn(event.kind), *self._flush_turns()]
+        return actions + self.handle(TurnBegan() if event.kind is TurnKind.START else TurnFinished())
+
+    def _turn_opened(self, event: Input) -> list[Action]:
+        # the agent answered the press's start_turn: it listens for this press
+        return self._press_answered() if self.agent_state is AgentState.LISTENING else []
+
+    def _interrupt(self, event: Input) -> list[Action]:
+        if self.agent_state is AgentState.SPEAKING and not self.barging:
+            self.barging = True
+            log.info("barge-in agent=%s: its audio is dropped until it stops speaking", self.agent)
         return []
 
     # -- helpers ----------------------------------------------------------------------------------------------
+
+    def _press_answered(self) -> list[Action]:
+        if not self.press_pending:
+            return []
+        self.press_pending = False
+        return [PressAnswered()]
+
+    def _flush_turns(self) -> list[Action]:
+        """Turn calls go out only to the session's agent, once it is ready."""
+        ready = self.agent_state is not None and self.agent_state.ready
+        return [FlushTurns(self.agent)] if self.agent is not None and ready else []
 
     def _update_idle(self) -> list[Action]:
         want = (
             self.idle_applies
             and self.phase is Phase.CONNECTED
-            and self.agent_state == "listening"
+            and self.agent_state is AgentState.LISTENING
             and not self.turn_held
         )
         if want and not self.idle_armed:
@@ -391,7 +606,7 @@ class Policy:
 
     def _rearm_idle(self) -> list[Action]:
         self.idle_armed = True
-        return [Arm("idle", self._idle_s())]
+        return [Arm(TimerName.IDLE, self._idle_s())]
 
     def _idle_s(self) -> float:
         if not self.follow_up:
@@ -402,10 +617,11 @@ class Policy:
         if not self.idle_armed:
             return []
         self.idle_armed = False
-        return [Cancel("idle")]
+        return [Cancel(TimerName.IDLE)]
 
     def _forget_agent(self) -> None:
-        self.agent_present = self.agent_ever = self.agent_left_deliberately = False
+        self.agent = None
+        self.agent_ever = self.agent_left_deliberately = False
         self.agent_state = None
         self.idle_armed = False
         self.away = False
@@ -417,15 +633,62 @@ class Policy:
         delay = self.backoff.next_delay() if retry else None
         if delay is None:
             self.phase = Phase.IDLE
-            return [*actions, Cancel("max"), Emit(SessionFailed(reason, detail, None))]
+            self.barging = False
+            return [*actions, Cancel(TimerName.MAX), Emit(SessionFailed(reason, detail, None)), CloseSession()]
         self.phase = Phase.WAITING
         self._next_connect = Connect(fresh_token=reason is FailureReason.AUTH or new_room, new_room=new_room)
-        return [*actions, Arm("retry", delay), Emit(SessionFailed(reason, detail, delay))]
+        actions[0] = Teardown(f"failed: {reason}", keep_buffering=True)
+        return [*actions, Arm(TimerName.RETRY, delay), Emit(SessionFailed(reason, detail, delay))]
 
     def _end(self, reason: str) -> list[Action]:
         """An end — asked for (`ctl end`, a long press, the agent's `device.end_session`, the agent closing the room)
         or a timer's — ends the session for real in every mode; only failures are retried."""
-        actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel("retry")]
+        actions: list[Action] = [Teardown(reason), *(Cancel(t) for t in _SESSION_TIMERS), Cancel(TimerName.RETRY)]
         self._forget_agent()
         self.phase = Phase.IDLE
-        return [*actions, Cancel("max"), Emit(SessionEnded(reason, heard_user=self.heard_user))]
+        self.barging = False
+        return [*actions, Cancel(TimerName.MAX), Emit(SessionEnded(reason, heard_user=self.heard_user)), CloseSession()]
+
+
+# ---- the table ------------------------------------------------------------------------------------------------
+
+Handler = Callable[[Policy, Input], list[Action]]
+PHASES: tuple[Phase, ...] = tuple(Phase)
+_ = Policy._ignore
+
+
+def _grid(rows: list[tuple[type[Input], Handler, Handler, Handler, Handler, Handler]]) -> dict[
+        tuple[Phase, type[Input]], Handler]:
+    return {(phase, row[0]): handler for row in rows for phase, handler in zip(PHASES, row[1:], strict=True)}
+
+
+P = Policy
+# A double start is ignored; a stale report (a connect's result after an end, a room event while waiting to retry)
+# is ignored. The agent's own comings and goings are remembered in every phase; its state only while in a room.
+TABLE: dict[tuple[Phase, type[Input]], Handler] = _grid([
+    # input              IDLE          CONNECTING        CONNECTED          RECONNECTING       WAITING
+    (Begin,              P._begin,     P._begin_again,   P._begin_again,    P._begin_again,    P._begin_again),
+    (Start,              P._start,     _,                _,                 _,                 _),
+    (Stop,               _,            P._stop,          P._stop,           P._stop,           P._stop),
+    (ConnectSucceeded,   _,            P._connected,     _,                 _,                 _),
+    (ConnectFailed,      _,            P._connect_failed, _,                _,                 _),
+    (AgentSeen,          P._agent_seen, P._agent_seen,   P._agent_seen,     P._agent_seen,     P._agent_seen),
+    (AgentAttributesChanged, P._attributes_changed, P._attributes_changed, P._attributes_changed,
+                         P._attributes_changed, P._attributes_changed),
+    (AgentStateReported, P._agent_state_aside, P._agent_state_aside, P._agent_state, P._agent_state,
+                         P._agent_state_aside),
+    (AgentLeft,          P._agent_left, P._agent_left,   P._agent_left,     P._agent_left,     P._agent_left),
+    (RoomReconnecting,   _,            _,                P._reconnecting,   _,                 _),
+    (RoomReconnected,    _,            _,                _,                 P._reconnected,    _),
+    (Disconnected,       _,            _,                P._disconnected,   P._disconnected,   _),
+    (TimerDue,           _,            P._timer,         P._timer,          P._timer,          P._timer),
+    (UserSpeech,         P._user_speech, P._user_speech, P._user_speech,    P._user_speech,    P._user_speech),
+    (UserAway,           _,            _,                P._user_away,      _,                 _),
+    (TurnBegan,          P._turn_began, P._turn_began,   P._turn_began,     P._turn_began,     P._turn_began),
+    (TurnFinished,       P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished, P._turn_finished),
+    (TurnAsked,          P._turn_asked, P._turn_asked,   P._turn_asked,     P._turn_asked,     P._turn_asked),
+    (TurnOpened,         P._turn_opened, P._turn_opened, P._turn_opened,    P._turn_opened,    P._turn_opened),
+    (Interrupt,          P._interrupt, P._interrupt,     P._interrupt,      P._interrupt,      P._interrupt),
+])  # fmt: skip
+
+INPUT_TYPES: tuple[type[Input], ...] = tuple(dict.fromkeys(key for _phase, key in TABLE))

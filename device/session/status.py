@@ -36,7 +36,7 @@ class TranscriptLine:
 
 @dataclass(frozen=True)
 class UplinkStatus:
-    """The running session's microphone route (see `session/preconnect.py`)."""
+    """The running session's microphone route (see `session/uplink/uplink.py`)."""
 
     route: str
     buffered_ms: int = 0

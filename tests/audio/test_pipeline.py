@@ -304,7 +304,7 @@ def test_the_callback_wakes_the_loop_once_per_wake_every_blocks():
 
 
 async def test_a_readers_head_is_the_end_of_the_ring_read_or_not():
-    # where an unmute takes effect (device/session/preconnect.py): audio below it was captured before
+    # where an unmute takes effect (device/session/uplink/uplink.py): audio below it was captured before
     cap, pump = rig()
     feed(cap, pump, 0, 5)
     reader = FrameReader(pump, 0)

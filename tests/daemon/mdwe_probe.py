@@ -140,13 +140,13 @@ async def exercise_livekit() -> list[str]:
 
 
 async def exercise_session_process() -> str:
-    """A session child (device.session.host) under the same filter: fork/exec, socketpairs, the shared ring, its
+    """A session child (device.session.process.host) under the same filter: fork/exec, socketpairs, the shared ring, its
     livekit import."""
     import types
 
     from device.audio.shared import SharedRing
     from device.config.schema import Config, LiveKitConfig
-    from device.session.remote import RemoteSupervisor
+    from device.session.process.remote import RemoteSupervisor
 
     ring = SharedRing(4800)  # the mic ring in shared memory (memfd_create, a shared mapping) the child maps
     audio = types.SimpleNamespace(sample_rate=48000, player=types.SimpleNamespace(volume=0.5), ring_fd=ring.fd)

@@ -16,7 +16,7 @@ import pytest
 from device.controls.timers import LoopTimers
 from device.core.vocabulary import EndRequested, Pressed, Released, StartRequested
 from device.daemon.app import App
-from device.session.remote import RemoteSupervisor
+from device.session.process.remote import RemoteSupervisor
 from tests.daemon.fakeparts import FakeParts
 from tests.polling import until
 from tests.session.conftest import make_config

@@ -144,7 +144,7 @@ async def test_speech_between_a_press_and_a_start_held_up_by_the_last_teardown_r
 
 async def test_a_mark_the_ring_no_longer_holds_at_the_start_is_counted_as_lost_with_a_reason(press_rig, caplog):
     rig = press_rig(keep_ms=2000)  # a ring shorter than the press's wait (the teardown, then the speech)
-    caplog.set_level(logging.WARNING, logger="device.session.preconnect")
+    caplog.set_level(logging.WARNING, logger="device.session.uplink.uplink")
     room, pressed_at, _ = await end_then_press_during_the_teardown(rig, speech_ms=2500)
     room.agent_joins(state="initializing")
     await settle()

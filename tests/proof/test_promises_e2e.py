@@ -202,7 +202,7 @@ class Bench:
         out = []
         for pid in pids:
             with contextlib.suppress(OSError):
-                if b"device.session.host" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != current:
+                if b"device.session.process.host" in Path(f"/proc/{pid}/cmdline").read_bytes() and pid != current:
                     out.append(pid)
         return out
 

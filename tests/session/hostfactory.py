@@ -1,4 +1,4 @@
-"""Supervisors for `device.session.host` children in tests: the real Supervisor, fake room/media/tokens.
+"""Supervisors for `device.session.process.host` children in tests: the real Supervisor, fake room/media/tokens.
 
 `RemoteSupervisor(..., factory="tests.session.hostfactory:scripted")` makes each child build one of these. The
 room has an agent already present and listening; once the mic is published the agent speaks (three frames of

@@ -10,8 +10,8 @@ import types
 import pytest
 
 from device.config.schema import Config, LiveKitConfig
-from device.session.ipc import MAX_MESSAGE, Channel, ChannelClosed, encode
-from device.session.protocol import Hello, Play, Status
+from device.session.process.ipc import MAX_MESSAGE, Channel, ChannelClosed, encode
+from device.session.process.protocol import Hello, Play, Status
 from device.session.status import SessionStatus
 
 

@@ -9,6 +9,7 @@ import pytest
 from device.config.schema import BackoffConfig, SessionConfig
 from device.core.backoff import Backoff
 from device.core.vocabulary import (
+    AgentState,
     AgentStateChanged,
     FailureReason,
     SessionBuffering,
@@ -18,31 +19,50 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
+from device.session import policy as policy_module
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,
     FIRST_ANSWER_S,
-    AgentJoined,
+    INPUT_TYPES,
+    TABLE,
+    AgentAttributesChanged,
     AgentLeft,
-    AgentState,
+    AgentSeen,
+    AgentStateReported,
     Arm,
+    Begin,
     Cancel,
+    CloseSession,
     Connect,
     ConnectFailed,
     ConnectSucceeded,
     Disconnected,
     DropBuffer,
     Emit,
+    FlushTurns,
+    FollowAgent,
+    Input,
+    Interrupt,
+    OpenSession,
     Phase,
     Policy,
+    PressAnswered,
+    PressMade,
+    QueueTurn,
     RoomReconnected,
     RoomReconnecting,
     Start,
     Stop,
+    StopPlayback,
     Teardown,
     TimerDue,
+    TimerName,
+    TurnAsked,
     TurnBegan,
     TurnFinished,
+    TurnKind,
+    TurnOpened,
     UserAway,
     UserSpeech,
 )
@@ -56,13 +76,69 @@ def emitted(actions) -> list:
     return [a.event for a in actions if isinstance(a, Emit)]
 
 
-def connected(p: Policy, state: str | None = "listening") -> Policy:
+def connected(p: Policy, state: AgentState | None = AgentState.LISTENING) -> Policy:
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    p.handle(AgentJoined("agent-1"))
+    p.handle(AgentSeen("agent-1"))
     if state:
-        p.handle(AgentState(state))
+        p.handle(AgentStateReported(state))
     return p
+
+
+# ---- the table is total ------------------------------------------------------------------------------------
+
+# One input of each kind (every agent state, every timer), to drive each cell of the table once.
+SAMPLES: list[Input] = [
+    Start(), Stop(), Stop("control"), ConnectSucceeded(), ConnectFailed(FailureReason.UNREACHABLE),
+    ConnectFailed(FailureReason.AUTH), AgentSeen("agent-1"), *(AgentStateReported(s) for s in AgentState),
+    AgentLeft("agent-1"), AgentLeft("agent-1", deliberate=True), Disconnected("ROOM_DELETED"),
+    Disconnected("SIGNAL_CLOSE"),
+    RoomReconnecting(), RoomReconnected(), *(TimerDue(t) for t in TimerName), UserSpeech(), UserAway("agent-1"),
+    TurnBegan(), TurnFinished(), Begin(7, session=2), Begin(7, listen_from=9),
+    AgentSeen("agent-1", active=True, state=AgentState.LISTENING), AgentSeen("agent-2"),
+    AgentAttributesChanged(AgentSeen("agent-1", state=AgentState.SPEAKING), state_changed=True),
+    *(TurnAsked(k, turn_calls=c) for k in TurnKind for c in (False, True)), TurnOpened(), Interrupt(),
+]
+
+# How a policy reaches each phase.
+REACH: dict[Phase, list[Input]] = {
+    Phase.IDLE: [],
+    Phase.CONNECTING: [Start()],
+    Phase.CONNECTED: [Start(), ConnectSucceeded()],
+    Phase.RECONNECTING: [Start(), ConnectSucceeded(), RoomReconnecting()],
+    Phase.WAITING: [Start(), ConnectFailed(FailureReason.UNREACHABLE)],
+}
+
+
+def test_every_input_type_is_handled_or_ignored_in_every_phase():
+    declared = {c for c in vars(policy_module).values() if isinstance(c, type) and issubclass(c, Input)} - {Input}
+    assert set(INPUT_TYPES) == declared
+    for phase in Phase:
+        for kind in declared:
+            assert callable(TABLE[(phase, kind)]), (phase, kind)
+    assert len(TABLE) == len(Phase) * len(declared)
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "wake_word", "always_on"])
+@pytest.mark.parametrize("phase", list(Phase))
+def test_every_input_in_every_phase_gives_actions_and_a_phase(mode, phase):
+    assert {type(x) for x in SAMPLES} == set(INPUT_TYPES)
+    for sample in SAMPLES:
+        p = policy(mode=mode, idle_timeout_s=30, max_session_s=60)
+        for step in REACH[phase]:
+            p.handle(step)
+        assert p.phase is phase
+        actions = p.handle(sample)
+        assert all(isinstance(a, policy_module.Action) for a in actions), (phase, sample)
+        assert p.phase in Phase
+
+
+def test_an_unknown_input_is_refused():
+    with pytest.raises(TypeError, match="not an input of the session policy"):
+        policy().handle(object())  # type: ignore[arg-type]
+
+
+# ---- the transitions ---------------------------------------------------------------------------------------
 
 
 def test_start_connects_with_a_fresh_token_in_a_new_room_and_arms_the_max_length():
@@ -93,7 +169,7 @@ def test_an_agent_that_never_comes_fails_the_session_whoever_dispatched_it(mode)
 
 
 def test_a_reconnect_rearms_the_agent_timer_whoever_dispatched_the_agent():
-    p = connected(policy(agent_connect_timeout_s=20), state="initializing")
+    p = connected(policy(agent_connect_timeout_s=20), state=AgentState.INITIALIZING)
     p.handle(RoomReconnecting())
     assert Arm("agent", 20) in p.handle(RoomReconnected())
 
@@ -102,14 +178,14 @@ def test_a_ready_agent_cancels_the_agent_timer():
     p = policy()
     p.handle(Start())
     p.handle(ConnectSucceeded())
-    assert Cancel("agent") not in p.handle(AgentState("initializing"))
-    assert Cancel("agent") in p.handle(AgentState("listening"))
+    assert Cancel("agent") not in p.handle(AgentStateReported(AgentState.INITIALIZING))
+    assert Cancel("agent") in p.handle(AgentStateReported(AgentState.LISTENING))
 
 
 def test_the_same_agent_state_twice_is_reported_once():
     p = connected(policy())
-    assert p.handle(AgentState("listening")) == []
-    assert emitted(p.handle(AgentState("thinking"))) == [AgentStateChanged("thinking")]
+    assert p.handle(AgentStateReported(AgentState.LISTENING)) == []
+    assert emitted(p.handle(AgentStateReported(AgentState.THINKING))) == [AgentStateChanged("thinking")]
 
 
 def test_the_agent_timer_picks_the_sdk_reason():
@@ -117,27 +193,27 @@ def test_the_agent_timer_picks_the_sdk_reason():
     p.handle(Start())
     p.handle(ConnectSucceeded())
     assert emitted(p.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_DID_NOT_JOIN
-    q = connected(policy(), state="initializing")
+    q = connected(policy(), state=AgentState.INITIALIZING)
     assert emitted(q.handle(TimerDue("agent")))[0].reason is FailureReason.AGENT_NOT_INITIALIZED
 
 
 def test_an_agent_leaving_is_a_failure_only_after_the_grace_unless_a_reconnect_explains_it():
     p = connected(policy())
-    assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft())
+    assert Arm("agent-gone", AGENT_LEFT_GRACE_S) in p.handle(AgentLeft("agent-1"))
     actions = p.handle(RoomReconnecting())  # a full restart reports participants gone first
     assert Cancel("agent-gone") in actions and emitted(actions) == [SessionReconnecting()]
     assert p.handle(TimerDue("agent-gone")) == []
-    p.handle(AgentJoined("agent-1"))
+    p.handle(AgentSeen("agent-1"))
     assert emitted(p.handle(RoomReconnected())) == [SessionReconnected()]
     q = connected(policy())
-    q.handle(AgentLeft())
+    q.handle(AgentLeft("agent-1"))
     assert emitted(q.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
 
 def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
     p = connected(policy(agent_connect_timeout_s=15))
     p.handle(RoomReconnecting())
-    p.handle(AgentLeft())
+    p.handle(AgentLeft("agent-1"))
     assert Arm("agent-gone", 15) in p.handle(RoomReconnected())
     assert emitted(p.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
@@ -192,20 +268,20 @@ def test_always_on_retries_a_failure_for_ever_but_not_an_end():
 
 def test_idle_is_armed_only_while_the_agent_listens_and_no_turn_is_held():
     p = connected(policy(mode="push_to_talk", idle_timeout_s=30), state=None)
-    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert Arm("idle", 30) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert p.handle(UserSpeech()) == [Arm("idle", 30)]
     assert p.handle(TurnBegan()) == [Cancel("idle")]
     assert p.handle(UserSpeech()) == []
     assert p.handle(TurnFinished()) == [Arm("idle", 30)]
-    assert Cancel("idle") in p.handle(AgentState("thinking"))
-    p.handle(AgentState("listening"))
+    assert Cancel("idle") in p.handle(AgentStateReported(AgentState.THINKING))
+    p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=True)]
 
 
 @pytest.mark.parametrize(("mode", "idle"), [("always_on", 30.0), ("push_to_talk", 0.0)])
 def test_no_idle_timer_for_always_on_or_when_disabled(mode, idle):
     p = connected(policy(mode=mode, idle_timeout_s=idle), state=None)
-    assert not any(isinstance(a, Arm) and a.name == "idle" for a in p.handle(AgentState("listening")))
+    assert not any(isinstance(a, Arm) and a.name == "idle" for a in p.handle(AgentStateReported(AgentState.LISTENING)))
 
 
 def test_the_preconnect_timer_drops_the_buffer_only_if_no_agent_came():
@@ -282,53 +358,115 @@ def wake_policy(follow_up_s: float = 2.0, **cfg) -> Policy:
 def test_the_follow_up_window_restarts_each_time_the_agent_finishes_speaking_and_ends_the_conversation():
     p = connected(wake_policy(follow_up_s=2.0, idle_timeout_s=30), state=None)
     # before the first answer the agent is still taking the command from the pre-connect buffer
-    assert Arm("idle", FIRST_ANSWER_S) in p.handle(AgentState("listening"))
-    assert Cancel("idle") in p.handle(AgentState("thinking"))
-    p.handle(AgentState("speaking"))
-    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))
-    p.handle(AgentState("speaking"))
-    assert Arm("idle", 2.0) in p.handle(AgentState("listening"))  # the clock starts again after each answer
+    assert Arm("idle", FIRST_ANSWER_S) in p.handle(AgentStateReported(AgentState.LISTENING))
+    assert Cancel("idle") in p.handle(AgentStateReported(AgentState.THINKING))
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    assert Arm("idle", 2.0) in p.handle(AgentStateReported(AgentState.LISTENING))
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    # the clock starts again after each answer
+    assert Arm("idle", 2.0) in p.handle(AgentStateReported(AgentState.LISTENING))
     actions = p.handle(TimerDue("idle"))
     assert emitted(actions) == [SessionEnded("follow-up-over", heard_user=False)]
     assert Teardown("follow-up-over") in actions and p.phase is Phase.IDLE
 
 
 def test_the_user_speaking_in_the_follow_up_window_keeps_the_conversation_and_is_remembered():
-    p = connected(wake_policy(follow_up_s=3.0), state="speaking")
-    assert Arm("idle", 3.0) in p.handle(AgentState("listening"))
+    p = connected(wake_policy(follow_up_s=3.0), state=AgentState.SPEAKING)
+    assert Arm("idle", 3.0) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert p.handle(UserSpeech()) == [Arm("idle", 3.0)]
     assert emitted(p.handle(Stop("control"))) == [SessionEnded("control", heard_user=True)]
 
 
 def test_a_follow_up_window_of_zero_ends_the_conversation_right_after_the_answer():
-    p = connected(wake_policy(follow_up_s=0.0), state="speaking")
-    assert Arm("idle", 0.0) in p.handle(AgentState("listening"))
+    p = connected(wake_policy(follow_up_s=0.0), state=AgentState.SPEAKING)
+    assert Arm("idle", 0.0) in p.handle(AgentStateReported(AgentState.LISTENING))
 
 
 def test_the_agent_marking_the_user_away_ends_the_conversation_once_it_has_stopped_speaking():
-    p = connected(wake_policy(), state="listening")
-    assert emitted(p.handle(UserAway())) == [SessionEnded("user-away", heard_user=False)]
-    q = connected(wake_policy(), state="speaking")
-    assert q.handle(UserAway()) == []  # its goodbye is still playing
-    assert emitted(q.handle(AgentState("listening"))) == [AgentStateChanged("listening"),
+    p = connected(wake_policy(), state=AgentState.LISTENING)
+    assert emitted(p.handle(UserAway("agent-1"))) == [SessionEnded("user-away", heard_user=False)]
+    q = connected(wake_policy(), state=AgentState.SPEAKING)
+    assert q.handle(UserAway("agent-1")) == []  # its goodbye is still playing
+    assert emitted(q.handle(AgentStateReported(AgentState.LISTENING))) == [AgentStateChanged("listening"),
                                                          SessionEnded("user-away", heard_user=False)]
 
 
 @pytest.mark.parametrize("mode", ["push_to_talk", "toggle", "always_on"])
 def test_user_away_means_nothing_without_a_follow_up_window(mode):
-    p = connected(policy(mode=mode), state="listening")
-    assert p.handle(UserAway()) == [] and p.phase is Phase.CONNECTED
+    p = connected(policy(mode=mode), state=AgentState.LISTENING)
+    assert p.handle(UserAway("agent-1")) == [] and p.phase is Phase.CONNECTED
 
 
 def test_the_idle_timer_of_other_modes_is_unchanged_by_the_follow_up_window():
     p = connected(Policy(SessionConfig(mode="toggle", idle_timeout_s=30), follow_up_s=2.0),
                   state=None)
-    assert Arm("idle", 30) in p.handle(AgentState("listening"))
+    assert Arm("idle", 30) in p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle"))) == [SessionEnded("idle-timeout", heard_user=False)]
 
 
 def test_speech_while_the_agent_speaks_is_not_taken_for_the_user_having_spoken():
-    p = connected(wake_policy(), state="speaking")
+    p = connected(wake_policy(), state=AgentState.SPEAKING)
     p.handle(UserSpeech())  # perhaps its own voice, echoed past the canceller
-    p.handle(AgentState("listening"))
+    p.handle(AgentStateReported(AgentState.LISTENING))
     assert emitted(p.handle(TimerDue("idle")))[-1] == SessionEnded("follow-up-over", heard_user=False)
+
+
+# ---- the session's agent, presses, turns and barge-in ----------------------------------------------------------------
+
+
+def test_the_first_agent_seen_is_the_sessions_and_only_it_is_followed_or_heard():
+    p = connected(policy(mode="wake_word"))
+    assert p.handle(AgentSeen("agent-2", active=True, state=AgentState.SPEAKING)) == []
+    assert p.handle(AgentLeft("agent-2")) == [] and p.agent == "agent-1"
+    assert p.handle(UserAway("agent-2")) == [] and p.phase is Phase.CONNECTED
+    assert FollowAgent("agent-1") in p.handle(AgentSeen("agent-1", active=True))
+    assert FollowAgent(None) in p.handle(AgentLeft("agent-1"))
+
+
+def test_a_start_while_one_runs_is_ignored_but_takes_its_number():
+    p = policy()
+    assert p.handle(Begin(100, session=1))[:2] == [OpenSession(100, 100), PressMade()]
+    assert p.handle(Begin(200, session=2, listen_from=250)) == [] and p.session == 2
+
+
+def test_each_press_is_answered_once_when_the_agent_first_listens_for_it():
+    p = policy(mode="push_to_talk")
+    p.handle(Begin(0))
+    p.handle(ConnectSucceeded())
+    assert PressAnswered() in p.handle(AgentSeen("agent-1", state=AgentState.LISTENING))
+    assert PressAnswered() not in p.handle(AgentStateReported(AgentState.THINKING))
+    assert PressAnswered() not in p.handle(AgentStateReported(AgentState.LISTENING))  # no press waits
+    asked = p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    assert PressMade() in asked and PressAnswered() not in asked  # its start_turn opens the turn
+    assert p.handle(TurnOpened()) == [PressAnswered()]
+
+
+def test_turn_calls_go_only_to_a_ready_agent_and_a_press_while_it_speaks_stops_its_audio():
+    p = policy(mode="push_to_talk")
+    p.handle(Begin(0))
+    p.handle(ConnectSucceeded())
+    p.handle(AgentSeen("agent-1", state=AgentState.INITIALIZING))
+    asked = p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    assert QueueTurn(TurnKind.START) in asked and not any(isinstance(a, FlushTurns) for a in asked)
+    assert FlushTurns("agent-1") in p.handle(AgentStateReported(AgentState.SPEAKING))
+    assert StopPlayback() in p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+
+
+def test_an_interruption_drops_the_agents_audio_until_it_stops_speaking():
+    p = connected(policy(), state=AgentState.LISTENING)
+    p.handle(Interrupt())
+    assert not p.barging  # nothing to interrupt
+    p.handle(AgentStateReported(AgentState.SPEAKING))
+    p.handle(Interrupt())
+    assert p.barging
+    p.handle(AgentStateReported(AgentState.LISTENING))
+    assert not p.barging
+
+
+def test_a_session_over_closes_and_a_failure_to_be_retried_keeps_buffering():
+    p = connected(policy())
+    retried = p.handle(Disconnected("SIGNAL_CLOSE"))
+    assert next(a for a in retried if isinstance(a, Teardown)).keep_buffering and CloseSession() not in retried
+    p.handle(TimerDue("retry"))
+    ended = p.handle(Stop())
+    assert not next(a for a in ended if isinstance(a, Teardown)).keep_buffering and ended[-1] == CloseSession()

@@ -9,8 +9,8 @@ import pytest
 
 from device.config.schema import Config
 from device.core.vocabulary import FailureReason, SessionFailed
-from device.session import protocol as p
-from device.session.ipc import Channel
+from device.session.process import protocol as p
+from device.session.process.ipc import Channel
 from device.session.status import SessionStatus
 
 EXAMPLES: list[p.Message] = [

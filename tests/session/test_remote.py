@@ -1,6 +1,6 @@
-"""A session per child process (`device.session.remote` + `device.session.host`): real children, fake rooms.
+"""A session per child process (`session/process/remote.py` + `host.py`): real children, fake rooms.
 
-Each test starts real `python -m device.session.host` children whose Supervisor talks to scripted fake rooms
+Each test starts real `python -m device.session.process.host` children whose Supervisor talks to scripted fake rooms
 (tests/session/hostfactory.py); the daemon side (RemoteSupervisor) is what the daemon runs. The real SDK over
 the wire is covered by the wire tests, which run the daemon with its default `session.process: warm`.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
-from device.session.remote import RemoteSupervisor
+from device.session.process.remote import RemoteSupervisor
 from device.session.status import ProcessStatus
 from tests.polling import until
 from tests.session.conftest import make_config
@@ -308,7 +308,7 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
 
 async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(make_rig) -> None:
     # idle_status() stands in for Supervisor.status() while no child exists: it must not drift from it
-    from device.session.remote import idle_status
+    from device.session.process.remote import idle_status
 
     for mode in ("push_to_talk", "toggle", "always_on"):
         rig = make_rig(mode=mode)
@@ -359,8 +359,8 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
 
 
 async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
-    from device.session.protocol import Play
-    from device.session.remote import Child
+    from device.session.process.protocol import Play
+    from device.session.process.remote import Child
 
     audio = FakeAudioPort(sample_rate=16000)
     sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)
@@ -382,7 +382,7 @@ async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent
 
 
 def test_the_spare_child_looks_at_its_status_once_a_second_and_a_session_ten_times() -> None:
-    from device.session.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
+    from device.session.process.host import BEAT_EVERY_S, STATUS_EVERY_S, status_every
 
     assert status_every(False) == BEAT_EVERY_S == 1.0
     assert status_every(True) == STATUS_EVERY_S == 0.1

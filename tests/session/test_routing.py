@@ -1,4 +1,4 @@
-"""The uplink's routing, read as its table: facts in, the next step out (device/session/routing.py)."""
+"""The uplink's routing, read as its table: facts in, the next step out (device/session/uplink/routing.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from device.session.routing import Facts, Route, Step, decide
+from device.session.uplink.routing import Facts, Route, Step, decide
 
 UP = Facts(Route.BUFFER, attached=True, sid=True)  # published, no agent yet
 A = "agent-1"

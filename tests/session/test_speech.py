@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.session.speech import VAD_RELEASE_S, EnergyGate, VadGate
 from device.session.text import user_went_away
+from device.session.uplink.user_speech import VAD_RELEASE_S, EnergyGate, VadGate
 from tests.audio import corpus
 from tests.programs import need
 

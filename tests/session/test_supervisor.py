@@ -22,10 +22,10 @@ from device.core.vocabulary import (
     SessionReconnected,
     SessionReconnecting,
 )
-from device.session.preconnect import TOPIC
-from device.session.speech import VAD_RELEASE_S, EnergyGate, VadGate
 from device.session.status import AgentStatus, TranscriptLine, TurnsStatus
 from device.session.supervisor import SessionError
+from device.session.uplink.uplink import TOPIC
+from device.session.uplink.user_speech import VAD_RELEASE_S, EnergyGate, VadGate
 from tests.session.conftest import make_config
 from tests.session.fakes import (
     ACTIVE,

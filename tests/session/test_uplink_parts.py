@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from device.audio.levels import rms_dbfs as level_dbfs
-from device.session.preconnect import ChunkBuffer
+from device.session.uplink.uplink import ChunkBuffer
 
 
 def test_the_buffer_drops_the_oldest_samples_past_its_cap_and_keeps_indices_exact():

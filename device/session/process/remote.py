@@ -1,4 +1,4 @@
-"""`RemoteSupervisor`: the daemon's side of a session that runs in its own process (`device.session.host`).
+"""`RemoteSupervisor`: the daemon's side of a session that runs in its own process (`device.session.process.host`).
 
 It has the `Supervisor`'s public API, so the daemon does not know the difference. Each session runs in one
 child process; when the child reports the session over, the daemon retires it (it disconnects, exits, and the
@@ -33,9 +33,9 @@ from pathlib import Path
 from device.config.schema import Config
 from device.core.backoff import Backoff
 from device.core.vocabulary import Event, FailureReason, SessionFailed
-from device.session.ipc import Channel, ChannelClosed
 from device.session.ports import AudioPort, AudioReader
-from device.session.protocol import (
+from device.session.process.ipc import Channel, ChannelClosed
+from device.session.process.protocol import (
     MIC_EOF,
     MIC_RECORD,
     Beat,
@@ -74,7 +74,7 @@ from device.session.supervisor import SessionError, turns_status
 from device.session.tokens import build_request
 from device.session.turns import Turns
 
-log = logging.getLogger("device.session.remote")
+log = logging.getLogger("device.session.process.remote")
 
 REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
 READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
@@ -83,7 +83,7 @@ SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; si
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
 RESPAWN_BASE_S, RESPAWN_CAP_S = 0.5, 30.0  # a session process that keeps dying is started again ever more slowly
 _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def idle_status(config: Config) -> SessionStatus:
@@ -129,7 +129,7 @@ class Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "device.session.host", str(theirs.fileno()), str(mic_theirs.fileno()),
+                sys.executable, "-m", "device.session.process.host", str(theirs.fileno()), str(mic_theirs.fileno()),
                 str(ring_fd), pass_fds=(theirs.fileno(), mic_theirs.fileno(), ring_fd),
                 stdin=asyncio.subprocess.DEVNULL, env=env,
             )

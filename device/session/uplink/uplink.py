@@ -37,14 +37,14 @@ import numpy as np
 
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
-from device.session.routing import Facts, Route, Step, decide
-from device.session.speech import SpeechGate
 from device.session.status import UplinkStatus
+from device.session.uplink.routing import Facts, Route, Step, decide
+from device.session.uplink.user_speech import SpeechGate
 
 if TYPE_CHECKING:
     from livekit import rtc
 
-log = logging.getLogger("device.session.preconnect")
+log = logging.getLogger("device.session.uplink.uplink")
 
 TOPIC = "lk.agent.pre-connect-audio-buffer"
 STREAM_NAME = "pre-connect-audio"
@@ -126,7 +126,7 @@ class Uplink:
         on_speech: Callable[[], None] | None = None,
         start: int | None = None,
     ):
-        """`speech` judges each chunk (device/session/speech.py); `on_speech` hears about it, at most twice a
+        """`speech` judges each chunk (`uplink/user_speech.py`); `on_speech` hears about it, at most twice a
         second while the user speaks. `start`: the ring index the session's audio was asked from (its mark); a
         reader that can only begin later (the ring let the mark go while the session waited to start) has the
         missing span counted as dropped, with the reason, instead of starting later in silence."""
@@ -405,6 +405,18 @@ class Uplink:
             await self._take(step)
         log.error("uplink routing did not settle after %d steps facts=%s", MAX_STEPS, self.facts())
 
+    def _live_after_reconnect(self, reason: str, *, said_if_empty: bool) -> None:
+        """Drop what was held while reconnecting and go live again (a resume says so even when nothing was held)."""
+        self._after_reconnect = False
+        dropped = self.buffer.clear()
+        if dropped or said_if_empty:
+            self.dropped_samples += dropped
+            self.drop_reason = reason
+            # say so: these are the user's words from the reconnect, and no agent will hear them
+            log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
+                     dropped * 1000 // self.rate)
+        self._set_route(Route.LIVE)
+
     async def _take(self, step: Step) -> None:
         match step:
             case Step.HOLD:
@@ -418,25 +430,13 @@ class Uplink:
                 self._after_reconnect = True
             case Step.RESUME_LIVE:
                 # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
-                self._after_reconnect = False
-                dropped = self.buffer.clear()
-                self.dropped_samples += dropped
-                self.drop_reason = "resumed: the live track continued"
-                # say so: these are the user's words from the reconnect, and no agent will hear them
-                log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
-                         dropped * 1000 // self.rate)
-                self._set_route(Route.LIVE)
+                self._live_after_reconnect("resumed: the live track continued", said_if_empty=True)
             case Step.LIVE_AGAIN:
                 # pre-connect off: no stream can carry what was held, and the live track must not wait for a
                 # subscription that may never be repeated (a resume) or come late (a full restart)
-                self._after_reconnect = self._republished = False
-                dropped = self.buffer.clear()
-                if dropped:
-                    self.dropped_samples += dropped
-                    self.drop_reason = "reconnected: pre-connect off, the live track continued"
-                    log.info("audio captured while reconnecting dropped reason=%r ms=%d", self.drop_reason,
-                             dropped * 1000 // self.rate)
-                self._set_route(Route.LIVE)
+                self._republished = False
+                self._live_after_reconnect("reconnected: pre-connect off, the live track continued",
+                                           said_if_empty=False)
             case Step.REBUFFER:
                 # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
                 self.buffer = ChunkBuffer(int(self.resend_s * self.rate))

@@ -1,9 +1,9 @@
 """The daemon ↔ session-process protocol: every message, both directions, declared once.
 
-The daemon (`session/remote.py`) starts the child with a `Hello`, then makes `Call`s — one `SessionPort`
+The daemon (`session/process/remote.py`) starts the child with a `Hello`, then makes `Call`s — one `SessionPort`
 method each, answered by a `Reply` with the same `cid` — gives the mic by ring index for each reader the child
 opens (`MIC_RECORD`s on their own socket; the samples are in shared memory), and ends it with `Close`. The
-child (`session/host.py`) says `Ready` (or `StartFailed`), forwards the supervisor's events (`Emitted`), its
+child (`session/process/host.py`) says `Ready` (or `StartFailed`), forwards the supervisor's events (`Emitted`), its
 status (`Status`), its log records (`Log`), the agent's audio (`Play`, `PlayEnd`, `Flush`, `Volume`), `Over`
 once its session has ended, and `Beat` when it has nothing else to say.
 `ipc.Channel` carries them as pickles and refuses anything that is not one of these.

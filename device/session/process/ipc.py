@@ -15,7 +15,7 @@ import struct
 import types
 from typing import cast
 
-from device.session.protocol import MESSAGE_TYPES, Message
+from device.session.process.protocol import MESSAGE_TYPES, Message
 
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE = 64 * 2**20  # a message this big is a bug, not audio (the largest is a 200 ms chunk)
