@@ -3,7 +3,8 @@
 # debootstrap_into DIR SUITE MIRROR PACKAGE...: Debian's minbase plus PACKAGE... into DIR, logged to DIR.log;
 # on failure the log's last lines go to stderr and it returns 1 (the caller cleans up and says so).
 # With DEBOOTSTRAP_ARCH naming another architecture than this machine's (arm64 on x86_64), the first stage unpacks
-# and the second configures the packages in a chroot, its binaries run by qemu-user through binfmt_misc.
+# and the second configures the packages in a chroot, its binaries run by qemu-user through binfmt_misc; a function
+# named by DEBOOTSTRAP_BETWEEN runs on DIR between the two (files the second stage's package scripts read).
 debootstrap_into() {
   local dir="$1" suite="$2" mirror="$3" arch="${DEBOOTSTRAP_ARCH:-$(dpkg --print-architecture)}"
   shift 3
@@ -17,6 +18,7 @@ debootstrap_into() {
   binfmt_ready "$arch" || return 1
   debootstrap --foreign --arch="$arch" --variant=minbase --include="$include" "$suite" "$dir" "$mirror" \
       > "$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; return 1; }
+  "${DEBOOTSTRAP_BETWEEN:-:}" "$dir"
   chroot "$dir" /debootstrap/debootstrap --second-stage >> "$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; return 1; }
 }
 

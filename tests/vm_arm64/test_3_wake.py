@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def converse(appliance: Appliance) -> None:
     to_guest(appliance, "/root/one-breath.raw", source)
     stub = appliance.stub
     before = {p.name for p in stub.record_dir.glob("session-*")}
+    cursor = appliance.cursor()
     seconds = len(source) / RATE + 40  # the phrase, the room's join under emulation, the agent's echo
     appliance.sh(f"rm -f /tmp/ear.raw; (arecord {HW} -d {int(seconds)} /tmp/ear.raw >/dev/null 2>&1 &); "
                  f"aplay {HW} /root/one-breath.raw", timeout=120)
@@ -126,7 +128,8 @@ def converse(appliance: Appliance) -> None:
     meta = json.loads((session / "meta.json").read_text())
     heard = read_wav(session / "heard.wav")
     metrics = appliance.status()["metrics"]
-    print(f"\nwake → listening {metrics.get('wake_to_listening_ms_p50')} ms; pre-connect "
+    print(f"\nemulated timings (s from the wake word): {milestones(appliance.journal(cursor))}")
+    print(f"wake → listening {metrics.get('wake_to_listening_ms_p50')} ms; pre-connect "
           f"{meta['live_first_sample_index'] / RATE:.2f} s; meta { {k: meta[k] for k in ('preconnect_status',)} }")
     assert meta["preconnect_status"] == "used", meta
     assert metrics["wake_detections"] >= 1 and metrics["conversations_wake_word"] == 1, metrics
@@ -147,3 +150,19 @@ def converse(appliance: Appliance) -> None:
     ear = from_guest_stereo(appliance, "/tmp/ear.raw")[:, 0]
     _played, share = judged("the answer played", source[RATE // 2:], ear)
     assert share > 0.5
+
+
+MILESTONES = {"wake word heard model=": "wake", "session connecting": "connecting", "session connected": "joined",
+              "agent joined": "agent"}
+
+
+def milestones(journal: str) -> dict[str, float]:
+    """The session's steps as the daemon logged them (the journal's monotonic clock), from the wake word on."""
+    at: dict[str, float] = {}
+    for line in journal.splitlines():
+        stamp = re.match(r"\[\s*([\d.]+)\]", line)
+        for text, name in MILESTONES.items():
+            if stamp and text in line and name not in at:
+                at[name] = float(stamp.group(1))
+    start = at.get("wake", 0.0)
+    return {name: round(t - start, 2) for name, t in at.items()}
