@@ -183,6 +183,11 @@ class SessionConfig:
         "the daemon); 'on_demand' = the same, started at the press (less idle memory, slower first answer); "
         "'inline' = inside the daemon", choices=("warm", "on_demand", "inline"),
     )
+    process_hang_s: float = opt(
+        10.0, "a session process that says nothing for this long is taken for hung, stopped and the session failed "
+        "(`internal`); it says something every second while it runs: raise it only for a board far slower than a "
+        "Pi Zero 2 W (emulation)", min=2.0, max=300.0,
+    )
     backoff: BackoffConfig = section(BackoffConfig, "reconnect backoff")
     turns: TurnsConfig = section(TurnsConfig, "push-to-talk turns")
 

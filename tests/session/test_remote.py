@@ -173,18 +173,20 @@ async def test_a_child_that_dies_mid_session_fails_it_and_the_next_press_gets_a_
 
 
 async def test_a_child_that_stops_answering_is_killed_its_session_fails_and_the_next_press_works(
-        tmp_path, monkeypatch) -> None:
+        tmp_path, monkeypatch, caplog) -> None:
     marker = tmp_path / "hang"
     marker.touch()
     monkeypatch.setenv("VD_FAKE_HANG", str(marker))
-    rig = Rig()
-    rig.sup._silent_limit = 2.0
+    rig = Rig(process_hang_s=2.0)  # session.process_hang_s (10 s by default)
     try:
         rig.audio.speak(300)
         await rig.sup.start(rig.audio.mark(100))
         pid = rig.sup.status().process.pid
         failed = await until(lambda: rig.of(SessionFailed), "the hung session to fail")
         assert failed[0].reason is FailureReason.INTERNAL and "stopped answering" in failed[0].detail
+        silent = [float(r.getMessage().rsplit("silent_s=", 1)[1]) for r in caplog.records
+                  if "stopped answering; killing it" in r.getMessage()]
+        assert silent and 2.0 <= silent[0] < 5.0, silent  # the configured limit, not the 10 s default
         await until(lambda: not alive(pid), "the hung process to be gone")
         await rig.sup.end()  # the device's own end after the failure: no error, no wait
         rig.events.clear()

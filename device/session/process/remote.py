@@ -79,7 +79,6 @@ log = logging.getLogger("device.session.process.remote")
 REFRESH_TIMEOUT_S = 1.0  # a control client's snapshot waits at most this for a busy session process
 READY_TIMEOUT_S = 60.0  # python + numpy + livekit import on a slow SD card
 PRESS_WAIT_S = 15.0  # a press waits this long for a session process still starting, then fails (internal)
-SILENT_LIMIT_S = 10.0  # a ready child sends something at least every second; silent this long, it is hung
 CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this (plus its connect deadline)
 RESPAWN_BASE_S, RESPAWN_CAP_S = 0.5, 30.0  # a session process that keeps dying is started again ever more slowly
 _ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
@@ -317,8 +316,7 @@ class RemoteSupervisor:
     """The `Supervisor` API, each session in a child process (see the module docstring)."""
 
     def __init__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, warm: bool = True,
-                 factory: str | None = None, silent_limit_s: float = SILENT_LIMIT_S,
-                 identity: str | None = None) -> None:
+                 factory: str | None = None, identity: str | None = None) -> None:
         self._cfg = config
         self.audio = audio
         self._emit_cb = emit
@@ -338,7 +336,7 @@ class RemoteSupervisor:
         self.interrupting = False  # an InterruptCall is on its way: the agent's audio that arrives is dropped
         self._started = 0  # children started so far
         self._bg: set[asyncio.Task[None]] = set()
-        self._silent_limit = silent_limit_s
+        self._silent_limit = config.session.process_hang_s  # a ready child speaks every second; silent, it is hung
         self._crashes = _respawn_backoff()  # sessions lost to a dead child since one last ended normally
         self._timers: set[asyncio.Task[None]] = set()
         self._monitor = asyncio.get_running_loop().create_task(self._watch())
