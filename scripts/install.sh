@@ -9,13 +9,15 @@
 # checkout and /usr/local/bin/voice-device pointing into it, /etc/voice-device/config.yaml from the profile
 # (0640 root:voice-device; an existing one is kept), /etc/voice-device/env for secrets (0600 root), on plain
 # ALSA (no PulseAudio/PipeWire) a shared default sound device (dsnoop/dmix, so `arecord` works beside the daemon),
-# and the systemd unit, installed and enabled (in a chroot or image build: enabled for the next boot). The
+# where no udev rule gives the GPIO chips (and SPI devices) to the gpio (and spi) group, one that does (Raspberry Pi
+# OS has one; plain Debian leaves /dev/gpiochip* to root, and the daemon could not open its button and LEDs), and
+# the systemd unit, installed and enabled (in a chroot or image build: enabled for the next boot). The
 # service is restarted only when its venv or unit changed.
 #
 # Options:
 #   --profile NAME   the config to start from (needed only when /etc/voice-device/config.yaml does not exist)
-#   --uninstall      stop and remove the service, the venv, the ALSA file, the state directory and the
-#                    user/groups this script created; the config and secrets stay (owned by root) unless --purge
+#   --uninstall      stop and remove the service, the venv, the ALSA file, the udev rule, the state directory and
+#                    the user/groups this script created; the config and secrets stay (owned by root) unless --purge
 #   --purge          with --uninstall: remove /etc/voice-device (config and secrets) too
 #   --alsa-card CARD the sound card to share on plain ALSA (its id from /proc/asound/cards, e.g. seeed2micvoicec,
 #                    or its number); default: the only card with a microphone, if there is exactly one
@@ -81,6 +83,7 @@ ENVFILE="$ETC/env"
 UNIT="$PREFIX/etc/systemd/system/voice-device.service"
 LINK="$PREFIX/usr/local/bin/voice-device"
 ALSA_CONF="$PREFIX/etc/alsa/conf.d/60-voice-device.conf"
+UDEV_RULE="$PREFIX/etc/udev/rules.d/60-voice-device.rules"
 STATE="$PREFIX/var/lib/voice-device"
 CHANGED=0  # the venv or the unit changed: a running service is restarted at the end
 
@@ -307,6 +310,17 @@ pcm.voice_device_speaker {
 EOF
 }
 
+write_ours() {  # $1 file, $2 its text, $3 its kind in the manifest, $4 what it does (said); fails when not written
+  local file="$1" text="$2"
+  if [[ -f "$file" && "$(cat "$file")" == "$text" ]]; then say "$file is up to date"; return 1; fi
+  say "writing $file: $4"
+  if [[ $DRY -eq 1 ]]; then say "would write $file"; return 1; fi
+  mkdir -p "$(dirname "$file")"
+  echo "$text" > "$file"
+  chmod 0644 "$file"
+  record "$3 ${file#"$PREFIX"}"
+}
+
 install_alsa() {
   local server card slave channels text
   if server="$(sound_server)"; then
@@ -332,14 +346,64 @@ install_alsa() {
     channels="$(alsa_channels "$slave")"
   fi
   text="$(alsa_text "$card" "$slave" "${channels:-2}")"
-  if [[ -f "$ALSA_CONF" && "$(cat "$ALSA_CONF")" == "$text" ]]; then say "$ALSA_CONF is up to date"; return; fi
-  say "writing $ALSA_CONF: card $card shared (dsnoop/dmix) as ALSA's default"
-  if [[ $DRY -eq 1 ]]; then say "would write $ALSA_CONF"; return; fi
-  mkdir -p "$(dirname "$ALSA_CONF")"
-  echo "$text" > "$ALSA_CONF"
-  chmod 0644 "$ALSA_CONF"
-  record "alsa ${ALSA_CONF#"$PREFIX"}"
+  write_ours "$ALSA_CONF" "$text" alsa "card $card shared (dsnoop/dmix) as ALSA's default" || return 0
   CHANGED=1
+}
+
+# The device nodes the unit's SupplementaryGroups= and DeviceAllow= are for: each subsystem's nodes to its group,
+# as Raspberry Pi OS's 99-com.rules gives them. Plain Debian has no such rule (/dev/gpiochip0 is root's, 0600), so
+# the daemon, the voice-device user in the gpio group, could not open the chip (seen in the VM suite, whose kernel
+# has a simulated chip: tests/vm/test_5_gpio.py).
+UDEV_GROUPS=("gpio gpio" "spidev spi")  # subsystem, group
+
+udev_rule_elsewhere() {  # $1 subsystem, $2 group: a rule other than ours already gives its nodes to that group
+  local f
+  for f in "$PREFIX"/usr/lib/udev/rules.d/*.rules "$PREFIX"/lib/udev/rules.d/*.rules \
+           "$PREFIX"/etc/udev/rules.d/*.rules; do
+    [[ -f "$f" && "$f" != "$UDEV_RULE" ]] || continue
+    grep -qE "SUBSYSTEM==\"$1\".*GROUP=\"$2\"" "$f" && return 0
+  done
+  return 1
+}
+
+udev_text() {  # the rule for the subsystems no other rule gives to their group; nothing when every one is covered
+  local pair subsystem group lines=""
+  for pair in "${UDEV_GROUPS[@]}"; do
+    read -r subsystem group <<< "$pair"
+    udev_rule_elsewhere "$subsystem" "$group" \
+      || lines+="SUBSYSTEM==\"$subsystem\", GROUP=\"$group\", MODE=\"0660\""$'\n'
+  done
+  [[ -n "$lines" ]] || return 0
+  cat <<EOF
+# Written by voice-device's installer (scripts/install.sh); --uninstall removes it.
+# The daemon runs as the voice-device user in the gpio and spi groups: these lines give it the GPIO chips (its
+# button and LEDs, /dev/gpiochip*) and the SPI devices (an APA102 LED ring, /dev/spidev*), as Raspberry Pi OS's
+# 99-com.rules does; a subsystem another rule already gives to its group is left out.
+${lines%$'\n'}
+EOF
+}
+
+udev_apply() {  # the rules as they now are, for the nodes that exist now (in a chroot: from the next boot)
+  if systemd_running && command -v udevadm >/dev/null; then
+    sys udevadm control --reload
+    sys udevadm trigger --action=change --subsystem-match=gpio --subsystem-match=spidev
+  fi
+}
+
+install_udev() {
+  local text
+  if [[ -e "$UDEV_RULE" ]] && ! grep -q "voice-device's installer" "$UDEV_RULE"; then
+    say "note: $UDEV_RULE is not ours; leaving it"
+    return
+  fi
+  text="$(udev_text)"
+  if [[ -z "$text" ]]; then
+    say "udev already gives the GPIO chips and SPI devices to their groups"
+    return
+  fi
+  write_ours "$UDEV_RULE" "$text" udev "GPIO chips to the gpio group, SPI devices to spi (no rule gave them)" \
+    || return 0
+  udev_apply
 }
 
 install_unit() {
@@ -384,6 +448,10 @@ uninstall() {
     case "$line" in
       "link "*) if [[ -L "$PREFIX${line#link }" ]]; then run rm -f "$PREFIX${line#link }"; fi ;;
       "alsa "*) if grep -qs "voice-device's installer" "$PREFIX${line#alsa }"; then run rm -f "$PREFIX${line#alsa }"; fi ;;
+      "udev "*) if grep -qs "voice-device's installer" "$PREFIX${line#udev }"; then
+                  run rm -f "$PREFIX${line#udev }"
+                  udev_apply
+                fi ;;
     esac
   done
   # systemd's StateDirectory=: its files belong to the user removed below
@@ -419,6 +487,7 @@ install_venv
 install_link
 install_config
 install_alsa
+install_udev
 install_unit
 say "done. Next:"
 say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the service"

@@ -19,6 +19,8 @@
 #                    static address, then `scripts/install.sh --profile appliance` for real (apt from Debian,
 #                    the system user, the venv from a wheelhouse built here, the config, the unit, enabled);
 #                    then disk.img (ext4), vmlinuz and initrd.img. KEY hashes the checkout's installed parts.
+#                    amd64 also gets the GPIO test equipment (tests/vm/guest/gpio-equipment.sh: a gpio-sim kernel
+#                    module built from Debian's linux-source, and lgpio built from PyPI's sdist, fetched here once).
 # The VM itself never reaches a network: everything it needs is on its disk.
 # Needs root, debootstrap, mkfs.ext4 (e2fsprogs) and the Debian archive (apt sources of this machine).
 set -euo pipefail
@@ -36,6 +38,9 @@ MIRROR="${VOICE_DEVICE_VM_MIRROR:-http://deb.debian.org/debian}"
 BASE_PACKAGES=(systemd systemd-sysv udev kmod dbus "linux-image-$ARCH" initramfs-tools iproute2 python3 procps
   psmisc)
 DISK_MB=4096
+# gpiozero's pin driver on a Pi (python3-lgpio on Raspberry Pi OS), built in the image from PyPI's source
+LGPIO_SDIST=lgpio-0.2.2.0.tar.gz
+LGPIO_SHA256=11372e653b200f76a0b3ef8a23a0735c85ec678a9f8550b9893151ed0f863fff
 
 # shellcheck source=lib/rootfs.sh
 source "$ROOT/scripts/lib/rootfs.sh"
@@ -159,6 +164,26 @@ download_foreign_wheels() {
     "$(grep -i '^pyaudio' <<< "$deps")"
 }
 
+fetch_lgpio() {  # the lgpio sdist the GPIO test equipment is built from, downloaded once and checked
+  local file="$CACHE/$LGPIO_SDIST" work
+  if [[ -f "$file" ]]; then echo "$file"; return; fi
+  [[ -x "$PY" ]] || die "no $PY: run scripts/setup.sh first"
+  work="$(mktemp -d "$CACHE/.lgpio.XXXXXX")"
+  if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary=:all: -d "$work" \
+      "lgpio==$(sed 's/^lgpio-//; s/[.]tar[.]gz$//' <<< "$LGPIO_SDIST")" > "$work/pip.log" 2>&1; then
+    tail -20 "$work/pip.log" >&2
+    rm -rf "$work"
+    die "pip download lgpio failed (log above)"
+  fi
+  if [[ "$(sha256sum "$work/$LGPIO_SDIST" 2>/dev/null | cut -d' ' -f1)" != "$LGPIO_SHA256" ]]; then
+    rm -rf "$work"
+    die "the downloaded $LGPIO_SDIST is not the one this script pins (sha256 $LGPIO_SHA256)"
+  fi
+  mv "$work/$LGPIO_SDIST" "$file"
+  rm -rf "$work"
+  echo "$file"
+}
+
 # ---- stage 2: the appliance, installed by the project's installer inside a chroot ------------------------------
 
 stage_checkout() {  # $1: destination; the files git tracks (or would), as a fresh clone has them
@@ -180,7 +205,7 @@ chroot_umount() {
   for m in dev/pts dev sys proc; do umount -l "$1/$m" 2>/dev/null || true; done
 }
 
-provision_image() {  # $1 rootfs, $2 wheelhouse
+provision_image() {  # $1 rootfs, $2 wheelhouse, $3 the lgpio sdist (amd64: the GPIO test equipment)
   local dir="$1" guest="$ROOT/tests/vm/guest"
   # The test equipment: the host's command channel, the VM's address in the test's namespace.
   install -D -m 0644 "$guest/agent.py" "$dir/usr/local/lib/vd-test/agent.py"
@@ -208,6 +233,7 @@ provision_image() {  # $1 rootfs, $2 wheelhouse
     tail -30 "$dir/root/install.log" >&2
     die "the installer failed in the image (log above)"
   fi
+  [[ -z "${3:-}" ]] || gpio_equipment "$dir" "$3"
   # The owner's first step after the installer ("1. edit /etc/voice-device/env"): the daemon refuses to start on the
   # profile's placeholders, so the first boot gets a token endpoint of its own (the suite's side of the tap; the
   # appliance asks it for nothing before a press, and the suite's set-up replaces this file with its real one).
@@ -219,19 +245,36 @@ provision_image() {  # $1 rootfs, $2 wheelhouse
   : > "$dir/etc/machine-id"  # a fresh identity at each boot of the snapshot
 }
 
+gpio_equipment() {  # $1 rootfs (mounted for the chroot), $2 the lgpio sdist
+  local dir="$1" started=$SECONDS
+  say "building the GPIO test equipment in the image: gpio-sim for its kernel, lgpio"
+  cp "$2" "$dir/root/$LGPIO_SDIST"
+  if ! chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+      bash /root/voice-device/tests/vm/guest/gpio-equipment.sh "/root/$LGPIO_SDIST" /root/wheelhouse \
+      > "$dir/root/gpio-equipment.log" 2>&1; then
+    tail -30 "$dir/root/gpio-equipment.log" >&2
+    die "the GPIO test equipment failed to build in the image (log above)"
+  fi
+  rm -f "$dir/root/$LGPIO_SDIST"
+  say "GPIO test equipment built in $((SECONDS - started)) s"
+}
+
 build_image() {
-  local base wheels key out work
+  local base wheels key out work lgpio=""
   base="$(build_base)"
   wheels="$(build_wheelhouse)"
   key="$(image_key)"
   out="$CACHE/image-$ARCH-$key"
   if [[ -f "$out/disk.img" ]]; then echo "$out"; return; fi
+  # The GPIO test equipment on amd64 only so far: on arm64 its builds would run under user-mode emulation.
+  [[ "$ARCH" != amd64 ]] || lgpio="$(fetch_lgpio)"
   work="$(mktemp -d "$CACHE/.image.XXXXXX")"
   trap 'chroot_umount "$work/root"; rm -rf "$work"' EXIT
   mkdir "$work/root"
   tar -C "$work/root" -xf "$base"
-  provision_image "$work/root" "$wheels"
+  provision_image "$work/root" "$wheels" "$lgpio"
   cp "$work/root/root/install.log" "$work/install.log"
+  [[ ! -f "$work/root/root/gpio-equipment.log" ]] || cp "$work/root/root/gpio-equipment.log" "$work/"
   cp -L "$work/root/vmlinuz" "$work/vmlinuz"
   cp -L "$work/root/initrd.img" "$work/initrd.img"
   say "making the disk (ext4, ${DISK_MB} MB sparse)"

@@ -173,6 +173,7 @@ def test_uninstall_removes_what_it_added_and_keeps_the_config(installed, tmp_pat
     assert not (copy / "opt/voice-device").exists()
     assert not (copy / "etc/systemd/system/voice-device.service").exists()
     assert (copy / "etc/voice-device/config.yaml").exists() and (copy / "etc/voice-device/env").exists()
+    assert not (copy / "etc/udev/rules.d/60-voice-device.rules").exists()
     assert "would run: systemctl disable --now voice-device.service" in r.stderr
     again = install("--prefix", str(copy), "--uninstall")
     assert again.returncode == 0, again.stderr
@@ -218,3 +219,36 @@ def test_a_sound_server_keeps_alsa_to_itself(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "a sound server owns ALSA's default here" in r.stderr
     assert not (root / "etc/alsa/conf.d/60-voice-device.conf").exists()
+
+
+GPIO_LINE = 'SUBSYSTEM=="gpio", GROUP="gpio", MODE="0660"'
+SPI_LINE = 'SUBSYSTEM=="spidev", GROUP="spi", MODE="0660"'
+
+
+def test_a_udev_rule_gives_the_gpio_chips_and_spi_devices_to_their_groups_where_no_rule_does(installed) -> None:
+    """Plain Debian leaves /dev/gpiochip* and /dev/spidev* to root: the daemon (voice-device, in the gpio and spi
+    groups) could not open its button, LEDs or LED ring (tests/vm/test_5_gpio.py on a real chip)."""
+    prefix, _, r = installed
+    rule = prefix / "etc/udev/rules.d/60-voice-device.rules"
+    lines = rule.read_text().splitlines()
+    assert GPIO_LINE in lines and SPI_LINE in lines
+    assert stat.S_IMODE(rule.stat().st_mode) == 0o644
+    assert "writing " + str(rule) in r.stderr
+
+
+@pytest.mark.parametrize(("theirs", "ours"), [([GPIO_LINE, SPI_LINE], None), ([GPIO_LINE], [SPI_LINE])],
+                         ids=["raspberry-pi-os", "gpio-only"])
+def test_no_udev_rule_is_added_for_what_another_rule_already_gives(tmp_path: Path, theirs: list[str],
+                                                                   ours: list[str] | None) -> None:
+    """Raspberry Pi OS's 99-com.rules gives both to their groups: the installer adds nothing of its own there."""
+    root = tmp_path / "root"
+    (root / "etc/udev/rules.d").mkdir(parents=True)
+    (root / "etc/udev/rules.d/99-com.rules").write_text("\n".join(['SUBSYSTEM=="input", GROUP="input"', *theirs]))
+    wheel = build_wheel(tmp_path)
+    r = install("--prefix", str(root), "--profile", "kiosk", "--wheel", str(wheel), "--offline")
+    assert r.returncode == 0, r.stderr
+    rule = root / "etc/udev/rules.d/60-voice-device.rules"
+    if ours is None:
+        assert not rule.exists() and "udev already gives the GPIO chips and SPI devices" in r.stderr
+    else:
+        assert [line for line in rule.read_text().splitlines() if not line.startswith("#")] == ours

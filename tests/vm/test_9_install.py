@@ -13,7 +13,8 @@ pytestmark = pytest.mark.vm
 INSTALL = "bash /root/voice-device/scripts/install.sh"
 AGAIN = f"{INSTALL} --profile appliance --alsa-card Loopback --find-links /root/wheelhouse"
 # Every file the installation could touch, with its mode, owner, size and modification time.
-WATCHED = "/opt/voice-device /etc/voice-device /etc/systemd/system /etc/alsa /usr/local/bin /var/lib/voice-device"
+WATCHED = ("/opt/voice-device /etc/voice-device /etc/systemd/system /etc/alsa /etc/udev/rules.d /usr/local/bin "
+           "/var/lib/voice-device")
 SNAPSHOT = (f"find {WATCHED} -printf '%p %m %u %g %s %T@\\n' 2>/dev/null | sort; "
             "getent passwd voice-device; getent group voice-device gpio spi audio")
 # The whole root file system but what changes by itself (logs, caches, the test's own files).
@@ -56,7 +57,8 @@ def test_uninstall_then_purge_leave_nothing_behind(appliance: Appliance) -> None
     assert left <= installed, f"the uninstall created {sorted(left - installed)}"
     removed = installed - left
     ours = ("/opt/voice-device", "/etc/voice-device", "/var/lib/voice-device", "/usr/local/bin/voice-device",
-            "/etc/alsa/conf.d/60-voice-device.conf", "/etc/systemd/system/voice-device.service",
+            "/etc/alsa/conf.d/60-voice-device.conf", "/etc/udev/rules.d/60-voice-device.rules",
+            "/etc/systemd/system/voice-device.service",
             "/etc/systemd/system/multi-user.target.wants/voice-device.service")
     assert {p for p in removed if not p.startswith(ours)} == set()
     for path in ours[3:]:
