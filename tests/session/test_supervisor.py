@@ -963,6 +963,33 @@ async def test_the_agent_can_set_the_volume_read_the_status_and_end_the_session(
     assert rig.of(SessionEnded)[-1].reason == "agent-ended"
 
 
+async def test_the_agent_s_protocol_is_in_the_status_and_logged_once_when_it_is_ready(make_rig, caplog):
+    """An agent speaking the voice-device protocol says so in `voice_device.agent_protocol` (PROTOCOL.md); one
+    without it is served all the same, and status and log say it speaks none."""
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        agent = rig.room.agent_joins(state="listening", attributes={"voice_device.agent_protocol": "1.0"})
+        await rig.settle()
+        rig.room.set_agent_state(agent, "thinking")
+        await rig.settle()
+    assert rig.sup.status().agent.protocol == "1.0"
+    lines = [r.getMessage() for r in caplog.records if "voice-device protocol" in r.getMessage()]
+    assert lines == ["agent speaks voice-device protocol identity=agent-1 version=1.0"]
+
+
+async def test_an_agent_that_speaks_no_protocol_is_served_and_the_device_says_so(make_rig, caplog):
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        rig.room.agent_joins(state="listening")
+        await rig.settle()
+    assert rig.sup.status().agent.protocol is None
+    assert any(r.getMessage().startswith("agent speaks no voice-device protocol identity=agent-1")
+               for r in caplog.records)
+    assert json.loads(rig.room.local_participant.invoke("device.get_status"))["phase"] == "connected"
+
+
 # ---- wake_word: barge-in without turns, the agent's "user away", the follow-up window's speech ------------------
 
 
