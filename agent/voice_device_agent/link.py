@@ -169,14 +169,23 @@ class DeviceLink:
     async def end_conversation(self) -> None:
         """End the conversation the way the device expects: once the agent has finished speaking, call
         `device.end_session` (the device then closes the room; a wake-word device listens for its wake word
-        again). Calling it twice ends once."""
-        if self.ended:
-            return
-        self.ended = True
+        again). Calling it twice ends once. From inside a function tool, use the `end_conversation` tool instead
+        (it waits for the playout the tool's way)."""
         speech = self.session.current_speech
         if speech is not None:
             await speech.wait_for_playout()
-        await self.call(DeviceMethod.END_SESSION)
+        await self._end_session()
+
+    async def _end_session(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            await self.call(DeviceMethod.END_SESSION)
+        except DeviceError as e:
+            # the device ends the session at once: it may leave before its answer reaches the agent
+            if e.code != rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED:
+                raise
         log.info("conversation ended on the device %s", self.device.identity)
 
     def _user_state_changed(self, ev: UserStateChangedEvent) -> None:
@@ -224,9 +233,9 @@ class DeviceLink:
         async def end_conversation(context: RunContext[Any]) -> str:
             """End the conversation on the user's device, after what is being said has been played. Use it when
             the user says goodbye or asks to stop talking."""
-            await context.wait_for_playout()
+            await context.wait_for_playout()  # what is said with the call (a goodbye) is heard first
             try:
-                await self.end_conversation()
+                await self._end_session()
             except DeviceError as e:
                 raise ToolError(f"the conversation could not be ended: {e}") from None
             return "The conversation is over."

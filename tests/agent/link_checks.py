@@ -217,6 +217,23 @@ async def check_a_wake_word_conversation_ends_with_device_end_session_after_the_
     assert len(room.local_participant.calls) == 1, "ended twice"
 
 
+async def check_a_device_that_leaves_before_answering_end_session_has_ended_the_conversation() -> None:
+    """The device ends at once and may be gone before its answer arrives (1503 on the agent's side)."""
+    link, _, room = await linked("always_on")
+    room.local_participant.answers["device.end_session"] = rtc.RpcError(1503, "Recipient disconnected")
+    await link.end_conversation()
+    assert link.ended
+    room.local_participant.answers["device.end_session"] = rtc.RpcError(2002, "only the agent of this session")
+    other, _, _ = await linked("always_on")
+    other.room.local_participant.answers = room.local_participant.answers
+    try:
+        await other.end_conversation()
+    except Exception as e:
+        assert getattr(e, "code", None) == 2002
+    else:
+        raise AssertionError("a refusal was taken for an end")
+
+
 async def check_the_tools_call_the_device_s_methods() -> None:
     link, _, room = await linked("wake_word")
     assert [t.info.name for t in link.tools()] == ["set_volume", "end_conversation", "get_device_status"]  # type: ignore[union-attr]
