@@ -4,13 +4,18 @@
     device = await voice_device_agent.attach(session, ctx.room)
     await session.start(agent=Agent(instructions=..., tools=device.tools()), room=ctx.room)
 
-`attach` runs BEFORE `session.start`: it reads the device's attributes (mode, protocol and software version),
-says which protocol this agent speaks (`voice_device.agent_protocol`, before the agent's first state, so the
-device logs it once), and for a push-to-talk device turns the session to manual turns with its input off until
-the device's `start_turn`. The push-to-talk RPCs are registered for every device: one that publishes no mode but
-calls `start_turn` gets manual turns from that call on. A wake-word conversation is ended the way the device
-expects: `device.end_session` once the agent has finished speaking — by the LLM's `end_conversation` tool, by
-`end_conversation()`, or when the session reports the user away.
+`attach` runs between `ctx.connect()` and `session.start`, and must be followed by `session.start` at once: it
+reads the device's attributes (mode, protocol and software version), says which protocol this agent speaks
+(`voice_device.agent_protocol`, before the agent's first state, so the device logs it once), and for a
+push-to-talk device turns the session to manual turns with its input off until the device's `start_turn`. Why
+before: a push-to-talk device calls `start_turn` as soon as the agent is ready (its first state), and an agent
+without the method then loses push-to-talk for the whole session; the RPC methods can only be registered on a
+connected room. The cost: the session's pre-connect audio handler is registered after the connection
+(livekit-agents logs a warning when it takes a buffer), so nothing may be awaited in between. The push-to-talk
+RPCs are registered for every device: one that publishes no mode but calls `start_turn` gets manual turns from
+that call on. A wake-word conversation is ended the way the device expects: `device.end_session` once the agent
+has finished speaking — by the LLM's `end_conversation` tool, by `end_conversation()`, or when the session
+reports the user away.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from livekit import rtc
@@ -95,8 +100,22 @@ class DeviceLink:
                         PROTOCOL_VERSION)
         else:
             log.info("%s", device.describe())
-        await room.local_participant.set_attributes({AgentAttribute.PROTOCOL.value: PROTOCOL_VERSION})
+        # not awaited: session.start must follow at once, its pre-connect audio handler registered before the
+        # device's buffer can come (the device sends it once the agent is active, i.e. connected)
+        link._spawn(room.local_participant.set_attributes({AgentAttribute.PROTOCOL.value: PROTOCOL_VERSION}),
+                    "publishing voice_device.agent_protocol")
         return link
+
+    def _spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception as e:
+                log.warning("%s failed: %s", what, e)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _use_manual_turns(self) -> None:
         """Push-to-talk: the device says when a turn begins and ends; nothing is heard in between turns."""
@@ -190,15 +209,7 @@ class DeviceLink:
 
     def _user_state_changed(self, ev: UserStateChangedEvent) -> None:
         if ev.new_state == "away" and self.end_when_away:
-            task = asyncio.get_running_loop().create_task(self._end_quietly("the user is away"))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _end_quietly(self, why: str) -> None:
-        try:
-            await self.end_conversation()
-        except DeviceError as e:
-            log.warning("could not end the conversation (%s): %s", why, e)
+            self._spawn(self.end_conversation(), "ending the conversation (the user is away)")
 
     # ---- the LLM's tools -----------------------------------------------------------------------------------------
 

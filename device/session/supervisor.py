@@ -221,6 +221,7 @@ class Supervisor:
         self._uplink_task: asyncio.Task[None] | None = None
         self._passed_over: set[str] = set()  # agents of the room that are not the session's (logged once)
         self._protocol_noted: tuple[str, str | None] | None = None  # the agent's protocol, as last logged
+        self._first_ready: tuple[str, AgentState] | None = None  # the agent's first ready state, while it says none
         self._muted = muted
         self._press_t: float | None = None
         self._timers: NamedTimers[TimerName] = NamedTimers(self._clock.call_later, self._timer_fired)
@@ -557,17 +558,24 @@ class Supervisor:
         if raw and state is None:
             log.debug("agent state ignored state=%s", raw)
         if state is not None and state.ready:
-            self._note_protocol(participant)
+            self._note_protocol(participant, state)
         return AgentSeen(participant.identity, participant.attributes.get(AGENT_NAME_ATTR, ""),
                          is_active(participant), state)
 
-    def _note_protocol(self, participant: rtc.Participant) -> None:
-        """One log line, once the agent is ready, saying which voice-device protocol it speaks (again if it
-        changes)."""
+    def _note_protocol(self, participant: rtc.Participant, state: AgentState) -> None:
+        """One log line saying which voice-device protocol the ready agent speaks (again if it changes). An agent
+        that speaks one says so just after it has started (its first state), so "none" waits for its next state."""
         noted = (participant.identity, agent_protocol(participant))
-        if noted != self._protocol_noted:
-            self._protocol_noted = noted
-            log.info(protocol_sentence(*noted))
+        if noted == self._protocol_noted:
+            return
+        if noted[1] is None:
+            if self._first_ready is None or self._first_ready[0] != participant.identity:
+                self._first_ready = (participant.identity, state)
+                return
+            if self._first_ready[1] is state:
+                return
+        self._protocol_noted = noted
+        log.info(protocol_sentence(*noted))
 
     def _agent_protocol(self) -> str | None:
         att, agent = self._connector.current, self._policy.agent

@@ -142,6 +142,7 @@ async def linked(mode: str | None, **kwargs: Any) -> tuple[DeviceLink, FakeSessi
     room.join(FakeParticipant("agent-other", kind=AGENT))
     room.join(FakeParticipant("device-1", attributes=device_attrs(mode) if mode else {}))
     link = await attach(session, room, wait_s=0.2, **kwargs)  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # the attribute goes out in the background
     return link, session, room
 
 
