@@ -70,21 +70,25 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
-# The real-stack tests (tests/livekit): a livekit-agents worker in its own venv (livekit-agents 1.8.9 pins
-# livekit 1.1.21; the daemon keeps its own pins), and livekit-server built from its pinned tag when Go is here.
+# The agent side (tests/livekit, tests/agent): a livekit-agents worker in its own venv (livekit-agents 1.8.9 pins
+# livekit 1.1.21; the daemon keeps its own pins) with the companion (agent/, voice_device_agent) installed from this
+# checkout, editable; and livekit-server built from its pinned tag when Go is here.
 AGENT_VENV="${VOICE_DEVICE_AGENT_VENV:-$ROOT/.venv-agent}"
 AGENT_PINS=(livekit-agents==1.8.9 livekit-plugins-silero==1.8.9)
+agent_want="${AGENT_PINS[*]} companion:$(sha256sum "$ROOT/agent/pyproject.toml" | cut -d' ' -f1)"
 agent_stamp="$AGENT_VENV/.voice-device-agent"
-if [[ ! -f "$agent_stamp" || "$(cat "$agent_stamp")" != "${AGENT_PINS[*]}" ]]; then
+if [[ ! -f "$agent_stamp" || "$(cat "$agent_stamp")" != "$agent_want" ]] \
+  || ! "$AGENT_VENV/bin/python" -c 'import voice_device_agent' 2>/dev/null; then
   [[ -x "$AGENT_VENV/bin/python" ]] || { say "creating the test agent's virtualenv $AGENT_VENV"; "$PY" -m venv "$AGENT_VENV"; }
-  say "installing ${AGENT_PINS[*]} into $AGENT_VENV"
+  say "installing ${AGENT_PINS[*]} and the companion (agent/) into $AGENT_VENV"
   log="$AGENT_VENV/.pip.log"
-  if ! "$AGENT_VENV/bin/python" -m pip install -q --disable-pip-version-check "${AGENT_PINS[@]}" > "$log" 2>&1 \
-    || ! "$AGENT_VENV/bin/python" -c 'import livekit.agents, livekit.plugins.silero'; then
+  if ! "$AGENT_VENV/bin/python" -m pip install -q --disable-pip-version-check "${AGENT_PINS[@]}" -e "$ROOT/agent" \
+      > "$log" 2>&1 \
+    || ! "$AGENT_VENV/bin/python" -c 'import livekit.agents, livekit.plugins.silero, voice_device_agent'; then
     tail -30 "$log" >&2
     say "the test agent's install did not complete (whole log in $log)"; exit 1
   fi
-  echo "${AGENT_PINS[*]}" > "$agent_stamp"
+  echo "$agent_want" > "$agent_stamp"
 fi
 # The real-stack delay fault (tests/livekit/delay_queue.py): the kernel's NFQUEUE target read by NetfilterQueue
 # (built against libnetfilter-queue-dev), in the test venv only; the daemon never imports it.

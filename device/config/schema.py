@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from device.config.led_kinds import LED_KINDS
 from device.config.wake_models import BUILTIN_WAKE_WORDS
+from device.core.agent_contract import AgentMethod
 from device.core.dynamic import FieldSpec, FieldValue
 from device.core.modes import GESTURE_ACTIONS, GESTURES, MODES, Mode, get_mode
 
@@ -158,9 +159,9 @@ class BackoffConfig:
 @dataclass(frozen=True)
 class TurnsConfig:
     use_rpc: bool = opt(True, "use the agent's push-to-talk RPCs when it offers them")
-    start_method: str = opt("start_turn", "RPC called on press")
-    end_method: str = opt("end_turn", "RPC called on release")
-    cancel_method: str = opt("cancel_turn", "RPC called on cancel")
+    start_method: str = opt(AgentMethod.START_TURN.value, "RPC called on press")
+    end_method: str = opt(AgentMethod.END_TURN.value, "RPC called on release")
+    cancel_method: str = opt(AgentMethod.CANCEL_TURN.value, "RPC called on cancel")
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def format_snapshot(snap: Mapping[str, JSON]) -> str:
     if status.volume is not None:
         lines.append(f"volume: {status.volume:.2f}" + (" (muted)" if status.muted else ""))
     if session.agent.identity:
-        lines.append(f"agent: {session.agent.identity} ({session.agent.state or 'no state yet'})")
+        protocol = f"protocol {session.agent.protocol}" if session.agent.protocol else "speaks no voice-device protocol"
+        lines.append(f"agent: {session.agent.identity} ({session.agent.state or 'no state yet'}; {protocol})")
     if session.transcripts:
         lines.append("transcripts:")
         lines.extend(f"  {t.speaker}: {t.text}" for t in session.transcripts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from device.core.agent_contract import AgentAttribute, compatible
 from device.core.dynamic import ProtobufEnum
 
 if TYPE_CHECKING:
@@ -37,6 +38,22 @@ def is_agent(participant: rtc.Participant) -> bool:
     if _enum_name(rtc.ParticipantKind, participant.kind) != "PARTICIPANT_KIND_AGENT":
         return False
     return not participant.attributes.get(PUBLISH_ON_BEHALF_ATTR)
+
+
+def agent_protocol(participant: rtc.Participant) -> str | None:
+    """The voice-device protocol version the agent says it speaks (PROTOCOL.md); None when it says none."""
+    return participant.attributes.get(AgentAttribute.PROTOCOL.value) or None
+
+
+def protocol_sentence(identity: str, version: str | None) -> str:
+    """The log line saying which protocol the session's agent speaks."""
+    if version is None:
+        return (f"agent speaks no voice-device protocol identity={identity} (no {AgentAttribute.PROTOCOL.value} "
+                "attribute): served as any LiveKit agent; PROTOCOL.md says what an agent must do for this mode")
+    if not compatible(version):
+        return (f"agent speaks voice-device protocol identity={identity} version={version}, another major "
+                "version than this device's: served as an agent that speaks none")
+    return f"agent speaks voice-device protocol identity={identity} version={version}"
 
 
 def is_session_agent(participant: rtc.Participant, agent_name: str | None) -> bool:

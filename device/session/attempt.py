@@ -109,7 +109,7 @@ class Connector:
         if self._identity is None:
             self._identity = build_request(self._lk).participant_identity
         if new_room or self._request is None:
-            self._request = build_request(self._lk, identity=self._identity)
+            self._request = build_request(self._lk, identity=self._identity, mode=self._sc.mode)
         self._seq += 1
         att = Attempt(id=self._seq, request=self._request, fresh=fresh)
         self.current = att

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from device.core.agent_contract import DeviceMethod, RpcErrorCode
 from device.core.codec import to_json
 from device.session.status import SessionStatus
 
@@ -22,10 +23,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("device.session.device_rpc")
 
-SET_VOLUME, END_SESSION, GET_STATUS = "device.set_volume", "device.end_session", "device.get_status"
-# codes 1001-1999 are the SDK's own
-INVALID_ARGUMENT = 2001
-PERMISSION_DENIED = 2002
+# the names and codes of the agent protocol (PROTOCOL.md), declared in core/agent_contract.py
+SET_VOLUME, END_SESSION, GET_STATUS = (DeviceMethod.SET_VOLUME.value, DeviceMethod.END_SESSION.value,
+                                       DeviceMethod.GET_STATUS.value)
+INVALID_ARGUMENT = int(RpcErrorCode.INVALID_ARGUMENT)
+PERMISSION_DENIED = int(RpcErrorCode.PERMISSION_DENIED)
 
 
 def register(

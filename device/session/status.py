@@ -20,6 +20,7 @@ from device.core.vocabulary import FailureReason, SessionFailed
 class AgentStatus:
     identity: str | None = None
     state: str | None = None  # lk.agent.state as the agent last wrote it
+    protocol: str | None = None  # the voice-device protocol it speaks (voice_device.agent_protocol); None: none
 
 
 @dataclass(frozen=True)

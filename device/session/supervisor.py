@@ -35,10 +35,12 @@ from device.session import device_rpc, sdklog
 from device.session.agent import (
     AGENT_NAME_ATTR,
     AGENT_STATE_ATTR,
+    agent_protocol,
     disconnect_reason_name,
     is_active,
     is_agent,
     is_session_agent,
+    protocol_sentence,
     speaks_for,
 )
 from device.session.agent_audio import STREAM_FRAME_MS, VoiceGate
@@ -218,6 +220,8 @@ class Supervisor:
         self._uplink: Uplink | None = None
         self._uplink_task: asyncio.Task[None] | None = None
         self._passed_over: set[str] = set()  # agents of the room that are not the session's (logged once)
+        self._protocol_noted: tuple[str, str | None] | None = None  # the agent's protocol, as last logged
+        self._first_ready: tuple[str, AgentState] | None = None  # the agent's first ready state, while it says none
         self._muted = muted
         self._press_t: float | None = None
         self._timers: NamedTimers[TimerName] = NamedTimers(self._clock.call_later, self._timer_fired)
@@ -279,7 +283,7 @@ class Supervisor:
             phase=str(self._policy.phase),
             room=att.request.room_name if att else None,
             identity=att.request.participant_identity if att else None,
-            agent=AgentStatus(self._policy.agent, self._policy.agent_state),
+            agent=AgentStatus(self._policy.agent, self._policy.agent_state, self._agent_protocol()),
             muted=self._muted,
             turns=turns_status(self._turns),
             transcripts=tuple(TranscriptLine(x.speaker, x.text) for x in self._transcripts.last),
@@ -553,8 +557,30 @@ class Supervisor:
         state = AgentState.of(raw) if raw else None
         if raw and state is None:
             log.debug("agent state ignored state=%s", raw)
+        if state is not None and state.ready:
+            self._note_protocol(participant, state)
         return AgentSeen(participant.identity, participant.attributes.get(AGENT_NAME_ATTR, ""),
                          is_active(participant), state)
+
+    def _note_protocol(self, participant: rtc.Participant, state: AgentState) -> None:
+        """One log line saying which voice-device protocol the ready agent speaks (again if it changes). An agent
+        that speaks one says so just after it has started (its first state), so "none" waits for its next state."""
+        noted = (participant.identity, agent_protocol(participant))
+        if noted == self._protocol_noted:
+            return
+        if noted[1] is None:
+            if self._first_ready is None or self._first_ready[0] != participant.identity:
+                self._first_ready = (participant.identity, state)
+                return
+            if self._first_ready[1] is state:
+                return
+        self._protocol_noted = noted
+        log.info(protocol_sentence(*noted))
+
+    def _agent_protocol(self) -> str | None:
+        att, agent = self._connector.current, self._policy.agent
+        participant = att.room.remote_participants.get(agent) if att and att.room and agent else None
+        return agent_protocol(participant) if participant is not None else None
 
     def _may_command(self, att: Attempt, caller: str) -> bool:
         """Whether `caller` is the session's agent, the only participant the device's RPC methods serve.

@@ -19,14 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from device.core.agent_contract import Topic
+
 if TYPE_CHECKING:
     from livekit import rtc
 
 log = logging.getLogger("device.session.text")
 
-TRANSCRIPTION_TOPIC = "lk.transcription"
-CHAT_TOPIC = "lk.chat"
-AGENT_EVENTS_TOPIC = "lk.agent.events"
+TRANSCRIPTION_TOPIC = Topic.TRANSCRIPTION.value
+CHAT_TOPIC = Topic.CHAT.value
+AGENT_EVENTS_TOPIC = Topic.AGENT_EVENTS.value
 FINAL_ATTR = "lk.transcription_final"
 TRACK_ATTR = "lk.transcribed_track_id"
 SEGMENT_ATTR = "lk.segment_id"

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
+from device import __version__
 from device.config.schema import LiveKitConfig
+from device.core.agent_contract import device_attributes
 from device.core.dynamic import JSON
 from device.core.vocabulary import FailureReason
 
@@ -123,15 +125,20 @@ def device_identity(
     return f"device-{name}"
 
 
-def build_request(cfg: LiveKitConfig, *, identity: str | None = None) -> TokenRequest:
-    """A request for a NEW session: a fresh room (prefix + random) unless `livekit.room` fixes one."""
+def build_request(cfg: LiveKitConfig, *, identity: str | None = None, mode: str | None = None) -> TokenRequest:
+    """A request for a NEW session: a fresh room (prefix + random) unless `livekit.room` fixes one. With the
+    session's `mode`, the participant attributes carry the agent protocol's (PROTOCOL.md): its version, the mode,
+    the software version; `livekit.attributes` cannot override those."""
     room = cfg.room or f"{cfg.room_prefix}{secrets.token_hex(4)}"
+    attributes = dict(cfg.attributes)
+    if mode is not None:
+        attributes.update(device_attributes(mode, __version__))
     return TokenRequest(
         room_name=room,
         participant_identity=cfg.identity or identity or device_identity(),
         participant_name=cfg.name,
         participant_metadata=cfg.metadata,
-        participant_attributes=tuple(sorted(dict(cfg.attributes).items())),
+        participant_attributes=tuple(sorted(attributes.items())),
         agent_name=cfg.agent_name,
         agent_metadata=cfg.agent_metadata,
     )

@@ -1,6 +1,7 @@
 """The demo's local real stack: livekit-server (when scripts/livekit-server.sh has built it) and the test agent
-worker (tests/livekit/agent, named demo-agent: push-to-talk RPCs, or its own voice detection for a wake-word
-demo) in a private network namespace.
+worker (tests/livekit/agent, named demo-agent, built on the companion voice_device_agent: push-to-talk RPCs for a
+push-to-talk device, its own voice detection for a wake-word demo, as the device's mode says) in a private network
+namespace. With `record`, the agent writes what it heard to `record/session-N/` as each session ends.
 
 `RealStack.available()` says why not when it cannot run (no root for the namespace, no server binary, no agent
 virtualenv); scripts/demo then falls back to the stub SFU and says so.
@@ -19,9 +20,9 @@ AGENT_NAME = "demo-agent"
 
 
 class RealStack:
-    def __init__(self, logs: Path, *, push_to_talk: bool = True) -> None:
+    def __init__(self, logs: Path, *, record: Path | None = None) -> None:
         self.logs = logs
-        self.push_to_talk = push_to_talk
+        self.record = record
         self.netns: NetNs | None = None
         self.server: Server | None = None
         self.worker: Worker | None = None
@@ -36,7 +37,7 @@ class RealStack:
         """Start both; returns the environment that points the daemon at them."""
         self.netns = NetNs.create(prefix="vddemo")
         self.server = Server(self.netns, self.logs).start()
-        self.worker = Worker(self.server, self.logs, AGENT_NAME, push_to_talk=self.push_to_talk).start()
+        self.worker = Worker(self.server, self.logs, AGENT_NAME, export=self.record).start()
         return {"LIVEKIT_URL": self.server.url, "LIVEKIT_API_KEY": API_KEY, "LIVEKIT_API_SECRET": API_SECRET,
                 "VOICE_DEVICE_AGENT": AGENT_NAME}
 

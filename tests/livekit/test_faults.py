@@ -52,8 +52,8 @@ def short_talk(workdir: Path) -> Path:
 def own_worker(server: Server, workdir: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def go(name: str, *, push_to_talk: bool = True) -> Worker:
-        w = Worker(server, workdir, name, push_to_talk=push_to_talk).start()
+    def go(name: str) -> Worker:
+        w = Worker(server, workdir, name).start()
         started.append(w)
         return w
 
@@ -145,7 +145,7 @@ def test_the_server_killed_and_restarted_the_device_rejoins_and_accounts_for_the
     rejoins (the SDK's full restart: the same room name, a new mic SID; the agent's own SDK rejoins the same way
     unless a new job comes); what was said while it was away is sent again as a pre-connect buffer naming the new
     SID (bounded by resend_after_reconnect_s) — anything beyond that bound is logged as dropped."""
-    worker = own_worker("vd-vad", push_to_talk=False)
+    worker = own_worker("vd-vad")  # a toggle device: the companion keeps the agent's own turn detection
     daemon = start_daemon(agent_name="vd-vad", session={"mode": "toggle", "idle_timeout_s": 600})
     daemon.ctl("press")
     daemon.wait_state("listening", timeout=40)

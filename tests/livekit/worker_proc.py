@@ -50,11 +50,13 @@ class RoomRecording:
 
 @dataclass
 class Worker:
+    """The test agent (tests/livekit/agent); a subclass runs another agent program (`argv`, `env`, `registered`)."""
+
     server: Server
     workdir: Path
     agent_name: str
-    push_to_talk: bool = True
     start_turn_delay_s: float = 0.0
+    export: Path | None = None  # the demo's --record DIR: each finished job as DIR/session-N/
     process: LineProcess | None = None
     _server_starts_at_start: int = 0
     _starts: int = 0
@@ -63,20 +65,29 @@ class Worker:
     def record_dir(self) -> Path:
         return self.workdir / f"agent-{self.agent_name}"
 
-    def start(self) -> Worker:
+    def argv(self) -> list[str]:
         argv = [str(AGENT_PYTHON), "-m", "tests.livekit.agent", "--url", self.server.url, "--api-key", API_KEY,
                 "--api-secret", API_SECRET, "--agent-name", self.agent_name, "--record", str(self.record_dir)]
-        if self.push_to_talk:
-            argv.append("--ptt")
         if self.start_turn_delay_s:
             argv += ["--start-turn-delay", str(self.start_turn_delay_s)]
+        if self.export is not None:
+            argv += ["--export", str(self.export)]
+        return argv
+
+    def env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
+        return env
+
+    def registered(self, line: str) -> bool:
+        return line.startswith("agent worker registered")
+
+    def start(self) -> Worker:
         self._server_starts_at_start = self.server.starts
         self._starts += 1
         log = self.workdir / f"agent-{self.agent_name}-{self._starts}.log"
-        self.process = LineProcess(self.server.ns.command(argv), log, env=env)
-        self.process.wait_line(lambda line: line.startswith("agent worker registered"), REGISTER_TIMEOUT_S)
+        self.process = LineProcess(self.server.ns.command(self.argv()), log, env=self.env())
+        self.process.wait_line(self.registered, REGISTER_TIMEOUT_S)
         return self
 
     def registrations(self) -> int:

@@ -963,6 +963,54 @@ async def test_the_agent_can_set_the_volume_read_the_status_and_end_the_session(
     assert rig.of(SessionEnded)[-1].reason == "agent-ended"
 
 
+async def test_the_agent_s_protocol_is_in_the_status_and_logged_once_when_it_is_ready(make_rig, caplog):
+    """An agent speaking the voice-device protocol says so in `voice_device.agent_protocol` (PROTOCOL.md); one
+    without it is served all the same, and status and log say it speaks none."""
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        agent = rig.room.agent_joins(state="listening", attributes={"voice_device.agent_protocol": "1.0"})
+        await rig.settle()
+        rig.room.set_agent_state(agent, "thinking")
+        await rig.settle()
+    assert rig.sup.status().agent.protocol == "1.0"
+    lines = [r.getMessage() for r in caplog.records if "voice-device protocol" in r.getMessage()]
+    assert lines == ["agent speaks voice-device protocol identity=agent-1 version=1.0"]
+
+
+async def test_an_agent_that_speaks_no_protocol_is_served_and_the_device_says_so_at_its_next_state(make_rig, caplog):
+    """The companion says which protocol its agent speaks just after the session started (the agent's first
+    state): "none" waits for the agent's next state, so that a companion's agent is not called one that speaks none."""
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        agent = rig.room.agent_joins(state="listening")
+        await rig.settle()
+        assert not [r for r in caplog.records if "voice-device protocol" in r.getMessage()]
+        rig.room.set_agent_state(agent, "thinking")
+        await rig.settle()
+    assert rig.sup.status().agent.protocol is None
+    lines = [r.getMessage() for r in caplog.records if "voice-device protocol" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("agent speaks no voice-device protocol identity=agent-1")
+    assert json.loads(rig.room.local_participant.invoke("device.get_status"))["phase"] == "connected"
+
+
+async def test_a_companion_s_protocol_set_just_after_the_first_state_is_the_only_line(make_rig, caplog):
+    rig = make_rig()
+    await rig.start()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        agent = rig.room.agent_joins(state="listening")
+        await rig.settle()
+        agent.attributes["voice_device.agent_protocol"] = "1.0"
+        rig.room.emit("participant_attributes_changed", {"voice_device.agent_protocol": "1.0"}, agent)
+        await rig.settle()
+        rig.room.set_agent_state(agent, "thinking")
+        await rig.settle()
+    lines = [r.getMessage() for r in caplog.records if "voice-device protocol" in r.getMessage()]
+    assert lines == ["agent speaks voice-device protocol identity=agent-1 version=1.0"]
+    assert rig.sup.status().agent.protocol == "1.0"
+
+
 # ---- wake_word: barge-in without turns, the agent's "user away", the follow-up window's speech ------------------
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from device import __version__
 from device.config.schema import LiveKitConfig
+from device.core.agent_contract import PROTOCOL_VERSION
 from device.core.vocabulary import FailureReason
 from device.session.tokens import (
     Credentials,
@@ -55,6 +57,13 @@ def test_request_body_uses_the_standard_endpoint_fields_and_dispatches_the_agent
         "participant_attributes": {"a": "1", "b": "2"},
         "room_config": {"agents": [{"agent_name": "concierge", "metadata": '{"lang":"fr"}'}]},
     }
+
+
+def test_the_session_s_mode_adds_the_agent_protocol_s_attributes_which_the_config_cannot_override():
+    cfg = LiveKitConfig(identity="dev-1", attributes={"room": "kitchen", "voice_device.mode": "fake"})
+    attributes = build_request(cfg, mode="wake_word").body()["participant_attributes"]
+    assert attributes == {"room": "kitchen", "voice_device.protocol": PROTOCOL_VERSION,
+                          "voice_device.mode": "wake_word", "voice_device.version": __version__}
 
 
 def test_without_a_fixed_room_every_session_gets_a_fresh_room_with_the_prefix():

@@ -309,7 +309,7 @@ class Demo:
         elif (why_not := self.real_stack_unavailable()) is None:
             from tests.livekit.demo_stack import RealStack
 
-            self.real = RealStack(self.logs, push_to_talk=not self.args.wake_word)
+            self.real = RealStack(self.logs, record=self.args.record)
             real_env = self.real.open()
             os.environ.update(real_env)
             env.update(real_env)

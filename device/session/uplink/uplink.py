@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from device.core.agent_contract import Topic
 from device.session.clock import Clock, Timer
 from device.session.ports import AudioReader
 from device.session.status import UplinkStatus
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("device.session.uplink.uplink")
 
-TOPIC = "lk.agent.pre-connect-audio-buffer"
+TOPIC = Topic.PRECONNECT_AUDIO.value
 STREAM_NAME = "pre-connect-audio"
 STREAM_BUDGET_S = 2.5  # livekit-agents cancels a pre-connect stream not complete 3 s after it opened
 STREAM_WRITE_MS = 100  # append to the stream in ~100 ms pieces while waiting for the subscription

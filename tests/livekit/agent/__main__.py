@@ -1,8 +1,9 @@
-"""`python -m tests.livekit.agent --url ws://… --api-key K --api-secret S --agent-name N --record DIR [--ptt]`
+"""`python -m tests.livekit.agent --url ws://… --api-key K --api-secret S --agent-name N --record DIR [--export DIR]`
 
 Registers a worker named N with the server (explicit dispatch only: a room gets it from a token's room_config)
-and runs each job in a thread of this process. Prints `agent worker registered id=…` once registered.
-Run it with .venv-agent's python (livekit-agents 1.8.9 and its livekit 1.1.21).
+and runs each job in a thread of this process. Prints `agent worker registered id=…` once registered. The device's
+mode decides the turns (voice_device_agent reads it). Run it with .venv-agent's python (livekit-agents 1.8.9 and
+its livekit 1.1.21, the companion installed from agent/).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--api-secret", required=True)
     p.add_argument("--agent-name", required=True)
     p.add_argument("--record", required=True, help="folder for the per-room recordings")
-    p.add_argument("--ptt", action="store_true", help="manual turns: start_turn / end_turn / cancel_turn RPCs")
+    p.add_argument("--export", help="also write each finished job as DIR/session-N/ (heard.wav, preconnect.raw, "
+                                    "meta.json: the demo's --record)")
     p.add_argument("--start-turn-delay", type=float, default=0.0,
                    help="seconds start_turn waits before it enables the input (a slow agent)")
     return p.parse_args()
@@ -33,7 +35,8 @@ def parse() -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> None:
     os.environ["VD_AGENT_RECORD"] = args.record
-    os.environ["VD_AGENT_PTT"] = "1" if args.ptt else "0"
+    if args.export:
+        os.environ["VD_AGENT_EXPORT"] = args.export
     os.environ["VD_AGENT_START_TURN_DELAY"] = str(args.start_turn_delay)
     server = AgentServer(ws_url=args.url, api_key=args.api_key, api_secret=args.api_secret,
                          job_executor_type=JobExecutorType.THREAD, num_idle_processes=0, host="127.0.0.1", port=0,

@@ -35,9 +35,9 @@ def transcript_for(seconds: float) -> str:
 
 
 class RecordingSTT(stt.STT):
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder | None = None) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False, manual_flush=True))
-        self.recorder = recorder
+        self.recorder = recorder or Recorder(None)
 
     async def _recognize_impl(self, buffer: AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
                               conn_options: APIConnectOptions) -> stt.SpeechEvent:
