@@ -97,10 +97,13 @@ def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_and_its_answe
     config = appliance.original_config.replace("  mode: toggle\n", "  mode: wake_word\n", 1)
     assert config != appliance.original_config
     appliance.write_config(config + "wake_word:\n  models: [okay_nabu]\n  follow_up_s: 3\n")
+    cursor = appliance.cursor()
     appliance.restart()
     try:
         wait_for(lambda: appliance.status().get("metrics", {}).get("wake_listening"), 180,
                  "the wake-word listener", every=2.0)
+        # the warm session process has started (a Pi is asked once it has settled after a restart, too)
+        appliance.wait_journal("session process ready", cursor, timeout=180)
         converse(appliance)
     finally:
         appliance.write_config(appliance.original_config)
