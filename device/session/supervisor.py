@@ -42,6 +42,8 @@ from device.session.agent import (
     speaks_for,
 )
 from device.session.agent_audio import STREAM_FRAME_MS, VoiceGate
+from device.session.agent_session import TOPIC as SESSION_TOPIC
+from device.session.agent_session import AgentProtocol, Answer, News, Role, SessionRequests, SessionStreams
 from device.session.attempt import Attempt, Connector, Published
 from device.session.clock import Clock, LoopClock
 from device.session.media import Media, RtcMedia
@@ -50,7 +52,9 @@ from device.session.policy import (
     AgentAttributesChanged,
     AgentLeft,
     AgentSeen,
+    AgentSpoke,
     Arm,
+    AskAgentState,
     Begin,
     Cancel,
     CloseSession,
@@ -63,6 +67,7 @@ from device.session.policy import (
     FollowAgent,
     Input,
     Interrupt,
+    KeepTranscript,
     OpenSession,
     Phase,
     Policy,
@@ -199,7 +204,11 @@ class Supervisor:
         self._policy = Policy(config.session, rng=rng, follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
-        self._transcripts = Transcripts(log_them=config.logging.transcripts)
+        self._transcripts = Transcripts(log_them=config.logging.transcripts,
+                                        streamed=lambda: self._policy.agent_protocol is not AgentProtocol.SESSION)
+        self._session_streams = SessionStreams(self._session_message)
+        self._requests = SessionRequests(self._clock)
+        self._asks: set[asyncio.Task[bool]] = set()
         self._agent_events = AgentEvents(lambda identity: self._post(None, UserAway(identity)))
         self._connector = Connector(
             config,
@@ -280,6 +289,7 @@ class Supervisor:
             room=att.request.room_name if att else None,
             identity=att.request.participant_identity if att else None,
             agent=AgentStatus(self._policy.agent, self._policy.agent_state),
+            agent_protocol=self._policy.agent_protocol if self._policy.agent is not None else None,
             muted=self._muted,
             turns=turns_status(self._turns),
             transcripts=tuple(TranscriptLine(x.speaker, x.text) for x in self._transcripts.last),
@@ -317,6 +327,10 @@ class Supervisor:
             await asyncio.gather(self._worker, return_exceptions=True)
         await self._transcripts.aclose()
         await self._agent_events.aclose()
+        await self._session_streams.aclose()
+        for task in list(self._asks):
+            task.cancel()
+        await asyncio.gather(*self._asks, return_exceptions=True)
 
     # ---- the worker ------------------------------------------------------------------------------------------
 
@@ -398,6 +412,10 @@ class Supervisor:
             case FollowAgent(identity):
                 if self._uplink is not None:
                     self._uplink.set_agent(identity)
+            case AskAgentState(agent):
+                self._ask_agent_state(agent)
+            case KeepTranscript(role, text):
+                self._keep_turn(role, text)
             case StopPlayback():
                 self._audio.player.flush()
             case QueueTurn(kind):
@@ -462,6 +480,30 @@ class Supervisor:
             return
         if self._turn_task is None or self._turn_task.done():
             self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(room.local_participant, agent))
+
+    def _ask_agent_state(self, agent: str) -> None:
+        """`get_session_state` in the background: the session never waits for it (its answer is an `AgentSpoke`)."""
+        att = self._connector.current
+        room = att.published_room if att is not None else None
+        if room is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._requests.ask_state(room.local_participant, agent))
+        self._asks.add(task)
+        task.add_done_callback(self._asks.discard)
+
+    def _keep_turn(self, role: Role, text: str) -> None:
+        att = self._connector.current
+        user = att.request.participant_identity if att is not None else "user"
+        self._transcripts.keep_turn(user if role is Role.USER else self._policy.agent or "agent", text)
+
+    def _session_message(self, attempt_id: int, identity: str, message: News | Answer) -> None:
+        """A message on `lk.agent.session`, read in order: an answer to a request of ours goes the way of the
+        events (an answer to anyone else's is not ours to read)."""
+        if isinstance(message, Answer):
+            if not self._requests.answered(identity, message) or message.news is None:
+                return
+            message = message.news
+        self._post(attempt_id, AgentSpoke(identity, message))
 
     def _turn_start_pending(self, pending: bool) -> None:
         if self._uplink is not None:
@@ -535,6 +577,7 @@ class Supervisor:
         room.on("disconnected", lambda reason: post(Disconnected(disconnect_reason_name(reason))))
         room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcripts.handler)
         room.register_text_stream_handler(AGENT_EVENTS_TOPIC, self._agent_events.handler)
+        room.register_byte_stream_handler(SESSION_TOPIC, self._session_streams.handler(att.id))
 
     def _joined_room(self, att: Attempt, lp: rtc.LocalParticipant) -> None:
         device_rpc.register(lp, may_command=lambda caller: self._may_command(att, caller),
