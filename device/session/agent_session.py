@@ -245,6 +245,8 @@ class SessionRequests:
             self._pending.pop(request_id, None)
         if answer.error:
             log.info("get_session_state refused agent=%s error=%s", agent, answer.error)
+        else:
+            log.info("get_session_state answered agent=%s", agent)
         return not answer.error
 
     def answered(self, identity: str, answer: Answer) -> bool:
