@@ -492,8 +492,9 @@ class Supervisor:
         task.add_done_callback(self._asks.discard)
 
     def _keep_turn(self, role: Role, text: str) -> None:
+        """The user's turn under the identity the device has in the room (a literal token's, not the one asked)."""
         att = self._connector.current
-        user = att.request.participant_identity if att is not None else "user"
+        user = att.room.local_participant.identity if att is not None and att.room is not None else "user"
         self._transcripts.keep_turn(user if role is Role.USER else self._policy.agent or "agent", text)
 
     def _session_message(self, attempt_id: int, identity: str, message: News | Answer) -> None:

@@ -267,8 +267,10 @@ async def test_the_agents_session_messages_drive_the_device_and_the_status_says_
     assert [e.state for e in rig.of(AgentStateChanged)] == ["listening", "thinking", "speaking"]
     status = rig.sup.status()
     assert status.agent_protocol is SESSION and status.agent.state == "speaking"
-    assert status.transcripts == (TranscriptLine("device-test", "what time is it"),
-                                  TranscriptLine("agent-1", "It is noon."))
+    # the user's turn under the identity the device has in the room (the fake room's "device", as a literal
+    # token's would be), not the "device-test" it asked for
+    assert rig.room.local_participant.identity != rig.sup.status().identity
+    assert status.transcripts == (TranscriptLine("device", "what time is it"), TranscriptLine("agent-1", "It is noon."))
 
 
 async def test_messages_are_taken_in_the_order_their_streams_opened_however_they_finish(make_rig):
