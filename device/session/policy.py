@@ -27,9 +27,13 @@ speaks does not count: it may be the agent's own voice, echoed).
 
 Besides connecting and ending, the policy makes every other decision of a session, and the supervisor carries
 them out: which participant is the session's agent (the first `AgentSeen`; another agent is neither followed nor
-obeyed), its state, the press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard),
-barge-in (`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a
-ready agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
+obeyed), its state and where it is heard from (`agent_protocol`: livekit-agents' session host on `lk.agent.session`
+once the agent speaks it — `AgentSpoke`, from the session's agent only — else the older signals, its
+`lk.agent.state` attribute and `lk.agent.events`; never both, so one change is one transition), when to ask the
+agent its state (`AskAgentState`: after a resume, or when it comes back, if it speaks the session protocol), the
+press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard), barge-in
+(`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a ready
+agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
 
 The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
 BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).

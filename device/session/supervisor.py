@@ -4,8 +4,10 @@ It decides nothing a policy could: every public call and every room callback bec
 the boundary (a policy `Input`, or one of the few room events that carry SDK objects: `Published`,
 `TrackSubscribed`, `LocalTrackSubscribed`, `MicRepublished`, `LinkReconnecting`, `LinkReconnected`, `MuteSet`, a
 timer's `Fired`). One worker task reads the inbox — items from a connect attempt carry its number and are dropped
-once it is not the current one — feeds the policy, and carries out each `Action` in order. The connect attempts
-themselves (token, `Room.connect`, publish, disposal) are `attempt.Connector`'s.
+once it is not the current one — feeds the policy, and carries out each `Action` in order. The agent's
+`lk.agent.session` messages are read in order and decoded at the boundary (`agent_session.SessionStreams`) into
+`AgentSpoke` inputs; an answer to the device's own request is matched there first (`SessionRequests`). The
+connect attempts themselves (token, `Room.connect`, publish, disposal) are `attempt.Connector`'s.
 """
 
 from __future__ import annotations
