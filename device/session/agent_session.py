@@ -34,6 +34,7 @@ log = logging.getLogger("device.session.agent_session")
 
 TOPIC = "lk.agent.session"
 STATE_TIMEOUT_S = 5.0  # how long an unanswered get_session_state is waited for (an agent without a session host)
+STREAM_TIMEOUT_S = 10.0  # a message is one small stream: one that never ends is given up (the next ones wait on it)
 
 
 class AgentProtocol(StrEnum):
@@ -178,11 +179,13 @@ def get_session_state(request_id: str) -> bytes:
 
 
 class SessionStreams:
-    """`room.register_byte_stream_handler(TOPIC, ...)`: the streams of every room, read one after the other; each
-    message goes to `on_message(tag, sender identity, news or answer)` (`tag`: the room's connect attempt)."""
+    """`room.register_byte_stream_handler(TOPIC, ...)`: the streams of every room, read one after the other (each
+    within `STREAM_TIMEOUT_S` on `clock`); each message goes to `on_message(tag, sender identity, news or answer)`
+    (`tag`: the room's connect attempt)."""
 
-    def __init__(self, on_message: Callable[[int, str, News | Answer], None]) -> None:
+    def __init__(self, on_message: Callable[[int, str, News | Answer], None], clock: Clock) -> None:
         self._on_message = on_message
+        self._clock = clock
         self._queue: asyncio.Queue[tuple[int, rtc.ByteStreamReader, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -198,10 +201,10 @@ class SessionStreams:
         while True:
             tag, reader, identity = await self._queue.get()
             try:
-                data = b"".join([chunk async for chunk in reader])
-                message = decode(data)
-            except Exception as e:  # a stream cut off (StreamError), a message this version cannot read
+                message = decode(await within(self._clock, _read(reader), STREAM_TIMEOUT_S))
+            except Exception as e:  # a stream cut off (StreamError) or never ended, a message this version cannot read
                 log.debug("session message unreadable sender=%s error=%s", identity, e)
+                reader.close()  # its subscription to the SDK's events ends with it
                 continue
             try:
                 self._on_message(tag, identity, message)
@@ -209,9 +212,15 @@ class SessionStreams:
                 log.exception("session message consumer failed sender=%s", identity)
 
     async def aclose(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()[1].close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _read(reader: rtc.ByteStreamReader) -> bytes:
+    return b"".join([chunk async for chunk in reader])
 
 
 # ---- asking ----------------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ class Supervisor:
                             on_start_pending=self._turn_start_pending)
         self._transcripts = Transcripts(log_them=config.logging.transcripts,
                                         streamed=lambda: self._policy.agent_protocol is not AgentProtocol.SESSION)
-        self._session_streams = SessionStreams(self._session_message)
+        self._session_streams = SessionStreams(self._session_message, self._clock)
         self._requests = SessionRequests(self._clock)
         self._asks: set[asyncio.Task[bool]] = set()
         self._agent_events = AgentEvents(lambda identity: self._post(None, UserAway(identity)))

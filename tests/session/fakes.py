@@ -420,6 +420,10 @@ class FakeByteReader:
     def __init__(self, data: bytes, chunk: int = 7, gate: asyncio.Event | None = None):
         self._chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)] or [b""]
         self._gate = gate
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def __aiter__(self) -> FakeByteReader:
         return self
@@ -522,9 +526,11 @@ class FakeRoom(FakeEmitter):
         p.attributes["lk.agent.state"] = state
         self.emit("participant_attributes_changed", {"lk.agent.state": state}, p)
 
-    def session_message(self, sender: str, data: bytes, gate: asyncio.Event | None = None) -> None:
+    def session_message(self, sender: str, data: bytes, gate: asyncio.Event | None = None) -> FakeByteReader:
         """One `lk.agent.session` message (a serialized AgentSessionMessage) streamed by `sender`."""
-        self.byte_handlers["lk.agent.session"](FakeByteReader(data, gate=gate), sender)
+        reader = FakeByteReader(data, gate=gate)
+        self.byte_handlers["lk.agent.session"](reader, sender)
+        return reader
 
     def agent_subscribes_mic(self) -> None:
         self.emit("local_track_subscribed", self.mic.track)

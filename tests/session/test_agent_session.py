@@ -286,6 +286,17 @@ async def test_messages_are_taken_in_the_order_their_streams_opened_however_they
     assert [e.state for e in rig.of(AgentStateChanged)] == ["thinking", "speaking"]
 
 
+async def test_a_stream_that_never_ends_is_given_up_and_the_next_messages_go_on(make_rig):
+    rig = make_rig()
+    await joined(rig)
+    stuck = rig.room.session_message("agent-1", agent_state(pb.AS_THINKING), gate=asyncio.Event())
+    rig.room.session_message("agent-1", agent_state(pb.AS_SPEAKING, pb.AS_THINKING))
+    await rig.run_for(9.5)
+    assert rig.of(AgentStateChanged) == [] and not stuck.closed
+    await rig.run_for(1.0)
+    assert [e.state for e in rig.of(AgentStateChanged)] == ["speaking"] and stuck.closed
+
+
 async def test_an_agent_without_the_session_host_is_followed_by_its_attributes_and_streams(make_rig):
     rig = make_rig(mode="wake_word")
     agent = await joined(rig, state="listening")
