@@ -2,7 +2,8 @@
 
 The agent is kind AGENT (compared by enum NAME: the FFI numbering differs from the protocol's), and not an
 avatar worker (which is also kind AGENT but carries `lk.publish_on_behalf`). Its state is the attribute
-`lk.agent.state` (`AgentState`, declared in `core/vocabulary.py`). When the device dispatches an agent by name,
+`lk.agent.state` (`AgentState`, declared in `core/vocabulary.py`), or, from an agent with livekit-agents' session
+host, its `lk.agent.session` events (`agent_session.py`). When the device dispatches an agent by name,
 the session's agent is the one carrying that name in `lk.agent.name` (livekit-agents sets it when its worker
 accepts the job, and matches on it in its own `wait_for_agent`): another agent in the room is neither played,
 followed nor obeyed.

@@ -27,9 +27,13 @@ speaks does not count: it may be the agent's own voice, echoed).
 
 Besides connecting and ending, the policy makes every other decision of a session, and the supervisor carries
 them out: which participant is the session's agent (the first `AgentSeen`; another agent is neither followed nor
-obeyed), its state, the press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard),
-barge-in (`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a
-ready agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
+obeyed), its state and where it is heard from (`agent_protocol`: livekit-agents' session host on `lk.agent.session`
+once the agent speaks it — `AgentSpoke`, from the session's agent only — else the older signals, its
+`lk.agent.state` attribute and `lk.agent.events`; never both, so one change is one transition), when to ask the
+agent its state (`AskAgentState`: after a resume, or when it comes back, if it speaks the session protocol), the
+press-to-listening latency (`PressMade` … `PressAnswered`: when a press counts as heard), barge-in
+(`StopPlayback` with turns, `barging` without), when queued turn calls go out (`FlushTurns`, only to a ready
+agent), whether a teardown keeps buffering for a retry, and when the session's uplink opens and closes.
 
 The grace on `agent-gone` exists because a full SDK restart reports every remote participant disconnected
 BEFORE it reports `reconnecting` (rust-sdks `handle_restarting`).
@@ -57,6 +61,16 @@ from device.core.vocabulary import (
     SessionFailed,
     SessionReconnected,
     SessionReconnecting,
+)
+from device.session.agent_session import (
+    AgentProtocol,
+    AgentStateNews,
+    ErrorNews,
+    ItemNews,
+    News,
+    Role,
+    SessionStateNews,
+    UserStateNews,
 )
 from device.session.classify import RETRYABLE, classify_disconnect
 
@@ -143,7 +157,20 @@ class AgentAttributesChanged(Input):
 
 @dataclass(frozen=True)
 class AgentStateReported(Input):
+    """The agent's state, by `via`: its `lk.agent.state` attribute, or its session host (`AgentSpoke`). Once the
+    agent is heard on `lk.agent.session`, reports by attribute are ignored: one source per agent."""
+
     state: AgentState
+    via: AgentProtocol = AgentProtocol.ATTRIBUTES
+
+
+@dataclass(frozen=True)
+class AgentSpoke(Input):
+    """A message on `lk.agent.session` from `identity`, decoded (`agent_session.decode`); only the session's agent
+    is heard, and from then on its state, the user's and the transcripts come from there."""
+
+    identity: str
+    news: News
 
 
 @dataclass(frozen=True)
@@ -179,10 +206,11 @@ class UserSpeech(Input):
 
 @dataclass(frozen=True)
 class UserAway(Input):
-    """A participant marked the user away (`lk.agent.events` user_state_changed → away); only the session's agent
-    counts."""
+    """A participant marked the user away (`lk.agent.events` user_state_changed → away, or `via` the session
+    host); only the session's agent counts, and `lk.agent.events` no longer once it speaks `lk.agent.session`."""
 
     identity: str
+    via: AgentProtocol = AgentProtocol.ATTRIBUTES
 
 
 class TurnKind(StrEnum):
@@ -302,6 +330,23 @@ class FollowAgent(Action):
 
 
 @dataclass(frozen=True)
+class AskAgentState(Action):
+    """Ask the agent its state on `lk.agent.session` (`get_session_state`): the device may have missed its events.
+    The answer comes back as an `AgentSpoke`, or never (the shell waits a bounded time, in the background)."""
+
+    agent: str
+
+
+@dataclass(frozen=True)
+class KeepTranscript(Action):
+    """A final turn of the conversation, from the session host's `conversation_item_added`: the user's (spoken or
+    typed) or the agent's."""
+
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True)
 class StopPlayback(Action):
     """Barge-in with turns: stop playing the agent at once (its start_turn interrupts it)."""
 
@@ -338,6 +383,9 @@ class Policy:
         self.agent: str | None = None  # the session's agent (`AgentSeen`): the one it follows and obeys
         self.agent_ever = False
         self.agent_state: AgentState | None = None
+        self.agent_protocol: AgentProtocol | None = None  # what the agent reports itself in (one source per agent)
+        self._protocol_of: str | None = None  # the agent `agent_protocol` was learnt from
+        self._strangers: set[str] = set()  # who else spoke lk.agent.session (logged once)
         self.agent_left_deliberately = False
         self.auth_retried = False
         self.turn_held = False
@@ -417,6 +465,10 @@ class Policy:
             self.agent_left_deliberately = False
             actions += [TakeAgent(event.identity, event.name), Cancel(TimerName.AGENT_GONE),
                         Cancel(TimerName.PRECONNECT)]
+            if event.identity != self._protocol_of:
+                self.agent_protocol, self._protocol_of = None, event.identity
+            elif self.agent_protocol is AgentProtocol.SESSION:
+                actions.append(AskAgentState(event.identity))  # back (a full restart): its events were missed
         elif self.agent != event.identity:
             return []  # one agent per session: the first one wins
         if event.active:
@@ -434,10 +486,22 @@ class Policy:
             return self.handle(AgentStateReported(seen.state))
         return []
 
+    def _counts(self, event: AgentStateReported | UserAway) -> bool:
+        """Whether a report counts: by the older signals only until the agent speaks `lk.agent.session`."""
+        if event.via is AgentProtocol.SESSION:
+            return True
+        if self.agent_protocol is AgentProtocol.SESSION:
+            return False
+        if self.agent_protocol is None and self.agent is not None and isinstance(event, AgentStateReported):
+            self.agent_protocol = AgentProtocol.ATTRIBUTES
+        return True
+
     def _agent_state_aside(self, event: Input) -> list[Action]:
         """What a report of the agent's state means in any phase: a barge-in is over once the agent stops speaking,
         a press is answered once it listens."""
         assert isinstance(event, AgentStateReported)
+        if not self._counts(event):
+            return []
         if event.state is not AgentState.SPEAKING and self.barging:
             self.barging = False
             log.info("agent stopped speaking after the interruption state=%s", event.state)
@@ -445,6 +509,8 @@ class Policy:
 
     def _agent_state(self, event: Input) -> list[Action]:
         assert isinstance(event, AgentStateReported)
+        if not self._counts(event):
+            return []
         actions = self._agent_state_aside(event)
         state = event.state
         if state == self.agent_state:
@@ -462,12 +528,41 @@ class Policy:
 
     def _user_away(self, event: Input) -> list[Action]:
         assert isinstance(event, UserAway)
-        if not self.follow_up or event.identity != self.agent:
+        if not self.follow_up or event.identity != self.agent or not self._counts(event):
             return []
         if self.agent_state is AgentState.SPEAKING:
             self.away = True
             return []
         return self._end(EndReason.USER_AWAY)
+
+    def _agent_spoke(self, event: Input) -> list[Action]:
+        assert isinstance(event, AgentSpoke)
+        if event.identity != self.agent:
+            if self.agent is None:
+                log.debug("lk.agent.session message dropped sender=%s: no agent taken yet", event.identity)
+            elif event.identity not in self._strangers:
+                self._strangers.add(event.identity)
+                log.info("lk.agent.session messages dropped sender=%s: not the session's agent (%s)", event.identity,
+                         self.agent)
+            return []
+        if self.agent_protocol is not AgentProtocol.SESSION:
+            self.agent_protocol = AgentProtocol.SESSION
+            log.info("agent speaks lk.agent.session agent=%s: its state, the user's and the conversation come from "
+                     "there", self.agent)
+        via = AgentProtocol.SESSION
+        match event.news:
+            case AgentStateNews(state):
+                return self.handle(AgentStateReported(state, via))
+            case UserStateNews(away=True):
+                return self.handle(UserAway(event.identity, via))
+            case SessionStateNews(state, away):
+                actions = self.handle(AgentStateReported(state, via))
+                return actions + (self.handle(UserAway(event.identity, via)) if away else [])
+            case ItemNews(role, text):
+                return [KeepTranscript(role, text)]
+            case ErrorNews(message):
+                log.warning("agent reports an error agent=%s message=%r", self.agent, message)
+        return []
 
     def _agent_left(self, event: Input) -> list[Action]:
         assert isinstance(event, AgentLeft)
@@ -497,6 +592,8 @@ class Policy:
             actions.append(Arm(TimerName.AGENT, self.cfg.agent_connect_timeout_s))
         if self.agent_state is not None:
             actions.append(Emit(AgentStateChanged(self.agent_state)))
+        if self.agent is not None and self.agent_protocol is AgentProtocol.SESSION:
+            actions.append(AskAgentState(self.agent))  # what it said while the link was down is lost
         return actions + self._update_idle()
 
     def _disconnected(self, event: Input) -> list[Action]:
@@ -519,6 +616,9 @@ class Policy:
             return []
         match event.name:
             case TimerName.AGENT if self.agent_state is None or not self.agent_state.ready:
+                if self.agent is not None and self.agent_protocol is None:
+                    log.info("agent %s reported no state within %g s: it speaks neither lk.agent.session nor the "
+                             "lk.agent.state attribute", self.agent, self.cfg.agent_connect_timeout_s)
                 reason = (FailureReason.AGENT_NOT_INITIALIZED if self.agent is not None
                           else FailureReason.AGENT_DID_NOT_JOIN)
                 return self._fail(reason, f"after {self.cfg.agent_connect_timeout_s:g} s", new_room=True)
@@ -620,7 +720,8 @@ class Policy:
         return [Cancel(TimerName.IDLE)]
 
     def _forget_agent(self) -> None:
-        self.agent = None
+        self.agent = self._protocol_of = self.agent_protocol = None
+        self._strangers.clear()
         self.agent_ever = self.agent_left_deliberately = False
         self.agent_state = None
         self.idle_armed = False
@@ -677,6 +778,7 @@ TABLE: dict[tuple[Phase, type[Input]], Handler] = _grid([
                          P._attributes_changed, P._attributes_changed),
     (AgentStateReported, P._agent_state_aside, P._agent_state_aside, P._agent_state, P._agent_state,
                          P._agent_state_aside),
+    (AgentSpoke,         _,            P._agent_spoke,   P._agent_spoke,    P._agent_spoke,    P._agent_spoke),
     (AgentLeft,          P._agent_left, P._agent_left,   P._agent_left,     P._agent_left,     P._agent_left),
     (RoomReconnecting,   _,            _,                P._reconnecting,   _,                 _),
     (RoomReconnected,    _,            _,                _,                 P._reconnected,    _),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from device.core.vocabulary import FailureReason, SessionFailed
+from device.session.agent_session import AgentProtocol
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class SessionStatus:
     room: str | None = None
     identity: str | None = None
     agent: AgentStatus = AgentStatus()
+    # what the agent reports itself in: livekit-agents' session host, or only the older signals (None: not yet)
+    agent_protocol: AgentProtocol | None = None
     muted: bool = False
     turns: TurnsStatus = TurnsStatus()
     transcripts: tuple[TranscriptLine, ...] = ()

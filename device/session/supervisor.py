@@ -4,8 +4,10 @@ It decides nothing a policy could: every public call and every room callback bec
 the boundary (a policy `Input`, or one of the few room events that carry SDK objects: `Published`,
 `TrackSubscribed`, `LocalTrackSubscribed`, `MicRepublished`, `LinkReconnecting`, `LinkReconnected`, `MuteSet`, a
 timer's `Fired`). One worker task reads the inbox — items from a connect attempt carry its number and are dropped
-once it is not the current one — feeds the policy, and carries out each `Action` in order. The connect attempts
-themselves (token, `Room.connect`, publish, disposal) are `attempt.Connector`'s.
+once it is not the current one — feeds the policy, and carries out each `Action` in order. The agent's
+`lk.agent.session` messages are read in order and decoded at the boundary (`agent_session.SessionStreams`) into
+`AgentSpoke` inputs; an answer to the device's own request is matched there first (`SessionRequests`). The
+connect attempts themselves (token, `Room.connect`, publish, disposal) are `attempt.Connector`'s.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from device.session.agent import (
     speaks_for,
 )
 from device.session.agent_audio import STREAM_FRAME_MS, VoiceGate
+from device.session.agent_session import TOPIC as SESSION_TOPIC
+from device.session.agent_session import AgentProtocol, Answer, News, Role, SessionRequests, SessionStreams
 from device.session.attempt import Attempt, Connector, Published
 from device.session.clock import Clock, LoopClock
 from device.session.media import Media, RtcMedia
@@ -52,7 +56,9 @@ from device.session.policy import (
     AgentAttributesChanged,
     AgentLeft,
     AgentSeen,
+    AgentSpoke,
     Arm,
+    AskAgentState,
     Begin,
     Cancel,
     CloseSession,
@@ -65,6 +71,7 @@ from device.session.policy import (
     FollowAgent,
     Input,
     Interrupt,
+    KeepTranscript,
     OpenSession,
     Phase,
     Policy,
@@ -201,7 +208,11 @@ class Supervisor:
         self._policy = Policy(config.session, rng=rng, follow_up_s=config.wake_word.follow_up_s)
         self._turns = Turns(config.session.turns, enabled=config.session.profile.turns,
                             on_start_pending=self._turn_start_pending)
-        self._transcripts = Transcripts(log_them=config.logging.transcripts)
+        self._transcripts = Transcripts(log_them=config.logging.transcripts,
+                                        streamed=lambda: self._policy.agent_protocol is not AgentProtocol.SESSION)
+        self._session_streams = SessionStreams(self._session_message, self._clock)
+        self._requests = SessionRequests(self._clock)
+        self._asks: set[asyncio.Task[bool]] = set()
         self._agent_events = AgentEvents(lambda identity: self._post(None, UserAway(identity)))
         self._connector = Connector(
             config,
@@ -284,6 +295,7 @@ class Supervisor:
             room=att.request.room_name if att else None,
             identity=att.request.participant_identity if att else None,
             agent=AgentStatus(self._policy.agent, self._policy.agent_state, self._agent_protocol()),
+            agent_protocol=self._policy.agent_protocol if self._policy.agent is not None else None,
             muted=self._muted,
             turns=turns_status(self._turns),
             transcripts=tuple(TranscriptLine(x.speaker, x.text) for x in self._transcripts.last),
@@ -321,6 +333,10 @@ class Supervisor:
             await asyncio.gather(self._worker, return_exceptions=True)
         await self._transcripts.aclose()
         await self._agent_events.aclose()
+        await self._session_streams.aclose()
+        for task in list(self._asks):
+            task.cancel()
+        await asyncio.gather(*self._asks, return_exceptions=True)
 
     # ---- the worker ------------------------------------------------------------------------------------------
 
@@ -402,6 +418,10 @@ class Supervisor:
             case FollowAgent(identity):
                 if self._uplink is not None:
                     self._uplink.set_agent(identity)
+            case AskAgentState(agent):
+                self._ask_agent_state(agent)
+            case KeepTranscript(role, text):
+                self._keep_turn(role, text)
             case StopPlayback():
                 self._audio.player.flush()
             case QueueTurn(kind):
@@ -466,6 +486,31 @@ class Supervisor:
             return
         if self._turn_task is None or self._turn_task.done():
             self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(room.local_participant, agent))
+
+    def _ask_agent_state(self, agent: str) -> None:
+        """`get_session_state` in the background: the session never waits for it (its answer is an `AgentSpoke`)."""
+        att = self._connector.current
+        room = att.published_room if att is not None else None
+        if room is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._requests.ask_state(room.local_participant, agent))
+        self._asks.add(task)
+        task.add_done_callback(self._asks.discard)
+
+    def _keep_turn(self, role: Role, text: str) -> None:
+        """The user's turn under the identity the device has in the room (a literal token's, not the one asked)."""
+        att = self._connector.current
+        user = att.room.local_participant.identity if att is not None and att.room is not None else "user"
+        self._transcripts.keep_turn(user if role is Role.USER else self._policy.agent or "agent", text)
+
+    def _session_message(self, attempt_id: int, identity: str, message: News | Answer) -> None:
+        """A message on `lk.agent.session`, read in order: an answer to a request of ours goes the way of the
+        events (an answer to anyone else's is not ours to read)."""
+        if isinstance(message, Answer):
+            if not self._requests.answered(identity, message) or message.news is None:
+                return
+            message = message.news
+        self._post(attempt_id, AgentSpoke(identity, message))
 
     def _turn_start_pending(self, pending: bool) -> None:
         if self._uplink is not None:
@@ -539,6 +584,7 @@ class Supervisor:
         room.on("disconnected", lambda reason: post(Disconnected(disconnect_reason_name(reason))))
         room.register_text_stream_handler(TRANSCRIPTION_TOPIC, self._transcripts.handler)
         room.register_text_stream_handler(AGENT_EVENTS_TOPIC, self._agent_events.handler)
+        room.register_byte_stream_handler(SESSION_TOPIC, self._session_streams.handler(att.id))
 
     def _joined_room(self, att: Attempt, lp: rtc.LocalParticipant) -> None:
         device_rpc.register(lp, may_command=lambda caller: self._may_command(att, caller),

@@ -1,12 +1,17 @@
-"""Text on the room: transcripts the agent sends on `lk.transcription` (final segments kept in memory for status;
-logged only with `logging.transcripts`: what people say stays out of the journal), the agent's session events on
-`lk.agent.events`, and typed text the device sends on `lk.chat`.
+"""Text on the room: the conversation's final turns (kept in memory for status; logged only with
+`logging.transcripts`: what people say stays out of the journal), the agent's session events on `lk.agent.events`,
+and typed text the device sends on `lk.chat`.
 
-`lk.agent.events` (livekit-agents' ClientEventsHandler, streamed to the linked participant): one text stream per
-event, its text a JSON object with a `type` — `agent_state_changed`, `user_state_changed` (`old_state`,
-`new_state`: speaking | listening | away), `conversation_item_added`, `user_input_transcribed`, `metrics_collected`,
-`function_tools_executed`, `error` — and `created_at`. The device acts on one: `user_state_changed` to `away`
-(AgentSession's `user_away_timeout`, 15 s by default), which hello-wakeword also ends its room on.
+The turns come from the agent's session host (`lk.agent.session`'s conversation items, `KeepTranscript`) once the
+agent speaks that protocol, and until then from the transcripts it streams on `lk.transcription`: one source per
+agent (`Transcripts.streamed` says whether the streams count).
+
+`lk.agent.events` (the ClientEventsHandler of livekit-agents before its session host; 1.8.9 no longer sends it):
+one text stream per event, its text a JSON object with a `type` — `agent_state_changed`, `user_state_changed`
+(`old_state`, `new_state`: speaking | listening | away), `conversation_item_added`, `user_input_transcribed`,
+`metrics_collected`, `function_tools_executed`, `error` — and `created_at`. The device acts on one:
+`user_state_changed` to `away` (AgentSession's `user_away_timeout`, 15 s by default), which hello-wakeword also
+ends its room on; an agent with a session host says the same there.
 """
 
 from __future__ import annotations
@@ -64,12 +69,22 @@ class StreamReaders:
 
 
 class Transcripts(StreamReaders):
-    """`lk.transcription`: the last `keep` final segments kept (in memory); logged only when `log_them`."""
+    """The last `keep` final turns (in memory), from `lk.transcription` while `streamed()` or `keep_turn`; logged
+    only when `log_them`."""
 
-    def __init__(self, keep: int = 10, *, log_them: bool = False):
+    def __init__(self, keep: int = 10, *, log_them: bool = False, streamed: Callable[[], bool] = lambda: True):
         super().__init__()
         self.last: deque[Transcript] = deque(maxlen=keep)
         self._log_them = log_them
+        self._streamed = streamed
+
+    def keep_turn(self, speaker: str, text: str) -> None:
+        self._keep(Transcript(speaker, text.strip(), "", ""))
+
+    def _keep(self, t: Transcript) -> None:
+        self.last.append(t)
+        if self._log_them:
+            log.info("transcript speaker=%s text=%r", t.speaker, t.text)
 
     async def _read(self, reader: rtc.TextStreamReader, identity: str) -> None:
         try:
@@ -78,12 +93,9 @@ class Transcripts(StreamReaders):
             log.debug("transcript stream failed speaker=%s error=%s", identity, e)
             return
         attrs = reader.info.attributes or {}  # the trailer's attributes are merged in at the end
-        if attrs.get(FINAL_ATTR) != "true" or not text.strip():
+        if attrs.get(FINAL_ATTR) != "true" or not text.strip() or not self._streamed():
             return
-        t = Transcript(identity, text.strip(), attrs.get(TRACK_ATTR, ""), attrs.get(SEGMENT_ATTR, ""))
-        self.last.append(t)
-        if self._log_them:
-            log.info("transcript speaker=%s text=%r", identity, t.text)
+        self._keep(Transcript(identity, text.strip(), attrs.get(TRACK_ATTR, ""), attrs.get(SEGMENT_ATTR, "")))
 
 
 def user_went_away(text: str) -> bool:

@@ -330,6 +330,7 @@ class FakeLocalParticipant:
         self.rpc_gates: dict[str, asyncio.Event] = {}  # a call to this method is answered once its gate is set
         self.publish_gate: asyncio.Event | None = None  # publish_track returns once it is set
         self.texts: list[tuple[str, str]] = []
+        self.sent_bytes: list[tuple[str, bytes, list[str]]] = []  # (topic, data, destination identities)
 
     async def publish_track(self, track: FakeTrack, options: rtc.TrackPublishOptions) -> FakePublication:
         self.publish_options.append(options)
@@ -380,6 +381,12 @@ class FakeLocalParticipant:
                                      method=method)
         return self.rpc_handlers[method](data)
 
+    async def send_bytes(self, data: bytes, *, topic: str = "", name: str | None = None,
+                         mime_type: str | None = None, destination_identities: list[str] | None = None,
+                         attributes: dict[str, str] | None = None, stream_id: str | None = None,
+                         compress: bool = True) -> Any:
+        self.sent_bytes.append((topic, bytes(data), list(destination_identities or [])))
+
     async def send_text(self, text: str, *, destination_identities: list[str] | None = None, topic: str = "",
                         attributes: dict[str, str] | None = None, reply_to_id: str | None = None,
                         compress: bool = True) -> Any:
@@ -407,6 +414,28 @@ class FakeTextReader:
         return self._text
 
 
+class FakeByteReader:
+    """rtc.ByteStreamReader: the chunks of one stream, iterated (`gate`: the last chunk waits for it)."""
+
+    def __init__(self, data: bytes, chunk: int = 7, gate: asyncio.Event | None = None):
+        self._chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)] or [b""]
+        self._gate = gate
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __aiter__(self) -> FakeByteReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._chunks:
+            raise StopAsyncIteration
+        if len(self._chunks) == 1 and self._gate is not None:
+            await self._gate.wait()
+        return self._chunks.pop(0)
+
+
 AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 STANDARD = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
 ACTIVE = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
@@ -428,6 +457,7 @@ class FakeRoom(FakeEmitter):
         self.url = self.token = ""
         self.options: Any = None
         self.text_handlers: dict[str, Callable[..., Any]] = {}
+        self.byte_handlers: dict[str, Callable[..., Any]] = {}
         self.disconnects: list[int] = []
         if behaviour == "hold-publish":
             self.local_participant.publish_gate = asyncio.Event()
@@ -453,6 +483,11 @@ class FakeRoom(FakeEmitter):
         if topic in self.text_handlers:
             raise ValueError(f"handler for {topic} already set")
         self.text_handlers[topic] = handler
+
+    def register_byte_stream_handler(self, topic: str, handler: Callable[..., Any]) -> None:
+        if topic in self.byte_handlers:
+            raise ValueError(f"handler for {topic} already set")
+        self.byte_handlers[topic] = handler
 
     def isconnected(self) -> bool:
         return self.connected
@@ -490,6 +525,12 @@ class FakeRoom(FakeEmitter):
     def set_agent_state(self, p: FakeRemoteParticipant, state: str) -> None:
         p.attributes["lk.agent.state"] = state
         self.emit("participant_attributes_changed", {"lk.agent.state": state}, p)
+
+    def session_message(self, sender: str, data: bytes, gate: asyncio.Event | None = None) -> FakeByteReader:
+        """One `lk.agent.session` message (a serialized AgentSessionMessage) streamed by `sender`."""
+        reader = FakeByteReader(data, gate=gate)
+        self.byte_handlers["lk.agent.session"](reader, sender)
+        return reader
 
     def agent_subscribes_mic(self) -> None:
         self.emit("local_track_subscribed", self.mic.track)

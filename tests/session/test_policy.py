@@ -20,6 +20,16 @@ from device.core.vocabulary import (
     SessionReconnecting,
 )
 from device.session import policy as policy_module
+from device.session.agent_session import (
+    AgentProtocol,
+    AgentStateNews,
+    ErrorNews,
+    ItemNews,
+    OtherNews,
+    Role,
+    SessionStateNews,
+    UserStateNews,
+)
 from device.session.classify import classify_connect_error, classify_disconnect
 from device.session.policy import (
     AGENT_LEFT_GRACE_S,
@@ -29,6 +39,7 @@ from device.session.policy import (
     AgentAttributesChanged,
     AgentLeft,
     AgentSeen,
+    AgentSpoke,
     AgentStateReported,
     Arm,
     Begin,
@@ -98,6 +109,12 @@ SAMPLES: list[Input] = [
     AgentSeen("agent-1", active=True, state=AgentState.LISTENING), AgentSeen("agent-2"),
     AgentAttributesChanged(AgentSeen("agent-1", state=AgentState.SPEAKING), state_changed=True),
     *(TurnAsked(k, turn_calls=c) for k in TurnKind for c in (False, True)), TurnOpened(), Interrupt(),
+    *(AgentSpoke("agent-1", AgentStateNews(s)) for s in AgentState), AgentSpoke("agent-1", UserStateNews(away=True)),
+    AgentSpoke("agent-1", SessionStateNews(AgentState.LISTENING, away=True)),
+    AgentSpoke("agent-1", ItemNews(Role.USER, "hello")), AgentSpoke("agent-1", ErrorNews("stt failed")),
+    AgentSpoke("agent-1", OtherNews("session_usage_updated")),
+    AgentSpoke("agent-2", AgentStateNews(AgentState.SPEAKING)),
+    AgentStateReported(AgentState.SPEAKING, via=AgentProtocol.SESSION), UserAway("agent-1", via=AgentProtocol.SESSION),
 ]
 
 # How a policy reaches each phase.
