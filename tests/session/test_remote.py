@@ -144,7 +144,7 @@ async def test_mute_set_while_the_spare_waits_reaches_it_before_its_session(capl
     caplog.set_level(logging.INFO)
     rig = Rig()
     try:
-        await rig.sup._prepare()  # the spare is ready (its hello said unmuted)
+        await rig.sup.pool.prepare()  # the spare is ready (its hello said unmuted)
         await rig.sup.set_muted(True)
         await rig.session()
         assert sent_lines(caplog)[-1]["muted"] == "True"
@@ -310,7 +310,7 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
 
 async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(make_rig) -> None:
     # idle_status() stands in for Supervisor.status() while no child exists: it must not drift from it
-    from device.session.process.remote import idle_status
+    from device.session.process.child import idle_status
 
     for mode in ("push_to_talk", "toggle", "always_on"):
         rig = make_rig(mode=mode)
@@ -361,8 +361,8 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
 
 
 async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
+    from device.session.process.child import Child
     from device.session.process.protocol import Play
-    from device.session.process.remote import Child
 
     audio = FakeAudioPort(sample_rate=16000)
     sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)
