@@ -18,7 +18,7 @@ from typing import Protocol
 from device.config.schema import Config
 from device.core.vocabulary import Event
 from device.session.clock import Clock, within
-from device.session.ports import AudioPort, AudioReader
+from device.session.ports import DaemonAudio, RingReader
 from device.session.process.ipc import Channel, ChannelClosed
 from device.session.process.protocol import (
     MIC_EOF,
@@ -69,7 +69,7 @@ class Owner(Protocol):
     """What a child reports to: the daemon's side of the sessions (`RemoteSupervisor`)."""
 
     @property
-    def audio(self) -> AudioPort: ...
+    def audio(self) -> DaemonAudio: ...
 
     @property
     def clock(self) -> Clock: ...
@@ -114,7 +114,7 @@ class Child:
         self.crashed = False  # it died while serving the device (its session was shown as failed)
         self._calls: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
-        self._readers: dict[int, tuple[AudioReader, asyncio.Task[None]]] = {}
+        self._readers: dict[int, tuple[RingReader, asyncio.Task[None]]] = {}
         self._pump: asyncio.Task[None] | None = None
         self._mic: socket.socket | None = None  # ring indices for the child's mic readers (MIC_RECORD each)
 
@@ -292,7 +292,7 @@ class Child:
         task = asyncio.get_running_loop().create_task(self._stream(rid, reader))
         self._readers[rid] = (reader, task)
 
-    async def _stream(self, rid: int, reader: AudioReader) -> None:
+    async def _stream(self, rid: int, reader: RingReader) -> None:
         """The mic for reader `rid`: each time the ring has grown, the index it now ends at (`MIC_RECORD`) on the
         mic socket; the child reads the samples from the shared ring (audio/shared.py). `MIC_EOF` at the end."""
         try:

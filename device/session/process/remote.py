@@ -28,7 +28,7 @@ from dataclasses import replace
 from device.config.schema import Config
 from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.clock import Clock, LoopClock, Timer, within
-from device.session.ports import AudioPort
+from device.session.ports import DaemonAudio
 from device.session.process.child import Child, ChildGone, idle_status
 from device.session.process.pool import Pool
 from device.session.process.protocol import (
@@ -60,7 +60,7 @@ CLOSE_GRACE_S = 5.0  # a retired child's own disconnect; it is killed after this
 class RemoteSupervisor:
     """The `Supervisor` API, each session in a child process (see the module docstring)."""
 
-    def __init__(self, config: Config, audio: AudioPort, emit: Callable[[Event], None], *, warm: bool = True,
+    def __init__(self, config: Config, audio: DaemonAudio, emit: Callable[[Event], None], *, warm: bool = True,
                  factory: str | None = None, identity: str | None = None, clock: Clock | None = None) -> None:
         self._cfg = config
         self.audio = audio
@@ -88,8 +88,7 @@ class RemoteSupervisor:
     async def start(self, mark: int, *, session: int = 0, listen_from: int | None = None) -> None:
         await self._start(StartCall(mark, session, listen_from))
 
-    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
-        mark = self.audio.mark(self._cfg.audio.preroll_ms) if mark is None else mark
+    async def start_turn(self, mark: int, *, session: int = 0) -> None:
         await self._start(StartTurnCall(mark, session))
 
     async def _start(self, request: StartCall | StartTurnCall) -> None:
