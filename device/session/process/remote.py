@@ -28,6 +28,7 @@ from dataclasses import replace
 from device.config.schema import Config
 from device.core.vocabulary import Event, FailureReason, SessionFailed
 from device.session.clock import Clock, LoopClock, Timer, within
+from device.session.marks import Marks
 from device.session.ports import DaemonAudio
 from device.session.process.child import Child, ChildGone, idle_status
 from device.session.process.pool import Pool
@@ -61,7 +62,8 @@ class RemoteSupervisor:
     """The `Supervisor` API, each session in a child process (see the module docstring)."""
 
     def __init__(self, config: Config, audio: DaemonAudio, emit: Callable[[Event], None], *, warm: bool = True,
-                 factory: str | None = None, identity: str | None = None, clock: Clock | None = None) -> None:
+                 factory: str | None = None, identity: str | None = None, clock: Clock | None = None,
+                 marks: Marks | None = None) -> None:
         self._cfg = config
         self.audio = audio
         self.clock = clock or LoopClock()
@@ -69,8 +71,7 @@ class RemoteSupervisor:
         self._factory = factory
         self._identity = build_request(config.livekit, identity=identity).participant_identity  # for every child
         self._muted = False
-        self._unmuted_at = 0  # the ring index of the last unmute: a session this supervisor starts by itself (an
-        #                        always_on restart) takes nothing from before it (the daemon clamps its own starts)
+        self._marks = marks or Marks(audio, config.audio.preroll_ms)  # where an always_on restart's audio begins
         self.current: Child | None = None
         self._kept = SessionStatus()  # what retired children leave: metrics summed, last failure and transcripts
         self._session = 0  # the device machine's number of the latest session asked for
@@ -133,8 +134,6 @@ class RemoteSupervisor:
             self.interrupting = False
 
     async def set_muted(self, muted: bool) -> None:
-        if self._muted and not muted:
-            self._unmuted_at = self.audio.mark(0)
         self._muted = muted
         child = self.current
         if child is not None:
@@ -292,8 +291,7 @@ class RemoteSupervisor:
     async def _restart_kept_session(self) -> None:
         if not self.closed and self.current is None:
             # mute means mute: the pre-roll never reaches back into what was captured before the last unmute
-            mark = max(self.audio.mark(self._cfg.audio.preroll_ms), self._unmuted_at)
-            await self.start(mark, session=self._session)
+            await self.start(self._marks.press(), session=self._session)
 
     # ---- to the daemon ---------------------------------------------------------------------------------------
 
