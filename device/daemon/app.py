@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from device.audio.engine import AudioEngine
     from device.controls.machine import Snapshot
     from device.controls.simulator import Simulator
+    from device.session.marks import Marks
     from device.session.ports import SessionPort
 
 log = logging.getLogger("device.daemon.app")
@@ -89,6 +90,7 @@ class Components:
         from device.controls.board import Board
         from device.controls.machine import initial
         from device.controls.timers import LoopTimers
+        from device.session.marks import Marks
         loop = asyncio.get_running_loop()
         self.config = config
         # the software volume the user last set, remembered across reloads and restarts; audio.volume until then
@@ -96,13 +98,13 @@ class Components:
         self.audio = AudioEngine(replace(config.audio, volume=volume), on_event=app.feed)
         self.board = Board(config.controls, loop, app.feed, simulate=app.simulate)  # hands over from gpiozero threads
         self.timers = LoopTimers(loop, app.feed)
-        self.supervisor = make_supervisor(config, self.audio, app.feed, app.identity(config))
+        self.marks = Marks(self.audio, config.audio.preroll_ms)  # where a session's audio may begin (mute means mute)
+        self.supervisor = make_supervisor(config, self.audio, app.feed, app.identity(config), self.marks)
         self.snapshot = initial(config.session.mode, config.controls.gestures)
         self.simulator: Simulator | None = None
         self.mixer: MixerVolume | None = None
         self.wake: WakeService | None = None
         self.wake_error: str | None = None
-        self.unmuted_at = 0  # the ring index of the last unmute: what came before it was captured while muted
         if config.session.profile.wake_word:
             self.wake, self.wake_error = build_wake(config.wake_word, self.audio, app.feed)
 
@@ -199,7 +201,7 @@ class App:
         self._publish_state()
         self._abandon_start(snap)
         if was_muted and not snap.muted:
-            parts.unmuted_at = parts.audio.mark(0)  # the pre-roll of a later start never reaches back past this
+            parts.marks.unmuted()  # now, as the machine unmutes: a later start never reaches back past this
         mark: int | None = None
         for effect in effects:
             if isinstance(effect, StartSession | StartTurn):
@@ -207,9 +209,9 @@ class App:
                 # for that end's teardown (seconds), and what the user says meanwhile belongs to the new session
                 start = effect.mark
                 if start is None:
-                    mark = start = parts.audio.mark(parts.config.audio.preroll_ms) if mark is None else mark
+                    mark = start = parts.marks.press() if mark is None else mark
                 # mute means mute: a pre-roll (or a wake phrase) that began while muted starts at the unmute
-                effect = replace(effect, mark=max(start, parts.unmuted_at))
+                effect = replace(effect, mark=parts.marks.clamp(start))
             if isinstance(effect, StartSession):
                 self.conversations.started(effect)  # now: the latency counts from the press or the detection
             if isinstance(effect, ArmTimer | CancelTimer):
@@ -333,21 +335,21 @@ class App:
         parts = self.parts
         if parts is None:
             return
-        audio, supervisor, preroll = parts.audio, parts.supervisor, parts.config.audio.preroll_ms
+        audio, supervisor, marks = parts.audio, parts.supervisor, parts.marks
         match effect:
             case StartSession(session=session, mark=mark, listen_from=listen_from):
                 if not self._wanted(session):
                     return
                 # a wake word's mark is where its phrase began (or ended); a press's is the pre-roll before the press
                 # (stamped by feed); the ring may have let it go since, which the session counts as lost
-                start = audio.mark(preroll) if mark is None else mark
+                start = marks.press() if mark is None else mark
                 await self._start(session, supervisor.start(start, session=session, listen_from=listen_from))
             case EndSession(reason=reason):
                 await supervisor.end(reason)
             case StartTurn(session=session, mark=mark):
                 if not self._wanted(session):
                     return
-                await self._start(session, supervisor.start_turn(audio.mark(preroll) if mark is None else mark,
+                await self._start(session, supervisor.start_turn(marks.press() if mark is None else mark,
                                                                  session=session))
             case EndTurn():
                 await supervisor.end_turn()
@@ -545,16 +547,18 @@ def _given_up(snap: Snapshot, session: int) -> bool:
     return snap.session != session or isinstance(snap.link, Down)
 
 
-def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None], identity: str
-                    ) -> SessionPort:
-    """The session supervisor, in this process or one child process per session (`session.process`)."""
+def make_supervisor(config: Config, audio: AudioEngine, emit: Callable[[Event], None], identity: str,
+                    marks: Marks) -> SessionPort:
+    """The session supervisor, in this process or one child process per session (`session.process`); `marks` is
+    where the always_on restarts of a session process begin (the daemon's own starts are stamped in `feed`)."""
     if config.session.process == "inline":
         from device.session.supervisor import Supervisor
 
         return Supervisor(config, audio, emit, identity=identity)
     from device.session.process.remote import RemoteSupervisor
 
-    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm", identity=identity)
+    return RemoteSupervisor(config, audio, emit, warm=config.session.process == "warm", identity=identity,
+                            marks=marks)
 
 
 def rss_mb() -> float | None:

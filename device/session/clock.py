@@ -1,7 +1,9 @@
-"""The session layer's one source of time: a `Clock` (monotonic now + call_later) and `within`, a deadline on it.
+"""The session layer's one source of time: a `Clock` (monotonic now + call_later), `within`, a deadline on it, and
+`sleep`, a pause on it.
 
-Every session timer — agent connect, idle, max length, retry backoff, the pre-connect stream budget and the
-connect deadline — is armed on this clock, so tests swap in a fake clock and drive time by hand.
+Every session timer — agent connect, idle, max length, retry backoff, the pre-connect stream budget, the connect
+deadline, and the session processes' spawn back-off, ready wait, hung check and always_on restart — is armed on this
+clock, so tests swap in a fake clock and drive time by hand.
 """
 
 from __future__ import annotations
@@ -50,5 +52,20 @@ async def within(clock: Clock, awaitable: Awaitable[T], timeout: float) -> T:
         if expired:
             raise TimeoutError(f"no answer within {timeout:g} s") from None
         raise
+    finally:
+        timer.cancel()
+
+
+async def sleep(clock: Clock, delay: float) -> None:
+    """`asyncio.sleep` on `clock`."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    timer = clock.call_later(delay, wake)
+    try:
+        await done
     finally:
         timer.cancel()

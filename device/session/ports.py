@@ -1,6 +1,12 @@
-"""The session layer's two boundaries: what it needs from the audio engine (`AudioPort`; `device/audio/engine.py`
-provides it, tests use a fake) and what it offers the daemon (`SessionPort`; the in-process `Supervisor` and the
-session-process `RemoteSupervisor` both implement it, so the daemon does not know which one it has).
+"""The session layer's two boundaries: what it needs from the audio engine (`AudioPort`) and what it offers the
+daemon (`SessionPort`; the in-process `Supervisor` and the session-process `RemoteSupervisor` both implement it, so
+the daemon does not know which one it has).
+
+A session needs only `AudioPort`: the mic from a ring index on, the speaker, the rate. The daemon's engine
+(`device/audio/engine.py`) is a `DaemonAudio`, which adds what only the owner of the ring has: where a press's
+pre-roll begins (`mark`), the ring's memfd for a session process (`ring_fd`), and readers that can just `advance`
+without copying the samples. A session process's port (`process/child_audio.py`) is an `AudioPort` only; tests use
+a fake that is both.
 
 The session reads the microphone from a ring index onward (history first, then live, contiguous chunks whose
 lengths are multiples of 10 ms) and pushes the agent's audio to a player. Nothing here imports livekit at
@@ -27,17 +33,21 @@ class AudioReader(Protocol):
 
     def __aiter__(self) -> AsyncIterator[Chunk]: ...
 
-    async def advance(self) -> int:
-        """Instead of iterating: wait for more audio and return the index it now ends at (a session process reads
-        the samples from the shared ring itself); StopAsyncIteration at the end."""
-        ...
-
     def head(self) -> int:
         """The ring index just past the newest audio this reader can have now (read or not yet read): where an
         unmute takes effect."""
         ...
 
     def close(self) -> None: ...
+
+
+class RingReader(AudioReader, Protocol):
+    """A reader of the daemon's own ring."""
+
+    async def advance(self) -> int:
+        """Instead of iterating: wait for more audio and return the index it now ends at (a session process reads
+        the samples from the shared ring itself); StopAsyncIteration at the end."""
+        ...
 
 
 class Player(Protocol):
@@ -53,16 +63,24 @@ class Player(Protocol):
 
 
 class AudioPort(Protocol):
+    """What a session needs of the audio: the mic from a ring index on, the speaker, the sample rate."""
+
     sample_rate: int
 
     @property
     def player(self) -> Player: ...
 
+    def reader(self, start_index: int) -> AudioReader: ...
+
+
+class DaemonAudio(AudioPort, Protocol):
+    """The daemon's audio engine: the session's port plus what only the owner of the ring has."""
+
     def mark(self, preroll_ms: int) -> int:
         """The ring index `preroll_ms` before now (a press or a session start)."""
         ...
 
-    def reader(self, start_index: int) -> AudioReader: ...
+    def reader(self, start_index: int) -> RingReader: ...
 
     @property
     def ring_fd(self) -> int:
@@ -81,8 +99,9 @@ class SessionPort(Protocol):
 
     async def end(self, reason: str = "requested") -> None: ...
 
-    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
-        """Push-to-talk: start a session if none runs, then the user's turn (barge-in while the agent speaks)."""
+    async def start_turn(self, mark: int, *, session: int = 0) -> None:
+        """Push-to-talk: start a session if none runs (its audio from ring index `mark`, taken by the caller at the
+        press), then the user's turn (barge-in while the agent speaks)."""
         ...
 
     async def end_turn(self) -> None: ...

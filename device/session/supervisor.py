@@ -255,12 +255,11 @@ class Supervisor:
     async def end(self, reason: str = EndReason.REQUESTED) -> None:
         await self._submit(Stop(reason))
 
-    async def start_turn(self, mark: int | None = None, *, session: int = 0) -> None:
-        """A press in push-to-talk: start a session if none runs, then the agent's start_turn (barge-in while it
-        speaks)."""
+    async def start_turn(self, mark: int, *, session: int = 0) -> None:
+        """A press in push-to-talk: start a session if none runs (from ring index `mark`, the caller's: the daemon
+        takes it at the press), then the agent's start_turn (barge-in while it speaks)."""
         if self._policy.phase is Phase.IDLE:
-            await self.start(mark if mark is not None else self._audio.mark(self._cfg.audio.preroll_ms),
-                             session=session)
+            await self.start(mark, session=session)
         await self._submit(TurnAsked(TurnKind.START, turn_calls=self._turns.active))
 
     async def end_turn(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from device.config.schema import Config
 from device.controls.machine import initial
 from device.controls.timers import LoopTimers
+from device.session.marks import Marks
 
 
 class Board:
@@ -34,7 +35,7 @@ class FakeParts:
         self.mixer = None
         self.wake = None
         self.wake_error = None
-        self.unmuted_at = 0
+        self.marks = Marks(audio, config.audio.preroll_ms)
 
     def wake_status(self) -> None:
         return None  # no wake word listened for

@@ -153,7 +153,7 @@ async def exercise_session_process() -> str:
     config = Config(livekit=LiveKitConfig(token_source="literal", url="ws://127.0.0.1:9", token="x.y.z"))
     sup = RemoteSupervisor(config, audio, lambda event: None)  # type: ignore[arg-type]
     try:
-        child = await sup._prepare()
+        child = await sup.pool.prepare()
         return "ready" if child.alive else "exited"
     finally:
         await sup.aclose()

@@ -74,7 +74,7 @@ async def test_an_end_while_the_start_waits_for_its_session_process_opens_no_roo
         app.feed(Released())
     else:
         app.feed(StartRequested())
-    await until(lambda: sup._spare is not None, "the session process to be starting")
+    await until(lambda: sup.pool.spare is not None, "the session process to be starting")
     assert not ready(caplog)
     app.feed(EndRequested())  # `ctl end` while the process is still starting
     assert str(app.parts.snapshot.state) == "idle"  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from device.core.vocabulary import AgentStateChanged, Event, FailureReason, SessionEnded, SessionFailed
+from device.session.marks import Marks
 from device.session.process.remote import RemoteSupervisor
 from device.session.status import ProcessStatus
 from tests.polling import until
@@ -34,8 +35,10 @@ class Rig:
                  **session: Any) -> None:
         self.audio = FakeAudioPort(sample_rate=16000)
         self.events: list[Event] = []
-        self.sup = RemoteSupervisor(config or make_config(**session), self.audio, self.events.append, warm=warm,
-                                    factory=factory, identity=identity)
+        config = config or make_config(**session)
+        self.marks = Marks(self.audio, config.audio.preroll_ms)
+        self.sup = RemoteSupervisor(config, self.audio, self.events.append, warm=warm, factory=factory,
+                                    identity=identity, marks=self.marks)
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -144,7 +147,7 @@ async def test_mute_set_while_the_spare_waits_reaches_it_before_its_session(capl
     caplog.set_level(logging.INFO)
     rig = Rig()
     try:
-        await rig.sup._prepare()  # the spare is ready (its hello said unmuted)
+        await rig.sup.pool.prepare()  # the spare is ready (its hello said unmuted)
         await rig.sup.set_muted(True)
         await rig.session()
         assert sent_lines(caplog)[-1]["muted"] == "True"
@@ -261,14 +264,15 @@ async def test_always_on_a_restart_right_after_an_unmute_sends_nothing_captured_
         tmp_path, monkeypatch, caplog) -> None:
     """Mute means mute, across a lost session process: while an always_on restart waits out its back-off, the user
     mutes, says something, unmutes; the restart then starts the new session from its pre-roll (500 ms back), which
-    must not reach back past the unmute (the daemon clamps the marks of the starts it asks for; this start is the
-    supervisor's own)."""
+    must not reach back past the unmute (the daemon's marks, `session/marks.py`, clamp the starts it asks for and this
+    one, the supervisor's own)."""
     caplog.set_level(logging.INFO)
     rig, failed = await crashed_always_on(tmp_path, monkeypatch)
     try:
         assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0
         await rig.sup.set_muted(True)  # during the back-off: it reaches no process
         rig.audio.speak(300)  # said while muted
+        rig.marks.unmuted()  # as the daemon does when its machine unmutes
         await rig.sup.set_muted(False)
         unmuted_at = rig.audio.produced
         await until(rig.listening, "the restarted session")
@@ -310,7 +314,7 @@ async def test_a_child_that_cannot_start_fails_the_press_with_a_sentence_and_no_
 
 async def test_the_status_shown_before_any_child_is_the_supervisors_idle_status(make_rig) -> None:
     # idle_status() stands in for Supervisor.status() while no child exists: it must not drift from it
-    from device.session.process.remote import idle_status
+    from device.session.process.child import idle_status
 
     for mode in ("push_to_talk", "toggle", "always_on"):
         rig = make_rig(mode=mode)
@@ -361,8 +365,8 @@ async def test_close_ends_the_running_session_and_leaves_no_process(caplog) -> N
 
 
 async def test_while_an_interruption_is_on_its_way_the_agents_audio_already_sent_is_dropped_too() -> None:
+    from device.session.process.child import Child
     from device.session.process.protocol import Play
-    from device.session.process.remote import Child
 
     audio = FakeAudioPort(sample_rate=16000)
     sup = RemoteSupervisor(make_config(mode="wake_word"), audio, lambda e: None, warm=False)

@@ -656,7 +656,7 @@ async def test_press_to_listening_is_recorded_once_per_press_over_several_turns(
         await rig.run_for(reply_s)
         rig.room.set_agent_state(agent, "listening")
         await rig.run_for(1.0)
-        await rig.sup.start_turn()  # a later press finds it listening: answered when its start_turn returns
+        await rig.sup.start_turn(rig.audio.mark(0))  # a later press finds it listening: answered as start_turn returns
         await rig.settle()
         await rig.sup.end_turn()
     metrics = rig.sup.status().metrics
@@ -673,7 +673,7 @@ async def test_a_press_during_the_reply_is_answered_when_the_interrupted_agent_l
     await rig.sup.end_turn()
     rig.room.set_agent_state(agent, "speaking")
     await rig.run_for(1.0)
-    await rig.sup.start_turn()  # barge-in: start_turn returns while the agent still says `speaking`
+    await rig.sup.start_turn(rig.audio.mark(0))  # barge-in: start_turn returns while the agent still says `speaking`
     await rig.settle()
     await rig.run_for(0.3)
     rig.room.set_agent_state(agent, "listening")
@@ -691,7 +691,7 @@ async def test_a_press_to_an_agent_without_turn_calls_that_listens_is_answered_a
     rig.room.set_agent_state(agent, "listening")
     await rig.settle()  # the agent has no start_turn: the device falls back to its own turn detection
     await rig.run_for(2.0)
-    await rig.sup.start_turn()
+    await rig.sup.start_turn(rig.audio.mark(0))
     await rig.settle()
     assert rig.sup.status().metrics.press_to_listening_recent_ms == (200, 0)
 
@@ -715,7 +715,7 @@ async def test_push_to_talk_calls_the_agents_turn_rpcs(make_rig):
     await rig.start()
     rig.room.agent_joins(state="listening")
     await rig.settle()
-    await rig.sup.start_turn()
+    await rig.sup.start_turn(rig.audio.mark(0))
     await rig.sup.end_turn()
     await rig.sup.cancel_turn()
     await rig.settle()
@@ -744,7 +744,7 @@ async def test_an_agent_without_turn_rpcs_falls_back_once_to_its_own_turn_detect
     rig.room.local_participant.rpc_errors["start_turn"] = rtc.RpcError(1400, "Method not supported at destination")
     with caplog.at_level(logging.INFO, logger="device.session"):
         for _ in range(3):
-            await rig.sup.start_turn()
+            await rig.sup.start_turn(rig.audio.mark(0))
             await rig.sup.end_turn()
             await rig.settle()
     assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn"]
@@ -811,7 +811,7 @@ async def test_a_press_while_the_agent_speaks_is_barge_in(make_rig):
     await rig.start()
     rig.room.agent_joins(state="speaking")
     await rig.settle()
-    await rig.sup.start_turn()
+    await rig.sup.start_turn(rig.audio.mark(0))
     await rig.settle()
     assert rig.audio.player.flushes == 1
     assert rig.room.local_participant.rpc_calls[-1][1] == "start_turn"
@@ -822,7 +822,7 @@ async def test_turn_rpcs_are_not_called_outside_push_to_talk(make_rig):
     await rig.start()
     rig.room.agent_joins(state="listening")
     await rig.settle()
-    await rig.sup.start_turn()
+    await rig.sup.start_turn(rig.audio.mark(0))
     await rig.settle()
     assert rig.room.local_participant.rpc_calls == []
 

@@ -50,9 +50,6 @@ class RemoteReader:
             raise StopAsyncIteration
         return item
 
-    async def advance(self) -> int:
-        raise NotImplementedError("a session process reads the chunks themselves")
-
     def head(self) -> int:
         """The end of the ring the daemon has announced (everything below it is queued or read)."""
         return self.position
@@ -109,7 +106,8 @@ class RemotePlayer:
 
 class RemoteAudio:
     """The `AudioPort` of a supervisor whose audio engine lives in the daemon: the mic from the shared ring (`view`)
-    as far as the mic socket's records say, the speaker through the channel."""
+    as far as the mic socket's records say, the speaker through the channel. Marks are the daemon's: they come with
+    each start (`StartCall`, `StartTurnCall`)."""
 
     def __init__(self, chan: Channel, sample_rate: int, volume: float, view: RingView, mic: socket.socket) -> None:
         self._chan = chan
@@ -121,13 +119,6 @@ class RemoteAudio:
         self._next = 0
         mic.setblocking(False)
         asyncio.get_running_loop().add_reader(mic.fileno(), self._on_mic)
-
-    @property
-    def ring_fd(self) -> int:
-        raise RuntimeError("the ring is the daemon's")
-
-    def mark(self, preroll_ms: int) -> int:
-        raise RuntimeError("the ring is the daemon's: it passes the mark with start/start_turn")
 
     def reader(self, start_index: int) -> RemoteReader:
         self._next += 1

@@ -1,6 +1,6 @@
 """The session process: one `Supervisor` and its LiveKit Room, in a child of the daemon, for one session.
 
-    python -m device.session.process.host FD MIC_FD RING_FD   (started by `process/remote.py`, never by hand)
+    python -m device.session.process.host FD MIC_FD RING_FD   (started by `process/child.py`, never by hand)
 
 The livekit 1.2.1 native core keeps about half a megabyte of every session it ran until the process exits, and
 aborts the process on some native errors. So the daemon keeps the microphone, the speaker, the button and the
