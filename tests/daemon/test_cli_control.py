@@ -33,7 +33,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
 async def daemon() -> AsyncIterator[tuple[ControlServer, Recorder]]:
     d = tempfile.mkdtemp(prefix="vd-cli-")
     recorder = Recorder()
-    session = SessionStatus(agent=AgentStatus("agent-1", "listening"),
+    session = SessionStatus(agent=AgentStatus("agent-1", "listening", "1.0"),
                             transcripts=(TranscriptLine("agent-1", "Hello, how can I help?"),),
                             metrics=SessionMetrics(sessions=3, failures={"auth": 1}, press_to_listening_ms=412,
                                                    press_to_listening_recent_ms=(95, 412)))
@@ -49,7 +49,8 @@ async def test_status_prints_state_and_metrics(daemon) -> None:
     server, _ = daemon
     rc, out, err = await cli("status", "--socket", str(server.path))
     assert rc == 0, err
-    assert out.splitlines() == ["state: muted", "volume: 0.80 (muted)", "agent: agent-1 (listening)", "transcripts:",
+    assert out.splitlines() == ["state: muted", "volume: 0.80 (muted)", "agent: agent-1 (listening; protocol 1.0)",
+                                "transcripts:",
                                 "  agent-1: Hello, how can I help?", "metrics:", "  sessions: 3",
                                 "  reconnects: 0", "  failures:", "    auth: 1", "  preconnect_bytes_sent: 0",
                                 "  press_to_listening_ms: 412", "  press_to_listening_recent_ms: [95, 412]",
