@@ -132,16 +132,19 @@ def converse(appliance: Appliance) -> None:
     appliance.wait_journal("wake word heard model=okay_nabu", cursor, timeout=60)
     # an attempt may fail on the session's deadlines under emulation and be retried: the agent listening is the end
     appliance.wait_state("listening", timeout=420)
-    stub.control.flush()
+    # what the agent's side saw (its events come as they happen: the device is listening before its buffer is out)
     joined = [e for e in stub.events("participant_joined") if e.get("identity") == "vd-appliance"]
-    subscribed = stub.events("agent_subscribed")
-    streams = [e for e in stub.events("stream_opened") if e.get("topic") == "lk.agent.pre-connect-audio-buffer"]
-    assert joined and subscribed, (joined, subscribed)
-    assert streams and {"sampleRate", "channels", "trackId"} <= set(streams[-1]["attributes"]), streams
+    assert joined, stub.events()
+    subscribed = wait_for(lambda: stub.events("agent_subscribed"), 60, "the agent to subscribe to the mic")
+    streams = wait_for(lambda: [e for e in stub.events("stream_opened")
+                                if e.get("topic") == "lk.agent.pre-connect-audio-buffer"], 60,
+                       "the pre-connect buffer at the agent")
+    assert {"sampleRate", "channels", "trackId"} <= set(streams[-1]["attributes"]), streams
     assert streams[-1]["attributes"]["trackId"] == subscribed[-1]["track_sid"], (streams, subscribed)
+    outcomes = wait_for(lambda: [e.get("status") for e in stub.events("preconnect")], 60,
+                        "the agent's verdict on the pre-connect buffer")
     journal = appliance.journal(cursor)
     lost_ms = sum(int(m) for m in LOST.findall(journal))
-    outcomes = [e.get("status") for e in stub.events("preconnect")]
     print(f"\nemulated timings (s from the wake word): {milestones(journal)}; mic audio the session process lost "
           f"(its reader fell behind the ring): {lost_ms} ms; the agent's pre-connect outcomes: {outcomes}")
     if lost_ms or outcomes[-1:] != ["used"]:
