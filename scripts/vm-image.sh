@@ -105,7 +105,8 @@ build_base() {
   if [[ -f "$tar" ]]; then echo "$tar"; return; fi
   work="$(mktemp -d "$CACHE/.rootfs.XXXXXX")"
   say "debootstrap $SUITE $ARCH (minbase + ${BASE_PACKAGES[*]}): a few minutes, once"
-  DEBOOTSTRAP_ARCH="$ARCH" DEBOOTSTRAP_BETWEEN=initrd_for_qemu debootstrap_into "$work/root" "$SUITE" "$MIRROR" "${BASE_PACKAGES[@]}" \
+  DEBOOTSTRAP_ARCH="$ARCH" DEBOOTSTRAP_BETWEEN=initrd_for_qemu \
+    debootstrap_into "$work/root" "$SUITE" "$MIRROR" "${BASE_PACKAGES[@]}" \
     || { rm -rf "$work"; die "debootstrap failed (log above)"; }
   provision_base "$work/root"
   tar -C "$work/root" --numeric-owner -cf "$tar.part" .
@@ -127,26 +128,29 @@ build_wheelhouse() {
   work="$(mktemp -d "$CACHE/.wheels.XXXXXX")"
   if [[ "$ARCH" == amd64 ]]; then
     say "building the wheelhouse (voice-device's dependencies; PyAudio is compiled here)"
-    if ! "$PY" -m pip wheel -q --disable-pip-version-check -w "$work" "$ROOT" setuptools wheel \
-        > "$work/pip.log" 2>&1; then
-      tail -20 "$work/pip.log" >&2
-      rm -rf "$work"
-      die "pip wheel failed (log above)"
-    fi
+    pip_into "$work" "pip wheel" "$PY" -m pip wheel -q --disable-pip-version-check -w "$work" "$ROOT" setuptools wheel
     rm -f "$work"/voice_device-*.whl  # the installer builds voice-device from the checkout
   else
     say "downloading the aarch64 wheelhouse (Python 3.11 wheels; PyAudio as source: the image's pip compiles it)"
-    if ! download_foreign_wheels "$work" "$deps" > "$work/pip.log" 2>&1; then
-      tail -20 "$work/pip.log" >&2
-      rm -rf "$work"
-      die "pip download for $ARCH failed (log above)"
-    fi
+    pip_into "$work" "pip download for $ARCH" download_foreign_wheels "$work" "$deps"
   fi
-  rm -f "$work/pip.log"
   touch "$work/.complete"
   rm -rf "$dir"
   mv "$work" "$dir"
   echo "$dir"
+}
+
+# pip_into WORK WHAT COMMAND...: run a pip COMMAND that fills the fresh directory WORK, its output kept aside; when it
+# fails, the output's tail goes to stderr, WORK goes, and the build stops saying WHAT failed.
+pip_into() {
+  local work="$1" what="$2"
+  shift 2
+  if ! "$@" > "$work/.pip.log" 2>&1; then
+    tail -20 "$work/.pip.log" >&2
+    rm -rf "$work"
+    die "$what failed (log above)"
+  fi
+  rm -f "$work/.pip.log"
 }
 
 # download_foreign_wheels DIR DEPS: the aarch64 wheels of DEPS (one requirement a line) and their dependencies for
@@ -169,12 +173,8 @@ fetch_lgpio() {  # the lgpio sdist the GPIO test equipment is built from, downlo
   if [[ -f "$file" ]]; then echo "$file"; return; fi
   [[ -x "$PY" ]] || die "no $PY: run scripts/setup.sh first"
   work="$(mktemp -d "$CACHE/.lgpio.XXXXXX")"
-  if ! "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary=:all: -d "$work" \
-      "lgpio==$(sed 's/^lgpio-//; s/[.]tar[.]gz$//' <<< "$LGPIO_SDIST")" > "$work/pip.log" 2>&1; then
-    tail -20 "$work/pip.log" >&2
-    rm -rf "$work"
-    die "pip download lgpio failed (log above)"
-  fi
+  pip_into "$work" "pip download lgpio" "$PY" -m pip download -q --disable-pip-version-check --no-deps \
+    --no-binary=:all: -d "$work" "lgpio==$(sed 's/^lgpio-//; s/[.]tar[.]gz$//' <<< "$LGPIO_SDIST")"
   if [[ "$(sha256sum "$work/$LGPIO_SDIST" 2>/dev/null | cut -d' ' -f1)" != "$LGPIO_SHA256" ]]; then
     rm -rf "$work"
     die "the downloaded $LGPIO_SDIST is not the one this script pins (sha256 $LGPIO_SHA256)"
