@@ -27,7 +27,7 @@ import pytest
 from tests import programs
 from tests.programs import PROGRAMS
 from tests.vm.appliance import TEST_CA, Appliance, BootFacts
-from tests.vm.machine import HOST_IP, Machine, MachineError
+from tests.vm.machine import BOARDS, HOST_IP, Machine, MachineError
 from tests.vm.tokens import make_certificate
 from tests.wire.harness import PYTHON, LineProcess, Stub, launch_stub, mint_token
 from tests.wire.signals import speech
@@ -50,14 +50,11 @@ SLOW_BOARD = {
 }
 
 
-QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
-
-
 def missing_prerequisites(arch: str) -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root (qemu on a tap in a network namespace, debootstrap, chroot)")
-    tools = [QEMU[arch], "debootstrap", "mkfs.ext4", "ip", "openssl"]
+    tools = [BOARDS[arch].qemu, "debootstrap", "mkfs.ext4", "ip", "openssl"]
     if arch == "arm64":  # the image's packages configure, and its installer runs, in a chroot through binfmt_misc
         tools.append("qemu-aarch64-static")
     for tool in tools:

@@ -29,6 +29,24 @@ HOST_IP, GUEST_IP = "10.232.0.1", "10.232.0.2"
 BOOT_TIMEOUT_S = 300.0  # software emulation on a shared 2-core machine: ~25 s alone, much more under load
 
 
+@dataclass(frozen=True)
+class Board:
+    """What qemu emulates for one architecture of the appliance's image."""
+
+    qemu: str  # the program
+    machine: tuple[str, ...]  # its board, accelerator and CPU
+    console: str  # the kernel's serial console there
+
+
+# Both are software emulation (TCG): this machine has no virtualisation for either. arm64: qemu's `virt` board with
+# a Cortex-A72, the Pi 4's core (qemu has no Pi 4 machine); its console is the PL011 UART.
+BOARDS = {
+    "amd64": Board("qemu-system-x86_64", ("-accel", "tcg", "-cpu", "max"), "ttyS0"),
+    "arm64": Board("qemu-system-aarch64", ("-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a72"),
+                   "ttyAMA0"),
+}
+
+
 class MachineError(RuntimeError):
     """The VM could not be started or stopped answering; the message says where its console log is."""
 
@@ -105,16 +123,12 @@ class Machine:
         return machine
 
     def qemu_argv(self) -> list[str]:
-        # arm64: qemu's `virt` board with a Cortex-A72, the Pi 4's core (qemu has no Pi 4 machine); its console is
-        # the PL011 UART. Both are software emulation (TCG): this machine has no virtualisation for either.
-        machine, console = ((["qemu-system-aarch64", "-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a72"],
-                             "ttyAMA0") if self.arch == "arm64"
-                            else (["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max"], "ttyS0"))
+        board = BOARDS[self.arch]
         return [
-            *machine, "-smp", "2", "-m", "1536",
+            board.qemu, *board.machine, "-smp", "2", "-m", "1536",
             "-nodefaults", "-no-user-config", "-display", "none", "-serial", f"file:{self.console}",
             "-kernel", str(self.image / "vmlinuz"), "-initrd", str(self.image / "initrd.img"),
-            "-append", f"root=/dev/vda rw console={console} net.ifnames=0 panic=-1",
+            "-append", f"root=/dev/vda rw console={board.console} net.ifnames=0 panic=-1",
             "-drive", f"file={self.image / 'disk.img'},format=raw,if=virtio,snapshot=on",
             "-object", "rng-random,id=rng,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng",
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
