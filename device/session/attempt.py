@@ -55,6 +55,19 @@ class Attempt:
         return self.abandoned
 
     @property
+    def room_name(self) -> str:
+        """The room joined — the token's, which a token server may choose whatever the request asked — else the
+        room asked for."""
+        joined = self.room.name if self.room is not None and self.publication is not None else ""
+        return joined or self.request.room_name
+
+    @property
+    def identity(self) -> str:
+        """The identity joined as (the token's: a token server may fix it), else the one asked for."""
+        joined = self.room.local_participant.identity if self.room is not None and self.publication else ""
+        return joined or self.request.participant_identity
+
+    @property
     def published_room(self) -> rtc.Room | None:
         """The room, once the mic is published in it (what turn calls and typed text need)."""
         return self.room if self.publication is not None else None
@@ -139,7 +152,7 @@ class Connector:
             att.task.cancel()
             await asyncio.gather(att.task, return_exceptions=True)
         await self._dispose(att)
-        log.info("session torn down room=%s reason=%s", att.request.room_name, reason)
+        log.info("session torn down room=%s reason=%s", att.room_name, reason)
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every attempt still running, the abandoned ones included (to wait for before exit)."""
@@ -225,4 +238,4 @@ class Connector:
             try:
                 await within(self._clock, att.room.disconnect(), DISCONNECT_TIMEOUT_S)
             except Exception as e:
-                log.warning("disconnect failed room=%s error=%s", att.request.room_name, e)
+                log.warning("disconnect failed room=%s error=%s", att.room_name, e)

@@ -291,8 +291,8 @@ class Supervisor:
         t = self._tally
         return SessionStatus(
             phase=str(self._policy.phase),
-            room=att.request.room_name if att else None,
-            identity=att.request.participant_identity if att else None,
+            room=att.room_name if att else None,
+            identity=att.identity if att else None,
             agent=AgentStatus(self._policy.agent, self._policy.agent_state, self._agent_protocol()),
             agent_protocol=self._policy.agent_protocol if self._policy.agent is not None else None,
             muted=self._muted,
@@ -667,7 +667,7 @@ class Supervisor:
     async def _published(self, att: Attempt) -> None:
         room, source, publication = att.room, att.source, att.publication
         assert room is not None and source is not None and publication is not None, "posted after publish_track"
-        log.info("session connected room=%s track=%s", att.request.room_name, publication.sid)
+        log.info("session connected room=%s track=%s", att.room_name, publication.sid)
         if self._uplink is not None:
             self._uplink.attach(room.local_participant, source, publication.sid)
         await self._feed(ConnectSucceeded())

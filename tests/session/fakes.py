@@ -455,6 +455,7 @@ class FakeRoom(FakeEmitter):
         self.local_participant = FakeLocalParticipant("device")
         self.connected = False
         self.url = self.token = ""
+        self.name = ""  # the SDK's: the joined room's name ("" here: the session falls back to the room asked for)
         self.options: Any = None
         self.text_handlers: dict[str, Callable[..., Any]] = {}
         self.byte_handlers: dict[str, Callable[..., Any]] = {}

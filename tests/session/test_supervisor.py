@@ -135,6 +135,20 @@ async def test_each_session_gets_a_fresh_room_and_a_fresh_token(make_rig):
     assert first.agent_name == "test-agent"
 
 
+async def test_the_status_and_log_name_the_room_and_identity_the_token_gave_not_those_asked_for(make_rig, caplog):
+    """A fleet's token endpoint fixes the room and identity from the device's credential, whatever it asked."""
+    rig = make_rig()
+    await rig.start()
+    rig.room.name, rig.room.local_participant.identity = "kiosk-7.5f1c", "kiosk-7"
+    status = rig.sup.status()
+    assert (status.room, status.identity) == ("kiosk-7.5f1c", "kiosk-7")
+    assert rig.tokens.requests[0].room_name != "kiosk-7.5f1c"
+    with caplog.at_level("INFO", logger="device.session.attempt"):
+        await rig.sup.end()
+        await rig.settle()
+    assert "session torn down room=kiosk-7.5f1c" in caplog.text
+
+
 # ---- pre-connect audio ------------------------------------------------------------------------------------------
 
 
