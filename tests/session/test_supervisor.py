@@ -358,17 +358,46 @@ async def test_full_reconnect_resends_speech_captured_while_disconnected_with_th
     assert rig.sup.status().metrics.reconnects == 1
 
 
-async def test_resend_after_reconnect_is_bounded_by_config(make_rig):
+async def test_resend_after_reconnect_is_bounded_by_config(make_rig, caplog):
     rig = make_rig(resend_after_reconnect_s=0.2)
     await _live_session(rig)
     rig.room.emit("reconnecting")
     await rig.settle()
     rig.audio.speak(500)
     await rig.settle()
-    rig.room.full_restart()
-    await rig.settle()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        rig.room.full_restart()
+        await rig.settle()
     writer = rig.room.local_participant.writers[-1]
     assert len(writer.samples()) == ms(200)
+    # what the bound let go is said, with why: never a silent loss
+    assert "audio buffered dropped reason='older than the 0.2 s the buffer keeps' ms=300" in caplog.text
+    assert rig.sup.status().preconnect.drop_reason == "older than the 0.2 s the buffer keeps"
+
+
+async def test_words_held_while_reconnecting_survive_the_sdk_giving_up_and_reach_the_retrys_agent(make_rig):
+    """The node hosting the room died with the one the device signals through: the SDK's reconnects fail, the
+    session fails (connection-lost) and is retried in a new room; what the user said while the SDK tried goes to
+    that room's agent, ahead of what was said while the retry waited and joined."""
+    rig = make_rig(resend_after_reconnect_s=5.0)
+    await _live_session(rig)
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    held_start = rig.audio.produced
+    rig.audio.speak(300)  # said while the SDK tried to reconnect
+    await rig.settle()
+    rig.room.drop(rtc.DisconnectReason.JOIN_FAILURE)
+    await rig.settle()
+    (failed,) = rig.of(SessionFailed)
+    assert failed.reason is FailureReason.CONNECTION_LOST and failed.retry_in_s is not None
+    rig.audio.speak(200)  # said while the retry waited
+    await rig.run_for(failed.retry_in_s + 0.1)
+    assert len(rig.rooms.made) == 2
+    rig.room.agent_joins(state="listening")
+    await rig.settle()
+    writer = rig.room.local_participant.writers[-1]
+    sent = writer.samples()
+    np.testing.assert_array_equal(sent[: ms(500)], pattern(held_start, ms(500)))
 
 
 async def test_a_resume_keeps_the_same_track_and_sends_no_new_buffer(make_rig):

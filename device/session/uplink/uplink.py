@@ -79,11 +79,20 @@ class ChunkBuffer:
         self.max_samples = max_samples
         self._chunks: deque[tuple[int, np.ndarray]] = deque()
         self.samples = 0
+        self.overflowed = 0  # samples dropped at the cap, not yet reported (`take_overflow`)
 
     def append(self, first: int, samples: np.ndarray) -> int:
         """Keep a chunk; returns how many old samples were dropped to stay under the cap."""
         self._chunks.append((first, samples))
         self.samples += len(samples)
+        return self._trim()
+
+    def rebound(self, max_samples: int) -> int:
+        """A new cap for the audio kept so far and to come (the newest stays); returns the samples dropped."""
+        self.max_samples = max_samples
+        return self._trim()
+
+    def _trim(self) -> int:
         dropped = 0
         while self.samples > self.max_samples and self._chunks:
             head_first, head = self._chunks[0]
@@ -96,11 +105,13 @@ class ChunkBuffer:
                 self._chunks[0] = (head_first + excess, head[excess:])
                 self.samples -= excess
                 dropped += excess
+        self.overflowed += dropped
         return dropped
 
     def take(self) -> list[tuple[int, np.ndarray]]:
         chunks = list(self._chunks)
-        self.clear()
+        self._chunks.clear()
+        self.samples = 0
         return chunks
 
     def clear(self) -> int:
@@ -108,6 +119,11 @@ class ChunkBuffer:
         self._chunks.clear()
         self.samples = 0
         return dropped
+
+    def take_overflow(self) -> int:
+        """Samples dropped at the cap since the last call."""
+        overflowed, self.overflowed = self.overflowed, 0
+        return overflowed
 
 
 class Uplink:
@@ -229,6 +245,7 @@ class Uplink:
 
     def drop_buffer(self, reason: str) -> None:
         if self.route is Route.BUFFER:
+            self._report_overflow()
             dropped = self.buffer.clear()
             self.dropped_samples += dropped
             self.drop_reason = reason
@@ -244,6 +261,7 @@ class Uplink:
             self._resume_at = self.reader.head()
             return
         self._mutes += 1
+        self._report_overflow()
         pending = self.buffer.clear() + self._pend_stream_n + self._pend_live_n
         self._pend_stream.clear()
         self._pend_stream_n = 0
@@ -286,9 +304,9 @@ class Uplink:
             self.agent = None
             self.subscribed = False
             if keep_buffering and self.preconnect:
-                # a retry follows: keep what the user says meanwhile (bounded) for the next agent
-                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
-                self._set_route(Route.BUFFER)
+                # a retry follows: keep what the user said while reconnecting, and says meanwhile (bounded), for
+                # the next agent
+                self._rebuffer(self.resend_s)
             else:
                 self._set_route(Route.DISCARD)
 
@@ -409,6 +427,7 @@ class Uplink:
     def _live_after_reconnect(self, reason: str, *, said_if_empty: bool) -> None:
         """Drop what was held while reconnecting and go live again (a resume says so even when nothing was held)."""
         self._after_reconnect = False
+        self._report_overflow()
         dropped = self.buffer.clear()
         if dropped or said_if_empty:
             self.dropped_samples += dropped
@@ -418,6 +437,20 @@ class Uplink:
                      dropped * 1000 // self.rate)
         self._set_route(Route.LIVE)
 
+    def _rebuffer(self, bound_s: float) -> None:
+        """Buffer from now on, at most `bound_s`, keeping what is already buffered (newest first): a reconnect
+        or a retry must not throw away the words held so far."""
+        self.dropped_samples += self.buffer.rebound(int(bound_s * self.rate))
+        self._set_route(Route.BUFFER)
+
+    def _report_overflow(self) -> None:
+        """Say (once per buffer sent or dropped) how much of the oldest audio its cap let go, and why."""
+        overflowed = self.buffer.take_overflow()
+        if overflowed:
+            bound_s = self.buffer.max_samples / self.rate
+            self.drop_reason = f"older than the {bound_s:g} s the buffer keeps"
+            log.info("audio buffered dropped reason=%r ms=%d", self.drop_reason, overflowed * 1000 // self.rate)
+
     async def _take(self, step: Step) -> None:
         match step:
             case Step.HOLD:
@@ -426,8 +459,7 @@ class Uplink:
                     await self._close_stream("reconnecting", go_live=False)
                 self._pend_live.clear()
                 self._pend_live_n = 0
-                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
-                self._set_route(Route.BUFFER)
+                self._rebuffer(self.resend_s)
                 self._after_reconnect = True
             case Step.RESUME_LIVE:
                 # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
@@ -440,14 +472,12 @@ class Uplink:
                                            said_if_empty=False)
             case Step.REBUFFER:
                 # the SDK republished after `reconnected`: back to buffering until the agent is there for the new SID
-                self.buffer = ChunkBuffer(int(self.resend_s * self.rate))
-                self._set_route(Route.BUFFER)
+                self._rebuffer(self.resend_s)
             case Step.OPEN_STREAM:
                 await self._open_stream()
             case Step.ABANDON:
                 await self._close_stream("agent-left", go_live=False)
-                self.buffer = ChunkBuffer(int(self.max_buffer_s * self.rate))
-                self._set_route(Route.BUFFER)
+                self._rebuffer(self.max_buffer_s)
             case Step.GO_LIVE:
                 await self._close_stream("subscribed", go_live=True)
             case Step.GO_LIVE_LATE:
@@ -456,6 +486,7 @@ class Uplink:
     async def _open_stream(self) -> None:
         assert self._lp is not None and self.sid is not None and self.agent is not None  # decide() checked
         mutes = self._mutes
+        self._report_overflow()
         chunks = self.buffer.take()
         attributes = {"sampleRate": str(self.rate), "channels": "1", "trackId": self.sid}
         record = StreamRecord(track_id=self.sid, agent=self.agent)
