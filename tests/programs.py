@@ -30,6 +30,9 @@ PROGRAMS: dict[str, str] = {
     "iptables": "iptables",
     "tcpdump": "tcpdump",
     "setpriv": "util-linux",
+    # the cluster suite's shared store (tests/cluster)
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
     # the unit's offline checks and the installer's test; the unit's ExecReload runs /bin/kill (not in a minimal
     # Debian: scripts/install.sh installs it on a device too)
     "systemd-analyze": "systemd",

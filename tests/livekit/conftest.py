@@ -43,19 +43,26 @@ def require(reason: str | None) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def livekit_ns() -> Iterator[NetNs]:
-    require(unavailable_reason() or agent_unavailable_reason() or tools_missing())
+def stack_namespace(prefix: str, *more_reasons: str | None) -> Iterator[NetNs]:
+    """A module's namespace for the real stack (its prerequisites checked first), the device's connections
+    tagged so the faults of tests/livekit/network.py hit them only; deleted after."""
+    require(unavailable_reason() or agent_unavailable_reason() or tools_missing()
+            or next((r for r in more_reasons if r), None))
     try:
-        ns = NetNs.create("vdlk")
+        ns = NetNs.create(prefix)
     except NetNsUnavailable as e:
         require(str(e))
         raise
     try:
-        tag_device_connections(ns)  # the faults of tests/livekit/network.py hit the device's connections only
+        tag_device_connections(ns)
         yield ns
     finally:
         ns.delete()
+
+
+@pytest.fixture(scope="module")
+def livekit_ns() -> Iterator[NetNs]:
+    yield from stack_namespace("vdlk")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The real `livekit-server` for the tests: its binary (built by scripts/livekit-server.sh), a config that keeps
-every packet inside the test's network namespace, and a process the tests can kill and start again.
+every packet inside the test's network namespace, and a process the tests can kill (SIGKILL: no leave, no room
+close) and start again.
 
 Why each setting (checked against the server's sources, pkg/config and mediatransportutil/rtcconfig):
 - `bind_addresses` / `rtc.node_ip` / `rtc.ips.includes`: HTTP/WS on the namespace's server address only, ICE
@@ -8,7 +9,8 @@ Why each setting (checked against the server's sources, pkg/config and mediatran
   server (UDP TURN doubles as STUN). With no STUN/TURN configured the server would hand out its public default
   STUN servers instead; with `node_ip` set it uses no STUN itself.
 - `rtc.stun_servers` names the same local address, so no code path falls back to the public defaults.
-- single node, no Redis; room `departure_timeout` short so a room left empty goes away within the test.
+- single node, no Redis (tests/cluster runs several nodes on one Redis: `redis`, each on its own address and
+  ports); room `departure_timeout` short so a room left empty goes away within the test.
 """
 
 from __future__ import annotations
@@ -24,13 +26,27 @@ from pathlib import Path
 import yaml
 
 from tests.stubsfu.netns import NetNs
-from tests.wire.harness import ROOT, LineProcess
+from tests.wire.harness import ROOT, LineProcess, Owned
 
 VERSION = "v1.13.5"
 API_KEY = "devicetests"
 API_SECRET = "voice-device-test-secret-0123456789abcdef"  # a test-only key pair, minted nowhere else
 HTTP_PORT, TCP_PORT, UDP_PORT, TURN_PORT = 7880, 7881, 7882, 3478
 READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Ports:
+    """A node's ports; a second node in the same namespace shifts them all (`Ports.shifted(10)`)."""
+
+    http: int = HTTP_PORT
+    tcp: int = TCP_PORT
+    udp: int = UDP_PORT
+    turn: int = TURN_PORT
+    relay_start: int = 30000
+
+    def shifted(self, by: int) -> Ports:
+        return Ports(self.http + by, self.tcp + by, self.udp + by, self.turn + by, self.relay_start + 10 * by)
 
 
 def binary_path() -> Path:
@@ -49,52 +65,67 @@ def unavailable_reason() -> str | None:
     return f"livekit-server {VERSION} is not built yet: run scripts/livekit-server.sh (or scripts/setup.sh)"
 
 
-def server_config(ns: NetNs, *, departure_timeout_s: int = 3) -> dict[str, object]:
-    ip = ns.server_ip
-    return {
-        "port": HTTP_PORT,
+def server_config(ip: str, *, ports: Ports = Ports(), redis: str | None = None,
+                  departure_timeout_s: int = 3) -> dict[str, object]:
+    """One node at `ip`; with `redis` (HOST:PORT) a node of the cluster sharing that Redis."""
+    config: dict[str, object] = {
+        "port": ports.http,
         "bind_addresses": [ip],
         "keys": {API_KEY: API_SECRET},
         "rtc": {
-            "tcp_port": TCP_PORT,
-            "udp_port": UDP_PORT,
+            "tcp_port": ports.tcp,
+            "udp_port": ports.udp,
             "node_ip": ip,
             "use_external_ip": False,
             "enable_loopback_candidate": False,
-            "stun_servers": [f"{ip}:{TURN_PORT}"],
+            "stun_servers": [f"{ip}:{ports.turn}"],
             "ips": {"includes": [f"{ip}/32"]},
         },
-        "turn": {"enabled": True, "udp_port": TURN_PORT, "bind_addresses": [ip],
-                 "relay_range_start": 30000, "relay_range_end": 30100},
+        "turn": {"enabled": True, "udp_port": ports.turn, "bind_addresses": [ip],
+                 "relay_range_start": ports.relay_start, "relay_range_end": ports.relay_start + 100},
         "room": {"auto_create": True, "departure_timeout": departure_timeout_s, "empty_timeout": 30},
         "logging": {"level": "info", "json": False},
     }
+    if redis is not None:
+        config["redis"] = {"address": redis}
+    return config
 
 
 @dataclass
-class Server:
+class Server(Owned):
+    """A node: by default the namespace's server address and the standard ports, alone; `name` tells a cluster's
+    nodes apart in file names."""
+
     ns: NetNs
     workdir: Path
     process: LineProcess | None = None
     starts: int = 0
+    ip: str = ""
+    ports: Ports = Ports()
+    redis: str | None = None
+    name: str = "livekit-server"
+
+    def __post_init__(self) -> None:
+        self.ip = self.ip or self.ns.server_ip
 
     @property
     def url(self) -> str:
-        return f"ws://{self.ns.server_ip}:{HTTP_PORT}"
+        return f"ws://{self.ip}:{self.ports.http}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.ns.server_ip}:{HTTP_PORT}"
+        return f"http://{self.ip}:{self.ports.http}"
 
     @property
     def config_path(self) -> Path:
-        return self.workdir / "livekit-server.yaml"
+        return self.workdir / f"{self.name}.yaml"
 
     def start(self) -> Server:
-        self.config_path.write_text(yaml.safe_dump(server_config(self.ns), sort_keys=False))
+        config = server_config(self.ip, ports=self.ports, redis=self.redis)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.starts += 1
         argv = self.ns.command([str(binary_path()), "--config", str(self.config_path)])
-        self.process = LineProcess(argv, self.workdir / f"livekit-server-{self.starts}.log")
+        self.process = LineProcess(argv, self.workdir / f"{self.name}-{self.starts}.log")
         self._wait_ready()
         return self
 
@@ -123,19 +154,6 @@ class Server:
             return False
         return out.returncode == 0 and out.stdout.strip() == "OK"
 
-    def kill(self) -> None:
-        """SIGKILL: the server dies without telling anyone (no leave, no room close)."""
-        if self.process is not None and self.process.proc.poll() is None:
-            self.process.proc.kill()
-            self.process.proc.wait(timeout=10)
-            self.process.stop()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace=10)
-
-    def log(self) -> str:
-        return self.process.log_tail(100_000) if self.process else ""
 
     def admin(self, verb: str, *args: str, timeout: float = 30.0) -> str:
         """tests/livekit/admin.py inside the namespace: the server API, or a one-off join."""
@@ -146,4 +164,4 @@ class Server:
         return out.stdout.strip().splitlines()[-1]
 
 
-__all__ = ["API_KEY", "API_SECRET", "Server", "binary_path", "server_config", "unavailable_reason"]
+__all__ = ["API_KEY", "API_SECRET", "Ports", "Server", "binary_path", "server_config", "unavailable_reason"]

@@ -57,6 +57,7 @@ class Worker:
     agent_name: str
     start_turn_delay_s: float = 0.0
     export: Path | None = None  # the demo's --record DIR: each finished job as DIR/session-N/
+    tag: str = ""  # tells apart, in log names, workers of one agent name (a cluster's, one per node)
     process: LineProcess | None = None
     _server_starts_at_start: int = 0
     _starts: int = 0
@@ -85,7 +86,7 @@ class Worker:
     def start(self) -> Worker:
         self._server_starts_at_start = self.server.starts
         self._starts += 1
-        log = self.workdir / f"agent-{self.agent_name}-{self._starts}.log"
+        log = self.workdir / f"agent-{self.agent_name}{self.tag}-{self._starts}.log"
         self.process = LineProcess(self.server.ns.command(self.argv()), log, env=self.env())
         self.process.wait_line(self.registered, REGISTER_TIMEOUT_S)
         return self

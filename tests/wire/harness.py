@@ -110,10 +110,40 @@ class LineProcess:
                 self.proc.wait(timeout=grace)
         self._log.close()
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies without a word (no goodbye to anyone), then its log is closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.stop()
+
     def log_tail(self, n: int = 15) -> str:
         if not self._log.closed:
             self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+class Owned:
+    """What a test does to a program it runs (`self.process`, a LineProcess once started): kill it (SIGKILL),
+    stop it (SIGTERM, then SIGKILL after `grace`), ask whether it runs, read its log. Mixed into the rig's
+    program classes (dataclasses holding `process`)."""
+
+    process: LineProcess | None
+
+    def kill(self) -> None:
+        """SIGKILL: the program dies without telling anyone."""
+        if self.process is not None:
+            self.process.kill()
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.process is not None:
+            self.process.stop(grace=grace)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.proc.poll() is None
+
+    def log(self) -> str:
+        return self.process.log_tail(100_000) if self.process else ""
 
 
 class ClientRun(LineProcess):
