@@ -30,13 +30,16 @@ _AUDIO_METRICS = ("overruns", "underruns", "input_overflows", "lost_samples", "f
 
 @dataclass(frozen=True)
 class Latency:
-    """Recent latencies of one kind (the last `count`, at most 32), in ms."""
+    """Recent latencies of one kind (the last `count`, at most 32), in ms, and how many were measured in all: `total`
+    moves by one with each measurement, so a reader that follows the status sees each (`last_ms`) once, even two
+    equal ones in a row (the Prometheus outlet's histograms)."""
 
     count: int = 0
     p50_ms: int | None = None
     p90_ms: int | None = None
     max_ms: int | None = None
     last_ms: int | None = None
+    total: int = 0  # measured since the daemon started
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ConversationStatus:
     """Conversations since the daemon started (device/daemon/conversations.py)."""
 
     started: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # by Trigger
+    # by why they ended: an EndReason, the device's own end ("button", "control"), or "failed" (given up on)
+    ended: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    resumed: int = 0  # connections that dropped during a conversation and came back (SessionReconnected)
     wake_without_speech: int = 0  # wake-word conversations that ended with nobody speaking: likely false wakes
     wake_to_listening: Latency = Latency()  # wake word detected → the agent listening
     press_to_listening: Latency = Latency()  # a press that started a conversation → the agent listening
@@ -69,6 +75,7 @@ class DeviceStatus:
 
     state: str = "idle"
     reason: str | None = None  # a FailureReason value, or why a reload failed
+    version: str = ""  # the daemon's software version (`device.__version__`)
     message: str = ""  # the sentence for `reason`
     detail: str = ""
     since: float = 0.0  # unix time of the last change of state or reason

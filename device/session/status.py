@@ -106,6 +106,7 @@ class ProcessStatus:
 
     pid: int | None = None
     started: int = 0
+    lost: int = 0  # of those, how many exited while serving the device (crashed, or hung and stopped)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,8 @@ async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(
     rig, failed = await crashed_always_on(tmp_path, monkeypatch)
     try:
         assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0  # shown as "retrying"
+        process = rig.sup.status().process
+        assert process is not None and process.lost == 1  # counted (the metrics' lost session processes)
         await until(rig.listening, "a new session without a press")
     finally:
         await rig.sup.aclose()
