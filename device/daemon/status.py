@@ -160,13 +160,18 @@ def status_text(state: str, reason: str | None) -> str:
 
 
 def write_json_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -> None:
-    """Replace `path` atomically (write a sibling, then rename): a reader never sees half a file."""
+    """Replace `path` atomically with `payload` as JSON (`replace_file`)."""
+    replace_file(path, (json.dumps(payload, default=str) + "\n").encode())
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` atomically (write a hidden sibling, then rename): a reader never sees half a file. World-readable
+    whatever the umask (the unit's is 0027): what reads it — monitoring, node_exporter — runs as another user."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=str)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:
