@@ -19,9 +19,9 @@ The metrics (all named `voice_device_…`; types and labels):
 - counters: `sessions_total`, `reconnects_total`, `resumes_total`, `wake_detections_total`,
   `wake_own_voice_vetoes_total`, `wake_conversations_without_speech_total`, `session_processes_started_total`,
   `session_processes_lost_total`, `reloads_total`;
-- prometheus_client's ProcessCollector for the daemon (`process_*`) and the running session process
-  (`session_process_*`): resident_memory_bytes, cpu_seconds_total, start_time_seconds, virtual_memory_bytes,
-  open_fds, max_fds.
+- prometheus_client's ProcessCollector for the daemon (`process_*`) and for the session process, the one serving the
+  session or else the warm spare (`session_process_*`): resident_memory_bytes, cpu_seconds_total,
+  start_time_seconds, virtual_memory_bytes, open_fds, max_fds.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class DeviceMetrics:
                          for t in TIMINGS}
         self.registry.register(StateCollector(lambda: self._status))
         ProcessCollector(namespace=PREFIX, registry=self.registry)
-        # the running session process, if any (`session.process: warm | on_demand`); none: no such /proc entry
+        # the session process, if any (`session.process: warm | on_demand`)
         ProcessCollector(namespace=f"{PREFIX}_session", pid=self._session_pid, registry=self.registry)
         self._info.info({"version": "", "mode": mode})
 
@@ -172,8 +172,10 @@ class DeviceMetrics:
                         timing.name, new)
 
     def _session_pid(self) -> int | str:
+        """The session process: the one serving the session, else the warm spare waiting for the next."""
         process = self._status.session.process
-        return process.pid if process is not None and process.pid is not None else "none"  # /proc/none: no series
+        pid = None if process is None else process.pid or process.spare_pid
+        return "none" if pid is None else pid  # /proc/none: no series
 
     def render(self) -> bytes:
         """The text exposition format (what node_exporter's textfile collector parses)."""

@@ -161,7 +161,8 @@ class RemoteSupervisor:
         child = self.current
         status = child.status if child is not None else idle_status(self._cfg)
         return replace(status.carried_over(self._kept), muted=self._muted,
-                       process=ProcessStatus(child.pid if child else None, self.pool.started, self.lost))
+                       process=ProcessStatus(child.pid if child else None, self.pool.started, self.lost,
+                                             self.pool.spare_pid()))
 
     async def aclose(self) -> None:
         """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
