@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -202,7 +203,7 @@ def test_the_daemon_and_its_session_process_memory_and_cpu_come_from_proc(feed: 
     assert value(got, "voice_device_process_resident_memory_bytes") > 10e6
     assert value(got, "voice_device_process_cpu_seconds_total") > 0
     assert not [k for k in got if k[0].startswith("voice_device_session_process_")]  # no session process
-    child = subprocess.Popen(["sleep", "30"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # stands in for it
     try:
         got = feed(DeviceStatus(session=SessionStatus(process=ProcessStatus(child.pid, 1))))
         assert value(got, "voice_device_session_process_resident_memory_bytes") > 0
