@@ -89,6 +89,9 @@ async def test_each_session_runs_in_its_own_child_and_the_child_exits_after_it(c
         status = rig.sup.status()
         assert status.metrics.sessions == 2  # summed over children
         assert status.process is not None and status.process.started >= 2
+        # idle, warm: the spare waiting for the next session is shown (the metrics follow its memory and CPU)
+        spare = await until(lambda: (p := rig.sup.status().process) is not None and p.spare_pid, "a ready spare")
+        assert alive(spare) and spare not in (first, second) and rig.sup.status().process.pid is None
         identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
                       if "session connecting" in r.getMessage()}
         assert identities == {"device-test"}
