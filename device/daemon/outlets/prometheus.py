@@ -100,8 +100,8 @@ def why_not_written(e: OSError, directory: str) -> str:
                 "/var/lib/prometheus/node-exporter) or set metrics.textfile to a file in node_exporter's "
                 "--collector.textfile.directory")
     if e.errno in (errno.EACCES, errno.EPERM):
-        return (f"this user may not write in {directory}; give it the right once, e.g. "
-                f"`setfacl -m u:voice-device:rwx {directory}`")
+        return (f"this user may not write in {directory} (root's, on Debian); give the daemon's group the right "
+                f"once: `chgrp voice-device {directory} && chmod g+w {directory}`")
     if e.errno == errno.EROFS:
         return (f"{directory} is read-only to the daemon; the systemd unit lets it write only in "
                 "/var/lib/prometheus/node-exporter (ReadWritePaths=): add another in a drop-in "
