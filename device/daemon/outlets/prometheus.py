@@ -116,6 +116,8 @@ def prometheus_textfile(config: Config) -> PrometheusTextfile | None:
     from device.daemon.metrics import DeviceMetrics  # prometheus_client: imported only by a device that exports
 
     path = config.metrics.textfile
-    metrics = RUN.setdefault(path, DeviceMetrics())
+    metrics = RUN.get(path)
+    if metrics is None:
+        metrics = RUN[path] = DeviceMetrics()
     metrics.mode = config.session.mode
     return PrometheusTextfile(path, metrics, config.metrics.interval_s)
