@@ -203,8 +203,11 @@ def test_the_daemon_and_its_session_process_memory_and_cpu_come_from_proc(feed: 
     assert value(got, "voice_device_process_resident_memory_bytes") > 10e6
     assert value(got, "voice_device_process_cpu_seconds_total") > 0
     assert not [k for k in got if k[0].startswith("voice_device_session_process_")]  # no session process
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # stands in for it
+    # stands in for it; once it has said so it runs (just after its exec it may have no page resident yet)
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
         got = feed(DeviceStatus(session=SessionStatus(process=ProcessStatus(child.pid, 1))))
         assert value(got, "voice_device_session_process_resident_memory_bytes") > 0
         assert "voice_device_session_process_start_time_seconds" in {k[0] for k in got}
