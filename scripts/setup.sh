@@ -9,7 +9,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VOICE_DEVICE_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils procps
-  iproute2 espeak-ng sox systemd tcpdump nftables iptables libnetfilter-queue-dev redis-server redis-tools)
+  iproute2 espeak-ng sox systemd tcpdump nftables iptables libnetfilter-queue-dev redis-server redis-tools
+  prometheus-node-exporter)
 
 say() { echo "setup: $*" >&2; }
 

@@ -45,6 +45,8 @@ PROGRAMS: dict[str, str] = {
     "debootstrap": "debootstrap",
     "mkfs.ext4": "e2fsprogs",
     "openssl": "openssl",
+    # the metrics outlet's test: node_exporter's textfile collector reading what the daemon wrote
+    "prometheus-node-exporter": "prometheus-node-exporter",
 }
 
 # Debian's Essential packages: on every Debian system, never installed by hand

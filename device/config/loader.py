@@ -239,9 +239,17 @@ def _check_bounds(value: FieldValue, meta: Mapping[str, FieldValue], node: yaml.
         raise ctx.error(f"must be at most {meta['max']}, got {value!r}", node, keypath)
     kind = meta.get("kind")
     if kind and isinstance(value, str):
-        problem = url_problem(value, kind)
+        problem = prom_file_problem(value) if kind == "prom_file" else url_problem(value, kind)
         if problem:
             raise ctx.error(problem, node, keypath)
+
+
+def prom_file_problem(value: str) -> str | None:
+    """Why `value` cannot be a file for node_exporter's textfile collector, or None when it can."""
+    if not value.startswith("/") or not value.endswith(".prom") or value.endswith("/.prom"):
+        return (f"expected an absolute path to a file whose name ends in .prom (node_exporter's textfile collector "
+                f"reads no other), e.g. /var/lib/prometheus/node-exporter/voice-device.prom, got {value!r}")
+    return None
 
 
 def url_problem(value: str, kind: str) -> str | None:

@@ -251,6 +251,20 @@ class WakeWordConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    textfile: str = opt(
+        "/var/lib/prometheus/node-exporter/voice-device.prom", "the file the metrics are written to, replaced "
+        "atomically: in the directory node_exporter's textfile collector reads (--collector.textfile.directory; "
+        "Debian's default is this one), whose files it reads only when their names end in .prom",
+        kind="prom_file",
+    )
+    interval_s: float = opt(
+        5.0, "each change of the status is written at once; besides, the file is rewritten this often (the process "
+        "memory and CPU figures)", min=1.0, max=300.0,
+    )
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("info", "log level", choices=LOG_LEVELS)
     transcripts: bool = opt(
@@ -268,5 +282,8 @@ class Config:
     session: SessionConfig = section(SessionConfig, "session supervisor")
     wake_word: WakeWordConfig = section(WakeWordConfig, "the wake word, heard on the device (voice-device wake-test)")
     daemon: DaemonConfig = section(DaemonConfig, "daemon, systemd and control socket")
+    metrics: MetricsConfig | None = opt(
+        None, "Prometheus metrics through node_exporter's textfile collector (no listening port); absent = none "
+        "written")
     logging: LoggingConfig = section(LoggingConfig, "logging")
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})

@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, assert_never
 
+from device import __version__
 from device.audio.mixer import MixerVolume, attach_mixer
 from device.config import Config, ConfigError, load_config
 from device.config.display import secret_values
@@ -410,9 +411,10 @@ class App:
 
         parts = self.parts
         if parts is None:
-            return DeviceStatus(reloads=self.reloads, reload_error=self._reload_error)
+            return DeviceStatus(version=__version__, reloads=self.reloads, reload_error=self._reload_error)
         snap = parts.snapshot
         return DeviceStatus(
+            version=__version__,
             message=snap.reason.message if snap.reason else "",
             detail=snap.detail,
             muted=snap.muted,

@@ -131,6 +131,8 @@ def parse_status(snap: Mapping[str, JSON]) -> DeviceStatus:
 def format_snapshot(snap: Mapping[str, JSON]) -> str:
     status = parse_status(snap)
     lines = [f"state: {status.state}"]
+    if status.version:
+        lines.append(f"version: {status.version}")
     if status.reason:
         lines.append(f"reason: {status.reason}" + (f" — {status.message}" if status.message else ""))
     if status.detail:

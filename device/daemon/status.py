@@ -30,13 +30,16 @@ _AUDIO_METRICS = ("overruns", "underruns", "input_overflows", "lost_samples", "f
 
 @dataclass(frozen=True)
 class Latency:
-    """Recent latencies of one kind (the last `count`, at most 32), in ms."""
+    """Recent latencies of one kind (the last `count`, at most 32), in ms, and how many were measured in all: `total`
+    moves by one with each measurement, so a reader that follows the status sees each (`last_ms`) once, even two
+    equal ones in a row (the Prometheus outlet's histograms)."""
 
     count: int = 0
     p50_ms: int | None = None
     p90_ms: int | None = None
     max_ms: int | None = None
     last_ms: int | None = None
+    total: int = 0  # measured since the daemon started
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class ConversationStatus:
     """Conversations since the daemon started (device/daemon/conversations.py)."""
 
     started: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # by Trigger
+    # by why they ended: an EndReason, the device's own end ("button", "control"), or "failed" (given up on)
+    ended: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    resumed: int = 0  # connections that dropped during a conversation and came back (SessionReconnected)
     wake_without_speech: int = 0  # wake-word conversations that ended with nobody speaking: likely false wakes
     wake_to_listening: Latency = Latency()  # wake word detected → the agent listening
     press_to_listening: Latency = Latency()  # a press that started a conversation → the agent listening
@@ -69,6 +75,7 @@ class DeviceStatus:
 
     state: str = "idle"
     reason: str | None = None  # a FailureReason value, or why a reload failed
+    version: str = ""  # the daemon's software version (`device.__version__`)
     message: str = ""  # the sentence for `reason`
     detail: str = ""
     since: float = 0.0  # unix time of the last change of state or reason
@@ -153,13 +160,18 @@ def status_text(state: str, reason: str | None) -> str:
 
 
 def write_json_file(path: str | os.PathLike[str], payload: Mapping[str, JSON]) -> None:
-    """Replace `path` atomically (write a sibling, then rename): a reader never sees half a file."""
+    """Replace `path` atomically with `payload` as JSON (`replace_file`)."""
+    replace_file(path, (json.dumps(payload, default=str) + "\n").encode())
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace `path` atomically (write a hidden sibling, then rename): a reader never sees half a file. World-readable
+    whatever the umask (the unit's is 0027): what reads it — monitoring, node_exporter — runs as another user."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, default=str)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except BaseException:

@@ -102,10 +102,12 @@ class SessionMetrics:
 
 @dataclass(frozen=True)
 class ProcessStatus:
-    """`session.process: warm | on_demand`: the current session process and how many were started."""
+    """`session.process: warm | on_demand`: the current session process, the spare, and how many were started."""
 
     pid: int | None = None
     started: int = 0
+    lost: int = 0  # of those, how many exited while serving the device (crashed, or hung and stopped)
+    spare_pid: int | None = None  # the child ready for the next session (`warm`), while it waits
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from device.core.vocabulary import (
     FailureReason,
     SessionEnded,
     SessionFailed,
+    SessionReconnected,
     StartSession,
     Trigger,
     WakeWordHeard,
@@ -52,7 +53,7 @@ def test_conversations_are_counted_by_trigger_with_the_latency_to_the_agent_list
     stats.started(StartSession(3, trigger=Trigger.COMMAND))
     status = stats.status()
     assert dict(status.started) == {"wake_word": 1, "button": 1, "command": 1}
-    assert status.wake_to_listening == Latency(count=1, p50_ms=500, p90_ms=500, max_ms=500, last_ms=500)
+    assert status.wake_to_listening == Latency(count=1, p50_ms=500, p90_ms=500, max_ms=500, last_ms=500, total=1)
     assert status.press_to_listening.count == 1 and status.press_to_listening.last_ms == 100
     assert status.wake_without_speech == 0
 
@@ -74,7 +75,39 @@ def test_a_wake_word_conversation_nobody_spoke_in_is_counted_as_a_likely_false_w
 def test_latency_is_a_distribution_of_the_recent_values() -> None:
     assert latency([]) == Latency()
     got = latency([100.0, 400.0, 200.0, 300.0, 1000.0])
-    assert got == Latency(count=5, p50_ms=300, p90_ms=1000, max_ms=1000, last_ms=1000)
+    assert got == Latency(count=5, p50_ms=300, p90_ms=1000, max_ms=1000, last_ms=1000, total=5)
+
+
+def test_every_measurement_moves_the_total_even_past_the_values_kept_and_with_equal_values() -> None:
+    clock = Clock()
+    stats = ConversationStats(clock)
+    for n in range(1, 41):  # more presses than the 32 latencies kept, each 250 ms to the agent listening
+        stats.started(StartSession(n, trigger=Trigger.BUTTON))
+        clock.t += 0.25
+        stats.observe(AgentStateChanged("listening", session=n))
+        assert stats.status().press_to_listening.total == n
+    press = stats.status().press_to_listening
+    assert (press.count, press.last_ms, press.total) == (32, 250, 40)
+    assert stats.status().wake_to_listening == Latency()
+
+
+def test_conversations_are_counted_by_how_they_ended_and_the_drops_that_came_back() -> None:
+    stats = ConversationStats(Clock())
+    stats.started(StartSession(1, trigger=Trigger.WAKE_WORD))
+    stats.observe(SessionReconnected(session=1))
+    stats.observe(SessionEnded("follow-up-over", session=1, heard_user=True))
+    stats.started(StartSession(2, trigger=Trigger.BUTTON))
+    stats.observe(SessionFailed(FailureReason.AUTH, retry_in_s=2.0, session=2))  # retried: not over yet
+    stats.observe(SessionFailed(FailureReason.AUTH, session=2))  # given up
+    stats.started(StartSession(3, trigger=Trigger.BUTTON))
+    stats.observe(SessionEnded("button", session=3))  # the device's own end (a long press)
+    stats.started(StartSession(4, trigger=Trigger.COMMAND))
+    stats.observe(SessionEnded("something-new", session=4))  # a reason nobody declared: bounded as "other"
+    stats.observe(SessionEnded("idle-timeout", session=4))  # (late, stale: already counted)
+    stats.observe(SessionReconnected(session=9))  # no such conversation
+    status = stats.status()
+    assert dict(status.ended) == {"follow-up-over": 1, "failed": 1, "button": 1, "other": 1}
+    assert status.resumed == 1
 
 
 def test_the_status_metrics_carry_the_wake_word_figures() -> None:

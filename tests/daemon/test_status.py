@@ -153,3 +153,12 @@ def test_a_new_configuration_replaces_and_closes_the_configured_outlets_and_keep
     assert (attached.closed, old.closed, new.closed) == (False, True, False)
     board.close()
     assert attached.closed and new.closed
+
+
+def test_the_status_names_the_software_version_and_status_shows_it() -> None:
+    from device import __version__
+    from device.daemon.client import format_snapshot
+
+    wire = json.loads(json.dumps(status_json(DeviceStatus("idle", version=__version__))))
+    assert wire["version"] == __version__
+    assert format_snapshot({"type": "snapshot", **wire}).splitlines()[:2] == ["state: idle", f"version: {__version__}"]

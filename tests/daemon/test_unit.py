@@ -151,3 +151,10 @@ def test_livekit_and_pyaudio_run_under_the_units_system_call_filter() -> None:
     assert result["filter_bites"] is True and result["denied_syscall_refused"] is True
     assert result["livekit"] == EXPECTED_WORK
     assert result["session_process"] == "ready"
+
+
+def test_the_unit_lets_the_daemon_write_its_metrics_where_node_exporter_reads_them_by_default() -> None:
+    from device.config.schema import MetricsConfig
+
+    # optional ("-"): the unit starts where prometheus-node-exporter is not installed
+    assert directives("ReadWritePaths") == [f"-{Path(MetricsConfig().textfile).parent}"]

@@ -89,6 +89,9 @@ async def test_each_session_runs_in_its_own_child_and_the_child_exits_after_it(c
         status = rig.sup.status()
         assert status.metrics.sessions == 2  # summed over children
         assert status.process is not None and status.process.started >= 2
+        # idle, warm: the spare waiting for the next session is shown (the metrics follow its memory and CPU)
+        spare = await until(lambda: (p := rig.sup.status().process) is not None and p.spare_pid, "a ready spare")
+        assert alive(spare) and spare not in (first, second) and rig.sup.status().process.pid is None
         identities = {r.getMessage().split("identity=")[1].split()[0] for r in caplog.records
                       if "session connecting" in r.getMessage()}
         assert identities == {"device-test"}
@@ -238,6 +241,8 @@ async def test_always_on_after_a_child_dies_starts_again_in_a_new_one_by_itself(
     rig, failed = await crashed_always_on(tmp_path, monkeypatch)
     try:
         assert failed[0].retry_in_s is not None and failed[0].retry_in_s > 0  # shown as "retrying"
+        process = rig.sup.status().process
+        assert process is not None and process.lost == 1  # counted (the metrics' lost session processes)
         await until(rig.listening, "a new session without a press")
     finally:
         await rig.sup.aclose()

@@ -25,11 +25,11 @@ STATUS_POLL_S = 1.0  # how often the app asks for what changed outside its event
 
 def news(status: DeviceStatus) -> tuple[object, ...]:
     """What of a status is news to the outlets: the state and its reason, mute, the volume, the transcripts, the
-    session's and the conversations' counts, the wake word, a reload. Not `since` (it follows the state) nor the
-    audio counters, which move with every block."""
+    session's and the conversations' counts, the session processes (a new one, counted, with its pid), the wake word,
+    a reload. Not `since` (it follows the state) nor the audio counters, which move with every block."""
     s = status
     return (s.state, s.reason, s.detail, s.muted, s.volume, s.session.transcripts, s.session.metrics,
-            s.conversations, s.wake, s.reloads, s.reload_error)
+            s.session.process, s.conversations, s.wake, s.reloads, s.reload_error)
 
 
 class StatusOutlets:

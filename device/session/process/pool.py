@@ -52,6 +52,13 @@ class Pool:
             spare.add_done_callback(_log_spawn_failure)
         return spare
 
+    def spare_pid(self) -> int | None:
+        """The process id of the spare, once it is ready for the next session (None: there is none yet)."""
+        spare = self.spare
+        if spare is None or not spare.done() or spare.cancelled() or spare.exception() is not None:
+            return None
+        return spare.result().pid
+
     def refill(self) -> None:
         """In `warm` mode, a spare for the next session (a session ended, or a child exited)."""
         if self._warm and not self.closed:

@@ -76,6 +76,7 @@ class RemoteSupervisor:
         self._kept = SessionStatus()  # what retired children leave: metrics summed, last failure and transcripts
         self._session = 0  # the device machine's number of the latest session asked for
         self.closed = False
+        self.lost = 0  # children that exited while serving the device (crashed, or hung and stopped)
         self.interrupting = False  # an InterruptCall is on its way: the agent's audio that arrives is dropped
         self._restarts = Restarts(config.session.profile.keeps_session)
         self._restart_timer: Timer | None = None  # the restart's back-off, on the clock
@@ -160,7 +161,8 @@ class RemoteSupervisor:
         child = self.current
         status = child.status if child is not None else idle_status(self._cfg)
         return replace(status.carried_over(self._kept), muted=self._muted,
-                       process=ProcessStatus(child.pid if child else None, self.pool.started))
+                       process=ProcessStatus(child.pid if child else None, self.pool.started, self.lost,
+                                             self.pool.spare_pid()))
 
     async def aclose(self) -> None:
         """End the session (CLIENT_INITIATED) and stop every child; a child still busy after the grace is killed,
@@ -254,6 +256,7 @@ class RemoteSupervisor:
         self._retire(child)
         if self.closed:
             return
+        self.lost += 1
         log.error("session process exited unexpectedly pid=%s code=%s in_session=%s", child.pid, code, in_session)
         self.pool.failed()
         if in_session:
