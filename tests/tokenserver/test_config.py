@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from voice_device_tokens.config import ConfigError, RateLimits, parse
 
-from tests.tokenserver.harness import API_SECRET
+from tests.tokenserver.harness import API_SECRET, PACKAGE_DIR
 
 GOOD = {
     "listen": {"host": "0.0.0.0", "port": 8443},
@@ -83,3 +84,10 @@ def test_a_bad_value_names_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_a_file_that_is_not_a_mapping_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="must be a mapping"):
         parse(["a", "list"], tmp_path)
+
+
+def test_the_example_configuration_in_the_repository_is_valid(tmp_path: Path) -> None:
+    data = yaml.safe_load((PACKAGE_DIR / "tokens.example.yaml").read_text())
+    del data["tls"]  # its certificate paths are the operator's
+    c = parse(data, tmp_path)
+    assert c.path == "/voice-device" and c.groups["kiosks"].agent_name == "kiosk-agent" and len(c.nodes) == 2

@@ -50,7 +50,11 @@ async def serve(config: Config) -> None:
     runner = web.AppRunner(make_app(ep), access_log=None, shutdown_timeout=2.0)
     async with aiohttp.ClientSession() as http:
         await health.probe_all(ep.pool, http, config.health_interval_s)
-        log.info("%d of %d LiveKit nodes healthy", len(ep.pool.healthy()), len(config.nodes))
+        healthy = len(ep.pool.healthy())
+        if healthy:
+            log.info("%d of %d LiveKit nodes healthy", healthy, len(config.nodes))
+        else:
+            log.warning("no LiveKit node answers its health probe yet: devices get 503 until one does")
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
