@@ -44,5 +44,6 @@ async def test_a_revoked_device_fails_with_reason_auth_and_a_sentence(server) ->
     with pytest.raises(TokenError) as e:
         await source(served, credential).fetch(REQUEST)
     assert e.value.reason is FailureReason.AUTH and e.value.status == 401
-    assert str(e.value).startswith("The token endpoint refused this device (HTTP 401)")
-    assert "revoked" in e.value.excerpt and credential not in str(e.value) + e.value.excerpt
+    assert str(e.value).startswith("The token endpoint refused this device (HTTP 401: this device's credential was "
+                                   "revoked; enrol the device again")
+    assert credential not in str(e.value) + e.value.excerpt
