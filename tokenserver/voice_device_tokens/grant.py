@@ -123,5 +123,5 @@ def mint(grant: Grant, api_key: str, api_secret: str) -> str:
         dispatch = api.RoomAgentDispatch(agent_name=grant.agent_name, metadata=grant.agent_metadata or "")
         token = token.with_room_config(api.RoomConfiguration(agents=[dispatch]))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # livekit-api warns about short secrets (a development server's)
+        warnings.simplefilter("ignore")  # PyJWT warns about a short secret on every token: `serve` says it once
         return token.to_jwt()

@@ -41,6 +41,9 @@ def endpoint(config: Config, store: Store) -> Endpoint:
 
 async def serve(config: Config) -> None:
     context = _tls(config)
+    if len(config.api_secret.encode()) < 32:
+        log.warning("the LiveKit API secret is shorter than 32 bytes: anyone holding one token could guess it; "
+                    "use a longer one (livekit-server generate-keys)")
     store = Store(config.store)
     ep = endpoint(config, store)
     stop = asyncio.Event()
