@@ -82,20 +82,29 @@ class Node:
 
 @dataclass
 class Served:
-    """A `voice-device-tokens serve` process; `url` is where it listens, `log()` its stderr so far."""
+    """A `voice-device-tokens serve` process; `url` is where it listens. Its log (stderr) is read as it comes, so
+    a busy server never blocks on a full pipe; `stop()` returns all of it."""
 
     process: asyncio.subprocess.Process
     url: str
-    stderr: list[str] = field(default_factory=list)
+    stderr: list[bytes] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        while chunk := await self.process.stderr.read(65536):
+            self.stderr.append(chunk)
 
     async def stop(self) -> str:
         if self.process.returncode is None:
             self.process.terminate()
-        assert self.process.stderr is not None
-        rest = await asyncio.wait_for(self.process.stderr.read(), 10)
         await asyncio.wait_for(self.process.wait(), 10)
-        self.stderr.append(rest.decode())
-        return "".join(self.stderr)
+        if self.reader is not None:
+            await asyncio.wait_for(self.reader, 10)
+        return b"".join(self.stderr).decode()
 
 
 async def serve(config: Path) -> Served:
