@@ -63,7 +63,8 @@ async def serve(config: Config) -> None:
             site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
             await site.start()
             host, port = runner.addresses[0][:2]
-            print(f"listening on {'https' if context else 'http'}://{host}:{port}", flush=True)
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+            print(f"listening on {'https' if context else 'http'}://{shown}:{port}", flush=True)
             watcher = asyncio.create_task(health.watch(ep.pool, http, config.health_interval_s))
             await stop.wait()
             watcher.cancel()
