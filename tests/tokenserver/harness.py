@@ -45,7 +45,7 @@ def write_config(directory: Path, store: Path, nodes: list[str], **overrides: ob
     config: dict[str, object] = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "store": str(store),
-        "livekit": {"nodes": nodes, "api_key": API_KEY, "health_interval_s": 0.2},
+        "livekit": {"nodes": nodes, "api_key": API_KEY, "health_interval_s": 5},
         "groups": {"kiosks": {"agent_name": "kiosk-agent", "ttl_s": 900}, "speakers": {"agent_name": "concierge"}},
     }
     config.update(overrides)

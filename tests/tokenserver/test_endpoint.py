@@ -60,7 +60,7 @@ class World:
             return resp.status, await resp.json(), resp.headers
 
     async def probe(self) -> None:
-        await probe_all(self.endpoint.pool, self.http, 1.0)
+        await probe_all(self.endpoint.pool, self.http, 10.0)  # generous: a loaded machine is not a dead node
 
 
 async def world_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nodes: int = 1,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from voice_device_tokens.config import Bucket
-from voice_device_tokens.nodes import NodePool, health_url
+from voice_device_tokens.nodes import NodePool, Probe, health_url
 from voice_device_tokens.ratelimit import Limiter
 
 
@@ -24,10 +24,21 @@ def test_nodes_are_handed_out_in_turn_among_the_healthy_only() -> None:
     pool = NodePool(("wss://a", "wss://b", "wss://c"))
     assert pool.choose() is None  # nothing is healthy before its first probe
     for node in pool.nodes:
-        pool.mark(node, True)
+        pool.mark(node, Probe.OK)
     assert [pool.choose() for _ in range(4)] == ["wss://a", "wss://b", "wss://c", "wss://a"]
-    assert pool.mark("wss://b", False) and not pool.mark("wss://b", False)
+    assert pool.mark("wss://b", Probe.FAILED) and not pool.mark("wss://b", Probe.FAILED)
     assert [pool.choose() for _ in range(3)] == ["wss://c", "wss://a", "wss://c"]
+
+
+def test_a_refusing_node_is_out_at_once_but_a_slow_one_only_at_its_second_timeout_in_a_row() -> None:
+    pool = NodePool(("wss://a",))
+    assert not pool.mark("wss://a", Probe.TIMED_OUT) and pool.healthy() == []  # never seen alive: stays out
+    pool.mark("wss://a", Probe.OK)
+    assert not pool.mark("wss://a", Probe.TIMED_OUT) and pool.healthy() == ["wss://a"]
+    assert not pool.mark("wss://a", Probe.OK) and not pool.mark("wss://a", Probe.TIMED_OUT)  # the count restarts
+    assert pool.mark("wss://a", Probe.TIMED_OUT) and pool.healthy() == []
+    pool.mark("wss://a", Probe.OK)
+    assert pool.mark("wss://a", Probe.FAILED) and pool.choose() is None
 
 
 def test_the_probe_asks_the_nodes_http_side() -> None:
