@@ -31,6 +31,12 @@ def kiosk_turn(daemon: Daemon, workers: list[Worker], audio_rig: Any, wav: Path)
     """A push-to-talk turn in the running session: press, speak once the agent has taken the turn, release, until
     the agent answers and listens again; returns the states it went through."""
     recording = workers[0].room(room_of(daemon))  # the workers share one record folder
+
+    def settled() -> bool:  # the agent answered what came before (the press that started the session) and listens
+        states = recording.events("agent_state")
+        return bool(states) and states[-1]["new"] == "listening" and time.time() - states[-1]["t"] > 1.0
+
+    wait_for(settled, 60, "the agent to be done with the turn before")
     turns = len(recording.events("input_enabled"))
     mark = daemon.mark()
     daemon.ctl("press")

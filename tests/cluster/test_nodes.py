@@ -118,10 +118,18 @@ def test_the_node_hosting_the_conversation_killed_mid_turn_the_device_comes_back
     assert cluster.host_of(room) is survivor
     assert recovery_s < RECOVERY_BOUND_S
     assert resent_s > 0.2, "nothing said while the node was gone reached the new agent"
-    # everything the device held from the moment it knew went to the new agent or was logged as dropped
-    assert resent_s + dropped_ms / 1000 >= held_s - 1.0
+    # everything said from the kill until the device listened again went to the new agent or was logged as dropped
+    # with its reason — bar the moments between the server's last packet and its death (it answers about once a
+    # second) and the link watch's half-second poll
+    unaccounted_s = recovery_s - resent_s - dropped_ms / 1000
+    print(f"unaccounted: {unaccounted_s:.2f} s")
+    assert unaccounted_s < 2.5
     if placement == "split":
         assert "failed" not in states, "a restart through the surviving node showed the user a failure"
+        # the device noticed ~10 s late; what it sent live into the dead host since the server was last heard
+        # (its link watch) went to the new agent, up to the re-send bound, and the rest was logged as dropped
+        assert resent_s > 4.0, "the audio sent into the dead host was not held again"
+        assert "audio sent live since the server was last heard held again" in log
     else:
         failed = [m for m in daemon.messages[mark:] if m.get("state") == "failed"]
         assert all(m.get("reason") == "connection-lost" for m in failed), failed

@@ -384,6 +384,29 @@ async def test_audio_sent_live_after_the_server_was_last_heard_is_held_again_and
     assert "audio sent live since the server was last heard held again ms=600" in caplog.text
 
 
+async def test_audio_sent_into_a_dead_link_beyond_the_resend_bound_is_counted_and_logged_as_dropped(make_rig, caplog):
+    rig = make_rig(resend_after_reconnect_s=0.5)
+    await _live_session(rig)
+    rig.room.packets_received = 10
+    await rig.run_for(1.0)
+    dropped_before = rig.sup.status().preconnect.dropped_ms
+    unheard_start = rig.audio.produced
+    for _ in range(10):  # 1.2 s into the void, the clock moving
+        rig.audio.speak(120)
+        await rig.run_for(0.1)
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        rig.room.emit("reconnecting")
+        await rig.settle()
+        rig.room.full_restart()
+        await rig.settle()
+    sent = rig.room.local_participant.writers[-1].samples()
+    lost = rig.sup.status().preconnect.dropped_ms - dropped_before
+    assert ms(400) <= len(sent) <= ms(500)  # the newest of it, within the bound
+    np.testing.assert_array_equal(sent, pattern(unheard_start + ms(1200) - len(sent), len(sent)))
+    assert "audio sent into a dead link dropped" in caplog.text
+    assert ms(1200) - ms(40) <= ms(lost) + len(sent) <= ms(1200) + ms(40)
+
+
 async def test_a_link_still_heard_when_the_sdk_reconnects_holds_nothing_again(make_rig):
     rig = make_rig(resend_after_reconnect_s=5.0)
     await _live_session(rig)

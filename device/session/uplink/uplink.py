@@ -72,6 +72,9 @@ class StreamRecord:
         return None if self.first is None else self.first + self.samples
 
 
+EVICTED_KEPT = 2048  # live pieces (~40 ms each) remembered past the re-send bound, to count what a dead link lost
+
+
 class ChunkBuffer:
     """Chunks kept while no agent is there, at most `max_samples` (the oldest audio goes first)."""
 
@@ -174,6 +177,7 @@ class Uplink:
         # the SDK noticed late
         self._sent: deque[tuple[float, int, np.ndarray]] = deque()
         self._sent_n = 0
+        self._evicted: deque[tuple[float, int]] = deque(maxlen=EVICTED_KEPT)  # (sent at, samples) past the bound
         self.turn_pending = False  # push-to-talk: start_turn sent (or queued) and not answered yet
         # the open stream
         self._writer_agent: str | None = None
@@ -455,6 +459,7 @@ class Uplink:
         """Hold again the live audio sent after the server was last heard (the link was dead before the SDK knew)."""
         since, self._unheard_since = self._unheard_since, None
         sent, self._sent, self._sent_n = self._sent, deque(), 0
+        evicted, self._evicted = self._evicted, deque(maxlen=EVICTED_KEPT)
         if since is None:
             return
         again = [(first, samples) for at, first, samples in sent if at > since]
@@ -463,6 +468,12 @@ class Uplink:
         if again:
             log.info("audio sent live since the server was last heard held again ms=%d unheard_s=%.1f",
                      sum(len(s) for _, s in again) * 1000 // self.rate, self.clock.now() - since)
+        lost = sum(n for at, n in evicted if at > since)
+        if lost:
+            self.dropped_samples += lost
+            self.drop_reason = (f"sent live after the server was last heard, longer ago than the "
+                                f"{self.resend_s:g} s re-send bound")
+            log.info("audio sent into a dead link dropped reason=%r ms=%d", self.drop_reason, lost * 1000 // self.rate)
 
     def _report_overflow(self) -> None:
         """Say (once per buffer sent or dropped) how much of the oldest audio its cap let go, and why."""
@@ -598,7 +609,9 @@ class Uplink:
         self._sent.append((self.clock.now(), first, samples))
         self._sent_n += len(samples)
         while self._sent and self._sent_n - len(self._sent[0][2]) >= int(self.resend_s * self.rate):
-            self._sent_n -= len(self._sent.popleft()[2])
+            at, _, old = self._sent.popleft()
+            self._sent_n -= len(old)
+            self._evicted.append((at, len(old)))
 
     async def _live_flush(self) -> None:
         from livekit import rtc
