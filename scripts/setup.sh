@@ -43,6 +43,14 @@ if [[ ${#missing[@]} -gt 0 || ${#vm_missing[@]} -gt 0 ]]; then
   $SUDO apt-get update -qq >/dev/null
   if [[ ${#missing[@]} -gt 0 ]]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    # the suites start their own Redis and node_exporter in their namespaces: on a machine running systemd, the
+    # services these packages just started (Redis on localhost, node_exporter on every interface's :9100) go
+    for service in redis-server prometheus-node-exporter; do
+      if [[ " ${missing[*]} " == *" $service "* && -d /run/systemd/system ]]; then
+        say "stopping and disabling the $service service the package started (the tests run their own)"
+        $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
   fi
   if [[ ${#vm_missing[@]} -gt 0 ]]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${vm_missing[@]}" >/dev/null
