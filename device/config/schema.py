@@ -177,6 +177,11 @@ class SessionConfig:
     resend_after_reconnect_s: float = opt(
         5.0, "speech captured while reconnecting that is re-sent after a full rejoin", min=0.0, max=30.0
     )
+    reconnect_timeout_s: float = opt(
+        10.0, "a reconnect still under way after this long is given up: the session fails (connection-lost) and is "
+        "retried with a fresh token, which a fleet's token endpoint gives for a live node (0 = leave it to the SDK, "
+        "which tries a dead server for ~20 s)", min=0.0, max=120.0
+    )
     speech_threshold_dbfs: float = opt(-45.0, "energy gate for 'the user is speaking'", min=-90.0, max=0.0)
     process: str = opt(
         "warm", "where a session's LiveKit connection runs: 'warm' = its own child process, started ahead and "

@@ -16,6 +16,7 @@ input the policy does not know raises `TypeError`.
 | max          | session start (ptt / toggle / wake_word)     | end "max-length"                                 |
 | retry        | a failure with budget left                   | connect again                                    |
 | preconnect   | connected, no agent yet                      | drop the pre-connect buffer                      |
+| reconnect    | the SDK reconnecting (reconnect_timeout_s)   | connection-lost failure: a fresh token, a retry  |
 
 In a mode with `follow_up` (wake_word) the idle timer is the follow-up window: `wake_word.follow_up_s` after the
 agent goes back to listening (its clock restarts each time the agent finishes speaking; the user's speech, judged
@@ -95,6 +96,7 @@ class TimerName(StrEnum):
     MAX = "max"
     RETRY = "retry"
     PRECONNECT = "preconnect"
+    RECONNECT = "reconnect"
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
@@ -363,7 +365,7 @@ class FlushTurns(Action):
     agent: str
 
 
-_SESSION_TIMERS = (TimerName.AGENT, TimerName.AGENT_GONE, TimerName.IDLE, TimerName.PRECONNECT)
+_SESSION_TIMERS = (TimerName.AGENT, TimerName.AGENT_GONE, TimerName.IDLE, TimerName.PRECONNECT, TimerName.RECONNECT)
 
 
 class Policy:
@@ -579,12 +581,16 @@ class Policy:
 
     def _reconnecting(self, event: Input) -> list[Action]:
         self.phase = Phase.RECONNECTING
-        return [Emit(SessionReconnecting()), Cancel(TimerName.AGENT_GONE), Cancel(TimerName.AGENT),
-                *self._cancel_idle()]
+        actions: list[Action] = [Emit(SessionReconnecting()), Cancel(TimerName.AGENT_GONE), Cancel(TimerName.AGENT),
+                                 *self._cancel_idle()]
+        if self.cfg.reconnect_timeout_s > 0:
+            # the SDK tries a dead server for ~20 s; a fresh token may name a live one (a fleet's endpoint does)
+            actions.append(Arm(TimerName.RECONNECT, self.cfg.reconnect_timeout_s))
+        return actions
 
     def _reconnected(self, event: Input) -> list[Action]:
         self.phase = Phase.CONNECTED
-        actions: list[Action] = [Emit(SessionReconnected())]
+        actions: list[Action] = [Emit(SessionReconnected()), Cancel(TimerName.RECONNECT)]
         if self.agent is None and self.agent_ever:
             # a full restart reported the agent gone; it must come back
             actions.append(Arm(TimerName.AGENT_GONE, self.cfg.agent_connect_timeout_s))
@@ -612,6 +618,9 @@ class Policy:
                 return [Emit(SessionConnecting()), self._next_connect]
             case TimerName.MAX:
                 return self._end(EndReason.MAX_LENGTH)
+            case TimerName.RECONNECT if self.phase is Phase.RECONNECTING:
+                return self._fail(FailureReason.CONNECTION_LOST,
+                                  f"no reconnect within {self.cfg.reconnect_timeout_s:g} s", new_room=True)
         if self.phase is not Phase.CONNECTED:
             return []
         match event.name:

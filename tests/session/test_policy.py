@@ -227,6 +227,29 @@ def test_an_agent_leaving_is_a_failure_only_after_the_grace_unless_a_reconnect_e
     assert emitted(q.handle(TimerDue("agent-gone")))[0].reason is FailureReason.AGENT_LEFT
 
 
+def test_a_reconnect_that_takes_too_long_is_given_up_for_a_fresh_token_and_room_keeping_the_words():
+    """A fleet's node died under the device: the SDK would try it for ~20 s; after reconnect_timeout_s the session
+    fails (connection-lost) and the retry asks the token endpoint again, which names a live node."""
+    p = connected(policy(reconnect_timeout_s=8))
+    assert Arm("reconnect", 8) in p.handle(RoomReconnecting())
+    actions = p.handle(TimerDue("reconnect"))
+    (failed,) = emitted(actions)
+    assert failed.reason is FailureReason.CONNECTION_LOST and failed.retry_in_s is not None
+    assert "no reconnect within 8 s" in failed.detail
+    assert any(isinstance(a, Teardown) and a.keep_buffering for a in actions)
+    (connect,) = [a for a in p.handle(TimerDue("retry")) if isinstance(a, Connect)]
+    assert connect.fresh_token and connect.new_room
+
+
+def test_a_reconnect_in_time_cancels_the_give_up_and_zero_leaves_it_to_the_sdk():
+    p = connected(policy(reconnect_timeout_s=8))
+    p.handle(RoomReconnecting())
+    assert Cancel("reconnect") in p.handle(RoomReconnected())
+    assert p.handle(TimerDue("reconnect")) == []  # a stale timer
+    q = connected(policy(reconnect_timeout_s=0))
+    assert not [a for a in q.handle(RoomReconnecting()) if isinstance(a, Arm)]
+
+
 def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
     p = connected(policy(agent_connect_timeout_s=15))
     p.handle(RoomReconnecting())
