@@ -391,6 +391,8 @@ class Policy:
         self.agent_left_deliberately = False
         self.auth_retried = False
         self.turn_held = False
+        self.turn_unanswered = False  # a push-to-talk turn was asked for, and no agent has answered it yet
+        self.turn_sent = False  # ... and its calls went out to an agent (which may die before it answers)
         self.idle_armed = False
         self.answered = False  # the agent has spoken in this session
         self.away = False  # the agent reported the user away; the session ends once it stops speaking
@@ -428,6 +430,7 @@ class Policy:
     def _start(self, event: Input) -> list[Action]:
         self.backoff.reset()
         self.auth_retried = False
+        self.turn_unanswered = self.turn_sent = False
         self._forget_agent()
         self.answered = self.heard_user = False
         self.phase = Phase.CONNECTING
@@ -467,6 +470,14 @@ class Policy:
             self.agent_left_deliberately = False
             actions += [TakeAgent(event.identity, event.name), Cancel(TimerName.AGENT_GONE),
                         Cancel(TimerName.PRECONNECT)]
+            if self.turn_sent and self.turn_unanswered:
+                # the agent that had the user's turn is gone (a node or a worker died, the SDK restarted): the new
+                # one gets the turn again — opened, so the words re-sent to it count, and closed if the button is up
+                log.info("turn given again to agent %s: the agent it was given to is gone", event.identity)
+                self.turn_sent = False
+                actions.append(QueueTurn(TurnKind.START))
+                if not self.turn_held:
+                    actions.append(QueueTurn(TurnKind.END))
             if event.identity != self._protocol_of:
                 self.agent_protocol, self._protocol_of = None, event.identity
             elif self.agent_protocol is AgentProtocol.SESSION:
@@ -522,6 +533,8 @@ class Policy:
         if state.ready:
             actions.append(Cancel(TimerName.AGENT))
             self.backoff.reset()  # a working session refills the retry budget
+        if state in (AgentState.THINKING, AgentState.SPEAKING) and not self.turn_held:
+            self.turn_unanswered = self.turn_sent = False  # the agent took the turn
         if state is AgentState.SPEAKING:
             self.answered = True
         elif self.away and self.phase is Phase.CONNECTED:
@@ -674,6 +687,8 @@ class Policy:
             if self.agent_state is AgentState.SPEAKING:
                 log.info("barge-in agent=%s", self.agent)
                 actions.append(StopPlayback())  # stop playing at once; start_turn interrupts the agent
+        if event.turn_calls:
+            self.turn_unanswered = event.kind is not TurnKind.CANCEL
         actions += [QueueTurn(event.kind), *self._flush_turns()]
         return actions + self.handle(TurnBegan() if event.kind is TurnKind.START else TurnFinished())
 
@@ -698,7 +713,10 @@ class Policy:
     def _flush_turns(self) -> list[Action]:
         """Turn calls go out only to the session's agent, once it is ready."""
         ready = self.agent_state is not None and self.agent_state.ready
-        return [FlushTurns(self.agent)] if self.agent is not None and ready else []
+        if self.agent is None or not ready:
+            return []
+        self.turn_sent = self.turn_sent or self.turn_unanswered
+        return [FlushTurns(self.agent)]
 
     def _update_idle(self) -> list[Action]:
         want = (

@@ -250,6 +250,38 @@ def test_a_reconnect_in_time_cancels_the_give_up_and_zero_leaves_it_to_the_sdk()
     assert not [a for a in q.handle(RoomReconnecting()) if isinstance(a, Arm)]
 
 
+@pytest.mark.parametrize("held", [False, True])
+def test_a_turn_the_agent_died_with_is_given_again_to_the_agent_that_replaces_it(held):
+    """Push-to-talk: the user's turn went to agent-1, whose node died before it answered; after the SDK's restart
+    agent-2 joins (a new job). It gets the turn again — opened, so the words re-sent to it count, and closed if the
+    button is already up — else the device would show `listening` for ever with the user's words unanswered."""
+    p = connected(policy(mode="push_to_talk"))
+    p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    if not held:
+        p.handle(TurnAsked(TurnKind.END, turn_calls=True))
+    p.handle(AgentLeft("agent-1"))
+    p.handle(RoomReconnecting())
+    taken = p.handle(AgentSeen("agent-2"))
+    queued = [a.kind for a in taken if isinstance(a, QueueTurn)]
+    assert queued == ([TurnKind.START] if held else [TurnKind.START, TurnKind.END])
+    p.handle(RoomReconnected())
+    assert FlushTurns("agent-2") in p.handle(AgentStateReported(AgentState.LISTENING))
+
+
+def test_a_turn_already_answered_or_never_sent_is_not_given_again():
+    p = connected(policy(mode="push_to_talk"))
+    p.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    p.handle(TurnAsked(TurnKind.END, turn_calls=True))
+    p.handle(AgentStateReported(AgentState.THINKING))  # answered
+    p.handle(AgentLeft("agent-1"))
+    assert not [a for a in p.handle(AgentSeen("agent-2")) if isinstance(a, QueueTurn)]
+    q = policy(mode="push_to_talk")  # a press before any agent: the queued call waits for the first one
+    q.handle(Start())
+    q.handle(TurnAsked(TurnKind.START, turn_calls=True))
+    q.handle(ConnectSucceeded())
+    assert not [a for a in q.handle(AgentSeen("agent-1")) if isinstance(a, QueueTurn)]
+
+
 def test_after_a_rejoin_without_the_agent_it_must_come_back_in_time():
     p = connected(policy(agent_connect_timeout_s=15))
     p.handle(RoomReconnecting())
