@@ -147,13 +147,15 @@ class Fleet:
         released = d.mark()
         self._ctl(d, "release")
         speaking = self._until(d, "speaking", released, ANSWER_TIMEOUT_S, gave_up)
-        answered = speaking is not None and self._until(d, "listening", speaking + 1, ANSWER_TIMEOUT_S, gave_up)
+        answered = speaking is not None and self._until(d, "listening", speaking + 1, ANSWER_TIMEOUT_S,
+                                                        gave_up) is not None
         room = self._room(d) or room  # a retry after the release answers in a new room
-        heard = bool(answered) and self._heard(room, HEARD_TIMEOUT_S)
+        heard_s = self._heard(room, HEARD_TIMEOUT_S if answered else 0.0)
         self._end(d)
-        if heard:
+        if answered and heard_s > 0:
             return done(COMPLETED, join_s=join_s)
-        what = ("no answer" if not answered else f"the agent's recording of {room} holds no speech")
+        what = (f"no answer, though the agent heard {heard_s:.1f} s of the turn" if not answered
+                else f"answered, but the agent's recording of {room} holds no speech")
         return done(UNACCOUNTED, f"{what} ({self._why(d)})", join_s)
 
     def _until(self, d: Daemon, state: str, after: int, timeout: float, gave_up: int) -> int | None:
@@ -187,13 +189,14 @@ class Fleet:
                  if "session connected room=" in line]
         return found[-1] if found else ""
 
-    def _heard(self, room: str, timeout: float) -> bool:
+    def _heard(self, room: str, timeout: float) -> float:
+        """The most speech (s) one of the room's agents heard in a turn, once there is any or `timeout` passed."""
         deadline = time.monotonic() + timeout
         while True:
-            if any(e.get("voiced_s") for e in self.workers[0].room(room).events("stt_final")):
-                return True
-            if time.monotonic() > deadline:
-                return False
+            voiced = max((float(e.get("voiced_s") or 0) for e in self.workers[0].room(room).events("stt_final")),
+                         default=0.0)
+            if voiced > 0 or time.monotonic() > deadline:
+                return voiced
             time.sleep(POLL_S)
 
     def _why(self, d: Daemon) -> str:
