@@ -3,6 +3,8 @@
 #
 #   sudo scripts/install.sh --profile kiosk|smart-speaker|appliance   install or upgrade
 #   sudo scripts/install.sh --uninstall [--purge]                     remove it (--purge: the config and secrets too)
+#   voice-device-tokens enrol ... | ssh pi sudo scripts/install.sh --profile kiosk --env-file -
+#                                   the same, unattended, with the device's credential from its enrolment
 #
 # What it does: apt packages (only those missing), the system user `voice-device` in the audio, gpio and spi
 # groups (creating missing groups), a venv in /opt/voice-device/venv with voice-device installed from this
@@ -27,10 +29,16 @@
 #   --wheel FILE     install this built voice-device wheel instead of building the checkout
 #   --offline        pip uses no package index (with --wheel: no dependencies are installed either)
 #   --find-links DIR pip takes voice-device's dependencies (and build tools) from DIR, a wheelhouse, and no index
+#   --env-file FILE  merge FILE's KEY=VALUE lines (`-`: standard input), e.g. the lines `voice-device-tokens enrol`
+#                    prints, into /etc/voice-device/env (0600 root): a key already there is replaced in place, the
+#                    other lines are kept, nothing is rewritten when nothing changes (Ansible-friendly: run it
+#                    again at will); values are never printed. Blank and # lines are skipped; any other line
+#                    that is not KEY=VALUE stops the installer before it changes anything
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PROFILE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 WHEEL="" OFFLINE=0 FIND_LINKS="" ALSA_CARD=""
+PROFILE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 WHEEL="" OFFLINE=0 FIND_LINKS="" ALSA_CARD="" ENV_INPUT=""
+ENV_LINES=()  # the KEY=VALUE lines of --env-file, read and checked before anything changes
 SERVICE_USER=voice-device
 GROUPS_NEEDED=(audio gpio spi)
 APT_PACKAGES=(python3-venv python3-dev gcc portaudio19-dev libasound2-plugins alsa-utils procps)
@@ -64,6 +72,8 @@ while [[ $# -gt 0 ]]; do
     --find-links=*) FIND_LINKS="${1#*=}"; OFFLINE=1; shift ;;
     --alsa-card) ALSA_CARD="${2:?--alsa-card needs a card id or number}"; shift 2 ;;
     --alsa-card=*) ALSA_CARD="${1#*=}"; shift ;;
+    --env-file) ENV_INPUT="${2:?--env-file needs a file, or - for standard input}"; shift 2 ;;
+    --env-file=*) ENV_INPUT="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" 2 ;;
   esac
@@ -240,6 +250,62 @@ EOF
     fi
   fi
   run chmod 0600 "$ENVFILE"
+  merge_env
+}
+
+read_env_input() {  # --env-file's lines into ENV_LINES; a line that is not KEY=VALUE is refused (by number only)
+  local text line n=0
+  if [[ "$ENV_INPUT" == - ]]; then
+    text="$(cat)"
+  else
+    [[ -f "$ENV_INPUT" && -r "$ENV_INPUT" ]] || die "--env-file: cannot read $ENV_INPUT" 2
+    text="$(cat -- "$ENV_INPUT")"
+  fi
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    n=$((n + 1))
+    line="${line%$'\r'}"
+    [[ -z "${line//[[:space:]]/}" || "$line" =~ ^[[:space:]]*# ]] && continue
+    [[ "$line" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] \
+      || die "--env-file: line $n is not KEY=VALUE (a name of letters, digits and _, then =, then the value)" 2
+    ENV_LINES+=("$line")
+  done <<< "$text"
+  [[ ${#ENV_LINES[@]} -gt 0 ]] || die "--env-file: no KEY=VALUE line in ${ENV_INPUT/#-/standard input}" 2
+}
+
+merge_env() {  # ENV_LINES into $ENVFILE: the same keys replaced where they stand, the rest kept, written atomically
+  [[ ${#ENV_LINES[@]} -gt 0 ]] || return 0
+  local -A value=() seen=()
+  local order=() line key out="" tmp
+  for line in "${ENV_LINES[@]}"; do
+    key="${line%%=*}"
+    [[ -v "value[$key]" ]] || order+=("$key")
+    value[$key]="$line"
+  done
+  if [[ -f "$ENVFILE" ]]; then
+    while IFS= read -r line || [[ -n "$line" ]]; do
+      key=""
+      [[ "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)= ]] && key="${BASH_REMATCH[2]}"
+      if [[ -n "$key" && -v "value[$key]" ]]; then
+        [[ -v "seen[$key]" ]] || out+="${value[$key]}"$'\n'
+        seen[$key]=1
+      else
+        out+="$line"$'\n'
+      fi
+    done < "$ENVFILE"
+  fi
+  for key in "${order[@]}"; do
+    [[ -v "seen[$key]" ]] || out+="${value[$key]}"$'\n'
+  done
+  if [[ -f "$ENVFILE" ]] && cmp -s "$ENVFILE" <(printf '%s' "$out"); then
+    say "$ENVFILE already holds ${order[*]} as given"
+    return
+  fi
+  say "setting ${order[*]} in $ENVFILE (values not shown)"
+  if [[ $DRY -eq 1 ]]; then say "would write $ENVFILE"; return; fi
+  tmp="$(mktemp "$ETC/.env.XXXXXX")"  # 0600, beside the file: the rename is atomic
+  printf '%s' "$out" > "$tmp"
+  mv -f "$tmp" "$ENVFILE"
+  CHANGED=1  # the service reads the env file when it starts: restart it
 }
 
 sound_server() {  # PulseAudio or PipeWire routes ALSA's default through itself: leave ALSA to it
@@ -477,10 +543,12 @@ uninstall() {
 
 check_platform
 if [[ $UNINSTALL -eq 1 ]]; then
+  [[ -z "$ENV_INPUT" ]] || die "--env-file goes with an install, not with --uninstall" 2
   uninstall
   exit 0
 fi
 [[ -z "$WHEEL" || -f "$WHEEL" ]] || die "no such wheel: $WHEEL" 2
+[[ -z "$ENV_INPUT" ]] || read_env_input
 install_apt
 install_user
 install_venv
@@ -490,9 +558,14 @@ install_alsa
 install_udev
 install_unit
 say "done. Next:"
-say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the service"
-say "     refuses to start on the profile's placeholders tokens.example.invalid and 'Bearer unset'), or"
-say "     LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET for a development server; the devices and pins are"
-say "     in $CONFIG"
+if [[ ${#ENV_LINES[@]} -gt 0 ]]; then
+  say "  1. $ENVFILE holds the lines --env-file gave; the devices and pins are in $CONFIG"
+else
+  say "  1. edit $ENVFILE: set VOICE_DEVICE_TOKEN_ENDPOINT and VOICE_DEVICE_CREDENTIAL (until then the service"
+  say "     refuses to start on the profile's placeholders tokens.example.invalid and 'Bearer unset'); a fleet's"
+  say "     token server prints both (voice-device-tokens enrol), and --env-file FILE|- merges them in; or set"
+  say "     LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET for a development server; the devices and pins are"
+  say "     in $CONFIG"
+fi
 say "  2. confirm it: sudo voice-device check    (reads both files, says what is still to set)"
 say "  3. then: sudo systemctl restart voice-device && voice-device status"

@@ -70,6 +70,22 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   fi
   echo "$want" > "$stamp"
 fi
+# The fleet's token endpoint (tokenserver/, the `voice-device-tokens` command): its own project, installed editable
+# into this venv (its dependencies are the device's own); tests/tokenserver and the cluster suite run it. The stamp
+# names the checkout, so a venv shared by two checkouts follows the one that ran this last.
+tokens_want="$(sha256sum "$ROOT/tokenserver/pyproject.toml" | cut -d' ' -f1) $ROOT"
+tokens_stamp="$VENV/.voice-device-tokens"
+if [[ ! -f "$tokens_stamp" || "$(cat "$tokens_stamp")" != "$tokens_want" ]] \
+  || ! "$VENV/bin/python" -c 'import voice_device_tokens' 2>/dev/null; then
+  say "installing the token endpoint (tokenserver/) into $VENV"
+  log="$VENV/.voice-device-tokens-pip.log"
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT/tokenserver" > "$log" 2>&1 \
+    || ! "$VENV/bin/python" -c 'import voice_device_tokens.cli'; then
+    tail -20 "$log" >&2
+    say "the token endpoint's install did not complete (whole log in $log)"; exit 1
+  fi
+  echo "$tokens_want" > "$tokens_stamp"
+fi
 
 # The agent side (tests/livekit, tests/agent): a livekit-agents worker in its own venv (livekit-agents 1.8.9 pins
 # livekit 1.1.21; the daemon keeps its own pins) with the companion (agent/, voice_device_agent) installed from this

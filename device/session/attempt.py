@@ -25,6 +25,7 @@ from device.session.clock import Clock, within
 from device.session.media import Media
 from device.session.policy import ConnectFailed
 from device.session.tokens import TokenCache, TokenError, TokenRequest, build_request
+from device.session.uplink.link_watch import LinkWatch, watch
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -50,6 +51,8 @@ class Attempt:
     abandoned: bool = False
     disposed: bool = False
     playback: dict[str, tuple[asyncio.Task[None], rtc.AudioStream]] = field(default_factory=dict)
+    link: LinkWatch = field(default_factory=LinkWatch)  # when the server was last heard on the mic's connection
+    link_task: asyncio.Task[None] | None = None
 
     def is_abandoned(self) -> bool:
         return self.abandoned
@@ -214,12 +217,16 @@ class Connector:
         att.publication = await lp.publish_track(att.track, options_pub)
         if self._muted():
             att.track.mute()
+        att.link_task = asyncio.get_running_loop().create_task(watch(room, att.link, self._clock))
         self._post(att.id, Published(att))
 
     async def _dispose(self, att: Attempt) -> None:
         if att.disposed:
             return
         att.disposed = True
+        if att.link_task is not None:
+            att.link_task.cancel()
+            await asyncio.gather(att.link_task, return_exceptions=True)
         for task, stream in list(att.playback.values()):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -656,7 +656,8 @@ class Supervisor:
                     self._uplink.republished(publication.sid)
             case LinkReconnecting():
                 if self._uplink is not None:
-                    self._uplink.reconnecting()
+                    current = self._connector.current
+                    self._uplink.reconnecting(unheard_since=current.link.last_heard if current is not None else None)
                 return [RoomReconnecting()]
             case LinkReconnected():
                 if self._uplink is not None:

@@ -166,6 +166,16 @@ def _excerpt(text: str) -> str:
     return _JWT.sub("<token>", " ".join(text.split()))[:EXCERPT_CHARS]
 
 
+def _error_sentence(text: str) -> str:
+    """The `error` a JSON refusal gives (the reference token server's, tokenserver/), excerpted; else nothing."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ""
+    error = data.get("error") if isinstance(data, dict) else None
+    return _excerpt(error) if isinstance(error, str) else ""
+
+
 async def _read_capped(resp: aiohttp.ClientResponse) -> str:
     """The answer's text, refusing (without reading it all) one over MAX_ANSWER_BYTES."""
     body = b""
@@ -221,8 +231,10 @@ class EndpointSource:
 
     def _parse(self, status: int, text: str) -> Credentials:
         if status in (401, 403):
-            raise TokenError(FailureReason.AUTH, f"The token endpoint refused this device (HTTP {status}); check "
-                             "livekit.endpoint_headers.", status=status, excerpt=_excerpt(text))
+            why = _error_sentence(text)
+            raise TokenError(FailureReason.AUTH, f"The token endpoint refused this device (HTTP {status}"
+                             f"{': ' + why if why else ''}); check livekit.endpoint_headers.", status=status,
+                             excerpt=_excerpt(text))
         if not 200 <= status < 300:
             raise TokenError(FailureReason.TOKEN_ENDPOINT, f"The token endpoint answered HTTP {status}: "
                              f"{_excerpt(text)!r}; check its logs.", status=status, excerpt=_excerpt(text))

@@ -106,6 +106,13 @@ class Cluster:
         whose log says "selected node for room"; the signal is relayed from there to the host."""
         return self._last_logged(room, "selected node for room", timeout)
 
+    def worker_id_of(self, room: str, timeout: float = 15.0) -> str:
+        """The id of the agent worker the cluster gave the room's latest job (`AW_…`, as its worker printed)."""
+        node = self._last_logged(room, "assigned job to worker", timeout)
+        found = re.findall(rf"assigned job to worker.*\"room\": \"{re.escape(room)}\".*?\"workerID\": \"(\w+)\"",
+                           node.log())
+        return str(found[-1])
+
     def _last_logged(self, room: str, message: str, timeout: float) -> Server:
         pattern = re.compile(rf"^(\S+)\s.*{re.escape(message)}.*\"room\": \"{re.escape(room)}\"", re.MULTILINE)
         deadline = time.monotonic() + timeout

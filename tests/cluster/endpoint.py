@@ -89,6 +89,13 @@ class TokenEndpoint(Owned):
                 "endpoint_headers": {"Authorization": f"Bearer {self.credentials[device]}"},
                 "agent_name": GROUPS[group], "url": None, "api_key": None, "api_secret": None}
 
+    def rotate(self, nodes: list[str]) -> None:
+        """The nodes it hands out from now on (an operator taking one out of rotation, or putting it back): its
+        configuration rewritten and the program started again on the same store — instances hold no state."""
+        self.nodes = list(nodes)
+        self.stop()
+        self.start()
+
     def pause(self) -> None:
         """SIGSTOP: the endpoint accepts connections (the kernel's backlog) and answers nothing — a slow one."""
         assert self.process is not None

@@ -52,20 +52,24 @@ class Placed:
         return "same" if self.host is self.signal else "split"
 
 
+def converse(daemon: Daemon) -> str:
+    """Start a conversation with a press (and release) and wait until the agent listens; returns its room."""
+    mark = daemon.mark()
+    daemon.ctl("press")
+    daemon.ctl("release")
+    daemon.wait_state("listening", timeout=60, after=mark)
+    return room_of(daemon)
+
+
 def converse_placed(cluster: Cluster, daemon: Daemon, want: str) -> Placed:
-    """Toggle sessions on and off until one's room is placed `want`; returns it, listening."""
+    """Start conversations (and end them) until one's room is placed `want`; returns it, listening."""
     for _ in range(PLACEMENT_TRIES):
-        mark = daemon.mark()
-        daemon.ctl("press")
-        daemon.ctl("release")
-        daemon.wait_state("listening", timeout=60, after=mark)
-        room = room_of(daemon)
+        room = converse(daemon)
         placed = Placed(room, cluster.host_of(room), cluster.signal_node_of(room))
         if placed.placement == want:
             return placed
         mark = daemon.mark()
-        daemon.ctl("press")
-        daemon.ctl("release")
+        daemon.ctl("end")
         daemon.wait_state("idle", timeout=30, after=mark)
         time.sleep(1.5)  # the next session process warms up
     raise AssertionError(f"no session placed {want!r} in {PLACEMENT_TRIES} tries")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tokenserver.harness import tokens
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install.sh"
 
@@ -40,8 +42,9 @@ def build_wheel(dest: Path) -> Path:
     return wheel
 
 
-def install(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+def install(*args: str, env: dict[str, str] | None = None,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300, input=stdin,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
 
 
@@ -252,3 +255,44 @@ def test_no_udev_rule_is_added_for_what_another_rule_already_gives(tmp_path: Pat
         assert not rule.exists() and "udev already gives the GPIO chips and SPI devices" in r.stderr
     else:
         assert [line for line in rule.read_text().splitlines() if not line.startswith("#")] == ours
+
+
+def test_env_file_merges_an_enrolments_lines_replacing_keys_keeping_the_rest_and_never_printing_values(
+        installed, tmp_path: Path) -> None:
+    prefix, wheel, _ = installed
+    copy = tmp_path / "root"  # a copy: the module's other tests share the installed prefix
+    shutil.copytree(prefix, copy, symlinks=True)
+    env = copy / "etc/voice-device/env"
+    env.write_text(env.read_text() + "VOICE_DEVICE_AGENT=front-desk\nVOICE_DEVICE_CREDENTIAL=the-old-one\n")
+    enrolment = tokens("enrol", "--store", str(tmp_path / "devices.sqlite"), "--device", "kiosk-7", "--group",
+                       "kiosks", "--endpoint", "https://tokens.example.com/voice-device").stdout
+    credential = enrolment.split("VOICE_DEVICE_CREDENTIAL=")[1].strip()
+    r = install("--prefix", str(copy), "--wheel", str(wheel), "--offline", "--env-file", "-", stdin=enrolment)
+    assert r.returncode == 0, r.stderr
+    lines = env.read_text().splitlines()
+    assert lines.count(f"VOICE_DEVICE_CREDENTIAL={credential}") == 1 and "the-old-one" not in env.read_text()
+    assert "VOICE_DEVICE_TOKEN_ENDPOINT=https://tokens.example.com/voice-device" in lines
+    assert "VOICE_DEVICE_AGENT=front-desk" in lines and "# VOICE_DEVICE_CREDENTIAL=" in lines  # the rest is kept
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert credential not in r.stderr + r.stdout and "tokens.example.com" not in r.stderr
+    assert "setting VOICE_DEVICE_TOKEN_ENDPOINT VOICE_DEVICE_CREDENTIAL in" in r.stderr
+    assert "holds the lines --env-file gave" in r.stderr[r.stderr.index("install: done. Next:"):]
+    (tmp_path / "lines.env").write_text(enrolment)
+    before = tree(copy)
+    again = install("--prefix", str(copy), "--wheel", str(wheel), "--offline", "--env-file",
+                    str(tmp_path / "lines.env"))
+    assert again.returncode == 0 and "already holds" in again.stderr, again.stderr
+    assert tree(copy) == before
+
+
+def test_env_file_with_a_line_that_is_not_key_value_changes_nothing_and_does_not_echo_it(
+        installed, tmp_path: Path) -> None:
+    prefix, wheel, _ = installed
+    copy = tmp_path / "root"
+    shutil.copytree(prefix, copy, symlinks=True)
+    before = tree(copy)
+    r = install("--prefix", str(copy), "--wheel", str(wheel), "--offline", "--env-file", "-",
+                stdin="# from the enrolment\nVOICE_DEVICE_CREDENTIAL=abc\nsecret-looking junk\n")
+    assert r.returncode == 2 and "line 3 is not KEY=VALUE" in r.stderr
+    assert "junk" not in r.stderr and "abc" not in r.stderr
+    assert tree(copy) == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ class Worker:
         self.process = LineProcess(self.server.ns.command(self.argv()), log, env=self.env())
         self.process.wait_line(self.registered, REGISTER_TIMEOUT_S)
         return self
+
+    def ids(self) -> list[str]:
+        """The worker ids the server gave it, one per registration (`AW_…`)."""
+        if self.process is None:
+            return []
+        found = (re.match(r"agent worker registered id=(\S+)", line) for line in self.process.drain())
+        return [m.group(1) for m in found if m]
 
     def registrations(self) -> int:
         return self.log().count("registered worker") if self.process else 0

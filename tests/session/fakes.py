@@ -456,6 +456,7 @@ class FakeRoom(FakeEmitter):
         self.connected = False
         self.url = self.token = ""
         self.name = ""  # the SDK's: the joined room's name ("" here: the session falls back to the room asked for)
+        self.packets_received: int | None = None  # the publisher transport's count in get_rtc_stats (None: no stats)
         self.options: Any = None
         self.text_handlers: dict[str, Callable[..., Any]] = {}
         self.byte_handlers: dict[str, Callable[..., Any]] = {}
@@ -566,6 +567,15 @@ class FakeRoom(FakeEmitter):
         self.emit("local_track_republished", new, old.sid)
         self.emit("reconnected")
         return new
+
+    async def get_rtc_stats(self) -> rtc.RtcStats:
+        from livekit.rtc import stats
+
+        if self.packets_received is None:
+            raise RuntimeError("the room isn't connected")
+        transport = stats.RtcStats(transport=stats.RtcStats.Transport(
+            transport=stats.TransportStats(packets_received=self.packets_received)))
+        return rtc.RtcStats(publisher_stats=[transport], subscriber_stats=[])
 
     def drop(self, reason: int) -> None:
         """The SDK gave up (or the server ended us)."""

@@ -358,6 +358,53 @@ async def test_full_reconnect_resends_speech_captured_while_disconnected_with_th
     assert rig.sup.status().metrics.reconnects == 1
 
 
+async def test_audio_sent_live_after_the_server_was_last_heard_is_held_again_and_resent_after_a_restart(
+        make_rig, caplog):
+    """The room's host died behind the node the device signals through: the SDK reports `reconnecting` ~10 s
+    later, and until then the mic went live into the void. What was sent after the server was last heard on the
+    mic's connection (its packet count stopped rising) goes to the agent again, before what was held after."""
+    rig = make_rig(resend_after_reconnect_s=5.0)
+    await _live_session(rig)
+    rig.room.packets_received = 10
+    await rig.run_for(1.0)  # the link watch sees the count (polled every 0.5 s)
+    rig.room.packets_received = 12  # the last packet the server sends
+    await rig.run_for(1.0)
+    unheard_start = rig.audio.produced
+    rig.audio.speak(600)  # sent live, into the void
+    await rig.settle()
+    with caplog.at_level(logging.INFO, logger="device.session"):
+        rig.room.emit("reconnecting")
+        await rig.settle()
+        rig.audio.speak(300)  # held while reconnecting
+        await rig.settle()
+        rig.room.full_restart()
+        await rig.settle()
+    sent = rig.room.local_participant.writers[-1].samples()
+    np.testing.assert_array_equal(sent[: ms(900)], pattern(unheard_start, ms(900)))
+    assert "audio sent live since the server was last heard held again ms=600" in caplog.text
+
+
+async def test_a_link_still_heard_when_the_sdk_reconnects_holds_nothing_again(make_rig):
+    rig = make_rig(resend_after_reconnect_s=5.0)
+    await _live_session(rig)
+    rig.room.packets_received = 10
+    await rig.run_for(0.6)
+    heard_start = rig.audio.produced
+    rig.audio.speak(400)
+    rig.room.packets_received = 11  # heard after that speech went out
+    await rig.run_for(0.6)
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    held_start = rig.audio.produced
+    rig.audio.speak(300)
+    await rig.settle()
+    rig.room.full_restart()
+    await rig.settle()
+    sent = rig.room.local_participant.writers[-1].samples()
+    assert heard_start < held_start
+    np.testing.assert_array_equal(sent[: ms(300)], pattern(held_start, ms(300)))
+
+
 async def test_resend_after_reconnect_is_bounded_by_config(make_rig, caplog):
     rig = make_rig(resend_after_reconnect_s=0.2)
     await _live_session(rig)

@@ -100,6 +100,19 @@ async def test_a_401_is_an_auth_error(server):
 
     err = await _error(server, h)
     assert err.reason is FailureReason.AUTH and err.status == 401
+    assert str(err) == "The token endpoint refused this device (HTTP 401); check livekit.endpoint_headers."
+
+
+async def test_a_refusal_with_a_json_error_says_it_with_any_token_in_it_masked(server):
+    async def h(request):
+        return web.json_response({"error": f"this device's credential was revoked; enrol it again {TOKEN}"},
+                                 status=401)
+
+    err = await _error(server, h)
+    assert err.reason is FailureReason.AUTH
+    assert str(err).startswith("The token endpoint refused this device (HTTP 401: this device's credential was "
+                               "revoked; enrol it again <token>")
+    assert TOKEN not in str(err)
 
 
 async def test_a_slow_endpoint_times_out_as_unreachable(server):

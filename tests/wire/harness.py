@@ -84,6 +84,18 @@ class LineProcess:
             if predicate(line):
                 return line
 
+    def drain(self) -> list[str]:
+        """Every line printed so far (those no wait has read yet taken in too)."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                self._queue.put(None)  # the end stays for a later wait
+                return self.lines
+            self.lines.append(line)
+
     def wait(self, timeout: float) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)

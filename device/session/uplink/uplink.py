@@ -169,6 +169,11 @@ class Uplink:
         self._reconnecting = False
         self._republished = False
         self._after_reconnect = False
+        self._unheard_since: float | None = None
+        # the live audio of the last `resend_s`, as (sent at, first ring index, samples): held again after a cut
+        # the SDK noticed late
+        self._sent: deque[tuple[float, int, np.ndarray]] = deque()
+        self._sent_n = 0
         self.turn_pending = False  # push-to-talk: start_turn sent (or queued) and not answered yet
         # the open stream
         self._writer_agent: str | None = None
@@ -227,9 +232,12 @@ class Uplink:
             log.info("pre-connect stream: the agent took the turn, going live")
         self._kick()
 
-    def reconnecting(self) -> None:
+    def reconnecting(self, *, unheard_since: float | None = None) -> None:
+        """The SDK lost the link. `unheard_since`: when the server was last heard on the mic's connection
+        (link_watch.py): what was sent live after it may never have arrived, and is held again."""
         self._reconnecting = True
         self._republished = False
+        self._unheard_since = unheard_since
         self._kick()
 
     def republished(self, new_sid: str) -> None:
@@ -443,6 +451,19 @@ class Uplink:
         self.dropped_samples += self.buffer.rebound(int(bound_s * self.rate))
         self._set_route(Route.BUFFER)
 
+    def _hold_unheard(self) -> None:
+        """Hold again the live audio sent after the server was last heard (the link was dead before the SDK knew)."""
+        since, self._unheard_since = self._unheard_since, None
+        sent, self._sent, self._sent_n = self._sent, deque(), 0
+        if since is None:
+            return
+        again = [(first, samples) for at, first, samples in sent if at > since]
+        for first, samples in again:
+            self.dropped_samples += self.buffer.append(first, samples)
+        if again:
+            log.info("audio sent live since the server was last heard held again ms=%d unheard_s=%.1f",
+                     sum(len(s) for _, s in again) * 1000 // self.rate, self.clock.now() - since)
+
     def _report_overflow(self) -> None:
         """Say (once per buffer sent or dropped) how much of the oldest audio its cap let go, and why."""
         overflowed = self.buffer.take_overflow()
@@ -454,12 +475,17 @@ class Uplink:
     async def _take(self, step: Step) -> None:
         match step:
             case Step.HOLD:
-                # the connection is down: keep what the user says (bounded) for a re-send after a full restart
+                # the connection is down: keep what the user says (bounded) for a re-send after a full restart,
+                # after what was sent live since the server was last heard and what had not gone out yet
                 if self.route is Route.STREAM:
                     await self._close_stream("reconnecting", go_live=False)
+                unsent = (self._pend_live_first, np.concatenate(self._pend_live)) if self._pend_live else None
                 self._pend_live.clear()
                 self._pend_live_n = 0
                 self._rebuffer(self.resend_s)
+                self._hold_unheard()
+                if unsent is not None:
+                    self.dropped_samples += self.buffer.append(*unsent)
                 self._after_reconnect = True
             case Step.RESUME_LIVE:
                 # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
@@ -568,6 +594,12 @@ class Uplink:
                  record.samples, record.bytes)
         self._set_route(Route.LIVE if go_live else Route.BUFFER)
 
+    def _remember_sent(self, first: int, samples: np.ndarray) -> None:
+        self._sent.append((self.clock.now(), first, samples))
+        self._sent_n += len(samples)
+        while self._sent and self._sent_n - len(self._sent[0][2]) >= int(self.resend_s * self.rate):
+            self._sent_n -= len(self._sent.popleft()[2])
+
     async def _live_flush(self) -> None:
         from livekit import rtc
 
@@ -581,6 +613,7 @@ class Uplink:
         if self._live_start_pending:
             self._live_start_pending = False
             self.live_starts.append(first)
+        self._remember_sent(first, np.frombuffer(data, dtype="<i2"))
         try:
             await self._source.capture_frame(rtc.AudioFrame(data, self.rate, 1, n))
         except Exception as e:

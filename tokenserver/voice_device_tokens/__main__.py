@@ -1,0 +1,5 @@
+import sys
+
+from voice_device_tokens.cli import main
+
+sys.exit(main())
