@@ -210,8 +210,8 @@ class Fleet:
         return [d.room for d in self.devices if d.room]
 
     def _inflict(self, planned: Planned, progress: Callable[[str], None]) -> Fault:
-        """Kill the node hosting the most conversations under way (or the worker running one), mid-turn: it waits
-        (up to 30 s) for a conversation to be under way."""
+        """Kill the node hosting the most conversations under way (or the worker running the most), mid-turn: it
+        waits (up to 30 s) for a conversation to be under way."""
         deadline = time.monotonic() + 30
         while not self._live_rooms() and time.monotonic() < deadline:
             time.sleep(POLL_S)
@@ -228,10 +228,12 @@ class Fleet:
                 w.ensure_registered()
             target = node.name
         else:
-            worker = max(self.workers, key=lambda w: sum(r in w.log() for r in rooms))
+            ids = [self.cluster.worker_id_of(r, timeout=5) for r in rooms]
+            worker = max(self.workers, key=lambda w: sum(i in w.ids() for i in ids))
             worker.kill()
             at = self.now()
-            progress(f"fleet: worker{worker.tag} killed at {at:.0f} s")
+            progress(f"fleet: worker{worker.tag} killed at {at:.0f} s (running {sum(i in worker.ids() for i in ids)} "
+                     "conversations)")
             time.sleep(planned.down_s)
             worker.ensure_registered()
             target = f"worker{worker.tag}"
