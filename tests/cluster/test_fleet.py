@@ -43,6 +43,8 @@ def test_a_fleet_through_a_node_kill_accounts_for_every_conversation(
     summary = summarise(fleet.conversations, fleet.faults, [d.name for d in devices], run_s)
     for label, value in rows(summary):
         print(f"{label}  {value}")
+    for line in summary["all"]["unaccounted"]:
+        print(f"  unaccounted: {line}")
 
     assert not fleet.crashed(), f"daemons crashed: {fleet.crashed()}"
     assert summary["all"]["unaccounted"] == [], "conversations neither completed nor failed with a reason"
