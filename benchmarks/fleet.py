@@ -5,8 +5,9 @@
 The engine is tests/cluster's: Debian's redis-server and two livekit-server nodes of the pinned build sharing it in
 a network namespace, one test agent worker per node (the same agent name), the reference token endpoint
 (tokenserver/) handing out the nodes. Each device is a real daemon (`voice-device run --simulate`) enrolled with
-its own credential, on one shared virtual audio rig, having push-to-talk conversations (press, speak a phrase,
-release, the agent answers, end; tests/cluster/fleet.py), staggered so they overlap without starting together.
+its own credential, on its own virtual audio rig (`--shared-mic`: one for all), having push-to-talk conversations
+(press, speak a phrase, release, the agent answers, end; tests/cluster/fleet.py), staggered so they overlap
+without starting together.
 
 Phases: fault-free until `--node-at` of the run (the peer: the same fleet, nothing failing); then the node hosting
 the most conversations under way is killed (SIGKILL) and started again `--node-down` s later; at `--worker-at`
@@ -16,8 +17,9 @@ unaccounted, press → listening p50/p90/max, fault-free against faulted, each f
 CPU the machine and the daemons used (everything runs on this machine: the fleet's N daemons, the cluster, the
 workers and the sound server share its cores).
 
-Every daemon hears the one virtual mic, so every phrase and every answer reaches every device; a conversation is
-judged by its own device's states and the agent's recording of its own room.
+With `--shared-mic` every daemon hears the one virtual mic, so every phrase and every answer reaches every device
+(and, its mic live after the release, its agent); a conversation is judged by its own device's states and the
+agent's recording of its own room.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.audio_path import start_rig, stop_rig
 from benchmarks.report import emit
 from benchmarks.stack import proc_stats
 from tests import programs
 from tests.cluster.cluster import Cluster
 from tests.cluster.cluster import unavailable_reason as cluster_unavailable
 from tests.cluster.endpoint import GROUPS, TokenEndpoint
-from tests.cluster.fleet import GROUP, KIOSK, Device, Fleet, Planned, Schedule, launch_enrolled
+from tests.cluster.fleet import GROUP, KIOSK, Device, Fleet, Planned, Schedule, audio_rigs, launch_enrolled
 from tests.cluster.ledger import rows, summarise
 from tests.livekit.conftest import START_TURN_DELAY_S
 from tests.livekit.network import tag_device_connections, tools_missing
@@ -76,7 +77,7 @@ def daemon_cpu(devices: list[Device]) -> dict[str, float]:
             if d.daemon.process.proc.poll() is None}
 
 
-def run(devices: int, schedule: Schedule, keep: bool) -> dict[str, Any]:
+def run(devices: int, schedule: Schedule, keep: bool, shared_mic: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="vd-fleet-"))
     with contextlib.ExitStack() as stack:
         ns = NetNs.create("vdfl")
@@ -92,16 +93,15 @@ def run(devices: int, schedule: Schedule, keep: bool) -> dict[str, Any]:
         endpoint = TokenEndpoint(ns, workdir, cluster.urls)
         stack.callback(endpoint.stop)
         endpoint.start()
-        env, rig = start_rig({k: v for k, v in os.environ.items() if k != "PULSE_SERVER"})
-        stack.callback(stop_rig, env, rig)
-        pulse = env["PULSE_SERVER"]
+        pulses = stack.enter_context(audio_rigs(1 if shared_mic else devices))
         fleet_devices = []
         for i in range(devices):
+            pulse = pulses[i % len(pulses)]
             daemon = launch_enrolled(ns, endpoint, workdir, pulse, f"kiosk-{i}", GROUP, session=KIOSK)
             stack.callback(daemon.stop)
-            fleet_devices.append(Device(f"kiosk-{i}", daemon))
+            fleet_devices.append(Device(f"kiosk-{i}", daemon, pulse))
         phrase = write_wav(workdir / "phrase.wav", speech(PHRASE, seed=25))
-        fleet = Fleet(cluster, workers, fleet_devices, pulse, phrase)
+        fleet = Fleet(cluster, workers, fleet_devices, phrase)
         cpu0, (busy0, total0) = daemon_cpu(fleet_devices), busy_jiffies()
         run_s = fleet.run(schedule, progress=lambda line: print(line, file=sys.stderr, flush=True))
         cpu1, (busy1, total1) = daemon_cpu(fleet_devices), busy_jiffies()
@@ -112,6 +112,7 @@ def run(devices: int, schedule: Schedule, keep: bool) -> dict[str, Any]:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     summary.update({
+        "audio_rigs": "one shared by all devices" if shared_mic else "one per device",
         "schedule": {"run_s": schedule.run_s, "gap_s": schedule.gap_s, "seed": schedule.seed,
                      "faults": [vars(f) for f in schedule.faults]},
         "daemons_crashed": crashed,
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=float, default=4.0, help="a device's pause between conversations, s (default 4; "
                                                           "up to as much again at random)")
     p.add_argument("--seed", type=int, default=25)
+    p.add_argument("--shared-mic", action="store_true",
+                   help="one audio rig for all devices (every mic hears every phrase and answer); default one each")
     p.add_argument("--keep", action="store_true", help="keep the logs and the agents' recordings")
     p.add_argument("--json", help="write every figure (and each conversation) here")
     args = p.parse_args(argv)
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                 Planned("worker", args.worker_at * run_s, args.worker_down)), args.gap, args.seed)
     started = time.monotonic()
     try:
-        summary = run(args.devices, schedule, args.keep)
+        summary = run(args.devices, schedule, args.keep, args.shared_mic)
     except NetNsUnavailable as e:
         print(f"fleet: cannot run: {e}", file=sys.stderr)
         return 2

@@ -2,17 +2,23 @@
 press, speak, release, the agent answers, end) through the cluster while the run kills a node or a worker on a
 schedule and brings it back. The accounting is tests/cluster/ledger.py's; this is the part that drives processes.
 
-Every daemon hears the one virtual mic (tests/wire/rig.py), so every phrase and every agent's answer reaches every
-device: only the device that holds its button streams it, and a conversation is judged by its own device's states
-and the agent's recording of its own room (the workers share one record folder).
+Each device hears its own virtual audio rig (tests/wire/rig.py), or all share one: then every phrase and every
+agent's answer reaches every device's mic (a device's mic stays live after its release, so another device's
+speech reaches its agent). A conversation is judged by its own device's states and the agent's recording of its
+own room (the workers share one record folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,7 @@ from tests.livekit.network import DeviceSide
 from tests.livekit.worker_proc import Worker
 from tests.stubsfu.netns import NetNs
 from tests.wire.daemon import Daemon, daemon_config, launch_daemon
+from tests.wire.harness import ROOT
 from tests.wire.rig import play_into_mic
 
 GROUP = "kiosks"
@@ -51,6 +58,25 @@ def launch_enrolled(ns: NetNs, endpoint: TokenEndpoint, directory: Path, pulse_s
     return launch_daemon(DeviceSide.of(ns), directory, path, pulse_server)
 
 
+@contextlib.contextmanager
+def audio_rigs(count: int) -> Iterator[list[str]]:
+    """`count` private virtual audio rigs (scripts/virtual-audio.sh), one per device: their PULSE_SERVER values."""
+    env = {k: v for k, v in os.environ.items() if k != "PULSE_SERVER"}
+    script = str(ROOT / "scripts" / "virtual-audio.sh")
+    folders: list[Path] = []
+    try:
+        for _ in range(count):
+            folders.append(Path(tempfile.mkdtemp(prefix="vd-fleet-audio-")))
+            subprocess.run(["bash", script, "start"], env={**env, "VOICE_DEVICE_AUDIO_DIR": str(folders[-1])},
+                           check=True, capture_output=True, timeout=60)
+        yield [f"unix:{folder}/native" for folder in folders]
+    finally:
+        for folder in folders:
+            subprocess.run(["bash", script, "stop"], env={**env, "VOICE_DEVICE_AUDIO_DIR": str(folder)},
+                           capture_output=True, timeout=60)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class Planned:
     kind: str  # "node" or "worker"
@@ -70,6 +96,7 @@ class Schedule:
 class Device:
     name: str
     daemon: Daemon
+    pulse_server: str  # the audio rig its daemon hears (one per device, or one shared by all)
     room: str | None = None  # the room of the conversation under way, once listening
 
 
@@ -78,7 +105,6 @@ class Fleet:
     cluster: Cluster
     workers: list[Worker]
     devices: list[Device]
-    pulse_server: str
     phrase: Path
     conversations: list[Conversation] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -134,7 +160,7 @@ class Fleet:
         pressed = time.monotonic()
         if not self._ctl(d, "press"):
             return done(UNACCOUNTED, f"the press was refused: {self._why(d)}")
-        player = play_into_mic(self.pulse_server, self.phrase)
+        player = play_into_mic(device.pulse_server, self.phrase)
         listening = self._until(d, "listening", mark, JOIN_TIMEOUT_S, gave_up)
         if listening is None:
             player.wait(timeout=30)

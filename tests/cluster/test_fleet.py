@@ -1,25 +1,24 @@
-"""The fleet run, short (the long one is `python -m benchmarks.fleet`): a few enrolled kiosks having staggered
-push-to-talk conversations through the cluster for about two minutes while the node hosting the most of them is
-killed (SIGKILL) mid-turn and brought back 30 s later. It prints the benchmark's table and holds the accounting a
-fleet operator relies on: every conversation attempted either completed or failed with a reason the device showed
-from the failure vocabulary — none unaccounted; after the fault every device completes conversations again; no
-daemon crashed."""
+"""The fleet run, short (the long one is `python -m benchmarks.fleet`): a few enrolled kiosks, each on its own
+audio rig, having staggered push-to-talk conversations through the cluster for about two minutes while the node
+hosting the most of them is killed (SIGKILL) mid-turn and brought back 30 s later. It prints the benchmark's table
+and holds the accounting a fleet operator relies on: every conversation attempted either completed or failed with
+a reason the device showed from the failure vocabulary — none unaccounted; after the fault every device completes
+conversations again; no daemon crashed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from device.core.vocabulary import FailureReason
 from tests.cluster.cluster import Cluster
-from tests.cluster.fleet import GROUP, KIOSK, Device, Fleet, Planned, Schedule
+from tests.cluster.endpoint import TokenEndpoint
+from tests.cluster.fleet import GROUP, KIOSK, Device, Fleet, Planned, Schedule, audio_rigs, launch_enrolled
 from tests.cluster.ledger import COMPLETED, FAILED, rows, summarise
 from tests.livekit.worker_proc import Worker
 from tests.programs import need
-from tests.wire.daemon import Daemon
 from tests.wire.signals import speech, write_wav
 
 pytestmark = [pytest.mark.audio, pytest.mark.slow]
@@ -33,12 +32,25 @@ def phrase_wav(folder: Path) -> Path:
     return write_wav(folder / "phrase.wav", speech(PHRASE, seed=25))
 
 
+@pytest.fixture
+def devices(cluster: Cluster, endpoint: TokenEndpoint, tmp_path: Path) -> Iterator[list[Device]]:
+    """`DEVICES` enrolled kiosks, each daemon on its own audio rig (tests/cluster/fleet.py)."""
+    need("pulseaudio", "pactl", "paplay", "espeak-ng", "sox")
+    with audio_rigs(DEVICES) as pulses:
+        started: list[Device] = []
+        try:
+            for i, pulse in enumerate(pulses):
+                daemon = launch_enrolled(cluster.ns, endpoint, tmp_path, pulse, f"kiosk-{i}", GROUP, session=KIOSK)
+                started.append(Device(f"kiosk-{i}", daemon, pulse))
+            yield started
+        finally:
+            for d in started:
+                d.daemon.process.stop()
+
+
 def test_a_fleet_through_a_node_kill_accounts_for_every_conversation(
-        cluster: Cluster, workers: list[Worker], start_device: Callable[..., Daemon], audio_rig: Any,
-        workdir: Path) -> None:
-    need("espeak-ng", "sox")
-    devices = [Device(f"kiosk-{i}", start_device(f"kiosk-{i}", GROUP, session=KIOSK)) for i in range(DEVICES)]
-    fleet = Fleet(cluster, workers, devices, audio_rig.pulse_server, phrase_wav(workdir))
+        cluster: Cluster, workers: list[Worker], devices: list[Device], workdir: Path) -> None:
+    fleet = Fleet(cluster, workers, devices, phrase_wav(workdir))
     run_s = fleet.run(SCHEDULE, progress=print)
     summary = summarise(fleet.conversations, fleet.faults, [d.name for d in devices], run_s)
     for label, value in rows(summary):
