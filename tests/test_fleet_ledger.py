@@ -95,3 +95,11 @@ def test_the_table_names_every_failure_reason_and_fault() -> None:
     assert table["all: failed by reason"] == "connection-lost 1"
     assert table["fault-free: press → listening p50 / p90 / max"] == "0.70 / 1.10 / 1.10 s (n=4)"
     assert "fault: worker worker@node-0 killed at 200 s (down 15 s)" in table
+
+
+def test_a_conversation_spanning_two_faults_is_counted_in_the_later_ones_window_only() -> None:
+    spanning = [*CONVERSATIONS, failed("b", 190, 230, "agent-left", at=225.0)]
+    node, worker = summarise(spanning, [NODE, WORKER], DEVICES, run_s=260.0)["faults"]
+    assert node["failed"] == {"connection-lost": 1}
+    assert worker["failed"] == {"agent-left": 1}
+    assert worker["first_failure_after_s"] == 25.0

@@ -84,10 +84,11 @@ def tally(conversations: Sequence[Conversation]) -> dict[str, Any]:
 def fault_cost(fault: Fault, until_s: float, conversations: Sequence[Conversation], devices: Sequence[str],
                slow_join_s: float | None) -> dict[str, Any]:
     """What one fault cost, in its window (from the kill to the next fault or the run's end): the conversations
-    started or in progress in it that failed (by reason) or completed late (press → listening above the
-    fault-free maximum), the first failure the fleet showed, and when every device had completed a conversation
-    started after the kill (the fleet whole again; None if one never did in the window)."""
-    window = [c for c in conversations if c.ended_s > fault.at_s and c.started_s < until_s]
+    that ended in it (those under way at the kill included: `phase_of`) that failed (by reason) or completed late
+    (press → listening above the fault-free maximum), the first failure the fleet showed, and when every device
+    had completed a conversation started after the kill (the fleet whole again; None if one never did in the
+    window)."""
+    window = [c for c in conversations if fault.at_s < c.ended_s <= until_s]
     failed = [c for c in window if c.outcome == FAILED]
     delayed = [c for c in window if c.outcome == COMPLETED and slow_join_s is not None and c.join_s is not None
                and c.join_s > slow_join_s]
