@@ -164,6 +164,7 @@ class Fleet:
         listening = self._until(d, "listening", mark, JOIN_TIMEOUT_S, gave_up)
         if listening is None:
             player.wait(timeout=30)
+            self._ctl(d, "release")  # a button left down would make the next press no press at all
             self._end(d)
             return done(UNACCOUNTED, f"not listening {JOIN_TIMEOUT_S:.0f} s after the press ({self._why(d)})")
         join_s = round(d.messages[listening]["seen_monotonic"] - pressed, 3)
