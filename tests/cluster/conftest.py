@@ -7,7 +7,6 @@ Prerequisites are those of tests/livekit plus redis-server; under CI=true a miss
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ import pytest
 
 from tests.cluster.cluster import Cluster, unavailable_reason
 from tests.cluster.endpoint import TokenEndpoint
+from tests.cluster.fleet import launch_enrolled
 from tests.livekit.conftest import START_TURN_DELAY_S, stack_namespace
-from tests.livekit.network import DeviceSide
 from tests.livekit.worker_proc import Worker
 from tests.stubsfu.netns import NetNs
-from tests.wire.daemon import Daemon, daemon_config, launch_daemon
+from tests.wire.daemon import Daemon
 
 AGENT = "vd-agent"
 
@@ -95,11 +94,7 @@ def start_device(cluster: Cluster, endpoint: TokenEndpoint, audio_rig: Any,
     started: list[Daemon] = []
 
     def go(name: str, group: str, **config: Any) -> Daemon:
-        stamp = time.monotonic_ns()
-        livekit = {**endpoint.livekit_section(name, group), **config.pop("livekit", {})}
-        path = daemon_config(tmp_path / f"{name}-{stamp}.yaml", url="", socket=tmp_path / f"{name}-{stamp}.sock",
-                             livekit=livekit, **config)
-        daemon = launch_daemon(DeviceSide.of(cluster.ns), tmp_path, path, audio_rig.pulse_server)
+        daemon = launch_enrolled(cluster.ns, endpoint, tmp_path, audio_rig.pulse_server, name, group, **config)
         started.append(daemon)
         return daemon
 
