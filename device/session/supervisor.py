@@ -484,7 +484,9 @@ class Supervisor:
         if not self._turns.pending or room is None:
             return
         if self._turn_task is None or self._turn_task.done():
-            self._turn_task = asyncio.get_running_loop().create_task(self._turns.flush(room.local_participant, agent))
+            before_end = self._uplink.stream_delivered if self._uplink is not None else None
+            self._turn_task = asyncio.get_running_loop().create_task(
+                self._turns.flush(room.local_participant, agent, before_end))
 
     def _ask_agent_state(self, agent: str) -> None:
         """`get_session_state` in the background: the session never waits for it (its answer is an `AgentSpoke`)."""

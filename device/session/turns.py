@@ -12,7 +12,7 @@ open (`routing.Facts.turn_pending`); `on_start_pending` is told of every change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from device.config.schema import TurnsConfig
@@ -68,10 +68,14 @@ class Turns:
         """A (new) agent joined: its support is unknown; a press made before it came still goes to it."""
         self.supported = True
 
-    async def flush(self, local_participant: rtc.LocalParticipant, agent: str) -> None:
-        """Send the queued calls in order (the caller checked that the agent is ready)."""
+    async def flush(self, local_participant: rtc.LocalParticipant, agent: str,
+                    before_end: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Send the queued calls in order (the caller checked that the agent is ready); `before_end` is awaited
+        before an end goes out (the uplink's pre-connect stream delivered: the end turns the agent's input off)."""
         while self.pending and self.active:
             which = self.pending.pop(0)
+            if which == "end" and before_end is not None:
+                await before_end()
             await self._call(local_participant, agent, self.method(which))
             if which == "start" and "start" not in self.pending:
                 self._set_start_pending(False)  # answered (or failed): the agent's input is as it will be

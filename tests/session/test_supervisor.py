@@ -831,7 +831,7 @@ async def test_push_to_talk_calls_the_agents_turn_rpcs(make_rig):
     await rig.sup.start_turn(rig.audio.mark(0))
     await rig.sup.end_turn()
     await rig.sup.cancel_turn()
-    await rig.settle()
+    await rig.run_for(3.0)  # the end waits for the pre-connect stream (here: its budget, nobody subscribes)
     assert rig.room.local_participant.rpc_calls == [
         ("agent-1", "start_turn", ""), ("agent-1", "end_turn", ""), ("agent-1", "cancel_turn", "")]
 
@@ -846,7 +846,41 @@ async def test_a_press_before_the_agent_is_ready_sends_its_turn_rpcs_once_it_is(
     assert rig.room.local_participant.rpc_calls == []
     rig.room.set_agent_state(agent, "listening")
     await rig.settle()
+    rig.room.agent_subscribes_mic()
+    await rig.run_for(1.0)
     assert [c[1] for c in rig.room.local_participant.rpc_calls] == ["start_turn", "end_turn"]
+
+
+async def _pressed_with_start_turn_unanswered(rig) -> asyncio.Event:
+    """A press with speech before it; the agent's answer to start_turn waits for the event returned."""
+    rig.audio.speak(300)
+    await rig.sup.start_turn(rig.audio.mark(200))
+    await rig.settle()
+    answer = asyncio.Event()
+    rig.room.local_participant.rpc_gates["start_turn"] = answer
+    return answer
+
+
+async def test_an_end_turn_waits_until_the_pre_connect_stream_is_complete_and_the_agent_has_fed_it(make_rig):
+    """livekit-agents feeds a completed pre-connect buffer to its input only while the input is on, and end_turn
+    turns it off: a release right after the agent answered start_turn must not reach it before the buffer (the
+    agent would commit an empty turn and never answer — found by the fleet run)."""
+    rig = make_rig()
+    answer = await _pressed_with_start_turn_unanswered(rig)
+    rig.room.agent_joins(state="listening")
+    rig.room.agent_subscribes_mic()
+    await rig.settle()
+    writer = rig.room.local_participant.writers[0]
+    await rig.sup.end_turn()  # released while start_turn is unanswered and the stream is open
+    await rig.run_for(0.3)
+    answer.set()
+    await rig.settle()
+    calls = rig.room.local_participant.rpc_calls
+    assert writer.closed and [c[1] for c in calls] == ["start_turn"]
+    await rig.run_for(0.3)
+    assert [c[1] for c in calls] == ["start_turn"]  # the agent is given END_AFTER_STREAM_S to feed the buffer
+    await rig.run_for(0.3)
+    assert [c[1] for c in calls] == ["start_turn", "end_turn"]
 
 
 async def test_an_agent_without_turn_rpcs_falls_back_once_to_its_own_turn_detection(make_rig, caplog):
@@ -869,11 +903,7 @@ async def test_push_to_talk_keeps_the_preconnect_stream_open_until_the_agent_has
     """A push-to-talk agent's input is off until its start_turn runs, and livekit-agents discards a pre-connect
     buffer completed before that: the subscription alone must not end the stream while start_turn is unanswered."""
     rig = make_rig()
-    rig.audio.speak(300)
-    await rig.sup.start_turn(rig.audio.mark(200))
-    await rig.settle()
-    answer = asyncio.Event()
-    rig.room.local_participant.rpc_gates["start_turn"] = answer
+    answer = await _pressed_with_start_turn_unanswered(rig)
     agent = rig.room.agent_joins(state="initializing")
     await rig.settle()
     writer = rig.room.local_participant.writers[0]

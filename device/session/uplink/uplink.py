@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from device.core.agent_contract import Topic
-from device.session.clock import Clock, Timer
+from device.session.clock import Clock, Timer, sleep
 from device.session.ports import AudioReader
 from device.session.status import UplinkStatus
 from device.session.uplink.routing import Facts, Route, Step, decide
@@ -50,6 +50,9 @@ log = logging.getLogger("device.session.uplink.uplink")
 TOPIC = Topic.PRECONNECT_AUDIO.value
 STREAM_NAME = "pre-connect-audio"
 STREAM_BUDGET_S = 2.5  # livekit-agents cancels a pre-connect stream not complete 3 s after it opened
+# livekit-agents feeds a completed pre-connect buffer to the session's input only while that input is on, and a
+# push-to-talk agent's end_turn turns it off: the end waits for the stream to be complete and this much after
+END_AFTER_STREAM_S = 0.5
 STREAM_WRITE_MS = 100  # append to the stream in ~100 ms pieces while waiting for the subscription
 WRITE_PIECE_S = 0.5  # the buffered backlog goes out in pieces of at most this
 LIVE_BATCH_MS = 40  # per-call FFI cost dominates capture_frame: batch 10 ms chunks
@@ -184,6 +187,7 @@ class Uplink:
         self._writer: rtc.ByteStreamWriter | None = None
         self._deadline: Timer | None = None
         self._expired = False
+        self._stream_closed_at: float | None = None
         self._pend_stream: list[np.ndarray] = []
         self._pend_stream_n = 0
         self._pend_live: list[np.ndarray] = []
@@ -254,6 +258,17 @@ class Uplink:
     def reconnected(self) -> None:
         self._reconnecting = False
         self._kick()
+
+    async def stream_delivered(self) -> None:
+        """Return once a pre-connect stream under way is complete and the agent has had END_AFTER_STREAM_S to feed
+        it to its input (at once when no stream is open or just closed); bounded by the stream's own budget."""
+        deadline = self.clock.now() + STREAM_BUDGET_S + END_AFTER_STREAM_S
+        while self.route is Route.STREAM and self.clock.now() < deadline:
+            await sleep(self.clock, 0.02)
+        if self._stream_closed_at is not None:
+            wait = self._stream_closed_at + END_AFTER_STREAM_S - self.clock.now()
+            if wait > 0:
+                await sleep(self.clock, wait)
 
     def drop_buffer(self, reason: str) -> None:
         if self.route is Route.BUFFER:
@@ -594,6 +609,7 @@ class Uplink:
             self._deadline.cancel()
             self._deadline = None
         writer, self._writer = self._writer, None
+        self._stream_closed_at = self.clock.now()
         record = self.streams[-1]
         record.closed = record.closed or why
         if writer is not None:
