@@ -145,40 +145,38 @@ def test_the_token_endpoint_down_or_slow_devices_holding_a_token_keep_talking_an
     held_mark = talking.mark()
 
     endpoint.kill()
-    mark, log_at = newcomer.mark(), len(newcomer.log())
-    newcomer.ctl("press")
-    newcomer.ctl("release")
-    down = newcomer.wait_state("failed", timeout=30, after=mark)
+    down, mark, log_at = press_until_failed(newcomer)
     assert down["reason"] == "unreachable"
     assert "could not be reached" in down.get("detail", "") + newcomer.log()[log_at:]
     assert endpoint.credentials["kiosk-needing"] not in newcomer.log()
     states = kiosk_turn(talking, workers, audio_rig, talk)
     assert "failed" not in states
-    given_up(newcomer, log_at)  # push-to-talk retries within a budget, then waits for the next press
+    wait_for(lambda: gave_up(newcomer, log_at), 120, "the retries to be given up")  # push-to-talk: a budget
 
     endpoint.start()
     endpoint.pause()
-    mark, log_at = newcomer.mark(), len(newcomer.log())
-    newcomer.ctl("press")
-    newcomer.ctl("release")
-    slow = newcomer.wait_state("failed", timeout=30, after=mark)
+    slow, mark, log_at = press_until_failed(newcomer)
     assert slow["reason"] == "unreachable"
     wait_for(lambda: "did not answer within 3 s" in newcomer.log()[log_at:], 30, "the slow endpoint's sentence")
     sentences = sorted(set(re.findall(r"state=failed reason=unreachable detail=(.*)", newcomer.log())))
     print(f"endpoint down, then slow: the device said {sentences}")
 
     endpoint.resume()
-    back = wait_for(lambda: "listening" in newcomer.states()[mark:] or given_up(newcomer, log_at, timeout=0),
-                    120, "a retry to get through, or the retries to be given up")
+    wait_for(lambda: "listening" in newcomer.states()[mark:] or gave_up(newcomer, log_at), 120,
+             "a retry to get through, or the retries to be given up")
     if "listening" not in newcomer.states()[mark:]:
-        assert back
         converse(newcomer)
     assert "failed" not in talking.states()[held_mark:]
 
 
-def given_up(daemon: Daemon, log_at: int, timeout: float = 120.0) -> bool:
+def press_until_failed(daemon: Daemon) -> tuple[dict[str, Any], int, int]:
+    """A press and release that fail: the failure's message, and the state mark and log offset from before."""
+    mark, log_at = daemon.mark(), len(daemon.log())
+    daemon.ctl("press")
+    daemon.ctl("release")
+    return daemon.wait_state("failed", timeout=30, after=mark), mark, log_at
+
+
+def gave_up(daemon: Daemon, log_at: int) -> bool:
     """The daemon's retries of its failed session are over (its log says `retry_in_s=never` since `log_at`)."""
-    if timeout == 0:
-        return "retry_in_s=never" in daemon.log()[log_at:]
-    wait_for(lambda: "retry_in_s=never" in daemon.log()[log_at:], timeout, "the retries to be given up")
-    return True
+    return "retry_in_s=never" in daemon.log()[log_at:]

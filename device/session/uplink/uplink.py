@@ -27,6 +27,7 @@ with pre-connect off, the live track goes on after any reconnect and what was he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from device.core.agent_contract import Topic
-from device.session.clock import Clock, Timer, sleep
+from device.session.clock import Clock, Timer, sleep, within
 from device.session.ports import AudioReader
 from device.session.status import UplinkStatus
 from device.session.uplink.routing import Facts, Route, Step, decide
@@ -116,8 +117,7 @@ class ChunkBuffer:
 
     def take(self) -> list[tuple[int, np.ndarray]]:
         chunks = list(self._chunks)
-        self._chunks.clear()
-        self.samples = 0
+        self.clear()
         return chunks
 
     def clear(self) -> int:
@@ -188,6 +188,8 @@ class Uplink:
         self._deadline: Timer | None = None
         self._expired = False
         self._stream_closed_at: float | None = None
+        self._off_stream = asyncio.Event()  # set while the route is not STREAM (`stream_delivered` waits on it)
+        self._off_stream.set()
         self._pend_stream: list[np.ndarray] = []
         self._pend_stream_n = 0
         self._pend_live: list[np.ndarray] = []
@@ -262,9 +264,9 @@ class Uplink:
     async def stream_delivered(self) -> None:
         """Return once a pre-connect stream under way is complete and the agent has had END_AFTER_STREAM_S to feed
         it to its input (at once when no stream is open or just closed); bounded by the stream's own budget."""
-        deadline = self.clock.now() + STREAM_BUDGET_S + END_AFTER_STREAM_S
-        while self.route is Route.STREAM and self.clock.now() < deadline:
-            await sleep(self.clock, 0.02)
+        if self.route is Route.STREAM:
+            with contextlib.suppress(TimeoutError):
+                await within(self.clock, self._off_stream.wait(), STREAM_BUDGET_S + END_AFTER_STREAM_S)
         if self._stream_closed_at is not None:
             wait = self._stream_closed_at + END_AFTER_STREAM_S - self.clock.now()
             if wait > 0:
@@ -417,6 +419,10 @@ class Uplink:
             log.debug("uplink route %s -> %s", self.route, route)
             self.route = route
             self._live_start_pending = route is Route.LIVE
+            if route is Route.STREAM:
+                self._off_stream.clear()
+            else:
+                self._off_stream.set()
 
     def _kick(self) -> None:
         """Re-evaluate the route soon, in one task at a time (control calls come from sync callbacks)."""
