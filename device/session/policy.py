@@ -89,6 +89,15 @@ class Phase(StrEnum):
     WAITING = "waiting"
 
 
+class TurnProgress(StrEnum):
+    """Where the user's push-to-talk turn is: none waiting for an answer, asked for (its calls queued), or sent to
+    an agent — which may die before it answers, and then the agent replacing it is given the turn again."""
+
+    NONE = "none"
+    ASKED = "asked"
+    SENT = "sent"
+
+
 class TimerName(StrEnum):
     AGENT = "agent"
     AGENT_GONE = "agent-gone"
@@ -391,8 +400,7 @@ class Policy:
         self.agent_left_deliberately = False
         self.auth_retried = False
         self.turn_held = False
-        self.turn_unanswered = False  # a push-to-talk turn was asked for, and no agent has answered it yet
-        self.turn_sent = False  # ... and its calls went out to an agent (which may die before it answers)
+        self.turn = TurnProgress.NONE
         self.idle_armed = False
         self.answered = False  # the agent has spoken in this session
         self.away = False  # the agent reported the user away; the session ends once it stops speaking
@@ -430,7 +438,7 @@ class Policy:
     def _start(self, event: Input) -> list[Action]:
         self.backoff.reset()
         self.auth_retried = False
-        self.turn_unanswered = self.turn_sent = False
+        self.turn = TurnProgress.NONE
         self._forget_agent()
         self.answered = self.heard_user = False
         self.phase = Phase.CONNECTING
@@ -470,11 +478,11 @@ class Policy:
             self.agent_left_deliberately = False
             actions += [TakeAgent(event.identity, event.name), Cancel(TimerName.AGENT_GONE),
                         Cancel(TimerName.PRECONNECT)]
-            if self.turn_sent and self.turn_unanswered:
+            if self.turn is TurnProgress.SENT:
                 # the agent that had the user's turn is gone (a node or a worker died, the SDK restarted): the new
                 # one gets the turn again — opened, so the words re-sent to it count, and closed if the button is up
                 log.info("turn given again to agent %s: the agent it was given to is gone", event.identity)
-                self.turn_sent = False
+                self.turn = TurnProgress.ASKED
                 actions.append(QueueTurn(TurnKind.START))
                 if not self.turn_held:
                     actions.append(QueueTurn(TurnKind.END))
@@ -534,7 +542,7 @@ class Policy:
             actions.append(Cancel(TimerName.AGENT))
             self.backoff.reset()  # a working session refills the retry budget
         if state in (AgentState.THINKING, AgentState.SPEAKING) and not self.turn_held:
-            self.turn_unanswered = self.turn_sent = False  # the agent took the turn
+            self.turn = TurnProgress.NONE  # the agent took the turn
         if state is AgentState.SPEAKING:
             self.answered = True
         elif self.away and self.phase is Phase.CONNECTED:
@@ -687,8 +695,10 @@ class Policy:
             if self.agent_state is AgentState.SPEAKING:
                 log.info("barge-in agent=%s", self.agent)
                 actions.append(StopPlayback())  # stop playing at once; start_turn interrupts the agent
-        if event.turn_calls:
-            self.turn_unanswered = event.kind is not TurnKind.CANCEL
+        if event.kind is TurnKind.CANCEL:
+            self.turn = TurnProgress.NONE
+        elif event.turn_calls and self.turn is TurnProgress.NONE:
+            self.turn = TurnProgress.ASKED
         actions += [QueueTurn(event.kind), *self._flush_turns()]
         return actions + self.handle(TurnBegan() if event.kind is TurnKind.START else TurnFinished())
 
@@ -715,7 +725,8 @@ class Policy:
         ready = self.agent_state is not None and self.agent_state.ready
         if self.agent is None or not ready:
             return []
-        self.turn_sent = self.turn_sent or self.turn_unanswered
+        if self.turn is TurnProgress.ASKED:
+            self.turn = TurnProgress.SENT
         return [FlushTurns(self.agent)]
 
     def _update_idle(self) -> list[Action]:
