@@ -329,6 +329,14 @@ class Promises(RuleBasedStateMachine):
         room.participant_leaves(agent, reason)
         self.run(self._settle())
 
+    @rule()
+    def the_server_answers(self) -> None:
+        """The SFU's packets on the mic's connection (its link watch hears them at its next poll): audio sent live
+        after the last of them is held again at a reconnect (session/uplink/link_watch.py)."""
+        room = self._room()
+        if room is not None:
+            room.packets_received = (room.packets_received or 0) + 1
+
     @rule(kind=st.sampled_from(["resume", "full", "drop", "server-end"]))
     def network(self, kind: str) -> None:
         room = self._room()

@@ -407,6 +407,25 @@ async def test_audio_sent_into_a_dead_link_beyond_the_resend_bound_is_counted_an
     assert ms(1200) - ms(40) <= ms(lost) + len(sent) <= ms(1200) + ms(40)
 
 
+async def test_a_mute_forgets_what_was_sent_live_before_it_so_no_reconnect_sends_it_again(make_rig):
+    """Mute means mute: audio sent live before the mute, into a link that was already dead, is not held again when
+    the SDK then reconnects — nothing leaves the device while it is muted."""
+    rig = make_rig(resend_after_reconnect_s=5.0)
+    await _live_session(rig)
+    rig.room.packets_received = 10
+    await rig.run_for(1.0)
+    rig.audio.speak(600)  # sent live after the server was last heard
+    await rig.settle()
+    await rig.sup.set_muted(True)
+    await rig.settle()
+    rig.room.emit("reconnecting")
+    await rig.settle()
+    rig.room.full_restart()
+    await rig.run_for(1.0)
+    writers = rig.room.local_participant.writers
+    assert all(len(w.samples()) == 0 for w in writers[1:]), "audio from before the mute was sent while muted"
+
+
 async def test_a_link_still_heard_when_the_sdk_reconnects_holds_nothing_again(make_rig):
     rig = make_rig(resend_after_reconnect_s=5.0)
     await _live_session(rig)

@@ -296,6 +296,7 @@ class Uplink:
         self._pend_stream_n = 0
         self._pend_live.clear()
         self._pend_live_n = 0
+        self._forget_sent()  # what went out live before the mute is never held again: nothing leaves while muted
         self._drop_muted(pending)
 
     def _drop_muted(self, samples: int) -> None:
@@ -417,6 +418,8 @@ class Uplink:
     def _set_route(self, route: Route) -> None:
         if route is not self.route:
             log.debug("uplink route %s -> %s", self.route, route)
+            if self.route is Route.LIVE:
+                self._forget_sent()  # only audio sent live until a hold is held again (`_unheard`)
             self.route = route
             self._live_start_pending = route is Route.LIVE
             if route is Route.STREAM:
@@ -476,16 +479,16 @@ class Uplink:
         self.dropped_samples += self.buffer.rebound(int(bound_s * self.rate))
         self._set_route(Route.BUFFER)
 
-    def _hold_unheard(self) -> None:
-        """Hold again the live audio sent after the server was last heard (the link was dead before the SDK knew)."""
+    def _unheard(self) -> list[tuple[int, np.ndarray]]:
+        """The live audio sent after the server was last heard (the link was dead before the SDK knew), to be held
+        again; what of it is past the re-send bound is counted and logged as dropped. Empty unless the route was
+        live until now (leaving it forgets what was sent)."""
         since, self._unheard_since = self._unheard_since, None
-        sent, self._sent, self._sent_n = self._sent, deque(), 0
-        evicted, self._evicted = self._evicted, deque(maxlen=EVICTED_KEPT)
+        sent, evicted = list(self._sent), list(self._evicted)
+        self._forget_sent()
         if since is None:
-            return
+            return []
         again = [(first, samples) for at, first, samples in sent if at > since]
-        for first, samples in again:
-            self.dropped_samples += self.buffer.append(first, samples)
         if again:
             log.info("audio sent live since the server was last heard held again ms=%d unheard_s=%.1f",
                      sum(len(s) for _, s in again) * 1000 // self.rate, self.clock.now() - since)
@@ -495,6 +498,12 @@ class Uplink:
             self.drop_reason = (f"sent live after the server was last heard, longer ago than the "
                                 f"{self.resend_s:g} s re-send bound")
             log.info("audio sent into a dead link dropped reason=%r ms=%d", self.drop_reason, lost * 1000 // self.rate)
+        return again
+
+    def _forget_sent(self) -> None:
+        self._sent.clear()
+        self._sent_n = 0
+        self._evicted.clear()
 
     def _report_overflow(self) -> None:
         """Say (once per buffer sent or dropped) how much of the oldest audio its cap let go, and why."""
@@ -511,13 +520,14 @@ class Uplink:
                 # after what was sent live since the server was last heard and what had not gone out yet
                 if self.route is Route.STREAM:
                     await self._close_stream("reconnecting", go_live=False)
-                unsent = (self._pend_live_first, np.concatenate(self._pend_live)) if self._pend_live else None
+                held = self._unheard()
+                if self._pend_live:
+                    held.append((self._pend_live_first, np.concatenate(self._pend_live)))
                 self._pend_live.clear()
                 self._pend_live_n = 0
                 self._rebuffer(self.resend_s)
-                self._hold_unheard()
-                if unsent is not None:
-                    self.dropped_samples += self.buffer.append(*unsent)
+                for first, samples in held:
+                    self.dropped_samples += self.buffer.append(first, samples)
                 self._after_reconnect = True
             case Step.RESUME_LIVE:
                 # resumed with the same SID and the agent still subscribed: nothing to re-send, the live track goes on
