@@ -67,7 +67,7 @@ class Attempt:
     @property
     def identity(self) -> str:
         """The identity joined as (the token's: a token server may fix it), else the one asked for."""
-        joined = self.room.local_participant.identity if self.room is not None and self.publication else ""
+        joined = self.room.local_participant.identity if self.room is not None and self.publication is not None else ""
         return joined or self.request.participant_identity
 
     @property
